@@ -1,0 +1,119 @@
+"""Builds the ASGI app: settings -> store -> services -> routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .rest.capability import RouteSpec, capability_statement
+from .rest.errors import HANDLERS
+from .rest.http import FhirResponse, check_accept, context_for
+from .rest.middleware import RequestIdMiddleware
+from .rest.routes import FhirRoutes
+from .service.resources import ResourceService
+from .settings import Settings
+from .storage import open_store
+
+log = logging.getLogger("fhir_sched")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Server:
+    """The running parts of one server process, shared by routes, operations and (later) MLLP."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = open_store(settings)
+        self.service = ResourceService(self.store)
+        self.routes: list[tuple[RouteSpec, Handler]] = []
+        self.background: list[Callable[[], Awaitable[None]]] = []
+
+
+def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
+    """Operation routes first (so ``/Appointment/$find`` is not read as an id), then the rest."""
+    from .operations import operation_routes
+
+    r = FhirRoutes(server.service, server.settings)
+    table: list[tuple[RouteSpec, Handler]] = list(operation_routes(server))
+
+    async def metadata(request: Request) -> Response:
+        check_accept(request)
+        ctx = context_for(request, server.settings.public_base, server.settings.base_path)
+        specs = [spec for spec, _ in server.routes]
+        return FhirResponse(capability_statement(specs, ctx.base_url))
+
+    def add(path: str, methods: tuple[str, ...], interaction: str, level: str,
+            handler: Handler) -> None:
+        table.append((RouteSpec(path, methods, interaction, level), handler))
+
+    add("/metadata", ("GET",), "capabilities", "system", metadata)
+    add("/_history", ("GET",), "history-system", "system", r.system_history)
+    add("/", ("POST",), "transaction", "system", r.batch_or_transaction)
+    add("/Patient/{id}/{ctype}", ("GET",), "search-type", "type", r.compartment_search)
+    add("/{type}/_history", ("GET",), "history-type", "type", r.type_history)
+    add("/{type}/_search", ("POST",), "search-type", "type", r.search_post)
+    add("/{type}/{id}/_history/{vid}", ("GET",), "vread", "instance", r.vread)
+    add("/{type}/{id}/_history", ("GET",), "history-instance", "instance", r.instance_history)
+    add("/{type}/{id}", ("GET",), "read", "instance", r.read)
+    add("/{type}/{id}", ("PUT",), "update", "instance", r.update)
+    add("/{type}/{id}", ("PATCH",), "patch", "instance", r.patch)
+    add("/{type}/{id}", ("DELETE",), "delete", "instance", r.delete)
+    add("/{type}", ("GET",), "search-type", "type", r.search_get)
+    add("/{type}", ("POST",), "create", "type", r.create)
+    add("/{type}", ("PUT",), "update", "type", r.conditional_update)
+    add("/{type}", ("DELETE",), "delete", "type", r.conditional_delete)
+    return table
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    server = Server(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await server.store.start()
+        tasks = []
+        import asyncio
+
+        for job in server.background:
+            tasks.append(asyncio.create_task(job()))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await server.store.close()
+
+    app = FastAPI(
+        title="fhir-sched",
+        description="HL7 FHIR R4 scheduling server",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=f"{settings.base_path}/openapi.json",
+    )
+    for exc_type, handler in HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)  # type: ignore[arg-type]
+    server.routes = build_routes(server)
+    responses: dict[int | str, dict[str, Any]] = {
+        "4XX": {"description": "OperationOutcome", "content": {"application/fhir+json": {}}},
+        "5XX": {"description": "OperationOutcome", "content": {"application/fhir+json": {}}},
+    }
+    for spec, handler in server.routes:
+        app.add_api_route(
+            settings.base_path + spec.path if spec.path != "/" else settings.base_path,
+            handler, methods=list(spec.methods), name=f"{spec.interaction}:{spec.path}",
+            responses=responses, include_in_schema=True,
+        )
+        if spec.path == "/":
+            app.add_api_route(settings.base_path + "/", handler, methods=list(spec.methods),
+                              include_in_schema=False)
+    app.add_middleware(RequestIdMiddleware)
+    app.state.server = server
+    return app

@@ -1,0 +1,1 @@
+"""Authorization: the hook every interaction passes (allow-all until SMART lands)."""

@@ -1,0 +1,35 @@
+"""Appointment: R4 invariants app-2 and app-3 and the required code bindings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from ._common import end_not_before_start
+
+STATUS = (
+    "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow",
+    "entered-in-error", "checked-in", "waitlist",
+)
+BINDINGS = {
+    "status": STATUS,
+    "participant.status": ("accepted", "declined", "tentative", "needs-action"),
+    "participant.required": ("required", "optional", "information-only"),
+}
+
+
+def rules(res: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    start, end = res.get("start"), res.get("end")
+    if (start is None) != (end is None):
+        # app-2: either start and end are specified, or neither
+        yield ("Appointment.end" if start else "Appointment.start",
+               "app-2: either start and end are specified, or neither")
+    if start is None and res.get("status") not in ("proposed", "cancelled", "waitlist", None):
+        yield ("Appointment.start",
+               "app-3: only proposed, cancelled or waitlist appointments may lack start and end")
+    yield from end_not_before_start(res, "Appointment")
+    for n, p in enumerate(res.get("participant") or []):
+        if isinstance(p, dict) and not p.get("type") and not p.get("actor"):
+            # app-1: either the type or actor on the participant SHALL be specified
+            yield (f"Appointment.participant[{n}]",
+                   "app-1: either the type or actor on the participant SHALL be specified")

@@ -1,0 +1,3 @@
+"""Coverage: required status binding (fm-status)."""
+
+BINDINGS = {"status": ("active", "cancelled", "draft", "entered-in-error")}

@@ -1,0 +1,3 @@
+"""Practitioner: required gender binding."""
+
+BINDINGS = {"gender": ("male", "female", "other", "unknown")}

@@ -1,0 +1,50 @@
+"""Which types this server hosts, and the per-type rule modules that guard them."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+Issue = tuple[str, str]  # (element path, message)
+Rules = Callable[[dict[str, Any]], Iterable[Issue]]
+
+# Module name per hosted type; each module declares BINDINGS (required code bindings that the
+# fhir.resources models do not enforce) and optionally rules(resource) for invariants.
+_MODULES = {
+    "Appointment": "appointment",
+    "Coverage": "coverage",
+    "HealthcareService": "healthcare_service",
+    "Location": "location",
+    "Organization": "organization",
+    "Patient": "patient",
+    "Practitioner": "practitioner",
+    "PractitionerRole": "practitioner_role",
+    "Schedule": "schedule",
+    "ServiceRequest": "service_request",
+    "Slot": "slot",
+}
+HOSTED_TYPES: tuple[str, ...] = tuple(sorted(_MODULES))
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceType:
+    name: str
+    model: type
+    bindings: dict[str, frozenset[str]]
+    rules: Rules | None
+
+
+def is_hosted(name: str) -> bool:
+    return name in _MODULES
+
+
+@cache
+def get_type(name: str) -> ResourceType:
+    module = importlib.import_module(f"{__package__}.{_MODULES[name]}")
+    bindings = {path: frozenset(codes) for path, codes in getattr(module, "BINDINGS", {}).items()}
+    return ResourceType(name, get_fhir_model_class(name), bindings, getattr(module, "rules", None))

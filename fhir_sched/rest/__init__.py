@@ -1,0 +1,1 @@
+"""The FHIR RESTful API: routing, negotiation, Bundles, paging, OperationOutcome, headers."""

@@ -1,0 +1,90 @@
+"""The CapabilityStatement, generated from what the server really routes and declares.
+
+Interactions come from the route table, search parameters from the declarations that drive
+indexing, operations from the OperationDefinitions the operation modules load. Nothing is listed
+by hand, so the statement cannot claim what the server does not do, or hide what it does.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from .. import __version__
+from ..conformance_files import load
+from ..resources import HOSTED_TYPES
+from ..search.params import params_for
+from ..timeutil import now_instant
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    path: str  # relative to the FHIR base, e.g. "/{type}/{id}"
+    methods: tuple[str, ...]
+    interaction: str  # FHIR interaction code, "operation", or "capabilities"
+    level: str  # "instance", "type" or "system"
+    types: tuple[str, ...] = ()  # for fixed-type routes (operations); empty = every hosted type
+    operation: str | None = None  # operation name without "$"
+    definition: str | None = None  # canonical URL of the OperationDefinition
+
+
+def capability_statement(routes: list[RouteSpec], base_url: str) -> dict[str, Any]:
+    cs = dict(load("CapabilityStatement-base.json"))
+    cs["date"] = now_instant()
+    cs["software"] = {**cs.get("software", {}), "version": __version__}
+    cs["implementation"] = {**cs.get("implementation", {}), "url": base_url}
+    type_interactions: dict[str, set[str]] = defaultdict(set)
+    type_ops: dict[str, dict[str, str]] = defaultdict(dict)
+    system_interactions: set[str] = set()
+    system_ops: dict[str, str] = {}
+    for r in routes:
+        targets = r.types or HOSTED_TYPES
+        if r.interaction == "operation":
+            assert r.operation and r.definition
+            if r.level == "system":
+                system_ops[r.operation] = r.definition
+            for t in targets if r.level != "system" else ():
+                type_ops[t][r.operation] = r.definition
+        elif r.level == "system":
+            if r.interaction != "capabilities":
+                system_interactions.add(r.interaction)
+        else:
+            for t in targets:
+                type_interactions[t].add(r.interaction)
+    resources = []
+    for t in HOSTED_TYPES:
+        entry: dict[str, Any] = {
+            "type": t,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{t}",
+            "interaction": [{"code": c} for c in sorted(type_interactions[t])],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "enforced", "local"],
+            "searchInclude": ["*", *sorted(f"{t}:{c}" for c, sp in params_for(t).items()
+                                           if sp.type == "reference")],
+            "searchParam": [
+                {"name": c, "definition": sp.url, "type": sp.type,
+                 **({"documentation": sp.description} if sp.description else {})}
+                for c, sp in sorted(params_for(t).items()) if sp.url
+            ],
+        }
+        if type_ops[t]:
+            entry["operation"] = [{"name": n, "definition": d}
+                                  for n, d in sorted(type_ops[t].items())]
+        resources.append(entry)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "documentation": "FHIR R4 JSON only (no XML). Dates with a time need an offset.",
+        "resource": resources,
+        "interaction": [{"code": c} for c in sorted(system_interactions)],
+    }
+    if system_ops:
+        rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops.items())]
+    cs["rest"] = [rest]
+    return cs

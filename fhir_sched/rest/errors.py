@@ -1,0 +1,66 @@
+"""Rendering failures as OperationOutcomes: client errors precisely, bugs as a 500 with an id."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import FhirError, StoreUnavailable, outcome
+from .http import FhirResponse
+
+log = logging.getLogger("fhir_sched")
+
+
+def _rid(request: Request) -> str:
+    ctx = getattr(request.state, "fhir_ctx", None)
+    if ctx is not None:
+        return ctx.request_id
+    return request.headers.get("x-request-id") or ""
+
+
+async def fhir_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)
+    headers = dict(exc.headers)
+    return FhirResponse(exc.outcome(), status_code=exc.status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "processing")
+    msg = {404: f"no FHIR endpoint at {request.url.path}",
+           405: f"{request.method} is not allowed on {request.url.path}"}.get(
+        exc.status_code, str(exc.detail))
+    headers = dict(exc.headers or {})
+    return FhirResponse(outcome("error", code, msg), status_code=exc.status_code, headers=headers)
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    return FhirResponse(outcome("error", "invalid", f"invalid request: {exc}"), status_code=400)
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("store unavailable for request %s: %s", _rid(request), exc)
+    return FhirResponse(
+        outcome("error", "transient", "the database is unavailable; retry shortly"),
+        status_code=503, headers={"Retry-After": "2"})
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    rid = _rid(request)
+    log.exception("unexpected error in request %s", rid, exc_info=exc)
+    return FhirResponse(
+        outcome("fatal", "exception", f"internal error; request id {rid}"),
+        status_code=500, headers={"X-Request-Id": rid})
+
+
+HANDLERS = {
+    FhirError: fhir_error,
+    HTTPException: http_error,
+    RequestValidationError: validation_error,
+    StoreUnavailable: unavailable,
+    Exception: unexpected,
+}

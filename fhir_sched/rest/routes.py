@@ -1,0 +1,311 @@
+"""Route handlers for the FHIR interactions. Each is thin: parse HTTP, call the service, render.
+
+Routes are registered explicitly (not by decorators) so that the CapabilityStatement can be
+checked against the routing table, and so operation routes (``/Appointment/$find``) are
+registered before the generic ``/{type}/{id}`` routes that would otherwise swallow them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import FhirError, bad_request, outcome
+from ..resources import is_hosted
+from ..search.parse import ParsedSearch, parse_search, query_for
+from ..service.bundles import BundleProcessor
+from ..service.resources import ResourceService, Saved
+from ..service.search import run_search, shape
+from ..settings import Settings
+from ..timeutil import date_range, format_instant, from_us
+from .bundles import bundle, entry, history_entry, link
+from .http import (
+    FORM,
+    JSON_TYPES,
+    PATCH_JSON,
+    FhirResponse,
+    check_accept,
+    check_content_type,
+    context_for,
+    parse_etag,
+    parse_json,
+    prefer_return,
+    prefer_strict,
+    read_body,
+    version_headers,
+)
+
+
+class FhirRoutes:
+    """The interaction handlers, bound to one service and settings."""
+
+    def __init__(self, service: ResourceService, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.bundles = BundleProcessor(service, settings.default_count, settings.max_count)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def ctx(self, request: Request):
+        return context_for(request, self.settings.public_base, self.settings.base_path)
+
+    def _type(self, request: Request) -> str:
+        type_ = request.path_params["type"]
+        if not is_hosted(type_):
+            raise FhirError(404, "not-supported", f"resource type {type_!r} is not supported by "
+                            "this server (see /metadata)")
+        return type_
+
+    async def _json_body(self, request: Request, allowed: tuple[str, ...] = JSON_TYPES) -> Any:
+        check_content_type(request, allowed)
+        return parse_json(await read_body(request, self.settings.max_body_bytes))
+
+    def _saved(self, request: Request, saved: Saved, status: int | None = None) -> Response:
+        ctx = self.ctx(request)
+        rec = saved.record
+        headers = version_headers(rec, ctx.base_url)
+        if status is None:
+            status = 201 if saved.created else 200
+        if saved.created:
+            headers["Location"] = headers["Content-Location"]
+        prefer = prefer_return(request)
+        if prefer == "minimal":
+            return Response(status_code=status, headers=headers)
+        if prefer == "OperationOutcome":
+            verb = "created" if saved.created else "updated" if saved.changed else "unchanged"
+            oo = outcome("information", "informational", f"{rec.type}/{rec.id} {verb}, version "
+                         f"{rec.version}")
+            return FhirResponse(oo, status_code=status, headers=headers)
+        return FhirResponse(rec.body, status_code=status, headers=headers)
+
+    def _search_pairs(self, request: Request, form: list[tuple[str, str]] | None = None
+                      ) -> list[tuple[str, str]]:
+        pairs = [(k, v) for k, v in request.query_params.multi_items()]
+        if form:
+            pairs.extend(form)
+        return pairs
+
+    # -- instance level --------------------------------------------------------------------
+    async def read(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        rec = await self.service.read(self.ctx(request), type_, request.path_params["id"])
+        headers = version_headers(rec, self.ctx(request).base_url)
+        del headers["Content-Location"]
+        inm = request.headers.get("if-none-match")
+        if inm and parse_etag(inm, "If-None-Match") == rec.version:
+            return Response(status_code=304, headers=headers)
+        assert rec.body is not None
+        body = rec.body
+        summary = request.query_params.get("_summary")
+        elements = request.query_params.get("_elements")
+        if summary or elements:
+            body = shape(type_, body, summary, elements.split(",") if elements else None)
+        return FhirResponse(body, headers=headers)
+
+    async def vread(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        p = request.path_params
+        rec = await self.service.vread(self.ctx(request), type_, p["id"], p["vid"])
+        headers = version_headers(rec, self.ctx(request).base_url)
+        return FhirResponse(rec.body, headers=headers)
+
+    async def update(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        body = await self._json_body(request)
+        if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+        saved = await self.service.update(self.ctx(request), type_, request.path_params["id"],
+                                          body, if_match)
+        return self._saved(request, saved)
+
+    async def patch(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        ops = await self._json_body(request, (PATCH_JSON,))
+        if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+        saved = await self.service.patch(self.ctx(request), type_, request.path_params["id"],
+                                         ops, if_match)
+        return self._saved(request, saved)
+
+    async def delete(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+        saved = await self.service.delete(self.ctx(request), type_, request.path_params["id"],
+                                          if_match)
+        headers = {"ETag": f'W/"{saved.record.version}"'} if saved.changed else {}
+        return Response(status_code=204, headers=headers)
+
+    async def instance_history(self, request: Request) -> Response:
+        return await self._history(request, self._type(request), request.path_params["id"])
+
+    # -- type level ------------------------------------------------------------------------
+    async def create(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        ctype = check_content_type(request, (*JSON_TYPES, FORM))
+        if ctype == FORM:
+            raise bad_request("form bodies are only accepted at [type]/_search")
+        body = parse_json(await read_body(request, self.settings.max_body_bytes))
+        inx = request.headers.get("if-none-exist")
+        q = None
+        if inx:
+            q = query_for(type_, parse_qsl(inx.lstrip("?"), keep_blank_values=True),
+                          self.ctx(request).base_url)
+        saved = await self.service.create(self.ctx(request), type_, body, q)
+        return self._saved(request, saved)
+
+    async def conditional_update(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        body = await self._json_body(request)
+        q = query_for(type_, list(request.query_params.multi_items()), self.ctx(request).base_url)
+        if_match = parse_etag(request.headers.get("if-match"), "If-Match")
+        saved = await self.service.conditional_update(self.ctx(request), type_, q, body,
+                                                      if_match)
+        return self._saved(request, saved)
+
+    async def conditional_delete(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        q = query_for(type_, list(request.query_params.multi_items()), self.ctx(request).base_url)
+        await self.service.conditional_delete(self.ctx(request), type_, q)
+        return Response(status_code=204)
+
+    async def search_get(self, request: Request) -> Response:
+        check_accept(request)
+        return await self._search(request, self._type(request), self._search_pairs(request))
+
+    async def search_post(self, request: Request) -> Response:
+        check_accept(request)
+        type_ = self._type(request)
+        check_content_type(request, (FORM,))
+        raw = await read_body(request, self.settings.max_body_bytes)
+        try:
+            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise bad_request("the _search form body is not UTF-8") from None
+        return await self._search(request, type_, self._search_pairs(request, form))
+
+    async def compartment_search(self, request: Request) -> Response:
+        """``Patient/[id]/[type]``: the same code path the SMART patient scopes will use."""
+        from ..search.compartment import compartment_filter
+
+        check_accept(request)
+        type_ = request.path_params["ctype"]
+        if not is_hosted(type_):
+            raise FhirError(404, "not-supported", f"resource type {type_!r} is not supported")
+        pid = request.path_params["id"]
+        where = compartment_filter(type_, f"Patient/{pid}")
+        return await self._search(request, type_, self._search_pairs(request), where,
+                                  path=f"Patient/{pid}/{type_}")
+
+    async def type_history(self, request: Request) -> Response:
+        return await self._history(request, self._type(request), None)
+
+    async def system_history(self, request: Request) -> Response:
+        return await self._history(request, None, None)
+
+    async def _search(self, request: Request, type_: str, pairs: list[tuple[str, str]],
+                      where: tuple = (), path: str | None = None) -> Response:
+        ctx = self.ctx(request)
+        base = ctx.base_url
+        self.service.authorizer.check(ctx, "search-type", type_)
+        parsed = parse_search(
+            type_, pairs, strict=prefer_strict(request),
+            default_count=self.settings.default_count, max_count=self.settings.max_count,
+            base_url=base, extra_where=where)
+        result = await run_search(self.service.store, ctx, parsed, self.settings.max_count)
+        path = path or type_
+        links = [("self", link(base, path, self._link_params(parsed, result.self_token)))]
+        if result.next_token:
+            links.append(("next", link(base, path, self._link_params(parsed, result.next_token))))
+        if result.prev_token:
+            links.append(("previous", link(base, path,
+                                           self._link_params(parsed, result.prev_token))))
+        entries = [
+            entry(base, type_, i, shape(type_, b, parsed.summary, parsed.elements),
+                  search={"mode": "match"})
+            for i, b in result.rows
+        ]
+        entries += [entry(base, t, i, b, search={"mode": "include"})
+                    for t, i, b in result.included]
+        return FhirResponse(bundle("searchset", entries, total=result.total, links=links))
+
+    @staticmethod
+    def _link_params(parsed: ParsedSearch, token: str | None) -> list[tuple[str, str]]:
+        params = list(parsed.applied)
+        if token:
+            params.append(("_page", token))
+        return params
+
+    async def _history(self, request: Request, type_: str | None, id_: str | None) -> Response:
+        check_accept(request)
+        ctx = self.ctx(request)
+        qp = request.query_params
+        count = self.settings.default_count
+        if "_count" in qp:
+            if not qp["_count"].isdigit():
+                raise FhirError(400, "invalid", "_count must be a non-negative integer",
+                                expression=["_count"])
+            count = min(int(qp["_count"]), self.settings.max_count)
+        since = None
+        if "_since" in qp:
+            try:
+                since = format_instant(from_us(date_range(qp["_since"], require_offset=True)[0]))
+            except ValueError as exc:
+                raise FhirError(400, "invalid", f"_since: {exc}", expression=["_since"]) from None
+        before = None
+        if "_page" in qp:
+            if not qp["_page"].isdigit():
+                raise FhirError(400, "invalid", "_page token is malformed", expression=["_page"])
+            before = int(qp["_page"])
+        records = await self.service.history(ctx, type_, id_, since, count + 1, before)
+        more = len(records) > count
+        records = records[:count]
+        path = "/".join(p for p in (type_, id_) if p) + ("/" if type_ else "") + "_history"
+        params = [(k, v) for k, v in qp.multi_items() if k != "_page"]
+        links = [("self", link(ctx.base_url, path, list(qp.multi_items())))]
+        if more and records:
+            links.append(("next", link(ctx.base_url, path,
+                                       [*params, ("_page", str(records[-1].seq))])))
+        entries = [history_entry(ctx.base_url, r) for r in records]
+        return FhirResponse(bundle("history", entries, total=None, links=links))
+
+    # -- system level ----------------------------------------------------------------------
+    async def batch_or_transaction(self, request: Request) -> Response:
+        check_accept(request)
+        ctx = self.ctx(request)
+        body = await self._json_body(request)
+        kind = body.get("type") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise bad_request("POST to the base takes a Bundle (type batch or transaction)")
+        minimal = prefer_return(request) == "minimal"
+        if kind == "transaction":
+            results = await self.bundles.transaction(ctx, body, ctx.base_url, minimal)
+        elif kind == "batch":
+            results = await self.bundles.batch(ctx, body, ctx.base_url, minimal)
+        else:
+            raise bad_request(f"Bundle.type {kind!r} cannot be processed; use batch or "
+                              "transaction", expression=["Bundle.type"])
+        entries: list[dict[str, Any]] = []
+        for r in results:
+            resp: dict[str, Any] = {"status": r.status}
+            if r.location:
+                resp["location"] = r.location
+            if r.etag:
+                resp["etag"] = r.etag
+            if r.last_modified:
+                resp["lastModified"] = r.last_modified
+            if r.outcome:
+                resp["outcome"] = r.outcome
+            e: dict[str, Any] = {"response": resp}
+            if r.resource is not None:
+                e["resource"] = orjson.Fragment(r.resource)
+            entries.append(e)
+        return FhirResponse(bundle(f"{kind}-response", entries))

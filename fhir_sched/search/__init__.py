@@ -1,0 +1,1 @@
+"""FHIR search: declarations, index extraction on write, and query parsing into a neutral form."""

@@ -1,0 +1,31 @@
+"""The Patient compartment: which references put a resource of each type in a patient's
+compartment (from the R4 CompartmentDefinition for Patient, restricted to hosted types).
+
+Compartment searches and, later, SMART ``patient/`` scopes both filter through here, so the two
+can never disagree about what a patient may see.
+"""
+
+from __future__ import annotations
+
+from ..errors import FhirError
+from .query import AnyOf, Cond, Entry, Expr
+
+# R4 CompartmentDefinition "patient": resource type -> search parameters linking it to Patient.
+PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
+    "Appointment": ("actor",),
+    "Coverage": ("policy-holder", "subscriber", "beneficiary", "payor"),
+    "Patient": ("link",),
+    "Schedule": ("actor",),
+    "ServiceRequest": ("subject", "performer"),
+}
+
+
+def compartment_filter(type_: str, patient_ref: str) -> tuple[Expr, ...]:
+    if type_ == "Patient":
+        pid = patient_ref.split("/", 1)[1]
+        return (AnyOf((Entry("_id", (Cond("val", "=", pid),)),
+                       Entry("link", (Cond("val", "=", patient_ref),)))),)
+    params = PATIENT_COMPARTMENT.get(type_)
+    if not params:
+        raise FhirError(404, "not-supported", f"{type_} is not in the Patient compartment")
+    return (AnyOf(tuple(Entry(p, (Cond("val", "=", patient_ref),)) for p in params)),)

@@ -1,0 +1,326 @@
+"""Create, read, update, patch, delete and history for hosted resources.
+
+One write pipeline serves every door: validate (outside the transaction, it is CPU work), then in
+one atomic unit: version check, write hooks (the booking guard), reference resolution, index
+extraction and the change-log append. Nothing reaches the store any other way.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import orjson
+
+from ..auth.policy import AllowAll, Authorizer
+from ..context import RequestContext
+from ..errors import FhirError, bad_request, gone, not_found, precondition_failed, unprocessable
+from ..resources import is_hosted
+from ..resources.references import RELATIVE, iter_references
+from ..resources.validate import validate
+from ..search.extract import extract
+from ..search.query import Query
+from ..storage.base import DocumentStore, Record, Unit, VersionConflict
+from ..timeutil import now_instant
+
+Json = dict[str, Any]
+
+
+@dataclass(slots=True)
+class WriteEvent:
+    """What a write hook sees: the previous and the new content (None when absent/deleted)."""
+
+    ctx: RequestContext
+    type: str
+    id: str
+    old: Json | None
+    new: Json | None
+
+
+WriteHook = Callable[[Unit, WriteEvent], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Saved:
+    record: Record
+    created: bool
+    changed: bool = True  # False when a conditional create found a match and wrote nothing
+
+    @property
+    def resource(self) -> Json:
+        return orjson.loads(self.record.body) if self.record.body else {}
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def check_id(id_: str) -> None:
+    if not _ID.match(id_):
+        raise bad_request(f"invalid resource id {id_!r}: 1-64 of [A-Za-z0-9-.]")
+
+
+class ResourceService:
+    def __init__(
+        self,
+        store: DocumentStore,
+        authorizer: Authorizer | None = None,
+        hooks: list[WriteHook] | None = None,
+    ) -> None:
+        self.store = store
+        self.authorizer = authorizer or AllowAll()
+        self.hooks: list[WriteHook] = hooks or []
+
+    # -- reads ---------------------------------------------------------------------------
+    async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
+        self.authorizer.check(ctx, "read", type_, id_)
+        rec = await self.store.get(type_, id_)
+        if rec is None:
+            raise not_found(f"{type_}/{id_} is not known")
+        if rec.deleted:
+            raise gone(f"{type_}/{id_} was deleted (version {rec.version})")
+        return rec
+
+    async def vread(self, ctx: RequestContext, type_: str, id_: str, vid: str) -> Record:
+        self.authorizer.check(ctx, "vread", type_, id_)
+        if not vid.isdigit():
+            raise not_found(f"{type_}/{id_} has no version {vid!r}")
+        rec = await self.store.get_version(type_, id_, int(vid))
+        if rec is None:
+            raise not_found(f"{type_}/{id_} has no version {vid}")
+        if rec.deleted:
+            raise gone(f"{type_}/{id_} version {vid} is a deletion")
+        return rec
+
+    # -- the write pipeline ------------------------------------------------------------------
+    def prepare(self, type_: str, body: Any, id_: str | None) -> Json:
+        """Check a client payload before any transaction is opened."""
+        if not isinstance(body, dict):
+            raise bad_request("the body must be a JSON object (a FHIR resource)")
+        rt = body.get("resourceType")
+        if rt != type_:
+            raise bad_request(
+                f"resourceType {rt!r} does not match the endpoint type {type_!r}",
+                expression=["resourceType"])
+        if id_ is not None:
+            body_id = body.get("id")
+            if body_id is None:
+                raise bad_request("an update must carry the resource id in the body",
+                                  expression=[f"{type_}.id"])
+            if body_id != id_:
+                raise bad_request(f"body id {body_id!r} does not match the URL id {id_!r}",
+                                  expression=[f"{type_}.id"])
+            check_id(id_)
+        validate(body)
+        return body
+
+    async def put_in_unit(
+        self,
+        unit: Unit,
+        ctx: RequestContext,
+        type_: str,
+        id_: str,
+        body: Json | None,
+        *,
+        if_match: int | None = None,
+        check_refs: bool = True,
+    ) -> Saved:
+        """Write (or, with ``body=None``, delete) one resource inside ``unit``."""
+        prev = await unit.get(type_, id_)
+        current = prev.version if prev else 0
+        if if_match is not None and (prev is None or prev.deleted or current != if_match):
+            shown = "deleted" if prev and prev.deleted else f"W/\"{current}\"" if prev else "none"
+            raise precondition_failed(
+                f"If-Match W/\"{if_match}\" does not match the current version ({shown})")
+        old = orjson.loads(prev.body) if prev and prev.body and not prev.deleted else None
+        if body is None and old is None:
+            # deleting what is not there: nothing to record
+            return Saved(prev or Record(type_, id_, 0, now_instant(), True, None), False, False)
+        for hook in self.hooks:
+            await hook(unit, WriteEvent(ctx, type_, id_, old, body))
+        if body is not None and check_refs:
+            await self.check_references(unit, body)
+        version = current + 1
+        updated = now_instant()
+        if body is None:
+            rec = Record(type_, id_, version, updated, True, None, "DELETE")
+            await unit.write(rec, [], current)
+            return Saved(rec, False)
+        body = dict(body)
+        body["id"] = id_
+        meta = dict(body.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = updated
+        body["meta"] = meta
+        method = "POST" if old is None else "PUT"
+        rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method)
+        await unit.write(rec, extract(type_, body), current)
+        return Saved(rec, old is None)
+
+    async def check_references(self, unit: Unit, body: Json) -> None:
+        type_ = body["resourceType"]
+        contained = {f"#{c.get('id')}" for c in body.get("contained") or [] if isinstance(c, dict)}
+        for path, ref in iter_references(body, type_):
+            value = ref["reference"]
+            if value.startswith("#"):
+                if value != "#" and value not in contained:
+                    raise unprocessable(f"{path}.reference {value!r} names no contained resource",
+                                        expression=[f"{path}.reference"])
+                continue
+            m = RELATIVE.match(value)
+            if not m or "://" in value or not is_hosted(m[1]):
+                continue  # absolute, or a type this server does not host: kept as given
+            target = await unit.get(m[1], m[2])
+            if target is None or target.deleted:
+                raise unprocessable(
+                    f"{path}.reference {value!r} does not resolve on this server",
+                    expression=[f"{path}.reference"], code="not-found")
+
+    async def atomic(self, fn: Callable[[Unit], Awaitable[Any]]) -> Any:
+        try:
+            return await self.store.atomic(fn)
+        except VersionConflict as exc:
+            msg = f"version conflict: current version is {exc.current}"
+            raise precondition_failed(msg) from exc
+
+    # -- interactions -------------------------------------------------------------------------
+    async def create(
+        self, ctx: RequestContext, type_: str, body: Any, if_none_exist: Query | None = None
+    ) -> Saved:
+        self.authorizer.check(ctx, "create", type_)
+        body = self.prepare(type_, body, None)
+        id_ = new_id()
+
+        async def run(unit: Unit) -> Saved:
+            if if_none_exist is not None:
+                found = await unit.find_ids(if_none_exist, limit=2)
+                if len(found) > 1:
+                    raise precondition_failed(
+                        f"If-None-Exist matched {len(found)} or more {type_} resources")
+                if found:
+                    rec = await unit.get(type_, found[0])
+                    assert rec is not None
+                    return Saved(rec, False, False)
+            return await self.put_in_unit(unit, ctx, type_, id_, body)
+
+        return await self.atomic(run)
+
+    async def update(
+        self, ctx: RequestContext, type_: str, id_: str, body: Any, if_match: int | None = None
+    ) -> Saved:
+        self.authorizer.check(ctx, "update", type_, id_)
+        body = self.prepare(type_, body, id_)
+        return await self._retrying_put(ctx, type_, id_, lambda _old: body, if_match)
+
+    async def _retrying_put(
+        self,
+        ctx: RequestContext,
+        type_: str,
+        id_: str,
+        make: Callable[[Json | None], Json | None],
+        if_match: int | None,
+    ) -> Saved:
+        async def run(unit: Unit) -> Saved:
+            prev = await unit.get(type_, id_)
+            old = orjson.loads(prev.body) if prev and prev.body and not prev.deleted else None
+            return await self.put_in_unit(unit, ctx, type_, id_, make(old), if_match=if_match)
+
+        return await self.atomic(run)
+
+    async def conditional_update(
+        self, ctx: RequestContext, type_: str, query: Query, body: Any,
+        if_match: int | None = None,
+    ) -> Saved:
+        self.authorizer.check(ctx, "update", type_)
+        if not isinstance(body, dict):
+            raise bad_request("the body must be a JSON object (a FHIR resource)")
+
+        async def run(unit: Unit) -> Saved:
+            found = await unit.find_ids(query, limit=2)
+            if len(found) > 1:
+                raise precondition_failed(
+                    f"conditional update matched {len(found)} or more {type_} resources")
+            if found:
+                id_ = found[0]
+                if body.get("id") not in (None, id_):
+                    raise bad_request(
+                        f"body id {body.get('id')!r} differs from the matched resource {id_!r}")
+            else:
+                id_ = body.get("id") or new_id()
+            checked = self.prepare(type_, {**body, "id": id_}, id_)
+            return await self.put_in_unit(unit, ctx, type_, id_, checked, if_match=if_match)
+
+        return await self.atomic(run)
+
+    async def patch(
+        self, ctx: RequestContext, type_: str, id_: str, ops: Any, if_match: int | None = None
+    ) -> Saved:
+        self.authorizer.check(ctx, "patch", type_, id_)
+        if not isinstance(ops, list):
+            raise bad_request("a JSON Patch body must be an array of operations")
+        try:
+            patch = jsonpatch.JsonPatch(ops)
+        except (jsonpatch.JsonPatchException, TypeError, KeyError, AttributeError) as exc:
+            raise bad_request(f"invalid JSON Patch: {exc}") from exc
+
+        def make(old: Json | None) -> Json:
+            if old is None:
+                raise not_found(f"{type_}/{id_} is not known (or was deleted)")
+            try:
+                patched = patch.apply(copy.deepcopy(old))
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException,
+                    TypeError, KeyError, IndexError, ValueError) as exc:
+                raise unprocessable(f"JSON Patch could not be applied: {exc}") from exc
+            if not isinstance(patched, dict) or patched.get("id") != id_ or patched.get(
+                    "resourceType") != type_:
+                raise unprocessable("a patch may not change resourceType or id")
+            return self.prepare(type_, patched, id_)
+
+        return await self._retrying_put(ctx, type_, id_, make, if_match)
+
+    async def delete(
+        self, ctx: RequestContext, type_: str, id_: str, if_match: int | None = None
+    ) -> Saved:
+        self.authorizer.check(ctx, "delete", type_, id_)
+
+        async def run(unit: Unit) -> Saved:
+            return await self.put_in_unit(unit, ctx, type_, id_, None, if_match=if_match)
+
+        return await self.atomic(run)
+
+    async def conditional_delete(self, ctx: RequestContext, type_: str, query: Query) -> int:
+        self.authorizer.check(ctx, "delete", type_)
+
+        async def run(unit: Unit) -> int:
+            found = await unit.find_ids(query, limit=2)
+            if len(found) > 1:
+                raise precondition_failed(
+                    f"conditional delete matched {len(found)} or more {type_} resources")
+            for id_ in found:
+                await self.put_in_unit(unit, ctx, type_, id_, None)
+            return len(found)
+
+        return await self.atomic(run)
+
+    async def history(
+        self, ctx: RequestContext, type_: str | None, id_: str | None, since: str | None,
+        count: int, before_seq: int | None,
+    ) -> list[Record]:
+        self.authorizer.check(ctx, "history", type_, id_)
+        if id_ is not None and type_ is not None:
+            rec = await self.store.get(type_, id_)
+            if rec is None:
+                raise not_found(f"{type_}/{id_} is not known")
+        return await self.store.history(type_, id_, since, count, before_seq)
+
+
+def raise_for_body(exc: Exception) -> FhirError:
+    return bad_request(f"malformed JSON: {exc}")

@@ -1,0 +1,197 @@
+"""Running a parsed search: the page, its includes, and the paging cursor.
+
+Paging is keyset-based (the sort values and insertion position of the last row), so a client
+paging through results while others insert sees no duplicate and skips nothing that existed when
+its search began. The cursor travels in an opaque ``_page`` token together with the cursors of
+earlier pages, which is what makes a ``previous`` link possible without offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import bad_request
+from ..resources import get_type, is_hosted
+from ..search.extract import _walker
+from ..search.params import params_for
+from ..search.parse import ParsedSearch
+from ..search.query import AnyOf, Cond, Entry, Query
+from ..storage.base import DocumentStore
+
+MAX_INCLUDED = 1000
+_MAX_REMEMBERED_PAGES = 64
+
+
+@dataclass(slots=True)
+class SearchResult:
+    rows: list[tuple[str, bytes]]
+    included: list[tuple[str, str, bytes]] = field(default_factory=list)
+    total: int | None = None
+    next_token: str | None = None
+    prev_token: str | None = None
+    self_token: str | None = None
+
+
+def _encode(cursors: list[Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(cursors)).decode().rstrip("=")
+
+
+def _decode(token: str) -> list[Any]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        cursors = orjson.loads(raw)
+        if not isinstance(cursors, list) or not cursors:
+            raise ValueError
+        return cursors
+    except (ValueError, orjson.JSONDecodeError):
+        raise bad_request("_page token is malformed or expired; start the search again",
+                          ["_page"]) from None
+
+
+def reference_targets(type_: str, param: str, resource: dict[str, Any]) -> list[str]:
+    """Relative ``Type/id`` references a reference parameter of ``resource`` holds."""
+    out = []
+    for value, _ in _walker(type_, param)(resource):
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            ref = value["reference"]
+            if "://" not in ref and ref.count("/") >= 1:
+                t, _, rest = ref.partition("/")
+                out.append(f"{t}/{rest.split('/')[0]}")
+    return out
+
+
+@cache
+def _reference_params(type_: str) -> tuple[str, ...]:
+    return tuple(c for c, sp in params_for(type_).items() if sp.type == "reference")
+
+
+async def run_search(store: DocumentStore, ctx: RequestContext, parsed: ParsedSearch,
+                     max_count: int) -> SearchResult:
+    query = parsed.query
+    cursors: list[Any] = [None]
+    if parsed.page_token:
+        cursors = _decode(parsed.page_token)
+        after = cursors[-1]
+        query = replace(query, after=tuple(after) if after is not None else None)
+    page = await store.search(query)
+    result = SearchResult(page.rows, total=page.total)
+    if page.next_after is not None:
+        nxt = [*cursors, list(page.next_after)]
+        if len(nxt) > _MAX_REMEMBERED_PAGES:
+            nxt = [None, *nxt[-_MAX_REMEMBERED_PAGES:]]
+        result.next_token = _encode(nxt)
+    if len(cursors) > 1:
+        result.self_token = _encode(cursors)
+        result.prev_token = _encode(cursors[:-1]) if len(cursors) > 2 else _encode([None])
+    if result.total is None and page.next_after is None and query.after is None:
+        result.total = len(page.rows)  # the whole result fits on this page: the count is free
+    if parsed.includes or parsed.revincludes:
+        result.included = await _includes(store, parsed, page.rows, max_count)
+    return result
+
+
+async def _includes(store: DocumentStore, parsed: ParsedSearch, rows: list[tuple[str, bytes]],
+                    max_count: int) -> list[tuple[str, str, bytes]]:
+    seen = {(parsed.query.type, id_) for id_, _ in rows}
+    frontier = [(parsed.query.type, id_, orjson.loads(body)) for id_, body in rows]
+    included: list[tuple[str, str, bytes]] = []
+    for round_ in range(2):  # the first pass plus one level of :iterate
+        wanted: list[str] = []
+        iterate_only = round_ > 0
+        for inc in parsed.includes:
+            if iterate_only and not inc.iterate:
+                continue
+            for type_, _id, res in frontier:
+                if type_ != inc.source and inc.param != "*":
+                    continue
+                params = _reference_params(type_) if inc.param == "*" else (inc.param,)
+                for p in params:
+                    for ref in reference_targets(type_, p, res):
+                        if inc.target is None or ref.startswith(inc.target + "/"):
+                            wanted.append(ref)
+        new: list[tuple[str, str, dict[str, Any]]] = []
+        for ref in dict.fromkeys(wanted):
+            t, _, i = ref.partition("/")
+            if (t, i) in seen or not is_hosted(t):
+                continue
+            rec = await store.get(t, i)
+            if rec is not None and not rec.deleted and rec.body is not None:
+                seen.add((t, i))
+                included.append((t, i, rec.body))
+                new.append((t, i, orjson.loads(rec.body)))
+        for inc in parsed.revincludes:
+            if iterate_only and not inc.iterate:
+                continue
+            targets = [f"{t}/{i}" for t, i, _ in frontier]
+            if not targets:
+                continue
+            params = _reference_params(inc.source) if inc.param == "*" else (inc.param,)
+            for p in params:
+                q = Query(inc.source, (AnyOf(tuple(Entry(p, (Cond("val", "=", ref),))
+                                                   for ref in targets)),), count=max_count)
+                page = await store.search(q)
+                for i, body in page.rows:
+                    if (inc.source, i) not in seen:
+                        seen.add((inc.source, i))
+                        included.append((inc.source, i, body))
+                        new.append((inc.source, i, orjson.loads(body)))
+        if len(included) >= MAX_INCLUDED:
+            break
+        frontier = new
+        if not frontier:
+            break
+    return included[:MAX_INCLUDED]
+
+
+_SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+              "code": "SUBSETTED", "display": "Resource encoded in summary mode"}
+
+
+@cache
+def _summary_elements(type_: str) -> frozenset[str]:
+    model = get_type(type_).model
+    names = set(model.summary_elements_sequence())
+    required = {f.alias or k for k, f in model.model_fields.items() if f.is_required()}
+    return frozenset(names | required | {"resourceType", "id", "meta"})
+
+
+def _keep(resource: dict[str, Any], keep: set[str] | frozenset[str]) -> dict[str, Any]:
+    out = {}
+    for key, value in resource.items():
+        base = key[1:] if key.startswith("_") else key
+        # choice types: deceasedBoolean is kept when deceased is listed
+        if base in keep or any(base.startswith(k) and base[len(k):][:1].isupper() for k in keep):
+            out[key] = value
+    meta = dict(out.get("meta") or {})
+    meta["tag"] = [*(meta.get("tag") or []), _SUBSETTED]
+    out["meta"] = meta
+    return out
+
+
+def shape(type_: str, body: bytes, summary: str | None, elements: list[str] | None) -> bytes:
+    """Apply ``_summary``/``_elements``; without them the stored bytes go out untouched."""
+    if summary in (None, "false", "count") and not elements:
+        return body
+    res = orjson.loads(body)
+    if summary == "true":
+        res = _keep(res, _summary_elements(type_))
+    elif summary == "text":
+        res = _keep(res, {"resourceType", "id", "meta", "text"} | _mandatory(type_))
+    elif summary == "data":
+        res = {k: v for k, v in res.items() if k != "text"}
+        res = _keep(res, set(res))
+    if elements:
+        res = _keep(res, set(elements) | {"resourceType", "id", "meta"} | _mandatory(type_))
+    return orjson.dumps(res)
+
+
+@cache
+def _mandatory(type_: str) -> frozenset[str]:
+    model = get_type(type_).model
+    return frozenset(f.alias or k for k, f in model.model_fields.items() if f.is_required())

@@ -1,0 +1,53 @@
+"""One settings object, read from flags and ``FHIR_SCHED_<NAME>`` environment variables.
+
+Every setting has an environment form so that the same image can be configured by an orchestrator
+without a command line, and flags win over the environment so a developer can override one thing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    store: str = "sqlite:///fhir-sched.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_path: str = "/fhir"
+    # Public base URL for Bundle links and Location headers; derived from the request if empty.
+    public_base: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    default_count: int = 50
+    max_count: int = 1000
+    hold_minutes: int = 10
+    sweep_seconds: int = 60
+    # "full" makes every acknowledged write survive an OS crash or power loss, not just a process
+    # crash; "normal" is faster and still survives a killed server process.
+    sqlite_synchronous: str = "full"
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Environment first, then explicit (non-None) overrides such as command-line flags."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = os.environ.get(f"FHIR_SCHED_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.type, raw, f.name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _coerce(type_name: Any, raw: str, name: str) -> Any:
+    if type_name in ("int", int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SystemExit(f"FHIR_SCHED_{name.upper()} must be an integer, got {raw!r}") from None
+    return raw

@@ -1,0 +1,20 @@
+"""The DocumentStore port and its adapters, selected by one URL."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import DocumentStore
+
+
+def open_store(settings: Settings) -> DocumentStore:
+    url = settings.store
+    if url.startswith("sqlite:"):
+        from .sqlite import SqliteStore, path_from_url
+
+        return SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from .mongo import MongoStore  # type: ignore[import-not-found]
+
+        return MongoStore(url)
+    raise SystemExit(f"unsupported store URL {url!r}: use sqlite:///path.db or "
+                     "mongodb://host:port/db")

@@ -1,0 +1,127 @@
+"""The DocumentStore port: what the service layer needs from a database, and nothing more.
+
+Documents are kept exactly as accepted plus ``meta`` (so reads serve stored bytes), search-index
+entries live beside them, and every write appends to an ordered change log in the same atomic
+unit. Correctness (version checks, uniqueness, booking claims) is enforced *in the database* so
+that any number of server processes can share one store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..search.query import Page, Query
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One searchable value extracted from a resource.
+
+    ``sys``/``val``: token system and code, reference target type and ``Type/id`` (or absolute
+    URL), normalised string, uri. ``raw``: the original text for ``:exact`` and ``:text``.
+    ``lo``/``hi``: the inclusive range of a date (microseconds since the epoch, UTC) or number.
+    """
+
+    param: str
+    sys: str | None = None
+    val: str | None = None
+    raw: str | None = None
+    lo: int | float | None = None
+    hi: int | float | None = None
+
+
+@dataclass(slots=True)
+class Record:
+    """One version of one resource as stored. ``body`` is None for a delete (tombstone)."""
+
+    type: str
+    id: str
+    version: int
+    updated: str
+    deleted: bool
+    body: bytes | None
+    method: str = "PUT"
+    seq: int = 0
+
+
+class VersionConflict(Exception):
+    """The current version is not the one the write expected (If-Match, or a lost race)."""
+
+    def __init__(self, current: int) -> None:
+        super().__init__(f"current version is {current}")
+        self.current = current
+
+
+class Unit(Protocol):
+    """An atomic unit of work: all writes commit together or not at all."""
+
+    async def get(self, type_: str, id_: str) -> Record | None: ...
+
+    async def find_ids(self, query: Query, limit: int = 2) -> list[str]: ...
+
+    async def write(
+        self, record: Record, entries: list[IndexEntry], expect_version: int | None
+    ) -> None:
+        """Store ``record`` as current and append it to the change log.
+
+        ``expect_version``: the version the current row must have (0: no row yet); None: any.
+        Raises VersionConflict otherwise.
+        """
+        ...
+
+    async def claim(self, key: str, owner_type: str, owner_id: str) -> bool:
+        """Insert a unique claim; False when another owner holds ``key``."""
+        ...
+
+    async def claims_of(self, owner_type: str, owner_id: str) -> list[str]: ...
+
+    async def release(self, owner_type: str, owner_id: str, keys: list[str] | None = None) -> None:
+        """Drop the owner's claims (all of them, or just ``keys``)."""
+        ...
+
+    async def count_claims(self, prefix: str) -> int: ...
+
+
+class DocumentStore(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def atomic(self, fn: Callable[[Unit], Awaitable[T]]) -> T:
+        """Run ``fn`` in one atomic unit; adapters may retry it on transient conflicts, so ``fn``
+        must not have side effects outside the unit."""
+        ...
+
+    async def get(self, type_: str, id_: str) -> Record | None: ...
+
+    async def get_version(self, type_: str, id_: str, version: int) -> Record | None: ...
+
+    async def history(
+        self,
+        type_: str | None,
+        id_: str | None,
+        since: str | None,
+        count: int,
+        before_seq: int | None,
+    ) -> list[Record]: ...
+
+    async def search(self, query: Query) -> Page: ...
+
+    async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]: ...
+
+    async def ping(self) -> None: ...
+
+
+def changelog_method(previous: Record | None, deleting: bool) -> str:
+    if deleting:
+        return "DELETE"
+    return "POST" if previous is None or (previous.deleted and previous.version == 0) else "PUT"
+
+
+Json = dict[str, Any]
