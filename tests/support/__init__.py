@@ -1,0 +1,1 @@
+"""Test harness: real server processes and a schema-checking FHIR client."""
