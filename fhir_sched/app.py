@@ -31,6 +31,10 @@ class Server:
         self.settings = settings
         self.store = open_store(settings)
         self.service = ResourceService(self.store)
+        from .scheduling.guard import BookingGuard
+
+        self.guard = BookingGuard(self.service)
+        self.service.hooks.append(self.guard.on_write)
         self.routes: list[tuple[RouteSpec, Handler]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
 

@@ -73,8 +73,16 @@ class Unit(Protocol):
         """
         ...
 
-    async def claim(self, key: str, owner_type: str, owner_id: str) -> bool:
-        """Insert a unique claim; False when another owner holds ``key``."""
+    async def claim(
+        self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
+        now: str | None = None,
+    ) -> bool:
+        """Insert a unique claim; False when another owner holds ``key``.
+
+        A claim with ``expires`` (an instant in the ``now_instant`` format, so string order is
+        time order) stops counting once ``now`` passes it: the next claimant takes it over in
+        the same atomic write, which is how an expired hold stops blocking at once.
+        """
         ...
 
     async def claims_of(self, owner_type: str, owner_id: str) -> list[str]: ...

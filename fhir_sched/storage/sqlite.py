@@ -57,7 +57,8 @@ CREATE INDEX IF NOT EXISTS idx_val ON idx(type, param, val);
 CREATE INDEX IF NOT EXISTS idx_lo ON idx(type, param, lo);
 CREATE INDEX IF NOT EXISTS idx_owner ON idx(type, id, param);
 CREATE TABLE IF NOT EXISTS claims(
-  key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL) WITHOUT ROWID;
+  key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
+  expires TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_owner ON claims(owner_type, owner_id);
 """
 
@@ -107,6 +108,7 @@ class SqliteStore:
         def init() -> sqlite3.Connection:
             conn = self._connect()
             conn.executescript(SCHEMA)
+            _upgrade(conn)
             return conn
 
         self._wconn = await self._in_writer(init)
@@ -241,17 +243,22 @@ class SqliteUnit:
     ) -> None:
         await self._store._in_writer(_write, self._conn, record, entries, expect_version)
 
-    async def claim(self, key: str, owner_type: str, owner_id: str) -> bool:
+    async def claim(
+        self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
+        now: str | None = None,
+    ) -> bool:
         def run() -> bool:
+            # One statement: insert, or take over a claim that is ours or has expired.
             cur = self._conn.execute(
-                "INSERT OR IGNORE INTO claims(key, owner_type, owner_id) VALUES (?,?,?)",
-                (key, owner_type, owner_id),
+                "INSERT INTO claims(key, owner_type, owner_id, expires) VALUES (?,?,?,?)"
+                " ON CONFLICT(key) DO UPDATE SET owner_type=excluded.owner_type,"
+                " owner_id=excluded.owner_id, expires=excluded.expires"
+                " WHERE (claims.owner_type=excluded.owner_type"
+                "        AND claims.owner_id=excluded.owner_id)"
+                "    OR (claims.expires IS NOT NULL AND ? IS NOT NULL AND claims.expires <= ?)",
+                (key, owner_type, owner_id, expires, now, now),
             )
-            if cur.rowcount == 1:
-                return True
-            row = self._conn.execute(
-                "SELECT owner_type, owner_id FROM claims WHERE key=?", (key,)).fetchone()
-            return row is not None and tuple(row) == (owner_type, owner_id)
+            return cur.rowcount == 1
 
         return await self._store._in_writer(run)
 
@@ -282,6 +289,13 @@ class SqliteUnit:
                 (prefix, prefix + "\U0010ffff")).fetchone()[0]
 
         return await self._store._in_writer(run)
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a store made by an older release up to SCHEMA (additive changes only)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(claims)")}
+    if "expires" not in columns:
+        conn.execute("ALTER TABLE claims ADD COLUMN expires TEXT")
 
 
 # -- SQL helpers (module level so they run in executor threads without closures) -------------

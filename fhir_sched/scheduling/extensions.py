@@ -1,0 +1,45 @@
+"""Canonical URLs of our scheduling extensions (declared as StructureDefinitions in
+``conformance/``), and small readers for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+BASE = "https://fhir-sched.org/fhir/StructureDefinition/"
+HOLD_EXPIRES = BASE + "hold-expires"
+OVERBOOKED = BASE + "overbooked"
+
+
+def get_ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
+    for ext in resource.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == url:
+            return ext
+    return None
+
+
+def set_ext(resource: dict[str, Any], url: str, value: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of ``resource`` with extension ``url`` set to ``value`` (removed when None)."""
+    exts = [
+        e
+        for e in resource.get("extension") or []
+        if not (isinstance(e, dict) and e.get("url") == url)
+    ]
+    if value is not None:
+        exts.append({"url": url, **value})
+    out = dict(resource)
+    if exts:
+        out["extension"] = exts
+    else:
+        out.pop("extension", None)
+    return out
+
+
+def hold_expiry(appointment: dict[str, Any]) -> str | None:
+    ext = get_ext(appointment, HOLD_EXPIRES)
+    value = ext.get("valueInstant") if ext else None
+    return value if isinstance(value, str) else None
+
+
+def overbook_requested(appointment: dict[str, Any]) -> bool:
+    ext = get_ext(appointment, OVERBOOKED)
+    return bool(ext and ext.get("valueBoolean") is True)
