@@ -35,8 +35,11 @@ class Server:
 
         self.guard = BookingGuard(self.service)
         self.service.hooks.append(self.guard.on_write)
+        from .scheduling.service import SchedulingService
+
+        self.scheduling = SchedulingService(self.service, settings)
         self.routes: list[tuple[RouteSpec, Handler]] = []
-        self.background: list[Callable[[], Awaitable[None]]] = []
+        self.background: list[Callable[[], Awaitable[None]]] = [self.scheduling.sweeper]
 
 
 def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
@@ -59,11 +62,12 @@ def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
     add("/metadata", ("GET",), "capabilities", "system", metadata)
     add("/_history", ("GET",), "history-system", "system", r.system_history)
     add("/", ("POST",), "transaction", "system", r.batch_or_transaction)
-    add("/Patient/{id}/{ctype}", ("GET",), "search-type", "type", r.compartment_search)
     add("/{type}/_history", ("GET",), "history-type", "type", r.type_history)
     add("/{type}/_search", ("POST",), "search-type", "type", r.search_post)
     add("/{type}/{id}/_history/{vid}", ("GET",), "vread", "instance", r.vread)
     add("/{type}/{id}/_history", ("GET",), "history-instance", "instance", r.instance_history)
+    # after instance history, or it would take /Patient/{id}/_history as a compartment search
+    add("/Patient/{id}/{ctype}", ("GET",), "search-type", "type", r.compartment_search)
     add("/{type}/{id}", ("GET",), "read", "instance", r.read)
     add("/{type}/{id}", ("PUT",), "update", "instance", r.update)
     add("/{type}/{id}", ("PATCH",), "patch", "instance", r.patch)

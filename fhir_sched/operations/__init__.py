@@ -11,4 +11,7 @@ if TYPE_CHECKING:
 
 def operation_routes(server: Server) -> Iterator[tuple[Any, Any]]:
     """(RouteSpec, handler) for every operation the server offers."""
-    return iter(())
+    from . import book, find, hold
+
+    for module in (find, hold, book):
+        yield from module.routes(server)

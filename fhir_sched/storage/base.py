@@ -123,6 +123,11 @@ class DocumentStore(Protocol):
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]: ...
 
+    async def claims_between(self, lo: str, hi: str) -> list[tuple[str, str | None]]:
+        """(key, expires) of every claim with ``lo <= key < hi``, in key order: how $find
+        reads exactly the capacity the booking guard enforces."""
+        ...
+
     async def ping(self) -> None: ...
 
 

@@ -221,6 +221,15 @@ class SqliteStore:
         return await self._read(run)
 
 
+    async def claims_between(self, lo: str, hi: str) -> list[tuple[str, str | None]]:
+        def run(c: sqlite3.Connection) -> list[tuple[str, str | None]]:
+            return list(c.execute(
+                "SELECT key, expires FROM claims WHERE key >= ? AND key < ? ORDER BY key",
+                (lo, hi)))
+
+        return await self._read(run)
+
+
 class SqliteUnit:
     """Operations inside one ``BEGIN IMMEDIATE`` transaction on the writer connection."""
 
