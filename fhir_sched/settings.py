@@ -22,7 +22,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     default_count: int = 50
     max_count: int = 1000
-    hold_minutes: int = 10
+    hold_seconds: int = 600
     sweep_seconds: int = 60
     # "full" makes every acknowledged write survive an OS crash or power loss, not just a process
     # crash; "normal" is faster and still survives a killed server process.

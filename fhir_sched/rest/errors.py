@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -18,8 +19,10 @@ log = logging.getLogger("fhir_sched")
 def _rid(request: Request) -> str:
     ctx = getattr(request.state, "fhir_ctx", None)
     if ctx is not None:
-        return ctx.request_id
-    return request.headers.get("x-request-id") or ""
+        return str(ctx.request_id)
+    # set by RequestIdMiddleware before any handler runs, even when no context was built yet
+    return str(getattr(request.state, "request_id", "") or request.headers.get("x-request-id")
+               or "")
 
 
 async def fhir_error(request: Request, exc: Exception) -> Response:
@@ -57,10 +60,13 @@ async def unexpected(request: Request, exc: Exception) -> Response:
         status_code=500, headers={"X-Request-Id": rid})
 
 
-HANDLERS = {
+HANDLERS: dict[type[BaseException], Callable[[Request, Exception], Awaitable[Response]]] = {
     FhirError: fhir_error,
     HTTPException: http_error,
     RequestValidationError: validation_error,
     StoreUnavailable: unavailable,
+    # Only the fallback for failures outside the request-id middleware: Starlette runs this
+    # handler in its outermost middleware, which re-raises after answering, and uvicorn then
+    # closes the keep-alive connection. Route failures are answered by RequestIdMiddleware.
     Exception: unexpected,
 }

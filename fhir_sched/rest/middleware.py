@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -29,12 +30,26 @@ class RequestIdMiddleware:
         rid = rid or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         raw = rid.encode("latin-1")
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 headers.append((b"x-request-id", raw))
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Answered here rather than by Starlette's outer error middleware, which re-raises
+            # into uvicorn: that logs the error twice and drops the client's keep-alive
+            # connection, so the client's next request on it would fail too.
+            if started:
+                raise
+            from .errors import unexpected
+
+            response = await unexpected(Request(scope), exc)
+            await response(scope, receive, send_with_id)

@@ -323,7 +323,7 @@ class SchedulingService:
     async def hold(self, ctx: RequestContext, appt_ref: str | None,
                    appt: dict[str, Any] | None) -> tuple[Saved, str]:
         self.resources.authorizer.check(ctx, "operation:hold", "Appointment")
-        expires = format_instant(datetime.now(UTC) + timedelta(minutes=self.settings.hold_minutes))
+        expires = format_instant(datetime.now(UTC) + timedelta(seconds=self.settings.hold_seconds))
 
         async def run(unit: Unit) -> Saved:
             base, id_ = await self._target(unit, appt_ref, appt)

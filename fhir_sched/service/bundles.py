@@ -125,7 +125,8 @@ class BundleProcessor:
     def _entries(self, bundle: Any) -> list[Json]:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise bad_request("POST to the base takes a Bundle of type batch or transaction")
-        entries = bundle.get("entry") or []
+        # Only an absent entry means "empty": `"entry": {}` is a client mistake, not a no-op.
+        entries = bundle.get("entry", [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise bad_request("Bundle.entry must be an array of objects",
                               expression=["Bundle.entry"])
@@ -136,6 +137,14 @@ class BundleProcessor:
                 raise bad_request(f"Bundle.entry[{n}].request needs a method "
                                   f"({', '.join(_ORDER)}) and a url",
                                   expression=[f"Bundle.entry[{n}].request"])
+            # Checked up front because later steps hash and parse these as strings.
+            if not isinstance(e.get("fullUrl", ""), str):
+                raise bad_request(f"Bundle.entry[{n}].fullUrl must be a string",
+                                  expression=[f"Bundle.entry[{n}].fullUrl"])
+            for key in ("ifNoneExist", "ifMatch"):
+                if not isinstance(req.get(key, ""), str):
+                    raise bad_request(f"Bundle.entry[{n}].request.{key} must be a string",
+                                      expression=[f"Bundle.entry[{n}].request.{key}"])
         return entries
 
     # -- transaction ---------------------------------------------------------------------------
