@@ -49,6 +49,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str) -> dict[str, An
         elif r.level == "system":
             if r.interaction != "capabilities":
                 system_interactions.add(r.interaction)
+            if r.interaction == "transaction":
+                # POST to the base serves both Bundle types, chosen by Bundle.type
+                system_interactions.add("batch")
         else:
             for t in targets:
                 type_interactions[t].add(r.interaction)

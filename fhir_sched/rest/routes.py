@@ -54,6 +54,10 @@ class FhirRoutes:
 
     def _type(self, request: Request) -> str:
         type_ = request.path_params["type"]
+        if type_ in ("metadata", "_history"):
+            # system endpoints that only take GET; "/{type}" routes catch their other methods
+            raise FhirError(405, "not-supported", f"{request.method} is not allowed on "
+                            f"{request.url.path}", headers={"Allow": "GET"})
         if not is_hosted(type_):
             raise FhirError(404, "not-supported", f"resource type {type_!r} is not supported by "
                             "this server (see /metadata)")

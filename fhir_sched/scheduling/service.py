@@ -100,7 +100,7 @@ class SchedulingService:
         if req.end - req.start > MAX_WINDOW:
             raise bad_request("the window may span at most 365 days", ["end"])
         visit, needs = await self._needs(req)
-        groups = await self._candidates(req, needs)
+        groups = await self._candidates(req, needs, defined=visit is not None)
         if any(not g for g in groups):
             return []
         duration = visit.duration if visit else timedelta(
@@ -135,7 +135,8 @@ class SchedulingService:
                         return vt, needs
         return None, [Need("Practitioner", specialty)]
 
-    async def _candidates(self, req: FindRequest, needs: list[Need]) -> list[list[_Calendar]]:
+    async def _candidates(self, req: FindRequest, needs: list[Need],
+                          defined: bool = True) -> list[list[_Calendar]]:
         locations = list(req.location)
         if req.location_string or req.organization:
             locations += await self._locations(req)
@@ -172,7 +173,7 @@ class SchedulingService:
                     elif any(a.startswith("Location/") for a in actors) and not any(
                             a in locations for a in actors):
                         continue
-                if (req.visit_type and not req.visit_type) or not self._serves(sched, req):
+                if not self._serves(sched, req, defined):
                     continue
                 try:
                     templates = parse_templates(sched)
@@ -185,12 +186,16 @@ class SchedulingService:
         return groups
 
     @staticmethod
-    def _serves(sched: dict[str, Any], req: FindRequest) -> bool:
+    def _serves(sched: dict[str, Any], req: FindRequest, defined: bool = True) -> bool:
         """A schedule that lists service types only offers those; one that lists none offers
-        any visit type its actor is matched for."""
+        any visit type its actor is matched for. A visit type no HealthcareService defines is
+        offered only by schedules that list it: otherwise an unknown (or mistyped) code would
+        match every calendar on the server."""
         listed = [c for s in sched.get("serviceType") or [] for c in codings(s)]
-        if not listed or not req.visit_type:
+        if not req.visit_type:
             return True
+        if not listed:
+            return defined
         wanted = _token_codings(req.visit_type)
         return any(code == c and (system is None or system == s)
                    for system, code in wanted for s, c in listed)
@@ -352,6 +357,13 @@ class SchedulingService:
                 await self._cancel(unit, ctx, _id_of(cancelled, "cancelled-appt-id"))
             base, id_ = await self._target(unit, appt_ref, appt)
             status = base.get("status")
+            if appt is None and status == "cancelled":
+                # By reference alone $book means "book it": a released or swept hold cannot be
+                # revived that way (its time may be someone else's by now). Cancelling stays
+                # possible by sending the resource with status cancelled.
+                raise FhirError(409, "conflict", f"Appointment/{id_} is cancelled (released, "
+                                "or its hold expired); find and hold a new time",
+                                severity="fatal")
             result = _strip_template_slots(base)
             if status == "cancelled":
                 result = set_ext(result, HOLD_EXPIRES, None)
@@ -399,6 +411,9 @@ class SchedulingService:
             return
         old["status"] = "cancelled"
         old = set_ext(old, HOLD_EXPIRES, None)
+        for p in old.get("participant") or []:  # the contract's table: cancelled -> declined
+            if isinstance(p, dict):
+                p["status"] = "declined"
         old.pop("meta", None)
         await self.resources.put_in_unit(unit, ctx, "Appointment", id_, old)
 

@@ -21,6 +21,11 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
 
 
 def compartment_filter(type_: str, patient_ref: str) -> tuple[Expr, ...]:
+    """The condition "in the compartment of ``patient_ref``" for a search on ``type_``.
+
+    A single linking parameter stays a plain Entry so that stores can drive the search from
+    their reference index instead of testing every resource of the type.
+    """
     if type_ == "Patient":
         pid = patient_ref.split("/", 1)[1]
         return (AnyOf((Entry("_id", (Cond("val", "=", pid),)),
@@ -28,4 +33,5 @@ def compartment_filter(type_: str, patient_ref: str) -> tuple[Expr, ...]:
     params = PATIENT_COMPARTMENT.get(type_)
     if not params:
         raise FhirError(404, "not-supported", f"{type_} is not in the Patient compartment")
-    return (AnyOf(tuple(Entry(p, (Cond("val", "=", patient_ref),)) for p in params)),)
+    entries = tuple(Entry(p, (Cond("val", "=", patient_ref),)) for p in params)
+    return (entries[0] if len(entries) == 1 else AnyOf(entries),)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -149,15 +150,18 @@ def _tokens(sp: SearchParam, value: Any, _t: str | None) -> Iterator[IndexEntry]
         yield IndexEntry(p, val=value)
     elif isinstance(value, dict):
         if "coding" in value or "text" in value:  # CodeableConcept
-            text = value.get("text")
+            # One entry per coding (its display is its :text), and the concept's own text as
+            # an entry of its own, so :text finds either and code matches are not blurred.
             for c in value.get("coding") or []:
-                yield IndexEntry(p, sys=c.get("system"), val=c.get("code"),
-                                 raw=normalise(c.get("display") or text or "") or None)
-            if text and not value.get("coding"):
+                if isinstance(c, dict) and (c.get("code") or c.get("system")):
+                    display = c.get("display")
+                    yield IndexEntry(p, sys=c.get("system"), val=c.get("code"),
+                                     raw=normalise(display) if display else None)
+            text = value.get("text")
+            if isinstance(text, str) and text:
                 yield IndexEntry(p, raw=normalise(text))
-        elif "value" in value and ("system" in value or "use" in value or "type" in value
-                                   or "assigner" in value or "period" in value or len(value) == 1):
-            # Identifier or ContactPoint
+        elif "value" in value and "code" not in value:
+            # Identifier or ContactPoint: system|value; :text searches Identifier.type.text
             type_text = (value.get("type") or {}).get("text") if isinstance(
                 value.get("type"), dict) else None
             yield IndexEntry(p, sys=value.get("system"), val=str(value["value"]),
@@ -256,6 +260,24 @@ _CONVERT: dict[str, Callable[[SearchParam, Any, str | None], Iterable[IndexEntry
 }
 
 
+# The "primary date" of a type: a single-valued (0..1 or 1..1) date parameter that searches pair
+# with a reference or token (ITI-118 ``Appointment?patient=X&date=ge..&date=lt..``, ``Slot?
+# schedule=X&start=..``). Its range is copied into ``lo``/``hi`` of the resource's other
+# (reference, token, string, uri) entries, which have no range of their own, so that a store can
+# answer "reference X within this window" from one index range over (param, val, lo, hi) instead
+# of probing every resource X refers to. Because the parameter is single-valued, "the entry's
+# copied range satisfies C" is exactly "some entry of the date parameter satisfies C"; a resource
+# without the date has no copy, and no entry of the date parameter either.
+PRIMARY_DATE: dict[str, str] = {
+    "Appointment": "date",
+    "Patient": "birthdate",
+    "PractitionerRole": "date",
+    "Schedule": "date",
+    "ServiceRequest": "authored",
+    "Slot": "start",
+}
+
+
 def extract(type_: str, resource: dict[str, Any]) -> list[IndexEntry]:
     """Every index entry of ``resource``; duplicates removed so stores stay small."""
     out: dict[IndexEntry, None] = {}
@@ -266,4 +288,12 @@ def extract(type_: str, resource: dict[str, Any]) -> list[IndexEntry]:
         for value, t in _walker(type_, code)(resource):
             for entry in convert(sp, value, t):
                 out[entry] = None
-    return list(out)
+    entries = list(out)
+    primary = PRIMARY_DATE.get(type_)
+    if primary is not None:
+        dates = [e for e in entries if e.param == primary]
+        if len(dates) == 1:
+            lo, hi = dates[0].lo, dates[0].hi
+            entries = [replace(e, lo=lo, hi=hi) if e.lo is None and e.hi is None else e
+                       for e in entries]
+    return entries

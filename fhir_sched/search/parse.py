@@ -1,24 +1,31 @@
 """FHIR search parameters (name/value pairs) to the neutral ``Query``.
 
-Repeated parameters AND, commas OR, modifiers and prefixes follow the R4 search page. Unknown
-parameters are dropped (or refused under ``Prefer: handling=strict``); malformed values are always
-refused, naming the parameter, because silently ignoring a bad date would return wrong results.
+Follows the R4 search page (https://hl7.org/fhir/R4/search.html):
+
+* a repeated parameter ANDs, a comma inside one value ORs (``\\,`` is a literal comma, and
+  ``\\|`` / ``\\$`` / ``\\\\`` are the other escapes);
+* an empty value is ignored, as the spec says ("empty parameters are not an error");
+* unknown parameters are dropped (or refused under ``Prefer: handling=strict``), but a malformed
+  value, an unknown prefix or an unsupported modifier is always a 400 naming the parameter,
+  because silently ignoring it would return wrong results that look right.
+
+The parser knows nothing about storage: it produces ``query`` values that every adapter compiles.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import FhirError
-from ..resources import is_hosted
+from ..resources import HOSTED_TYPES, is_hosted
 from ..timeutil import date_range
 from .extract import normalise
 from .params import SearchParam, get_param, params_for
 from .query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Missing, Not, Query, SortKey
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+# Result parameters: they shape the Bundle rather than select resources.
 RESULT_PARAMS = {
     "_count", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
     "_format", "_pretty", "_page", "_contained", "_containedType",
@@ -30,12 +37,14 @@ MODIFIERS = {
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},
-    "uri": {"missing", "below"},
+    "uri": {"missing", "below", "above"},
 }
-_ESCAPED_COMMA = "\x00"
+_US_PER_DAY = 86_400_000_000
 
 
 class SearchError(FhirError):
+    """A 400 whose OperationOutcome names the offending parameter in ``expression``."""
+
     def __init__(self, param: str, msg: str) -> None:
         super().__init__(400, "invalid", f"search parameter {param!r}: {msg}",
                          expression=[param])
@@ -43,6 +52,9 @@ class SearchError(FhirError):
 
 @dataclass(slots=True)
 class Include:
+    """One ``_include``/``_revinclude``: ``source`` resources' ``param`` references, optionally
+    restricted to ``target`` type. ``param == "*"`` means every reference parameter."""
+
     source: str
     param: str
     target: str | None
@@ -51,6 +63,8 @@ class Include:
 
 @dataclass(slots=True)
 class ParsedSearch:
+    """Everything a search request asked for; ``applied`` is what the self link echoes."""
+
     query: Query
     applied: list[tuple[str, str]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
@@ -59,65 +73,129 @@ class ParsedSearch:
     summary: str | None = None
     elements: list[str] | None = None
     page_token: str | None = None
+    # "none": leave Bundle.total out even when it is free; "accurate"/"estimate": count it.
+    total_mode: str | None = None
+
+
+# -- escaping ----------------------------------------------------------------------------------
+def _split_unescaped(raw: str, sep: str) -> list[str]:
+    """Split on ``sep`` where it is not preceded by a backslash; escapes are kept for later."""
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\" and i + 1 < len(raw):
+            cur.append(raw[i : i + 2])
+            i += 2
+            continue
+        if ch == sep:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ",|$\\":
+            out.append(text[i + 1])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
 
 
 def split_values(raw: str) -> list[str]:
-    """Comma-separated alternatives; ``\\,`` is a literal comma."""
-    return [v.replace(_ESCAPED_COMMA, ",") for v in raw.replace("\\,", _ESCAPED_COMMA).split(",")]
+    """Comma-separated alternatives, unescaped (``\\,`` is a literal comma)."""
+    return [_unescape(v) for v in _split_unescaped(raw, ",")]
 
 
-def _prefixed(raw: str) -> tuple[str, str]:
-    if len(raw) > 2 and raw[:2] in PREFIXES and (raw[2].isdigit() or raw[2] == "-"):
-        return raw[:2], raw[2:]
+def _pipe(value: str) -> tuple[str | None, str]:
+    """``system|code`` (with escapes) -> (system or None when there is no ``|``, code)."""
+    parts = _split_unescaped(value, "|")
+    if len(parts) == 1:
+        return None, _unescape(parts[0])
+    return _unescape(parts[0]), _unescape("|".join(parts[1:]))
+
+
+# -- prefixes and ranges --------------------------------------------------------------------------
+def _prefixed(name: str, raw: str) -> tuple[str, str]:
+    head = raw[:2]
+    if head.isalpha() and len(raw) > 2:
+        if head not in PREFIXES:
+            raise SearchError(name, f"unknown prefix {head!r}; use one of {', '.join(PREFIXES)}")
+        return head, raw[2:]
     return "eq", raw
 
 
-def _range_expr(param: str, prefix: str, lo: float, hi: float, ap: float = 0.0) -> Expr:
-    def e(*conds: Cond) -> Entry:
-        return Entry(param, conds)
+def _entry(param: str, *conds: Cond) -> Entry:
+    return Entry(param, conds)
 
-    contained = e(Cond("lo", ">=", lo), Cond("hi", "<=", hi))
+
+def range_expr(param: str, prefix: str, lo: float, hi: float, ap: float = 0.0) -> Expr:
+    """The R4 prefix table for ranges, with search value [lo, hi] and target [t.lo, t.hi]:
+
+    eq: search contains target; ne: it does not; gt: target reaches above the search range
+    (t.hi > hi); lt: below (t.lo < lo); ge: gt or eq; le: lt or eq; sa: target starts after
+    (t.lo > hi); eb: target ends before (t.hi < lo); ap: target overlaps the search range
+    widened by ``ap`` either side. "Some entry satisfies" throughout, like every other test.
+    """
+    contained = _entry(param, Cond("lo", ">=", lo), Cond("hi", "<=", hi))
     if prefix == "eq":
         return contained
     if prefix == "ne":
-        return Not(contained)
+        # Has a value, and that value is not within the search range. (A resource without the
+        # element has no value to compare, so it does not match, unlike token :not.)
+        return AnyOf((_entry(param, Cond("lo", "<", lo)), _entry(param, Cond("hi", ">", hi))))
     if prefix == "gt":
-        return e(Cond("hi", ">", hi))
+        return _entry(param, Cond("hi", ">", hi))
     if prefix == "lt":
-        return e(Cond("lo", "<", lo))
+        return _entry(param, Cond("lo", "<", lo))
     if prefix == "ge":
-        return AnyOf((e(Cond("hi", ">", hi)), contained))
+        return AnyOf((_entry(param, Cond("hi", ">", hi)), contained))
     if prefix == "le":
-        return AnyOf((e(Cond("lo", "<", lo)), contained))
+        return AnyOf((_entry(param, Cond("lo", "<", lo)), contained))
     if prefix == "sa":
-        return e(Cond("lo", ">", hi))
+        return _entry(param, Cond("lo", ">", hi))
     if prefix == "eb":
-        return e(Cond("hi", "<", lo))
-    # ap: overlap with the value widened by ``ap`` either side
-    return e(Cond("lo", "<=", hi + ap), Cond("hi", ">=", lo - ap))
+        return _entry(param, Cond("hi", "<", lo))
+    return _entry(param, Cond("lo", "<=", hi + ap), Cond("hi", ">=", lo - ap))
 
 
 def _date(sp: SearchParam, name: str, raw: str) -> Expr:
-    prefix, value = _prefixed(raw)
+    prefix, value = _prefixed(name, raw)
     try:
         lo, hi = date_range(value, require_offset=True)
     except ValueError as exc:
         raise SearchError(name, f"{exc}; use a FHIR date such as 2026-03-14 or "
                           "2026-03-14T10:00:00+01:00 (a time needs an offset)") from None
-    ap = (hi - lo + 1) * 0.1 + 86_400_000_000 if prefix == "ap" else 0.0
-    return _range_expr(sp.code, prefix, lo, hi, ap)
+    ap = 0
+    if prefix == "ap":
+        # R4: "10% of the gap between now and the date", so ap2026 is tight and ap1990 loose.
+        now = int(time.time() * 1_000_000)
+        gap = max(abs(now - lo), abs(now - hi))
+        ap = gap // 10
+    return range_expr(sp.code, prefix, lo, hi, ap)
 
 
 def _number(sp: SearchParam, name: str, raw: str) -> Expr:
-    prefix, value = _prefixed(raw)
+    prefix, value = _prefixed(name, raw)
     num_text, _, unit = value.partition("|")
     try:
         num = float(num_text)
     except ValueError:
         raise SearchError(name, f"{num_text!r} is not a number") from None
+    # The precision of the value written is its range: 100 means [99.5, 100.5).
     decimals = len(num_text.split(".")[1]) if "." in num_text else 0
     half = 0.5 * 10 ** (-decimals)
-    expr = _range_expr(sp.code, prefix, num - half, num + half - 1e-12, abs(num) * 0.1)
+    expr = range_expr(sp.code, prefix, num - half, num + half - 1e-12, abs(num) * 0.1)
     if sp.type == "quantity" and unit:
         system, _, code = unit.partition("|")
         conds = [Cond("val", "=", code)] if code else []
@@ -127,93 +205,139 @@ def _number(sp: SearchParam, name: str, raw: str) -> Expr:
     return expr
 
 
+# -- token, reference, string, uri ---------------------------------------------------------------
+def _text_expr(param: str, text: str) -> Expr:
+    """``:text``: string matching on the display/text: any word of it starts with the value."""
+    norm = normalise(text)
+    return AnyOf((_entry(param, Cond("raw", "startswith", norm)),
+                  _entry(param, Cond("raw", "contains", " " + norm))))
+
+
 def _token(sp: SearchParam, name: str, raw: str, modifier: str | None) -> Expr:
     if modifier == "text":
-        return Entry(sp.code, (Cond("raw", "contains", normalise(raw)),))
-    if "|" in raw:
-        system, code = raw.split("|", 1)
-        conds = [Cond("sys", "=", system) if system else Cond("sys", "isnull")]
-        if code:
-            conds.append(Cond("val", "=", code))
-        return Entry(sp.code, tuple(conds))
-    return Entry(sp.code, (Cond("val", "=", raw),))
+        return _text_expr(sp.code, _unescape(raw))
+    system, code = _pipe(raw)
+    if system is None:
+        return _entry(sp.code, Cond("val", "=", code))
+    conds = [Cond("sys", "=", system) if system else Cond("sys", "isnull")]
+    if code:
+        conds.insert(0, Cond("val", "=", code))
+    elif not system:
+        raise SearchError(name, "'|' alone names neither a system nor a code")
+    return Entry(sp.code, tuple(conds))
 
 
 def _reference(sp: SearchParam, name: str, raw: str, modifier: str | None,
                base_url: str) -> Expr:
     if modifier == "identifier":
-        system, _, value = raw.rpartition("|") if "|" in raw else ("", "", raw)
+        system, value = _pipe(raw)
+        if not value:
+            raise SearchError(name, ":identifier needs a value (system|value or value)")
         conds = [Cond("val", "=", value)]
-        if "|" in raw:
+        if system is not None:
             conds.append(Cond("sys", "=", system) if system else Cond("sys", "isnull"))
         return Entry(f"{sp.code}:identifier", tuple(conds))
-    if base_url and raw.startswith(base_url.rstrip("/") + "/"):
-        raw = raw[len(base_url.rstrip("/")) + 1 :]
+    value = _unescape(raw)
+    base = base_url.rstrip("/")
+    if base and value.startswith(base + "/"):
+        value = value[len(base) + 1 :]  # our own absolute URL is a local reference
+    if "://" not in value and "/_history/" in value:
+        value = value.split("/_history/")[0]
+    if "://" in value or value.startswith("urn:"):
+        return _entry(sp.code, Cond("val", "=", value))
     if modifier is not None:  # :Type
-        if sp.targets and modifier not in sp.targets:
-            raise SearchError(name, f"{modifier} is not a target type of {sp.code}")
-        return Entry(sp.code, (Cond("val", "=", f"{modifier}/{raw}"),))
-    if "/" in raw:
-        if "/_history/" in raw:
-            raw = raw.split("/_history/")[0]
-        return Entry(sp.code, (Cond("val", "=", raw),))
-    targets = sp.targets or ()
-    if len(targets) == 1:
-        return Entry(sp.code, (Cond("val", "=", f"{targets[0]}/{raw}"),))
-    return AnyOf(tuple(Entry(sp.code, (Cond("val", "=", f"{t}/{raw}"),)) for t in targets))
+        if "/" in value:
+            if value.split("/", 1)[0] != modifier:
+                raise SearchError(name, f"{value!r} is not a {modifier} reference")
+            return _entry(sp.code, Cond("val", "=", value))
+        return _entry(sp.code, Cond("val", "=", f"{modifier}/{value}"))
+    if "/" in value:
+        type_, _, id_ = value.partition("/")
+        if sp.targets and type_ not in sp.targets:
+            raise SearchError(name, f"{type_} is not a target type of {sp.code} "
+                              f"({', '.join(sp.targets[:8])})")
+        if not id_ or "/" in id_:
+            raise SearchError(name, f"{value!r} is not a Type/id reference")
+        return _entry(sp.code, Cond("val", "=", value))
+    targets = sp.targets or HOSTED_TYPES
+    alts = tuple(_entry(sp.code, Cond("val", "=", f"{t}/{value}")) for t in targets)
+    return alts[0] if len(alts) == 1 else AnyOf(alts)
 
 
 def _string(sp: SearchParam, raw: str, modifier: str | None) -> Expr:
+    value = _unescape(raw)
     if modifier == "exact":
-        return Entry(sp.code, (Cond("raw", "=", raw),))
+        return _entry(sp.code, Cond("raw", "=", value))
     if modifier == "contains":
-        return Entry(sp.code, (Cond("val", "contains", normalise(raw)),))
-    return Entry(sp.code, (Cond("val", "startswith", normalise(raw)),))
+        return _entry(sp.code, Cond("val", "contains", normalise(value)))
+    return _entry(sp.code, Cond("val", "startswith", normalise(value)))
 
 
 def _uri(sp: SearchParam, raw: str, modifier: str | None) -> Expr:
+    value = _unescape(raw)
     if modifier == "below":
-        return Entry(sp.code, (Cond("val", "startswith", raw),))
-    return Entry(sp.code, (Cond("val", "=", raw),))
+        return _entry(sp.code, Cond("val", "startswith", value))
+    if modifier == "above":
+        # Targets that are the value or one of its path ancestors.
+        prefixes = [value]
+        cut = value
+        while "/" in cut.rstrip("/") and not cut.endswith("://"):
+            cut = cut.rstrip("/").rsplit("/", 1)[0]
+            if cut.endswith(":/") or cut.endswith(":"):
+                break
+            prefixes.append(cut)
+        alts = tuple(_entry(sp.code, Cond("val", "=", p)) for p in prefixes)
+        return alts[0] if len(alts) == 1 else AnyOf(alts)
+    return _entry(sp.code, Cond("val", "=", value))
+
+
+# -- one parameter -------------------------------------------------------------------------------
+def _split_name(name: str) -> tuple[str, str | None, str | None]:
+    """``code[:modifier][.chained-rest]`` -> (code, modifier, rest); the rest keeps its own
+    modifiers (``schedule.actor:Practitioner`` -> ("schedule", None, "actor:Practitioner"))."""
+    head, dot, rest = name.partition(".")
+    code, _, modifier = head.partition(":")
+    return code, modifier or None, (rest if dot else None)
 
 
 def parse_param(type_: str, name: str, raw: str, base_url: str = "") -> Expr | None:
-    """One ``name=value`` pair as an expression; None when ``name`` is unknown for ``type_``."""
+    """One ``name=value`` pair as an expression; None when ``name`` is unknown for ``type_``.
+
+    ``raw`` must not be empty (empty parameters are dropped before this is called).
+    """
     if name.startswith("_has:"):
         return _has(type_, name, raw, base_url)
-    code, _, modifier_text = name.partition(":")
-    chain_rest = None
-    if "." in code:
-        code, chain_rest = code.split(".", 1)
-    if "." in modifier_text:
-        modifier_text, chain_rest = modifier_text.split(".", 1)
-    modifier = modifier_text or None
+    code, modifier, chain_rest = _split_name(name)
     sp = get_param(type_, code)
     if sp is None:
         return None
     if chain_rest is not None:
-        return _chain(type_, sp, name, modifier, chain_rest, raw, base_url)
+        return _chain(sp, name, modifier, chain_rest, raw, base_url)
     if modifier == "missing":
         if raw not in ("true", "false"):
             raise SearchError(name, "':missing' takes true or false")
         return Missing(sp.code, raw == "true")
-    if (modifier is not None and modifier not in MODIFIERS.get(sp.type, set())
-            and not (sp.type == "reference" and is_hosted(modifier))):
-            raise SearchError(name, f"modifier ':{modifier}' is not supported for "
-                              f"{sp.type} parameters")
-    if raw == "":
-        raise SearchError(name, "empty value")
+    if modifier is not None and modifier not in MODIFIERS.get(sp.type, set()):
+        is_type = sp.type == "reference" and (modifier in sp.targets or is_hosted(modifier))
+        if not is_type:
+            raise SearchError(name, f"modifier ':{modifier}' is not supported for {sp.type} "
+                              f"parameters (supported: "
+                              f"{', '.join(sorted(MODIFIERS.get(sp.type, ())))})")
+        if sp.targets and modifier not in sp.targets:
+            raise SearchError(name, f"{modifier} is not a target type of {sp.code}")
+    values = _split_unescaped(raw, ",")
+    if any(v == "" for v in values):
+        raise SearchError(name, "empty value in a comma-separated list")
     if modifier == "not" and sp.type == "token":
-        alts = [_token(sp, name, v, None) for v in split_values(raw)]
+        # :not includes resources with no value at all (R4), so it negates the whole match.
+        alts = [_token(sp, name, v, None) for v in values]
         return Not(alts[0] if len(alts) == 1 else AnyOf(tuple(alts)))
     alts = []
-    for value in split_values(raw):
-        if value == "":
-            raise SearchError(name, "empty value in a comma-separated list")
+    for value in values:
         if sp.type == "date":
-            alts.append(_date(sp, name, value))
+            alts.append(_date(sp, name, _unescape(value)))
         elif sp.type in ("number", "quantity"):
-            alts.append(_number(sp, name, value))
+            alts.append(_number(sp, name, _unescape(value)))
         elif sp.type == "token":
             alts.append(_token(sp, name, value, modifier))
         elif sp.type == "reference":
@@ -227,12 +351,14 @@ def parse_param(type_: str, name: str, raw: str, base_url: str = "") -> Expr | N
     return alts[0] if len(alts) == 1 else AnyOf(tuple(alts))
 
 
-def _chain(type_: str, sp: SearchParam, name: str, modifier: str | None, rest: str, raw: str,
-           base_url: str) -> Expr:
+def _chain(sp: SearchParam, name: str, modifier: str | None, rest: str, raw: str,
+           base_url: str) -> Expr | None:
     if sp.type != "reference":
         raise SearchError(name, f"{sp.code} is not a reference and cannot be chained")
-    if "." in rest.split(":")[0]:
+    if "." in rest:
         raise SearchError(name, "only one level of chaining is supported")
+    if modifier is not None and modifier not in sp.targets:
+        raise SearchError(name, f"{modifier} is not a target type of {sp.code}")
     targets = [modifier] if modifier else [t for t in sp.targets if is_hosted(t)]
     alts: list[Expr] = []
     for target in targets:
@@ -242,44 +368,56 @@ def _chain(type_: str, sp: SearchParam, name: str, modifier: str | None, rest: s
         if sub is not None:
             alts.append(Chain(sp.code, target, (sub,)))
     if not alts:
-        raise SearchError(name, f"no target type of {sp.code} has a parameter {rest!r}")
+        return None  # no target type knows the chained parameter: an unknown parameter
     return alts[0] if len(alts) == 1 else AnyOf(tuple(alts))
 
 
-def _has(type_: str, name: str, raw: str, base_url: str) -> Expr:
+def _has(type_: str, name: str, raw: str, base_url: str) -> Expr | None:
     parts = name.split(":", 3)
-    if len(parts) != 4:
+    if len(parts) != 4 or not all(parts[1:]):
         raise SearchError(name, "use _has:Type:reference-param:search-param=value")
     _, source, ref_param, rest = parts
-    if rest.startswith("_has:"):
+    if rest.startswith("_has"):
         raise SearchError(name, "only one level of _has is supported")
     if not is_hosted(source):
         raise SearchError(name, f"{source} is not hosted on this server")
     ref = get_param(source, ref_param)
     if ref is None or ref.type != "reference":
         raise SearchError(name, f"{source} has no reference parameter {ref_param!r}")
+    if ref.targets and type_ not in ref.targets:
+        raise SearchError(name, f"{source}.{ref_param} never refers to a {type_}")
     sub = parse_param(source, rest, raw, base_url)
     if sub is None:
-        raise SearchError(name, f"{source} has no search parameter {rest!r}")
+        return None
     return Has(source, ref_param, (sub,))
 
 
+# -- result parameters ---------------------------------------------------------------------------
 def _sort_keys(type_: str, raw: str) -> tuple[SortKey, ...]:
     keys = []
-    for part in raw.split(","):
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
         desc = part.startswith("-")
         code = part[1:] if desc else part
         sp = get_param(type_, code)
         if sp is None:
-            raise SearchError("_sort", f"{type_} has no search parameter {code!r}")
-        fld = "lo" if sp.type in ("date", "number", "quantity") else "val"
-        keys.append(SortKey(code, desc, fld))  # type: ignore[arg-type]
+            raise SearchError("_sort", f"{type_} has no search parameter {code!r} to sort by")
+        if sp.type in ("date", "number", "quantity"):
+            # Ascending by where a value starts, descending by where it ends.
+            keys.append(SortKey(code, desc, "hi" if desc else "lo"))
+        else:
+            keys.append(SortKey(code, desc, "val"))
     return tuple(keys)
 
 
 def _include(type_: str, name: str, raw: str, reverse: bool) -> Include:
+    iterate = name.endswith((":iterate", ":recurse"))
+    if name.count(":") > 1 or (":" in name and not iterate):
+        raise SearchError(name, "the only modifier of _include/_revinclude is :iterate")
     if raw == "*":
-        return Include(type_, "*", None, name.endswith(":iterate"))
+        # "*" follows every reference parameter; iterated, of whatever type was brought in.
+        return Include("*" if iterate else type_, "*", None, iterate)
     parts = raw.split(":")
     if len(parts) not in (2, 3):
         raise SearchError(name, "use Type:param or Type:param:TargetType")
@@ -290,9 +428,12 @@ def _include(type_: str, name: str, raw: str, reverse: bool) -> Include:
     sp = get_param(source, param)
     if param != "*" and (sp is None or sp.type != "reference"):
         raise SearchError(name, f"{source} has no reference parameter {param!r}")
-    if not reverse and source != type_ and not name.endswith(":iterate"):
-        raise SearchError(name, f"_include must start with the searched type {type_}")
-    return Include(source, param, target, name.endswith(":iterate"))
+    if target is not None and sp is not None and sp.targets and target not in sp.targets:
+        raise SearchError(name, f"{target} is not a target type of {source}.{param}")
+    if not reverse and source != type_ and not iterate:
+        raise SearchError(name, f"_include must start with the searched type {type_} "
+                          "(or use _include:iterate)")
+    return Include(source, param, target, iterate)
 
 
 def parse_search(
@@ -305,13 +446,16 @@ def parse_search(
     base_url: str = "",
     extra_where: tuple[Expr, ...] = (),
 ) -> ParsedSearch:
+    """The request's pairs as a ParsedSearch; ``extra_where`` (a compartment) is ANDed in."""
     where: list[Expr] = list(extra_where)
     out = ParsedSearch(Query(type_))
     count = default_count
     sort: tuple[SortKey, ...] = ()
-    total = False
     count_only = False
     for name, raw in pairs:
+        if raw == "" and name != "_page":
+            out.ignored.append(name)  # R4: empty parameters are not an error, just ignored
+            continue
         base = name.split(":")[0]
         if base in RESULT_PARAMS:
             if base == "_count":
@@ -323,7 +467,7 @@ def parse_search(
             elif base == "_total":
                 if raw not in ("none", "estimate", "accurate"):
                     raise SearchError(name, "_total is none, estimate or accurate")
-                total = raw != "none"
+                out.total_mode = raw
             elif base == "_summary":
                 if raw not in ("true", "false", "count", "data", "text"):
                     raise SearchError(name, "_summary is true, false, count, data or text")
@@ -339,7 +483,7 @@ def parse_search(
                 continue
             elif base in ("_contained", "_containedType"):
                 if strict:
-                    raise SearchError(name, "not supported")
+                    raise SearchError(name, "not supported by this server")
                 out.ignored.append(name)
                 continue
             out.applied.append((name, raw))
@@ -347,14 +491,16 @@ def parse_search(
         expr = parse_param(type_, name, raw, base_url)
         if expr is None:
             if strict:
-                known = ", ".join(sorted(params_for(type_))[:12])
-                raise SearchError(name, f"{type_} has no such search parameter (known: {known}"
-                                  ", ...)")
+                known = ", ".join(sorted(params_for(type_)))
+                raise SearchError(name, f"{type_} has no such search parameter (known: {known})")
             out.ignored.append(name)
             continue
         where.append(expr)
         out.applied.append((name, raw))
-    out.query = Query(type_, tuple(where), sort, count, total=total or count_only,
+    if count == 0:
+        count_only = True  # _count=0: how many, without any entries
+    wants_total = out.total_mode in ("accurate", "estimate") or count_only
+    out.query = Query(type_, tuple(where), sort, count, total=wants_total,
                       count_only=count_only)
     return out
 
@@ -365,7 +511,3 @@ def query_for(type_: str, query_string_pairs: list[tuple[str, str]], base_url: s
     if not parsed.query.where:
         raise SearchError("criteria", "a conditional interaction needs at least one criterion")
     return parsed.query
-
-
-def describe(expr: Any) -> str:  # pragma: no cover - debugging aid
-    return re.sub(r"\s+", " ", repr(expr))

@@ -169,7 +169,7 @@ class BundleProcessor:
 
         async def run(unit: Unit) -> list[EntryResult]:
             results: list[EntryResult | None] = [None] * len(entries)
-            written: list[Json] = []
+            written: list[tuple[int, Json]] = []
             local_map = dict(mapping)
             # conditional creates that match: point their fullUrl at the existing resource
             for n, e in enumerate(entries):
@@ -214,8 +214,13 @@ class BundleProcessor:
                     exc.diagnostics = f"{where}: {exc.diagnostics}"
                     exc.expression = [where, *(exc.expression or [])]
                     raise
-            for res in written:
-                await svc.check_references(unit, res)
+            for n, res in written:
+                try:
+                    await svc.check_references(unit, res)
+                except FhirError as exc:  # name the entry, as for failures while writing
+                    exc.diagnostics = f"Bundle.entry[{n}]: {exc.diagnostics}"
+                    exc.expression = [f"Bundle.entry[{n}]", *(exc.expression or [])]
+                    raise
             return [r for r in results if r is not None]
 
         try:
@@ -226,7 +231,7 @@ class BundleProcessor:
 
     async def _tx_entry(self, unit: Unit, ctx: RequestContext, e: Json, n: int,
                         new_id: str | None, mapping: dict[str, str], base: str, minimal: bool,
-                        written: list[Json]) -> EntryResult:
+                        written: list[tuple[int, Json]]) -> EntryResult:
         svc = self.service
         req = e["request"]
         method = req["method"]
@@ -253,7 +258,7 @@ class BundleProcessor:
             body = svc.prepare(target.type, body, None)
             saved = await svc.put_in_unit(unit, ctx, target.type, new_id, body,
                                           check_refs=False)
-            written.append(orjson.loads(saved.record.body or b"{}"))
+            written.append((n, orjson.loads(saved.record.body or b"{}")))
             return _saved_result(saved, base, minimal)
         if method in ("PUT", "PATCH"):
             svc.authorizer.check(ctx, "update", target.type, target.id)
@@ -271,7 +276,7 @@ class BundleProcessor:
             body = svc.prepare(target.type, body, id_)
             saved = await svc.put_in_unit(unit, ctx, target.type, id_, body, if_match=if_match,
                                           check_refs=False)
-            written.append(orjson.loads(saved.record.body or b"{}"))
+            written.append((n, orjson.loads(saved.record.body or b"{}")))
             return _saved_result(saved, base, minimal)
         # GET/HEAD inside a transaction reads the state as it is at this point of the unit
         if target.id is None:

@@ -175,6 +175,13 @@ class ResourceService:
                     raise unprocessable(f"{path}.reference {value!r} names no contained resource",
                                         expression=[f"{path}.reference"])
                 continue
+            if value.startswith(("urn:uuid:", "urn:oid:")):
+                # Bundle-local names: a transaction rewrites the ones its entries define, so one
+                # left here points at nothing and would dangle forever once stored.
+                raise unprocessable(
+                    f"{path}.reference {value!r} names no entry of a transaction; urn: "
+                    "references only resolve inside a transaction Bundle",
+                    expression=[f"{path}.reference"], code="not-found")
             m = RELATIVE.match(value)
             if not m or "://" in value or not is_hosted(m[1]):
                 continue  # absolute, or a type this server does not host: kept as given

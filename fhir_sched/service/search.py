@@ -17,7 +17,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import bad_request
-from ..resources import get_type, is_hosted
+from ..resources import HOSTED_TYPES, get_type, is_hosted
 from ..search.extract import _walker
 from ..search.params import params_for
 from ..search.parse import ParsedSearch
@@ -71,76 +71,120 @@ def _reference_params(type_: str) -> tuple[str, ...]:
     return tuple(c for c, sp in params_for(type_).items() if sp.type == "reference")
 
 
+@cache
+def _referring_params(target: str) -> tuple[tuple[str, str], ...]:
+    """(source type, parameter) pairs whose references can point at a ``target``: what
+    ``_revinclude=*`` follows."""
+    return tuple((t, c) for t in HOSTED_TYPES for c, sp in params_for(t).items()
+                 if sp.type == "reference" and (not sp.targets or target in sp.targets))
+
+
 async def run_search(store: DocumentStore, ctx: RequestContext, parsed: ParsedSearch,
                      max_count: int) -> SearchResult:
+    """One page of ``parsed``: the matches, their includes, the paging tokens and the total."""
     query = parsed.query
     cursors: list[Any] = [None]
     if parsed.page_token:
         cursors = _decode(parsed.page_token)
         after = cursors[-1]
+        if after is not None and not isinstance(after, list):
+            raise bad_request("_page token is malformed; start the search again", ["_page"])
         query = replace(query, after=tuple(after) if after is not None else None)
     page = await store.search(query)
     result = SearchResult(page.rows, total=page.total)
     if page.next_after is not None:
         nxt = [*cursors, list(page.next_after)]
         if len(nxt) > _MAX_REMEMBERED_PAGES:
+            # Keep the token bounded: the oldest cursors go (previous still works for the last
+            # _MAX_REMEMBERED_PAGES pages, and from further back it restarts at page one).
             nxt = [None, *nxt[-_MAX_REMEMBERED_PAGES:]]
         result.next_token = _encode(nxt)
     if len(cursors) > 1:
         result.self_token = _encode(cursors)
-        result.prev_token = _encode(cursors[:-1]) if len(cursors) > 2 else _encode([None])
-    if result.total is None and page.next_after is None and query.after is None:
+        result.prev_token = _encode(cursors[:-1])
+    free = page.next_after is None and query.after is None and not query.count_only
+    if result.total is None and free and parsed.total_mode != "none":
         result.total = len(page.rows)  # the whole result fits on this page: the count is free
+    if parsed.total_mode == "none" and not query.count_only:
+        result.total = None
     if parsed.includes or parsed.revincludes:
         result.included = await _includes(store, parsed, page.rows, max_count)
     return result
 
 
+async def _fetch(store: DocumentStore, refs: list[str]) -> list[tuple[str, str, bytes]]:
+    """Resolve ``Type/id`` references in one search per type (deleted ones are left out)."""
+    by_type: dict[str, list[str]] = {}
+    for ref in refs:
+        t, _, i = ref.partition("/")
+        by_type.setdefault(t, []).append(i)
+    out: list[tuple[str, str, bytes]] = []
+    for t, ids in by_type.items():
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            q = Query(t, (AnyOf(tuple(Entry("_id", (Cond("val", "=", i),)) for i in chunk)),),
+                      count=len(chunk))
+            page = await store.search(q)
+            out.extend((t, i, body) for i, body in page.rows)
+    return out
+
+
 async def _includes(store: DocumentStore, parsed: ParsedSearch, rows: list[tuple[str, bytes]],
                     max_count: int) -> list[tuple[str, str, bytes]]:
+    """``_include`` and ``_revinclude`` over the page's matches, then one more round for the
+    ``:iterate`` ones over what the first round brought in (the one level the spec requires
+    servers to support at least)."""
     seen = {(parsed.query.type, id_) for id_, _ in rows}
     frontier = [(parsed.query.type, id_, orjson.loads(body)) for id_, body in rows]
     included: list[tuple[str, str, bytes]] = []
-    for round_ in range(2):  # the first pass plus one level of :iterate
-        wanted: list[str] = []
+    for round_ in range(2):
         iterate_only = round_ > 0
+        wanted: list[str] = []
         for inc in parsed.includes:
             if iterate_only and not inc.iterate:
                 continue
             for type_, _id, res in frontier:
-                if type_ != inc.source and inc.param != "*":
+                if inc.source not in ("*", type_):
                     continue
                 params = _reference_params(type_) if inc.param == "*" else (inc.param,)
                 for p in params:
                     for ref in reference_targets(type_, p, res):
                         if inc.target is None or ref.startswith(inc.target + "/"):
                             wanted.append(ref)
-        new: list[tuple[str, str, dict[str, Any]]] = []
+        fresh = []
         for ref in dict.fromkeys(wanted):
             t, _, i = ref.partition("/")
-            if (t, i) in seen or not is_hosted(t):
-                continue
-            rec = await store.get(t, i)
-            if rec is not None and not rec.deleted and rec.body is not None:
-                seen.add((t, i))
-                included.append((t, i, rec.body))
-                new.append((t, i, orjson.loads(rec.body)))
+            if (t, i) not in seen and is_hosted(t):
+                fresh.append(ref)
+        new: list[tuple[str, str, dict[str, Any]]] = []
+        for t, i, body in await _fetch(store, fresh):
+            seen.add((t, i))
+            included.append((t, i, body))
+            new.append((t, i, orjson.loads(body)))
         for inc in parsed.revincludes:
             if iterate_only and not inc.iterate:
                 continue
-            targets = [f"{t}/{i}" for t, i, _ in frontier]
+            targets = [(t, f"{t}/{i}") for t, i, _ in frontier]
             if not targets:
                 continue
-            params = _reference_params(inc.source) if inc.param == "*" else (inc.param,)
-            for p in params:
-                q = Query(inc.source, (AnyOf(tuple(Entry(p, (Cond("val", "=", ref),))
-                                                   for ref in targets)),), count=max_count)
+            pairs: list[tuple[str, str]] = []
+            if inc.param == "*":
+                for ftype in dict.fromkeys(t for t, _ in targets):
+                    pairs.extend(_referring_params(ftype))
+            else:
+                pairs.append((inc.source, inc.param))
+            for source, p in dict.fromkeys(pairs):
+                refs = [ref for t, ref in targets if inc.target in (None, t)]
+                if not refs:
+                    continue
+                q = Query(source, (AnyOf(tuple(Entry(p, (Cond("val", "=", ref),))
+                                               for ref in refs)),), count=max_count)
                 page = await store.search(q)
                 for i, body in page.rows:
-                    if (inc.source, i) not in seen:
-                        seen.add((inc.source, i))
-                        included.append((inc.source, i, body))
-                        new.append((inc.source, i, orjson.loads(body)))
+                    if (source, i) not in seen:
+                        seen.add((source, i))
+                        included.append((source, i, body))
+                        new.append((source, i, orjson.loads(body)))
         if len(included) >= MAX_INCLUDED:
             break
         frontier = new

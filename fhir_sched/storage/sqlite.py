@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable
+from ..search.extract import PRIMARY_DATE
 from ..search.query import (
     AllOf,
     AnyOf,
@@ -53,9 +54,12 @@ CREATE INDEX IF NOT EXISTS changes_updated ON changes(updated);
 CREATE TABLE IF NOT EXISTS idx(
   type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
   sys TEXT, val TEXT, raw TEXT, lo, hi);
-CREATE INDEX IF NOT EXISTS idx_val ON idx(type, param, val);
-CREATE INDEX IF NOT EXISTS idx_lo ON idx(type, param, lo);
+-- search: seeks by value (covering, so a driver never touches the table), seeks by date range,
+-- per-resource probes; resources_type walks one type in insertion order for unfiltered pages.
+CREATE INDEX IF NOT EXISTS idx_val ON idx(type, param, val, lo, hi, sys, id);
+CREATE INDEX IF NOT EXISTS idx_lo ON idx(type, param, lo, hi, id);
 CREATE INDEX IF NOT EXISTS idx_owner ON idx(type, id, param);
+CREATE INDEX IF NOT EXISTS resources_type ON resources(type, deleted);
 CREATE TABLE IF NOT EXISTS claims(
   key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
   expires TEXT) WITHOUT ROWID;
@@ -370,51 +374,80 @@ class _Sql:
         return f":{name}"
 
 
+# -- search compilation ------------------------------------------------------------------------
+# A search is answered from the ``idx`` table (one row per index entry, see IndexEntry). The
+# plan: pick one condition that an index seek answers (the "driver": an equality on a reference
+# or token, a string prefix, a date range, a chain), fetch the ids it yields, and test everything
+# else per candidate with correlated EXISTS probes on ``idx_owner``. With a connection at hand the
+# candidate drivers are counted (bounded by LIMIT) and the smallest wins, so ``status=free`` never
+# drives when ``schedule=X`` is there; when every driver is huge and no sort was asked for, the
+# scan walks ``resources_type`` in insertion order and stops after one page.
+_DRIVER_CAP = 20_000  # a driver yielding more ids than this is no better than an ordered scan
+_SMALL_ENOUGH = 64  # stop counting other drivers once one is this small
+# Index hints: without statistics SQLite's planner is prone to answer a correlated probe
+# (type=r.type AND id=r.id AND param=?) from a covering (type, param, ...) index, which scans
+# every entry of the parameter; the hints pin the plans this module is designed around.
+_PROBE = "INDEXED BY idx_owner"
+
+
 def _cond_sql(alias: str, cond: Cond, q: _Sql) -> str:
-    col = f"{alias}.{cond.field}"
+    """One comparison on an idx column. SQL semantics: a comparison with NULL is false, so
+    ``!=`` does not match an entry where the field is absent (documented in query.Cond)."""
+    return _compare(f"{alias}.{cond.field}", cond, q)
+
+
+def _compare(col: str, cond: Cond, q: _Sql) -> str:
     if cond.op == "isnull":
         return f"{col} IS NULL"
     if cond.op == "notnull":
         return f"{col} IS NOT NULL"
     if cond.op == "startswith":
-        # GLOB is case-sensitive and uses the index on val; values are pre-normalised.
-        return f"substr({col}, 1, {len(cond.value)}) = {q.arg(cond.value)}"
+        # A half-open range rather than substr()/LIKE so the (type, param, val) index serves
+        # it; values are pre-normalised, and UTF-8 byte order is code point order.
+        return (f"({col} >= {q.arg(cond.value)} AND "
+                f"{col} < {q.arg(str(cond.value) + chr(0x10FFFF))})")
     if cond.op == "contains":
         return f"instr({col}, {q.arg(cond.value)}) > 0"
     return f"{col} {_OPS[cond.op]} {q.arg(cond.value)}"
 
 
+def _id_only(expr: Expr) -> bool:
+    """An Entry on ``_id`` testing nothing but ``val``: answered by the resources key itself."""
+    return (isinstance(expr, Entry) and expr.param == "_id" and bool(expr.conds)
+            and all(c.field == "val" for c in expr.conds))
+
+
+def _entry_conds(alias: str, entry: Entry, q: _Sql) -> str:
+    return " AND ".join(_cond_sql(alias, c, q) for c in entry.conds) or "1"
+
+
 def _expr_sql(expr: Expr, rtype: str, rid: str, q: _Sql, depth: int = 0) -> str:
     """SQL boolean for ``expr`` about the resource whose type/id columns are ``rtype``/``rid``."""
     a = f"i{depth}"
+    if _id_only(expr):
+        assert isinstance(expr, Entry)
+        return "(" + " AND ".join(_compare(rid, c, q) for c in expr.conds) + ")"
     if isinstance(expr, Entry):
         parts = [f"{a}.type={rtype}", f"{a}.id={rid}", f"{a}.param={q.arg(expr.param)}"]
         parts += [_cond_sql(a, c, q) for c in expr.conds]
-        return f"EXISTS (SELECT 1 FROM idx {a} WHERE {' AND '.join(parts)})"
+        return f"EXISTS (SELECT 1 FROM idx {a} {_PROBE} WHERE {' AND '.join(parts)})"
     if isinstance(expr, Missing):
-        inner = (f"EXISTS (SELECT 1 FROM idx {a} WHERE {a}.type={rtype} AND {a}.id={rid}"
+        inner = (f"EXISTS (SELECT 1 FROM idx {a} {_PROBE} WHERE {a}.type={rtype} AND {a}.id={rid}"
                  f" AND {a}.param={q.arg(expr.param)})")
         return f"NOT {inner}" if expr.missing else inner
     if isinstance(expr, Not):
         return f"NOT ({_expr_sql(expr.inner, rtype, rid, q, depth + 1)})"
     if isinstance(expr, AnyOf):
-        if not expr.items:
-            return "0"
-        return "(" + " OR ".join(_expr_sql(e, rtype, rid, q, depth + 1) for e in expr.items) + ")"
+        return _any_sql(expr, rtype, rid, q, depth)
     if isinstance(expr, AllOf):
         if not expr.items:
             return "1"
         return "(" + " AND ".join(_expr_sql(e, rtype, rid, q, depth + 1) for e in expr.items) + ")"
     if isinstance(expr, Chain):
-        t = f"t{depth}"
-        sub = " AND ".join(
-            [f"{t}.type={q.arg(expr.target)}", f"{t}.deleted=0"]
-            + [_expr_sql(e, f"{t}.type", f"{t}.id", q, depth + 1) for e in expr.where]
-        )
+        refs = _refs_sql(expr.target, expr.where, q, depth + 1)
         return (
-            f"EXISTS (SELECT 1 FROM idx {a} WHERE {a}.type={rtype} AND {a}.id={rid}"
-            f" AND {a}.param={q.arg(expr.param)} AND {a}.val IN"
-            f" (SELECT {t}.type || '/' || {t}.id FROM resources {t} WHERE {sub}))"
+            f"EXISTS (SELECT 1 FROM idx {a} {_PROBE} WHERE {a}.type={rtype} AND {a}.id={rid}"
+            f" AND {a}.param={q.arg(expr.param)} AND {a}.val IN ({refs}))"
         )
     if isinstance(expr, Has):
         parts = [
@@ -422,25 +455,167 @@ def _expr_sql(expr: Expr, rtype: str, rid: str, q: _Sql, depth: int = 0) -> str:
             f"{a}.param={q.arg(expr.param)}",
             f"{a}.val = {rtype} || '/' || {rid}",
         ] + [_expr_sql(e, f"{a}.type", f"{a}.id", q, depth + 1) for e in expr.where]
-        return f"EXISTS (SELECT 1 FROM idx {a} WHERE {' AND '.join(parts)})"
+        return f"EXISTS (SELECT 1 FROM idx {a} INDEXED BY idx_val WHERE {' AND '.join(parts)})"
     raise TypeError(f"unknown query expression {expr!r}")
 
 
-def _driver(query: Query, q: _Sql) -> tuple[str, tuple[Any, ...]]:
-    """Pick an equality Entry to drive the scan from the value index, if there is one."""
+def _any_sql(expr: AnyOf, rtype: str, rid: str, q: _Sql, depth: int) -> str:
+    """OR, with two rewrites that keep one probe per parameter: Entries on the same parameter
+    share one EXISTS (some entry satisfies c1, or some satisfies c2 = some satisfies c1 or c2),
+    and ``_id`` equalities become one ``IN`` on the resources key."""
+    if not expr.items:
+        return "0"
+    a = f"i{depth}"
+    ids: list[Any] = []
+    by_param: dict[str, list[Entry]] = {}
+    others: list[Expr] = []
+    for item in expr.items:
+        if (_id_only(item) and isinstance(item, Entry) and len(item.conds) == 1
+                and item.conds[0].op == "="):
+            ids.append(item.conds[0].value)
+        elif isinstance(item, Entry) and item.param != "_id":
+            by_param.setdefault(item.param, []).append(item)
+        else:
+            others.append(item)
+    ors: list[str] = []
+    if ids:
+        ors.append(f"{rid} IN ({', '.join(q.arg(v) for v in ids)})")
+    for param, entries in by_param.items():
+        alts = " OR ".join(f"({_entry_conds(a, e, q)})" for e in entries)
+        ors.append(f"EXISTS (SELECT 1 FROM idx {a} {_PROBE} WHERE {a}.type={rtype} AND {a}.id={rid}"
+                   f" AND {a}.param={q.arg(param)} AND ({alts}))")
+    ors += [_expr_sql(e, rtype, rid, q, depth + 1) for e in others]
+    return ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
+
+
+def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
+              folded: tuple[Expr, ...] = ()) -> str | None:
+    """A SELECT of the ids of ``type_`` resources satisfying ``expr`` that an index seek answers
+    on its own (so ``expr`` needs no further test), or None when ``expr`` is not seekable.
+
+    ``folded``: conditions on the type's primary date (``extract.PRIMARY_DATE``), tested on the
+    range copied into the seeked entry itself, so that "this reference in this window" is one
+    covering range of ``idx_val`` rather than a probe per resource the reference has."""
+    d = f"d{depth}"
+    head = f"SELECT {d}.id FROM idx {d} INDEXED BY idx_val WHERE {d}.type={q.arg(type_)}"
+    if isinstance(expr, Entry) and expr.param != "_id":
+        conds = list(expr.conds)
+        key = next((c for c in conds if c.field == "val" and c.op == "="), None)
+        if key is None:
+            key = next((c for c in conds if c.field == "val" and c.op == "startswith"), None)
+        if key is None:
+            key = next((c for c in conds if c.field == "lo" and c.op in ("<", "<=", ">", ">=")),
+                       None)
+        if key is None:
+            return None
+        tests = [_cond_sql(d, c, q) for c in [key, *(c for c in conds if c is not key)]]
+        for extra in folded:
+            entries = extra.items if isinstance(extra, AnyOf) else (extra,)
+            alts = [f"({_entry_conds(d, e, q)})" for e in entries if isinstance(e, Entry)]
+            tests.append("(" + " OR ".join(alts) + ")")
+        if key.field == "lo":
+            head = head.replace("INDEXED BY idx_val", "INDEXED BY idx_lo")
+        return f"{head} AND {d}.param={q.arg(expr.param)} AND {' AND '.join(tests)}"
+    if isinstance(expr, AnyOf) and expr.items:
+        parts = [_seek_sql(type_, e, q, depth) for e in expr.items]
+        if any(p is None for p in parts):
+            return None
+        return " UNION ALL ".join(p for p in parts if p is not None)
+    if isinstance(expr, Chain):
+        refs = _refs_sql(expr.target, expr.where, q, depth + 1)
+        return f"{head} AND {d}.param={q.arg(expr.param)} AND {d}.val IN ({refs})"
+    return None
+
+
+def _on_primary_date(expr: Expr, primary: str | None) -> bool:
+    """A positive range test on the primary date (an Entry, or an OR of them, on lo/hi only)."""
+    if primary is None:
+        return False
+    items = expr.items if isinstance(expr, AnyOf) else (expr,)
+    return bool(items) and all(
+        isinstance(e, Entry) and e.param == primary and bool(e.conds)
+        and all(c.field in ("lo", "hi") and c.op in _OPS for c in e.conds)
+        for e in items)
+
+
+def _rank(expr: Expr) -> int:
+    """Static guess at how selective a seekable expression is (lower is better), used to order
+    the counting and, without a connection, to choose outright."""
+    if isinstance(expr, Entry):
+        ops = {(c.field, c.op) for c in expr.conds}
+        if ("val", "=") in ops:
+            value = next(c.value for c in expr.conds if c.field == "val" and c.op == "=")
+            # references (Type/id), identifiers (with a system) are near-unique
+            if ("sys", "=") in ops or "/" in str(value) or expr.param.endswith(":identifier"):
+                return 1
+            return 3
+        if ("val", "startswith") in ops:
+            return 4
+        return 5
+    if isinstance(expr, AnyOf):
+        return max((_rank(e) for e in expr.items), default=9)
+    if isinstance(expr, Chain):
+        return 2
+    return 9
+
+
+def _driver(query: Query, q: _Sql, conn: sqlite3.Connection | None = None,
+            ) -> tuple[str, tuple[Expr, ...]]:
+    """Choose the driving seek: returns (an ``r.id IN (...)`` condition or "", the rest)."""
+    if any(_id_only(e) or (isinstance(e, AnyOf) and e.items and all(map(_id_only, e.items)))
+           for e in query.where):
+        return "", query.where  # the resources key answers _id directly
+    primary = PRIMARY_DATE.get(query.type)
+    dated = [m for m, e in enumerate(query.where) if _on_primary_date(e, primary)]
+    cands: list[tuple[int, int, str, tuple[int, ...]]] = []
     for n, expr in enumerate(query.where):
-        if isinstance(expr, Entry):
-            eq = [c for c in expr.conds if c.field == "val" and c.op == "="]
-            if eq:
-                rest = [c for c in expr.conds if c is not eq[0]]
-                extra = "".join(" AND " + _cond_sql("d", c, q) for c in rest)
-                sql = (f"r.id IN (SELECT d.id FROM idx d WHERE d.type={q.arg(query.type)}"
-                       f" AND d.param={q.arg(expr.param)} AND d.val={q.arg(eq[0].value)}{extra})")
-                return sql, query.where[:n] + query.where[n + 1 :]
-    return "", query.where
+        fold: tuple[int, ...] = ()
+        if isinstance(expr, Entry) and expr.param not in (primary, "_id") and any(
+                c.field == "val" for c in expr.conds):
+            fold = tuple(m for m in dated if m != n)
+        seek = _seek_sql(query.type, expr, q, folded=tuple(query.where[m] for m in fold))
+        if seek is not None:
+            cands.append((_rank(expr) - (1 if fold else 0), n, seek, fold))
+    if not cands:
+        return "", query.where
+    cands.sort()
+    chosen: tuple[int, int, str, tuple[int, ...]] | None = cands[0]
+    if conn is not None:
+        chosen, best = None, _DRIVER_CAP
+        for cand in cands:
+            found = conn.execute(f"SELECT count(*) FROM ({cand[2]} LIMIT {best})",
+                                 q.args).fetchone()[0]
+            if found < best:
+                chosen, best = cand, found
+                if best <= _SMALL_ENOUGH:
+                    break
+        if chosen is None:
+            if not query.sort:
+                return "", query.where  # everything is big: an ordered scan stops after a page
+            chosen = cands[0]
+    _, n, seek, fold = chosen
+    used = {n, *fold}
+    return f"r.id IN ({seek})", tuple(e for m, e in enumerate(query.where) if m not in used)
+
+
+def _refs_sql(target: str, where: tuple[Expr, ...], q: _Sql, depth: int) -> str:
+    """``SELECT 'Target/' || id`` of live ``target`` resources matching ``where`` (for chains)."""
+    t = f"t{depth}"
+    sub = Query(target, where)
+    driver, rest = _driver(sub, q)
+    parts = [f"{t}.type={q.arg(target)}", f"{t}.deleted=0"]
+    if driver:
+        parts.append(driver.replace("r.id", f"{t}.id", 1))
+    parts += [_expr_sql(e, f"{t}.type", f"{t}.id", q, depth + 1) for e in rest]
+    hint = "INDEXED BY resources_key" if driver else ""
+    return (f"SELECT {q.arg(target + '/')} || {t}.id FROM resources {t} {hint}"
+            f" WHERE {' AND '.join(parts)}")
 
 
 def _sort_sql(key: SortKey, q: _Sql) -> str:
+    """The sort value of one key: the lowest entry ascending, the highest descending, with a
+    sentinel so that resources without a value sort last either way (and keyset comparisons
+    never meet NULL)."""
     agg = "MAX" if key.descending else "MIN"
     numeric = key.field in ("lo", "hi")
     if key.param == "_id":
@@ -449,18 +624,23 @@ def _sort_sql(key: SortKey, q: _Sql) -> str:
         return "r.updated"
     sentinel = (_LOW_NUM if key.descending else _HIGH_NUM) if numeric else (
         _LOW_STR if key.descending else _HIGH_STR)
-    return (f"COALESCE((SELECT {agg}(s.{key.field}) FROM idx s WHERE s.type=r.type AND s.id=r.id"
+    return (f"COALESCE((SELECT {agg}(s.{key.field}) FROM idx s {_PROBE}"
+            f" WHERE s.type=r.type AND s.id=r.id"
             f" AND s.param={q.arg(key.param)}), {q.arg(sentinel)})")
 
 
 def _select_sql(
-    query: Query, columns: str, limit: int | None, keyset: bool
+    query: Query, columns: str, limit: int | None, keyset: bool,
+    conn: sqlite3.Connection | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """The SELECT for ``query``. Order: the sort keys, then ``r.pos`` (insertion order, unique),
+    which makes the order total and so keyset paging exact. With ``keyset`` the sort values are
+    appended to ``columns`` so the caller can build the next cursor."""
     q = _Sql()
     where = [f"r.type={q.arg(query.type)}"]
     if not query.include_deleted:
         where.append("r.deleted=0")
-    driver, rest = _driver(query, q)
+    driver, rest = _driver(query, q, conn)
     if driver:
         where.append(driver)
     where += [_expr_sql(e, "r.type", "r.id", q) for e in rest]
@@ -468,9 +648,13 @@ def _select_sql(
     sort_exprs.append(("r.pos", False))
     if keyset and query.after is not None:
         where.append(_keyset_sql(sort_exprs, query.after, q))
-    order = ", ".join(f"{e} {'DESC' if d else 'ASC'}" for e, d in sort_exprs)
+    # With a driver, "+r.pos" keeps SQLite from trading the seek for a scan in rowid order.
+    order = ", ".join(f"{'+r.pos' if e == 'r.pos' and driver else e} {'DESC' if d else 'ASC'}"
+                      for e, d in sort_exprs)
     sort_cols = "".join(f", {e}" for e, _ in sort_exprs) if keyset else ""
-    sql = (f"SELECT {columns}{sort_cols} FROM resources r WHERE {' AND '.join(where)}"
+    # The driver's ids are looked up by key; without one, one type is walked in pos order.
+    hint = "INDEXED BY resources_key" if driver else ""
+    sql = (f"SELECT {columns}{sort_cols} FROM resources r {hint} WHERE {' AND '.join(where)}"
            f" ORDER BY {order}")
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
@@ -479,6 +663,8 @@ def _select_sql(
 
 def _keyset_sql(sort_exprs: list[tuple[str, bool]], after: tuple[Any, ...], q: _Sql) -> str:
     """(k1, k2, ..., pos) strictly after ``after`` in the mixed asc/desc order."""
+    if len(sort_exprs) == 1:
+        return f"r.pos > {q.arg(after[0])}"
     ors = []
     for n, (expr, desc) in enumerate(sort_exprs):
         eqs = [f"{e} = {q.arg(after[m])}" for m, (e, _) in enumerate(sort_exprs[:n])]
@@ -488,17 +674,23 @@ def _keyset_sql(sort_exprs: list[tuple[str, bool]], after: tuple[Any, ...], q: _
 
 
 def _search(c: sqlite3.Connection, query: Query) -> Page:
-    total = None
-    if query.total or query.count_only:
-        sql, args = _select_sql(
-            Query(query.type, query.where, include_deleted=query.include_deleted),
-            "count(*)", None, keyset=False)
-        sql = sql.split(" ORDER BY ")[0]
-        total = c.execute(sql, args).fetchone()[0]
-    if query.count_only:
-        return Page([], None, total)
-    sql, args = _select_sql(query, "r.id, r.body", query.count + 1, keyset=True)
-    rows = c.execute(sql, args).fetchall()
+    """One page (``count`` rows, plus one more to know whether there is a next page), the
+    cursor after it, and the total when asked for. Runs in one reader thread and one read
+    transaction, so the count and the page see the same snapshot."""
+    c.execute("BEGIN")
+    try:
+        total = None
+        if query.total or query.count_only:
+            sql, args = _select_sql(
+                Query(query.type, query.where, include_deleted=query.include_deleted),
+                "count(*)", None, keyset=False, conn=c)
+            total = c.execute(sql.split(" ORDER BY ")[0], args).fetchone()[0]
+        if query.count_only:
+            return Page([], None, total)
+        sql, args = _select_sql(query, "r.id, r.body", query.count + 1, keyset=True, conn=c)
+        rows = c.execute(sql, args).fetchall()
+    finally:
+        c.execute("COMMIT")
     more = len(rows) > query.count
     rows = rows[: query.count]
     next_after = tuple(rows[-1][2:]) if more and rows else None

@@ -1,0 +1,517 @@
+"""MongoDB adapter: the same port as SQLite, on a replica set or sharded cluster.
+
+Driver: PyMongo's own asyncio API (``pymongo.AsyncMongoClient``). Motor was deprecated by MongoDB
+on 2026-05-14 in favour of it, so nothing here uses Motor.
+
+Collections (see ``docs/scaling.md`` for indexes and shard keys):
+
+- ``resources``: the current version of each resource, ``_id`` = ``Type/id``, with ``body`` kept
+  as the stored JSON *bytes* (BSON binary). Reads serve those bytes, and keys MongoDB treats
+  specially (``$``-prefixed, dotted) inside extensions or ``contained`` never meet BSON key rules.
+  Search-index entries live beside the body as ``idx: [{p, s, v, r, lo, hi}]``.
+- ``changes``: the change log, ``_id`` = a global sequence number.
+- ``claims``: unique keys (``_id``) with their owner, for booking guards and idempotency.
+- ``counters``: one document, ``seq``, the source of change sequence numbers and of ``pos``
+  (creation order, the default keyset sort).
+
+Concurrency: every atomic unit *starts* by writing the ``seq`` counter document inside its
+multi-document transaction. Two overlapping units therefore always write-conflict, and the loser
+retries: writing units are serialisable, exactly like SQLite's ``BEGIN IMMEDIATE``. That one
+decision is what makes the change log gap-free and commit-ordered (a reader that has seen ``seq``
+N never later finds a smaller one appear), makes a search-then-insert (``If-None-Exist``, a
+conditional update that creates, a claim count) safe across processes, and keeps version checks
+exact. The price is that writes are serialised on one document; see ``docs/scaling.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from pymongo import AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from ...errors import StoreUnavailable
+from ...search.query import Page, Query
+from ..base import IndexEntry, Record, VersionConflict
+from .query import (
+    Compiler,
+    Filter,
+    Pipeline,
+    base_filter,
+    combine,
+    keyset_filter,
+    resource_key,
+    sort_columns,
+)
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+DEFAULT_DB = "fhir_sched"
+# Client options a URL may override. Short server selection so a request meets a dead database
+# with a 503 in seconds rather than after the driver's 30 s default, and the driver keeps
+# monitoring in the background, so recovery needs no restart.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 3000,
+    "connectTimeoutMS": 3000,
+    "socketTimeoutMS": 20000,
+    "retryWrites": True,
+    "retryReads": True,
+}
+# Server error codes meaning "not now" rather than "wrong": shutting down, stepping down,
+# no primary, unreachable host. They are served as 503 so clients retry.
+UNAVAILABLE_CODES = frozenset({
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
+})
+# Retry budget for an atomic unit that keeps losing write conflicts.
+CONTENTION_SECONDS = 20.0
+BACKOFF_BASE, BACKOFF_CAP = 0.002, 0.05
+# A broken pooled connection (the server restarted) gets this many immediate retries.
+CONNECTION_RETRIES = 2
+
+_TXN_READ = ReadConcern("snapshot")
+_TXN_WRITE = WriteConcern("majority")
+
+
+class _Retry(Exception):
+    """A race the database settled against this unit: run it again on a fresh snapshot."""
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, (ConnectionFailure, WTimeoutError, ExecutionTimeout)):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in UNAVAILABLE_CODES
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _client_options(url: str) -> dict[str, Any]:
+    """Our defaults for whatever the URL does not set itself (keyword arguments would win)."""
+    given = {k.lower() for k, _ in parse_qsl(urlsplit(url).query)}
+    return {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in given}
+
+
+@asynccontextmanager
+async def _available() -> AsyncIterator[None]:
+    try:
+        yield
+    except PyMongoError as exc:
+        if _unavailable(exc):
+            raise StoreUnavailable(f"MongoDB unavailable: {exc}") from exc
+        raise
+
+
+def _entry_doc(entry: IndexEntry) -> Doc:
+    doc: Doc = {"p": entry.param}
+    for name, value in (("s", entry.sys), ("v", entry.val), ("r", entry.raw),
+                        ("lo", entry.lo), ("hi", entry.hi)):
+        if value is not None:
+            doc[name] = value
+    return doc
+
+
+def _body(doc: Doc) -> bytes | None:
+    body = doc.get("body")
+    return None if body is None else bytes(body)
+
+
+def _current_record(doc: Doc) -> Record:
+    return Record(doc["type"], doc["id"], doc["version"], doc["updated"], doc["deleted"],
+                  _body(doc))
+
+
+def _change_record(doc: Doc) -> Record:
+    method = doc["method"]
+    return Record(doc["type"], doc["id"], doc["version"], doc["updated"], method == "DELETE",
+                  _body(doc), method, doc["_id"])
+
+
+class MongoStore:
+    name = "mongo"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._client: AsyncMongoClient[Doc] | None = None
+        self._db: AsyncDatabase[Doc] | None = None
+        # Units of one process would only conflict with each other on the counter; queueing
+        # them here (FIFO) leaves just the other processes to race, instead of a retry storm.
+        self._local = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def db(self) -> AsyncDatabase[Doc]:
+        if self._db is None:
+            raise RuntimeError("MongoStore used before start()")
+        return self._db
+
+    @property
+    def resources(self) -> AsyncCollection[Doc]:
+        return self.db["resources"]
+
+    @property
+    def changes(self) -> AsyncCollection[Doc]:
+        return self.db["changes"]
+
+    @property
+    def claims(self) -> AsyncCollection[Doc]:
+        return self.db["claims"]
+
+    @property
+    def counters(self) -> AsyncCollection[Doc]:
+        return self.db["counters"]
+
+    async def start(self) -> None:
+        # Created here, not in __init__: the client binds to the running event loop.
+        client: AsyncMongoClient[Doc] = AsyncMongoClient(self.url, **_client_options(self.url))
+        where = _redact(self.url)
+        try:
+            hello = await client.admin.command("hello")
+        except PyMongoError as exc:
+            await client.close()
+            raise SystemExit(f"cannot reach MongoDB at {where}: {exc}") from exc
+        if not hello.get("setName") and hello.get("msg") != "isdbgrid":
+            await client.close()
+            raise SystemExit(
+                f"MongoDB at {where} is a standalone server, which has no multi-document "
+                "transactions; fhir-sched needs them for version checks and the change log. "
+                "Run it as a replica set (one member is enough): start mongod with "
+                "--replSet rs0, run rs.initiate() once in mongosh, and use "
+                "mongodb://host:port/db?replicaSet=rs0 (or connect to a sharded cluster's mongos).")
+        self._client = client
+        self._db = client.get_default_database(default=DEFAULT_DB)
+        try:
+            await self._ensure_schema()
+        except PyMongoError as exc:
+            await self.close()
+            raise SystemExit(f"cannot prepare MongoDB database at {where}: {exc}") from exc
+
+    async def _ensure_schema(self) -> None:
+        """Indexes and the counter, idempotently: every worker runs this at start-up."""
+        r = self.resources
+        await r.create_index([("type", 1), ("deleted", 1), ("pos", 1)], name="type_pos")
+        await r.create_index([("type", 1), ("idx.p", 1), ("idx.v", 1)], name="idx_val")
+        await r.create_index([("type", 1), ("idx.p", 1), ("idx.lo", 1)], name="idx_lo")
+        await r.create_index([("type", 1), ("id", 1)], name="type_id")
+        c = self.changes
+        await c.create_index([("type", 1), ("id", 1), ("version", 1)], unique=True,
+                             name="changes_version")
+        await c.create_index([("type", 1), ("_id", -1)], name="changes_type")
+        await c.create_index([("updated", 1)], name="changes_updated")
+        await self.claims.create_index([("owner_type", 1), ("owner_id", 1)], name="claims_owner")
+        with suppress(DuplicateKeyError):  # another worker created it at the same moment
+            await self.counters.update_one({"_id": "seq"}, {"$setOnInsert": {"n": 0, "w": 0}},
+                                           upsert=True)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._db = None
+
+    async def ping(self) -> None:
+        async with _available():
+            await self.db.command("ping")
+
+    # -- atomic units ------------------------------------------------------------------------
+    async def atomic(self, fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
+        """``fn`` in one transaction, retried (bounded, with jitter) while it loses races."""
+        if self._client is None:
+            raise RuntimeError("MongoStore used before start()")
+        started = time.monotonic()
+        attempt = 0
+        broken_connections = 0
+        async with self._local, _available(), self._client.start_session() as session:
+            while True:
+                attempt += 1
+                try:
+                    return await self._attempt(session, fn)
+                except (PyMongoError, _Retry) as exc:
+                    if isinstance(exc, ConnectionFailure):
+                        # A dead database fails server selection after its timeout: answer
+                        # now. A pooled socket broken by a restart deserves another go.
+                        broken_connections += 1
+                        if (isinstance(exc, ServerSelectionTimeoutError)
+                                or broken_connections > CONNECTION_RETRIES):
+                            raise
+                        continue
+                    transient = isinstance(exc, (_Retry, DuplicateKeyError)) or (
+                        exc.has_error_label("TransientTransactionError"))
+                    if not transient:
+                        raise
+                    if time.monotonic() - started > CONTENTION_SECONDS:
+                        raise StoreUnavailable(
+                            f"gave up after {attempt} attempts lost write conflicts") from exc
+                    await asyncio.sleep(random.uniform(
+                        0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+
+    async def _attempt(self, session: AsyncClientSession,
+                       fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
+        await session.start_transaction(read_concern=_TXN_READ, write_concern=_TXN_WRITE)
+        try:
+            unit = MongoUnit(self, session)
+            await unit.begin()
+            result = await fn(unit)
+            await unit.finish()
+        except BaseException:
+            await _abort_quietly(session)
+            raise
+        try:
+            await _commit(session)
+        except PyMongoError as exc:
+            if exc.has_error_label("UnknownTransactionCommitResult"):
+                # It may have committed: running the unit again could apply it twice.
+                raise StoreUnavailable(f"outcome of the commit is unknown: {exc}") from exc
+            raise  # definitely not committed: the caller's retry rules apply
+        return result
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, type_: str, id_: str) -> Record | None:
+        async with _available():
+            doc = await self.resources.find_one({"_id": resource_key(type_, id_)}, {"idx": 0})
+        return None if doc is None else _current_record(doc)
+
+    async def get_version(self, type_: str, id_: str, version: int) -> Record | None:
+        async with _available():
+            doc = await self.changes.find_one({"type": type_, "id": id_, "version": version})
+        return None if doc is None else _change_record(doc)
+
+    async def history(
+        self,
+        type_: str | None,
+        id_: str | None,
+        since: str | None,
+        count: int,
+        before_seq: int | None,
+    ) -> list[Record]:
+        if count == 0:
+            return []
+        match: Filter = {}
+        if type_ is not None:
+            match["type"] = type_
+        if id_ is not None:
+            match["id"] = id_
+        if since is not None:
+            match["updated"] = {"$gte": since}
+        if before_seq is not None:
+            match["_id"] = {"$lt": before_seq}
+        cursor = self.changes.find(match).sort("_id", -1)
+        if count > 0:
+            cursor = cursor.limit(count)
+        async with _available():
+            docs = await cursor.to_list()
+        return [_change_record(d) for d in docs]
+
+    async def search(self, query: Query) -> Page:
+        async with _available():
+            return await _search(self.resources, None, query)
+
+    async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]:
+        async with _available():
+            docs = await self.claims.find(_prefix(prefix)).sort("_id", 1).to_list()
+        return [(d["_id"], d["owner_type"], d["owner_id"]) for d in docs]
+
+    async def claims_between(self, lo: str, hi: str) -> list[tuple[str, str | None]]:
+        async with _available():
+            docs = await self.claims.find({"_id": {"$gte": lo, "$lt": hi}},
+                                          {"expires": 1}).sort("_id", 1).to_list()
+        return [(d["_id"], d.get("expires")) for d in docs]
+
+
+async def _abort_quietly(session: AsyncClientSession) -> None:
+    """Abort after a failure; if the server already dropped the transaction, that is fine."""
+    if session.in_transaction:
+        with suppress(PyMongoError):
+            await session.abort_transaction()
+
+
+async def _commit(session: AsyncClientSession) -> None:
+    """Commit, retrying only the commit when its outcome is unknown (it is idempotent; running
+    the unit again could apply it twice)."""
+    for attempt in range(3):
+        try:
+            await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            if (exc.has_error_label("UnknownTransactionCommitResult") and attempt < 2
+                    and not isinstance(exc, ServerSelectionTimeoutError)):
+                continue
+            raise
+
+
+def _prefix(prefix: str) -> Filter:
+    return {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
+
+
+class MongoUnit:
+    """Operations inside one transaction; every call carries the unit's session."""
+
+    def __init__(self, store: MongoStore, session: AsyncClientSession) -> None:
+        self._store = store
+        self._s = session
+        self._seq = 0
+        self._allocated = False
+
+    async def begin(self) -> None:
+        """Write the counter first: from here on an overlapping unit conflicts (and retries)
+        instead of computing on a snapshot this one is about to change."""
+        doc = await self._store.counters.find_one_and_update(
+            {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
+            return_document=ReturnDocument.AFTER, session=self._s)
+        self._seq = int(doc.get("n", 0)) if doc else 0
+
+    async def finish(self) -> None:
+        if self._allocated:
+            await self._store.counters.update_one(
+                {"_id": "seq"}, {"$set": {"n": self._seq}}, session=self._s)
+
+    def _next_seq(self) -> int:
+        # Safe to number locally: no other unit can write the counter until this one ends.
+        self._seq += 1
+        self._allocated = True
+        return self._seq
+
+    async def get(self, type_: str, id_: str) -> Record | None:
+        doc = await self._store.resources.find_one(
+            {"_id": resource_key(type_, id_)}, {"idx": 0}, session=self._s)
+        return None if doc is None else _current_record(doc)
+
+    async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
+        if limit == 0:
+            return []
+        res = self._store.resources
+        compiler = Compiler(lambda p: _aggregate(res, self._s, p))
+        match = combine(base_filter(query), await compiler.where(query.where, query.type))
+        cursor = res.find(match, {"id": 1}, session=self._s).sort("pos", 1)
+        if limit > 0:
+            cursor = cursor.limit(limit)
+        return [d["id"] for d in await cursor.to_list()]
+
+    async def write(
+        self, record: Record, entries: list[IndexEntry], expect_version: int | None
+    ) -> None:
+        res = self._store.resources
+        key = resource_key(record.type, record.id)
+        cur = await res.find_one({"_id": key}, {"version": 1}, session=self._s)
+        current = int(cur["version"]) if cur else 0
+        if expect_version is not None and current != expect_version:
+            raise VersionConflict(current)
+        if record.version <= current:
+            raise VersionConflict(current)
+        seq = self._next_seq()
+        fields: Doc = {
+            "version": record.version,
+            "updated": record.updated,
+            "deleted": record.deleted,
+            "body": record.body,
+            "idx": [] if record.deleted else [_entry_doc(e) for e in entries],
+        }
+        if cur is None:
+            await res.insert_one({"_id": key, "type": record.type, "id": record.id, "pos": seq,
+                                  **fields}, session=self._s)
+        else:
+            done = await res.update_one({"_id": key, "version": current}, {"$set": fields},
+                                        session=self._s)
+            if done.matched_count != 1:
+                raise _Retry(f"{key} changed under the unit")
+        await self._store.changes.insert_one({
+            "_id": seq, "type": record.type, "id": record.id, "version": record.version,
+            "updated": record.updated, "method": record.method, "body": record.body,
+        }, session=self._s)
+        record.seq = seq
+
+    async def claim(
+        self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
+        now: str | None = None,
+    ) -> bool:
+        """Insert, or take over a claim that is ours already or has expired by ``now``."""
+        claims = self._store.claims
+        fields = {"owner_type": owner_type, "owner_id": owner_id, "expires": expires}
+        doc = await claims.find_one({"_id": key}, session=self._s)
+        if doc is None:
+            await claims.insert_one({"_id": key, **fields}, session=self._s)
+            return True
+        ours = (doc["owner_type"], doc["owner_id"]) == (owner_type, owner_id)
+        held_until = doc.get("expires")
+        lapsed = held_until is not None and now is not None and held_until <= now
+        if not (ours or lapsed):
+            return False
+        await claims.update_one({"_id": key}, {"$set": fields}, session=self._s)
+        return True
+
+    async def claims_of(self, owner_type: str, owner_id: str) -> list[str]:
+        docs = await self._store.claims.find(
+            {"owner_type": owner_type, "owner_id": owner_id}, {"_id": 1},
+            session=self._s).sort("_id", 1).to_list()
+        return [d["_id"] for d in docs]
+
+    async def release(self, owner_type: str, owner_id: str, keys: list[str] | None = None) -> None:
+        match: Filter = {"owner_type": owner_type, "owner_id": owner_id}
+        if keys is not None:
+            if not keys:
+                return
+            match["_id"] = {"$in": list(keys)}
+        await self._store.claims.delete_many(match, session=self._s)
+
+    async def count_claims(self, prefix: str) -> int:
+        return await self._store.claims.count_documents(_prefix(prefix), session=self._s)
+
+
+async def _aggregate(coll: AsyncCollection[Doc], session: AsyncClientSession | None,
+                     pipeline: Pipeline) -> list[Doc]:
+    cursor = await coll.aggregate(pipeline, session=session)
+    return await cursor.to_list()
+
+
+async def _search(coll: AsyncCollection[Doc], session: AsyncClientSession | None,
+                  query: Query) -> Page:
+    compiler = Compiler(lambda p: _aggregate(coll, session, p))
+    match = combine(base_filter(query), await compiler.where(query.where, query.type))
+    total = None
+    if query.total or query.count_only:
+        total = await coll.count_documents(match, session=session)
+    if query.count_only:
+        return Page([], None, total)
+    cols = sort_columns(query.sort)
+    keyset = keyset_filter(cols, query.after) if query.after is not None else {}
+    order: dict[str, int] = {}
+    for name, desc, _ in cols:
+        order.setdefault(name, -1 if desc else 1)  # a repeated key: the first one decides
+    limit = max(query.count, 0) + 1
+    project = {"id": 1, "body": 1, **{name: 1 for name, _, _ in cols}}
+    computed = {name: expr for name, _, expr in cols if expr is not None}
+    if computed:
+        pipeline: Pipeline = [{"$match": match}, {"$addFields": computed}]
+        if keyset:
+            pipeline.append({"$match": keyset})
+        pipeline += [{"$sort": order}, {"$limit": limit}, {"$project": project}]
+        docs = await _aggregate(coll, session, pipeline)
+    else:
+        docs = await coll.find(combine(match, keyset), project, session=session).sort(
+            list(order.items())).limit(limit).to_list()
+    more = len(docs) > query.count
+    docs = docs[: max(query.count, 0)]
+    next_after = tuple(docs[-1][name] for name, _, _ in cols) if more and docs else None
+    return Page([(d["id"], _body(d)) for d in docs], next_after, total)

@@ -1,0 +1,181 @@
+"""The booking guard under contention: many clients, two server processes, one database.
+
+Each test fires 100 requests for the same time at once, alternating between two ``fhir-sched
+serve`` processes that share one store (a SQLite file, or a MongoDB database when the suite runs
+against MongoDB). What must hold is what the contract promises: as many winners as the time has
+capacity, every loser a 409 OperationOutcome, and in the database exactly the winners' claims.
+The store is opened directly for that last check, so a guard that answered correctly but wrote
+stray claims (or none) would still fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.scheduling_fixtures import (
+    Calendar,
+    Json,
+    book_option,
+    booked_appointment,
+    clients,
+    find,
+    hold,
+    opened_store,
+    practitioner_calendar,
+    servers,
+    store_url,
+    utc,
+)
+from tests.support.server import ServerProcess
+
+N = 100
+WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}
+
+
+@pytest.fixture(scope="module")
+def pair(store_kind: str, mongo_uri: str | None) -> Iterator[tuple[str, list[ServerProcess]]]:
+    """Two server processes on one fresh database of the adapter under test."""
+    url = store_url(store_kind, mongo_uri, "races")
+    with servers(url, 2) as procs:
+        yield url, procs
+
+
+def expected_keys(actor: str, appointment: Json, seqs: range) -> set[str]:
+    """The claim keys one booking of ``appointment`` must leave, written out independently of
+    the guard: ``cap|<actor>|<UTC 5-minute unit>|<seq>``."""
+    start, end = utc(appointment["start"]), utc(appointment["end"])
+    keys, t = set(), start
+    while t < end:
+        stamp = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        keys.update(f"cap|{actor}|{stamp}.000Z|{seq}" for seq in seqs)
+        t += timedelta(minutes=5)
+    return keys
+
+
+async def race(pair_clients: list[httpx.AsyncClient], send: Any) -> list[httpx.Response]:
+    """``N`` copies of one request, alternating servers, all in flight together."""
+    return list(await asyncio.gather(
+        *(send(pair_clients[n % len(pair_clients)]) for n in range(N))))
+
+
+def winners(responses: list[httpx.Response], ok: int, expected: int) -> list[Json]:
+    """Check the split into ``expected`` successes and 409 conflicts; return the winners."""
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {ok: expected, 409: N - expected}, statuses
+    for r in responses:
+        if r.status_code == 409:
+            body = r.json()
+            assert body["resourceType"] == "OperationOutcome"
+            assert body["issue"][0]["code"] == "conflict"
+    out = []
+    for r in responses:
+        if r.status_code == ok:
+            body = r.json()
+            out.append(body["entry"][0]["resource"] if body["resourceType"] == "Bundle" else body)
+    return out
+
+
+async def claims_of_actor(url: str, actor: str) -> list[tuple[str, str, str]]:
+    async with opened_store(url) as store:
+        return await store.claim_keys(f"cap|{actor}|")
+
+
+async def one_option(client: httpx.AsyncClient, cal: Calendar) -> Json:
+    options = await find(client, **WINDOW, specialty=cal.specialty, _count=1)
+    assert len(options) == 1
+    return options[0]
+
+
+async def test_100_concurrent_book_calls_on_two_servers_book_exactly_one(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    url, procs = pair
+    async with clients(procs, fhir_schema) as cs:
+        cal = await practitioner_calendar(cs[0])
+        option = await one_option(cs[1], cal)
+        [won] = winners(await race(cs, lambda c: book_option(c, option)), 200, 1)
+        assert won["status"] == "booked"
+        claims = await claims_of_actor(url, cal.ref)
+        assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(1))
+        assert {(t, i) for _, t, i in claims} == {("Appointment", won["id"])}
+        search = await cs[1].get("/Appointment", params={
+            "practitioner": cal.ref, "status": "booked", "_total": "accurate"})
+        assert search.json()["total"] == 1
+
+
+async def test_100_concurrent_plain_posts_of_booked_appointments_create_exactly_one(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    url, procs = pair
+    async with clients(procs, fhir_schema) as cs:
+        cal = await practitioner_calendar(cs[0])
+        option = await one_option(cs[0], cal)
+        responses = await race(cs, lambda c: booked_appointment(
+            c, cal.ref, option["start"], option["end"]))
+        [won] = winners(responses, 201, 1)
+        claims = await claims_of_actor(url, cal.ref)
+        assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(1))
+        assert {i for _, _, i in claims} == {won["id"]}
+
+
+async def test_100_concurrent_holds_on_two_servers_hold_exactly_one(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    url, procs = pair
+    async with clients(procs, fhir_schema) as cs:
+        cal = await practitioner_calendar(cs[0])
+        option = await one_option(cs[0], cal)
+        [won] = winners(await race(cs, lambda c: hold(c, option)), 200, 1)
+        assert won["status"] == "pending"
+        claims = await claims_of_actor(url, cal.ref)
+        assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(1))
+        assert {i for _, _, i in claims} == {won["id"]}
+
+
+async def test_capacity_three_admits_exactly_three_of_100_concurrent_bookings(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    url, procs = pair
+    async with clients(procs, fhir_schema) as cs:
+        cal = await practitioner_calendar(cs[0], capacity=3)
+        option = await one_option(cs[0], cal)
+        won = winners(await race(cs, lambda c: book_option(c, option)), 200, 3)
+        assert all(w["status"] == "booked" for w in won)
+        claims = await claims_of_actor(url, cal.ref)
+        assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(3))
+        per_owner = Counter(i for _, _, i in claims)
+        assert set(per_owner) == {w["id"] for w in won}
+        assert set(per_owner.values()) == {6}  # a 30-minute visit: six units each
+        # Full now: $find must stop offering the time that all three took.
+        again = await find(cs[1], **WINDOW, specialty=cal.specialty, _count=1)
+        assert again[0]["start"] != option["start"]
+
+
+async def test_book_hold_and_plain_post_racing_each_other_leave_one_winner(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    """Every door goes through the same guard: mixing them changes nothing."""
+    url, procs = pair
+    async with clients(procs, fhir_schema) as cs:
+        cal = await practitioner_calendar(cs[0])
+        option = await one_option(cs[0], cal)
+        doors = (
+            lambda c: book_option(c, option),
+            lambda c: hold(c, option),
+            lambda c: booked_appointment(c, cal.ref, option["start"], option["end"]),
+        )
+        responses = list(await asyncio.gather(
+            *(doors[n % 3](cs[n % 2]) for n in range(N))))
+        statuses = Counter(r.status_code for r in responses)
+        assert statuses[409] == N - 1, statuses
+        assert statuses[200] + statuses[201] == 1, statuses
+        claims = await claims_of_actor(url, cal.ref)
+        assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(1))
+        assert len({i for _, _, i in claims}) == 1

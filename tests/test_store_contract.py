@@ -1,0 +1,588 @@
+"""The DocumentStore contract, run unchanged against every adapter (no HTTP in between).
+
+SQLite is the reference; every test here is phrased over the port only, so a MongoDB behaviour
+that differs from SQLite's fails the same test SQLite passes. Concurrency tests use two store
+objects on one database, which is what two server processes are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from fhir_sched.search.query import (
+    AllOf,
+    AnyOf,
+    Chain,
+    Cond,
+    Entry,
+    Expr,
+    Has,
+    Missing,
+    Not,
+    Query,
+    SortKey,
+)
+from fhir_sched.storage.base import DocumentStore, IndexEntry, Record, Unit, VersionConflict
+from fhir_sched.storage.sqlite import SqliteStore
+
+StoreFactory = Callable[[], Awaitable[DocumentStore]]
+
+HIGH_STR, LOW_NUM = "\U0010ffff", -9.0e18
+
+
+@pytest.fixture
+async def open_store(store_kind: str, mongo_uri: str | None,
+                     tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Opens store objects that all share one fresh database."""
+    opened: list[DocumentStore] = []
+    db_name = f"contract_{uuid.uuid4().hex[:12]}"
+
+    async def factory() -> DocumentStore:
+        store: DocumentStore
+        if store_kind == "sqlite":
+            store = SqliteStore(str(tmp_path / "store.db"), synchronous="normal")
+        else:
+            from fhir_sched.storage.mongo import MongoStore
+
+            assert mongo_uri is not None
+            base = mongo_uri.split("?")[0].rstrip("/")
+            if base.count("/") > 2:
+                base = base.rsplit("/", 1)[0]
+            store = MongoStore(f"{base}/{db_name}")
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield factory
+    for n, store in enumerate(opened):
+        if n == 0 and store.name == "mongo":
+            from fhir_sched.storage.mongo import MongoStore
+
+            assert isinstance(store, MongoStore)
+            await store.db.client.drop_database(db_name)
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: StoreFactory) -> DocumentStore:
+    return await open_store()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+_clock = iter(range(10**9))
+
+
+def stamp(second: int | None = None) -> str:
+    n = next(_clock) if second is None else second
+    return f"2026-03-01T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}.000Z"
+
+
+async def put(store: DocumentStore, type_: str, id_: str, entries: list[IndexEntry] | None = None,
+              body: bytes | None = None, *, updated: str | None = None,
+              expect: int | str | None = "current") -> Record:
+    """Write the next version of a resource the way the service does (read, then check)."""
+
+    async def run(unit: Unit) -> Record:
+        prev = await unit.get(type_, id_)
+        current = prev.version if prev else 0
+        rec = Record(type_, id_, current + 1, updated or stamp(), False,
+                     body if body is not None else orjson.dumps(
+                         {"resourceType": type_, "id": id_}),
+                     "POST" if prev is None or prev.deleted else "PUT")
+        await unit.write(rec, entries or [], current if expect == "current" else expect)
+        return rec
+
+    return await store.atomic(run)
+
+
+async def delete(store: DocumentStore, type_: str, id_: str, updated: str | None = None) -> Record:
+    async def run(unit: Unit) -> Record:
+        prev = await unit.get(type_, id_)
+        assert prev is not None
+        rec = Record(type_, id_, prev.version + 1, updated or stamp(), True, None, "DELETE")
+        await unit.write(rec, [], prev.version)
+        return rec
+
+    return await store.atomic(run)
+
+
+async def ids(store: DocumentStore, type_: str, *where: Expr, **kw: Any) -> set[str]:
+    page = await store.search(Query(type_, tuple(where), count=1000, **kw))
+    assert page.next_after is None
+    return {i for i, _ in page.rows}
+
+
+def name(v: str, raw: str | None = None) -> IndexEntry:
+    return IndexEntry("name", val=v, raw=raw or v)
+
+
+def ident(system: str | None, value: str) -> IndexEntry:
+    return IndexEntry("identifier", sys=system, val=value)
+
+
+def date(lo: int, hi: int | None = None) -> IndexEntry:
+    return IndexEntry("birthdate", lo=lo, hi=lo if hi is None else hi)
+
+
+def ref(param: str, target: str) -> IndexEntry:
+    return IndexEntry(param, sys=target.split("/")[0], val=target)
+
+
+# -- writes, reads, versions --------------------------------------------------------------------
+async def test_write_then_get_serves_the_stored_bytes(store: DocumentStore) -> None:
+    body = b'{"resourceType":"Patient","id":"a",  "gender":"female"}'
+    rec = await put(store, "Patient", "a", [name("yui")], body)
+    got = await store.get("Patient", "a")
+    assert got is not None
+    assert (got.version, got.deleted, got.body, got.updated) == (1, False, body, rec.updated)
+    assert rec.seq > 0
+    assert await store.get("Patient", "nope") is None
+    assert await store.get("Practitioner", "a") is None
+
+
+async def test_special_keys_round_trip_byte_identical(store: DocumentStore) -> None:
+    body = ('{"resourceType":"Patient","id":"odd","extension":[{"url":"http://x.org/e",'
+            '"$ref":{"a.b":1,"$where":"1==1","":[{"c.d.e":null}]}}],'
+            '"contained":[{"resourceType":"Basic","id":"c1","x.y":{"$gt":0},"$set":"v"}],'
+            '"name":[{"text":"Ünïcödé \\u0000 ✓"}]}').encode()
+    rec1 = await put(store, "Patient", "odd", [name("odd")], body)
+    rec2 = await put(store, "Patient", "odd", [name("odd")], body + b" ")
+    got = await store.get("Patient", "odd")
+    assert got is not None and got.body == body + b" "
+    v1 = await store.get_version("Patient", "odd", 1)
+    assert v1 is not None and v1.body == body
+    assert [r.body for r in await store.history("Patient", "odd", None, 10, None)] == [
+        body + b" ", body]
+    page = await store.search(Query("Patient", (Entry("name", (Cond("val", "=", "odd"),)),)))
+    assert page.rows == [("odd", body + b" ")]
+    assert rec2.seq > rec1.seq
+
+
+async def test_version_checks(store: DocumentStore) -> None:
+    await put(store, "Patient", "v")
+    with pytest.raises(VersionConflict) as exc:
+        await put(store, "Patient", "v", expect=0)  # "create" over an existing one
+    assert exc.value.current == 1
+    with pytest.raises(VersionConflict) as exc:
+        await put(store, "Patient", "v", expect=5)
+    assert exc.value.current == 1
+
+    async def stale(unit: Unit) -> None:
+        await unit.write(Record("Patient", "v", 1, stamp(), False, b"{}"), [], None)
+
+    with pytest.raises(VersionConflict):
+        await store.atomic(stale)  # not newer than the current version
+    await put(store, "Patient", "v", expect=None)
+    got = await store.get("Patient", "v")
+    assert got is not None and got.version == 2
+    with pytest.raises(VersionConflict) as exc:
+        await put(store, "Patient", "fresh", expect=3)
+    assert exc.value.current == 0
+
+
+async def test_tombstones(store: DocumentStore) -> None:
+    await put(store, "Patient", "t", [name("tomb")])
+    gone = await delete(store, "Patient", "t")
+    got = await store.get("Patient", "t")
+    assert got is not None and (got.deleted, got.body, got.version) == (True, None, 2)
+    v2 = await store.get_version("Patient", "t", 2)
+    assert v2 is not None and v2.deleted and v2.method == "DELETE" and v2.seq == gone.seq
+    v1 = await store.get_version("Patient", "t", 1)
+    assert v1 is not None and not v1.deleted and v1.method == "POST"
+    assert await store.get_version("Patient", "t", 3) is None
+    assert await ids(store, "Patient") == set()
+    assert await ids(store, "Patient", Missing("name")) == set()  # index entries are gone
+    page = await store.search(Query("Patient", include_deleted=True))
+    assert page.rows == [("t", None)]
+    await put(store, "Patient", "t", [name("back")])  # re-create over the tombstone
+    got = await store.get("Patient", "t")
+    assert got is not None and (got.version, got.deleted) == (3, False)
+    assert await ids(store, "Patient", Entry("name", (Cond("val", "=", "back"),))) == {"t"}
+
+
+# -- history ------------------------------------------------------------------------------------
+async def test_history_order_filters_and_paging(store: DocumentStore) -> None:
+    await put(store, "Patient", "h1", updated=stamp(10))
+    await put(store, "Practitioner", "h1", updated=stamp(11))
+    await put(store, "Patient", "h2", updated=stamp(12))
+    await put(store, "Patient", "h1", updated=stamp(13))
+    await delete(store, "Patient", "h2", updated=stamp(14))
+    everything = await store.history(None, None, None, 100, None)
+    seqs = [r.seq for r in everything]
+    assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == 5
+    assert [(r.type, r.id, r.version, r.method) for r in everything] == [
+        ("Patient", "h2", 2, "DELETE"), ("Patient", "h1", 2, "PUT"), ("Patient", "h2", 1, "POST"),
+        ("Practitioner", "h1", 1, "POST"), ("Patient", "h1", 1, "POST")]
+    assert everything[0].deleted and everything[0].body is None
+    assert [r.version for r in await store.history("Patient", "h1", None, 100, None)] == [2, 1]
+    assert len(await store.history("Patient", None, None, 100, None)) == 4
+    assert [(r.type, r.version) for r in await store.history(
+        None, "h1", None, 100, None)] == [("Patient", 2), ("Practitioner", 1), ("Patient", 1)]
+    since = await store.history(None, None, stamp(12), 100, None)
+    assert [r.updated >= stamp(12) for r in since] == [True] * 3
+    first = await store.history(None, None, None, 2, None)
+    rest = await store.history(None, None, None, 100, first[-1].seq)
+    assert [r.seq for r in first + rest] == seqs
+    assert await store.history(None, None, None, 0, None) == []
+    assert await store.history("Patient", "nobody", None, 10, None) == []
+
+
+# -- atomic units -------------------------------------------------------------------------------
+async def test_atomic_rolls_back_on_exception(store: DocumentStore) -> None:
+    await put(store, "Patient", "keep")
+    before = await store.history(None, None, None, 100, None)
+
+    async def failing(unit: Unit) -> None:
+        await unit.write(Record("Patient", "ghost", 1, stamp(), False, b"{}"),
+                         [name("ghost")], 0)
+        await unit.write(Record("Patient", "keep", 2, stamp(), False, b"{}"), [], 1)
+        assert await unit.claim("slot/ghost", "Appointment", "g")
+        assert await unit.find_ids(Query("Patient", (Entry("name", (Cond(
+            "val", "=", "ghost"),)),))) == ["ghost"]  # the unit sees its own writes
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store.atomic(failing)
+    assert await store.get("Patient", "ghost") is None
+    kept = await store.get("Patient", "keep")
+    assert kept is not None and kept.version == 1
+    assert await store.claim_keys("slot/") == []
+    assert [r.seq for r in await store.history(None, None, None, 100, None)] == [
+        r.seq for r in before]
+    after = await put(store, "Patient", "next")
+    assert after.seq > before[0].seq
+
+
+async def test_atomic_returns_the_result_and_version_conflict_inside_rolls_back(
+        store: DocumentStore) -> None:
+    await put(store, "Patient", "x")
+
+    async def conflicting(unit: Unit) -> None:
+        await unit.write(Record("Patient", "y", 1, stamp(), False, b"{}"), [], 0)
+        await unit.write(Record("Patient", "x", 2, stamp(), False, b"{}"), [], 7)
+
+    with pytest.raises(VersionConflict):
+        await store.atomic(conflicting)
+    assert await store.get("Patient", "y") is None
+
+    async def value(unit: Unit) -> tuple[int, str]:
+        return 42, "ok"
+
+    assert await store.atomic(value) == (42, "ok")
+
+
+async def test_claims(store: DocumentStore) -> None:
+    async def run(unit: Unit) -> list[Any]:
+        return [
+            await unit.claim("slot/1", "Appointment", "a"),
+            await unit.claim("slot/1", "Appointment", "a"),  # idempotent for the owner
+            await unit.claim("slot/1", "Appointment", "b"),
+            await unit.claim("slot/2", "Appointment", "a"),
+            await unit.claim("hold/9", "Slot", "s"),
+            await unit.claims_of("Appointment", "a"),
+            await unit.count_claims("slot/"),
+        ]
+
+    assert await store.atomic(run) == [True, True, False, True, True, ["slot/1", "slot/2"], 2]
+    assert await store.claim_keys("slot/") == [("slot/1", "Appointment", "a"),
+                                               ("slot/2", "Appointment", "a")]
+    assert await store.claim_keys("") == [("hold/9", "Slot", "s"),
+                                          ("slot/1", "Appointment", "a"),
+                                          ("slot/2", "Appointment", "a")]
+
+    async def release(unit: Unit) -> list[Any]:
+        await unit.release("Appointment", "a", ["slot/2", "slot/none"])
+        await unit.release("Appointment", "b")  # owns nothing: no effect
+        first = await unit.claims_of("Appointment", "a")
+        await unit.release("Appointment", "a")
+        return [first, await unit.claims_of("Appointment", "a"), await unit.count_claims("")]
+
+    assert await store.atomic(release) == [["slot/1"], [], 1]
+    assert await store.claim_keys("slot/") == []
+
+    async def reclaim(unit: Unit) -> bool:
+        return await unit.claim("slot/1", "Appointment", "b")
+
+    assert await store.atomic(reclaim)
+
+
+async def test_expiring_claims_are_taken_over(store: DocumentStore) -> None:
+    async def run(unit: Unit) -> list[bool]:
+        return [
+            await unit.claim("slot/e", "Slot", "h1", expires=stamp(100), now=stamp(50)),
+            await unit.claim("slot/e", "Slot", "h2", expires=stamp(200), now=stamp(60)),
+            await unit.claim("slot/e", "Slot", "h1", expires=stamp(150), now=stamp(70)),  # renew
+            await unit.claim("slot/e", "Slot", "h2", now=stamp(150)),  # lapsed (<=): taken over
+            await unit.claim("slot/e", "Slot", "h1", expires=stamp(900), now=stamp(999)),
+            await unit.claim("slot/f", "Slot", "h1", expires=stamp(10)),
+            await unit.claim("slot/f", "Slot", "h2"),  # no "now": nothing lapses
+        ]
+
+    assert await store.atomic(run) == [True, False, True, True, False, True, False]
+    assert await store.claims_between("slot/", "slot/\uffff") == [
+        ("slot/e", None), ("slot/f", stamp(10))]
+    assert await store.claims_between("slot/e", "slot/f") == [("slot/e", None)]
+    assert await store.claims_between("slot/g", "slot/z") == []
+    assert await store.claim_keys("slot/") == [("slot/e", "Slot", "h2"), ("slot/f", "Slot", "h1")]
+
+
+async def test_one_claim_wins_across_concurrent_units(open_store: StoreFactory) -> None:
+    stores = [await open_store(), await open_store()]
+
+    async def contender(n: int) -> bool:
+        async def run(unit: Unit) -> bool:
+            return await unit.claim("slot/contested", "Appointment", f"a{n}")
+
+        return await stores[n % 2].atomic(run)
+
+    results = await asyncio.gather(*(contender(n) for n in range(12)))
+    assert results.count(True) == 1
+    keys = await stores[0].claim_keys("slot/")
+    assert keys == [("slot/contested", "Appointment", f"a{results.index(True)}")]
+
+
+async def test_no_lost_update_across_store_objects(open_store: StoreFactory) -> None:
+    stores = [await open_store(), await open_store()]
+    await put(stores[0], "Patient", "counter", body=b'{"n":0}')
+
+    async def increment(n: int) -> None:
+        async def run(unit: Unit) -> None:
+            prev = await unit.get("Patient", "counter")
+            assert prev is not None and prev.body is not None
+            count = orjson.loads(prev.body)["n"] + 1
+            await unit.write(Record("Patient", "counter", prev.version + 1, stamp(), False,
+                                    orjson.dumps({"n": count})), [], prev.version)
+
+        await stores[n % 2].atomic(run)
+
+    await asyncio.gather(*(increment(n) for n in range(16)))
+    got = await stores[1].get("Patient", "counter")
+    assert got is not None and got.body is not None
+    assert (got.version, orjson.loads(got.body)["n"]) == (17, 16)
+    history = await stores[0].history("Patient", "counter", None, 100, None)
+    assert [r.version for r in history] == list(range(17, 0, -1))
+
+
+async def test_search_then_insert_creates_once_across_store_objects(
+        open_store: StoreFactory) -> None:
+    """If-None-Exist: a unit that finds nothing and creates must not race another doing so."""
+    stores = [await open_store(), await open_store()]
+    criteria = Query("Patient", (Entry("identifier", (Cond("sys", "=", "urn:mrn"),
+                                                      Cond("val", "=", "42"))),))
+
+    async def create(n: int) -> str:
+        async def run(unit: Unit) -> str:
+            found = await unit.find_ids(criteria, limit=2)
+            if found:
+                return found[0]
+            id_ = f"p{n}"
+            await unit.write(Record("Patient", id_, 1, stamp(), False, b"{}", "POST"),
+                             [ident("urn:mrn", "42")], 0)
+            return id_
+
+        return await stores[n % 2].atomic(run)
+
+    made = await asyncio.gather(*(create(n) for n in range(12)))
+    assert len(set(made)) == 1
+    assert await ids(stores[0], "Patient") == {made[0]}
+
+
+async def test_find_ids_limit_and_order(store: DocumentStore) -> None:
+    for n in range(4):
+        await put(store, "Patient", f"f{n}", [name("same")])
+    same = Query("Patient", (Entry("name", (Cond("val", "=", "same"),)),))
+
+    async def run(unit: Unit) -> list[list[str]]:
+        return [await unit.find_ids(same, limit=2), await unit.find_ids(same, limit=10)]
+
+    two, all_ = await store.atomic(run)
+    assert two == ["f0", "f1"] and all_ == ["f0", "f1", "f2", "f3"]
+
+
+# -- search -------------------------------------------------------------------------------------
+@pytest.fixture
+async def people(store: DocumentStore) -> DocumentStore:
+    await put(store, "Practitioner", "dr1", [name("house", "House")])
+    await put(store, "Practitioner", "dr2", [name("wilson", "Wilson")])
+    await put(store, "Patient", "p1", [name("muller", "Müller"), name("anna", "Anna"),
+                                       ident("urn:a", "1"), date(100, 199),
+                                       ref("general-practitioner", "Practitioner/dr1")])
+    await put(store, "Patient", "p2", [name("mueller", "Mueller"), ident("urn:b", "2"),
+                                       ident(None, "3"), date(200, 299),
+                                       ref("general-practitioner", "Practitioner/dr2")])
+    await put(store, "Patient", "p3", [name("smith", "Smith"), date(300, 399),
+                                       ref("general-practitioner", "Practitioner/dr1"),
+                                       ref("general-practitioner", "http://elsewhere/P/1")])
+    await put(store, "Patient", "p4", [ident("urn:a", "4"), IndexEntry("active", val="true")])
+    await put(store, "Appointment", "a1", [ref("actor", "Patient/p1"),
+                                           ref("actor", "Practitioner/dr2"),
+                                           IndexEntry("status", val="booked")])
+    await put(store, "Appointment", "a2", [ref("actor", "Patient/p2"),
+                                           IndexEntry("status", val="cancelled")])
+    await put(store, "Appointment", "a3", [ref("actor", "Patient/p3")])
+    await delete(store, "Appointment", "a3")
+    return store
+
+
+def e(param: str, *conds: Cond) -> Entry:
+    return Entry(param, conds)
+
+
+async def test_search_entry_comparisons(people: DocumentStore) -> None:
+    s = people
+    assert await ids(s, "Patient") == {"p1", "p2", "p3", "p4"}
+    assert await ids(s, "Patient", e("name", Cond("val", "=", "smith"))) == {"p3"}
+    assert await ids(s, "Patient", e("name", Cond("val", "startswith", "mu"))) == {"p1", "p2"}
+    assert await ids(s, "Patient", e("name", Cond("val", "contains", "ll"))) == {"p1", "p2"}
+    assert await ids(s, "Patient", e("name", Cond("val", "contains", "."))) == set()
+    assert await ids(s, "Patient", e("name", Cond("val", "startswith", "m"),
+                                     Cond("val", "contains", "ue"))) == {"p2"}
+    assert await ids(s, "Patient", e("name", Cond("val", "startswith", "m"),
+                                     Cond("val", "startswith", "mul"))) == {"p1"}
+    assert await ids(s, "Patient", e("name", Cond("raw", "=", "Müller"))) == {"p1"}
+    assert await ids(s, "Patient", e("identifier", Cond("sys", "=", "urn:a"),
+                                     Cond("val", "=", "1"))) == {"p1"}
+    # the conditions hold for one and the same entry, not for different entries
+    assert await ids(s, "Patient", e("identifier", Cond("sys", "=", "urn:a"),
+                                     Cond("val", "=", "2"))) == set()
+    assert await ids(s, "Patient", e("identifier", Cond("sys", "isnull"))) == {"p2"}
+    assert await ids(s, "Patient", e("identifier", Cond("sys", "notnull"),
+                                     Cond("val", "=", "3"))) == set()
+    # SQL semantics: != never matches an entry that lacks the field
+    assert await ids(s, "Patient", e("identifier", Cond("sys", "!=", "urn:a"))) == {"p2"}
+    assert await ids(s, "Patient", e("birthdate", Cond("lo", ">=", 200),
+                                     Cond("hi", "<=", 299))) == {"p2"}
+    assert await ids(s, "Patient", e("birthdate", Cond("lo", ">", 200))) == {"p3"}
+    assert await ids(s, "Patient", e("birthdate", Cond("hi", "<", 299.5))) == {"p1", "p2"}
+    assert await ids(s, "Patient", e("birthdate", Cond("lo", "<=", 100.0))) == {"p1"}
+    assert await ids(s, "Patient", e("birthdate", Cond("lo", "!=", 100))) == {"p2", "p3"}
+    assert await ids(s, "Patient", e("birthdate")) == {"p1", "p2", "p3"}
+    assert await ids(s, "Patient", e("nothing")) == set()
+    # _id is answered by the resource id itself
+    assert await ids(s, "Patient", e("_id", Cond("val", "=", "p2"))) == {"p2"}
+    assert await ids(s, "Patient", AnyOf((e("_id", Cond("val", "=", "p2")),
+                                          e("_id", Cond("val", "=", "p4"))))) == {"p2", "p4"}
+    assert await ids(s, "Patient", Not(e("_id", Cond("val", "!=", "p3")))) == {"p3"}
+    assert await ids(s, "Patient", e("_id", Cond("val", ">", "p1"),
+                                     Cond("val", "<", "p4"))) == {"p2", "p3"}
+    assert await ids(s, "Patient", Has("Appointment", "actor", (
+        e("_id", Cond("val", "=", "a2")),))) == {"p2"}
+
+
+async def test_search_missing_not_anyof_allof(people: DocumentStore) -> None:
+    s = people
+    assert await ids(s, "Patient", Missing("birthdate")) == {"p4"}
+    assert await ids(s, "Patient", Missing("birthdate", missing=False)) == {"p1", "p2", "p3"}
+    assert await ids(s, "Patient", Not(e("identifier", Cond("sys", "=", "urn:a")))) == {
+        "p2", "p3"}
+    assert await ids(s, "Patient", Not(Missing("active"))) == {"p4"}
+    assert await ids(s, "Patient", AnyOf((e("name", Cond("val", "=", "smith")),
+                                          e("identifier", Cond("val", "=", "4"))))) == {
+        "p3", "p4"}
+    assert await ids(s, "Patient", AnyOf(())) == set()
+    assert await ids(s, "Patient", AllOf(())) == {"p1", "p2", "p3", "p4"}
+    assert await ids(s, "Patient", Not(AllOf(()))) == set()
+    assert await ids(s, "Patient", AllOf((e("name", Cond("val", "startswith", "mu")),
+                                          Not(e("identifier", Cond("val", "=", "1")))))) == {
+        "p2"}
+    assert await ids(s, "Patient", e("name", Cond("val", "startswith", "m")),
+                     AnyOf((Missing("identifier"), e("birthdate", Cond("lo", "<", 150))))) == {
+        "p1"}
+
+
+async def test_search_chain_and_has(people: DocumentStore) -> None:
+    s = people
+    by_gp = Chain("general-practitioner", "Practitioner", (e("name", Cond("val", "=", "house")),))
+    assert await ids(s, "Patient", by_gp) == {"p1", "p3"}
+    assert await ids(s, "Patient", Not(by_gp)) == {"p2", "p4"}
+    assert await ids(s, "Patient", Chain("general-practitioner", "Practitioner",
+                                         (e("name", Cond("val", "=", "nobody")),))) == set()
+    assert await ids(s, "Patient", Chain("general-practitioner", "Practitioner", ())) == {
+        "p1", "p2", "p3"}
+    assert await ids(s, "Appointment", Chain("actor", "Patient", (
+        e("identifier", Cond("sys", "=", "urn:b")),))) == {"a2"}
+    booked = Has("Appointment", "actor", (e("status", Cond("val", "=", "booked")),))
+    assert await ids(s, "Patient", booked) == {"p1"}
+    assert await ids(s, "Practitioner", booked) == {"dr2"}
+    assert await ids(s, "Patient", Has("Appointment", "actor", ())) == {"p1", "p2"}
+    assert await ids(s, "Patient", Not(Has("Appointment", "actor", ()))) == {"p3", "p4"}
+    assert await ids(s, "Patient", Has("Appointment", "actor", (Missing("status"),))) == set()
+    # chained inside _has: appointments whose actor is a patient seen by dr1
+    assert await ids(s, "Practitioner", Has("Appointment", "actor", (Chain(
+        "actor", "Patient", (by_gp,)),))) == {"dr2"}
+
+
+async def test_search_totals_and_count_only(people: DocumentStore) -> None:
+    s = people
+    where = (e("name", Cond("val", "startswith", "m")),)
+    page = await s.search(Query("Patient", where, count=1, total=True))
+    assert page.total == 2 and len(page.rows) == 1 and page.next_after is not None
+    page = await s.search(Query("Patient", where, total=True, count_only=True))
+    assert (page.rows, page.next_after, page.total) == ([], None, 2)
+    page = await s.search(Query("Patient", where, count=0))
+    assert page.rows == [] and page.total is None
+    page = await s.search(Query("Appointment", count=10, include_deleted=True, total=True))
+    assert page.total == 3 and ("a3", None) in page.rows
+    bodies = dict(page.rows)
+    assert orjson.loads(bodies["a1"] or b"") == {"resourceType": "Appointment", "id": "a1"}
+
+
+async def _all_pages(store: DocumentStore, query: Query) -> list[str]:
+    seen: list[str] = []
+    after = None
+    for _ in range(100):
+        page = await store.search(Query(query.type, query.where, query.sort, query.count,
+                                        after=after))
+        seen += [i for i, _ in page.rows]
+        if page.next_after is None:
+            return seen
+        after = tuple(orjson.loads(orjson.dumps(list(page.next_after))))  # as a _page token
+    raise AssertionError("paging did not end")
+
+
+async def test_keyset_paging_mixed_directions_with_missing_values(store: DocumentStore) -> None:
+    names = ["b", "a", None, "c", "a", None, "b", "a", "d", None, "c", "a"]
+    dates: list[list[int]] = [[5], [], [7, 1], [3], [3], [], [9, 2], [5], [], [1], [3], [8, 4]]
+    expected_rows = []
+    for n, (nm, ds) in enumerate(zip(names, dates, strict=True)):
+        entries = [date(d) for d in ds]
+        if nm is not None:
+            entries += [name(nm), name("z" + nm)]  # MIN over several entries
+        await put(store, "Patient", f"k{n:02d}", entries)
+        expected_rows.append((f"k{n:02d}", nm if nm is not None else HIGH_STR,
+                              max(ds) if ds else LOW_NUM, min(ds) if ds else 9.0e18, n))
+    sort_a = (SortKey("name"), SortKey("birthdate", descending=True, field="lo"))
+    want = [r[0] for r in sorted(expected_rows, key=lambda r: (r[1], -r[2], r[4]))]
+    for count in (1, 3, 5, 50):
+        assert await _all_pages(store, Query("Patient", (), sort_a, count)) == want
+    sort_b = (SortKey("birthdate", field="lo"), SortKey("_id", descending=True))
+    want_b = [r[0] for r in sorted(sorted(expected_rows, key=lambda r: r[0], reverse=True),
+                                   key=lambda r: r[3])]
+    assert await _all_pages(store, Query("Patient", (), sort_b, 4)) == want_b
+    # descending by name: MAX of the entries, missing values last
+    sort_c = (SortKey("name", descending=True),)
+    rows_c = [(r[0], max(nm, "z" + nm) if (nm := names[r[4]]) is not None else "", r[4])
+              for r in expected_rows]
+    want_c = [r[0] for r in sorted(sorted(rows_c, key=lambda r: r[2]), key=lambda r: r[1],
+                                   reverse=True)]
+    assert await _all_pages(store, Query("Patient", (), sort_c, 2)) == want_c
+    # the default order is creation order, paged the same way
+    assert await _all_pages(store, Query("Patient", (), (), 5)) == [r[0] for r in expected_rows]
+
+
+async def test_paging_is_stable_while_others_insert(store: DocumentStore) -> None:
+    for n in range(6):
+        await put(store, "Patient", f"s{n}", [name(f"n{n % 3}")])
+    sort = (SortKey("name", descending=True),)
+    first = await store.search(Query("Patient", (), sort, 3))
+    await put(store, "Patient", "late", [name("n0")])  # sorts after everything seen so far
+    rest = await store.search(Query("Patient", (), sort, 10, after=first.next_after))
+    got = [i for i, _ in first.rows + rest.rows]
+    assert got == ["s2", "s5", "s1", "s4", "s0", "s3", "late"]
