@@ -5,17 +5,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from .rest.capability import RouteSpec, capability_statement
 from .rest.errors import HANDLERS
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.middleware import RequestIdMiddleware
+from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
+from .search.compartment import PATIENT_COMPARTMENT
 from .service.resources import ResourceService
 from .settings import Settings
 from .storage import open_store
@@ -56,8 +58,8 @@ def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
         return FhirResponse(capability_statement(specs, ctx.base_url))
 
     def add(path: str, methods: tuple[str, ...], interaction: str, level: str,
-            handler: Handler) -> None:
-        table.append((RouteSpec(path, methods, interaction, level), handler))
+            handler: Handler, types: tuple[str, ...] = ()) -> None:
+        table.append((RouteSpec(path, methods, interaction, level, types), handler))
 
     add("/metadata", ("GET",), "capabilities", "system", metadata)
     add("/_history", ("GET",), "history-system", "system", r.system_history)
@@ -66,8 +68,9 @@ def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
     add("/{type}/_search", ("POST",), "search-type", "type", r.search_post)
     add("/{type}/{id}/_history/{vid}", ("GET",), "vread", "instance", r.vread)
     add("/{type}/{id}/_history", ("GET",), "history-instance", "instance", r.instance_history)
-    # after instance history, or it would take /Patient/{id}/_history as a compartment search
-    add("/Patient/{id}/{ctype}", ("GET",), "search-type", "type", r.compartment_search)
+    for ctype in sorted(PATIENT_COMPARTMENT):
+        add(f"/Patient/{{id}}/{ctype}", ("GET",), "search-type", "type", r.compartment_search,
+            (ctype,))
     add("/{type}/{id}", ("GET",), "read", "instance", r.read)
     add("/{type}/{id}", ("PUT",), "update", "instance", r.update)
     add("/{type}/{id}", ("PATCH",), "patch", "instance", r.patch)
@@ -104,24 +107,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=f"{settings.base_path}/openapi.json",
+        openapi_url=None,
     )
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)  # type: ignore[arg-type]
     server.routes = build_routes(server)
-    responses: dict[int | str, dict[str, Any]] = {
-        "4XX": {"description": "OperationOutcome", "content": {"application/fhir+json": {}}},
-        "5XX": {"description": "OperationOutcome", "content": {"application/fhir+json": {}}},
-    }
+    router = FhirRouter(settings.base_path)
     for spec, handler in server.routes:
-        app.add_api_route(
-            settings.base_path + spec.path if spec.path != "/" else settings.base_path,
-            handler, methods=list(spec.methods), name=f"{spec.interaction}:{spec.path}",
-            responses=responses, include_in_schema=True,
-        )
-        if spec.path == "/":
-            app.add_api_route(settings.base_path + "/", handler, methods=list(spec.methods),
-                              include_in_schema=False)
+        router.add(spec.path, spec.methods, handler)
+    # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
+    # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
+    app.router.routes.append(Route(settings.base_path + "{rest:path}", router))
     app.add_middleware(RequestIdMiddleware)
     app.state.server = server
+    app.state.fhir_router = router
     return app

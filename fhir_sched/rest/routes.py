@@ -17,6 +17,7 @@ from starlette.responses import Response
 from ..errors import FhirError, bad_request, outcome
 from ..resources import is_hosted
 from ..search.parse import ParsedSearch, parse_search, query_for
+from ..search.query import Expr
 from ..service.bundles import BundleProcessor
 from ..service.resources import ResourceService, Saved
 from ..service.search import run_search, shape
@@ -54,7 +55,7 @@ class FhirRoutes:
 
     def _type(self, request: Request) -> str:
         type_ = request.path_params["type"]
-        if type_ in ("metadata", "_history"):
+        if type_ in ("metadata", "_history") and "id" not in request.path_params:
             # system endpoints that only take GET; "/{type}" routes catch their other methods
             raise FhirError(405, "not-supported", f"{request.method} is not allowed on "
                             f"{request.url.path}", headers={"Allow": "GET"})
@@ -182,10 +183,13 @@ class FhirRoutes:
         return Response(status_code=204)
 
     async def search_get(self, request: Request) -> Response:
+        """``GET [type]?params``."""
         check_accept(request)
         return await self._search(request, self._type(request), self._search_pairs(request))
 
     async def search_post(self, request: Request) -> Response:
+        """``POST [type]/_search`` with a form body (for parameters too long or too private for
+        a URL); URL parameters, if any, count too, as the spec allows both."""
         check_accept(request)
         type_ = self._type(request)
         check_content_type(request, (FORM,))
@@ -201,9 +205,9 @@ class FhirRoutes:
         from ..search.compartment import compartment_filter
 
         check_accept(request)
-        type_ = request.path_params["ctype"]
-        if not is_hosted(type_):
-            raise FhirError(404, "not-supported", f"resource type {type_!r} is not supported")
+        # routed per compartment type (/Patient/{id}/Appointment, ...): the type is the last
+        # path segment, so /Patient/{id}/_history can never be mistaken for a compartment
+        type_ = request.url.path.rstrip("/").rsplit("/", 1)[-1]
         pid = request.path_params["id"]
         where = compartment_filter(type_, f"Patient/{pid}")
         return await self._search(request, type_, self._search_pairs(request), where,
@@ -216,7 +220,9 @@ class FhirRoutes:
         return await self._history(request, None, None)
 
     async def _search(self, request: Request, type_: str, pairs: list[tuple[str, str]],
-                      where: tuple = (), path: str | None = None) -> Response:
+                      where: tuple[Expr, ...] = (), path: str | None = None) -> Response:
+        """Every search door (GET, POST _search, compartments) ends here, so they answer alike:
+        ``where`` is ANDed in (a compartment) and ``path`` is what the links point back to."""
         ctx = self.ctx(request)
         base = ctx.base_url
         self.service.authorizer.check(ctx, "search-type", type_)
@@ -243,6 +249,9 @@ class FhirRoutes:
 
     @staticmethod
     def _link_params(parsed: ParsedSearch, token: str | None) -> list[tuple[str, str]]:
+        """The parameters actually applied (unknown and empty ones dropped, ``_count`` as
+        capped), plus the page token: a link the client can follow and the server will read
+        exactly as it meant."""
         params = list(parsed.applied)
         if token:
             params.append(("_page", token))

@@ -14,12 +14,13 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import StoreUnavailable
+from ..errors import StoreUnavailable, bad_request
 from ..search.extract import PRIMARY_DATE
+from ..search.params import get_param
 from ..search.query import (
     AllOf,
     AnyOf,
@@ -54,11 +55,12 @@ CREATE INDEX IF NOT EXISTS changes_updated ON changes(updated);
 CREATE TABLE IF NOT EXISTS idx(
   type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
   sys TEXT, val TEXT, raw TEXT, lo, hi);
--- search: seeks by value (covering, so a driver never touches the table), seeks by date range,
--- per-resource probes; resources_type walks one type in insertion order for unfiltered pages.
+-- search: seeks by value (covering, so a driver never touches the table; lo/hi right after val
+-- so "reference X in this window" is one range), seeks by date range, per-resource probes
+-- (covering all but raw); resources_type walks one type in insertion order for plain pages.
 CREATE INDEX IF NOT EXISTS idx_val ON idx(type, param, val, lo, hi, sys, id);
 CREATE INDEX IF NOT EXISTS idx_lo ON idx(type, param, lo, hi, id);
-CREATE INDEX IF NOT EXISTS idx_owner ON idx(type, id, param);
+CREATE INDEX IF NOT EXISTS idx_owner ON idx(type, id, param, val, sys, lo, hi);
 CREATE INDEX IF NOT EXISTS resources_type ON resources(type, deleted);
 CREATE TABLE IF NOT EXISTS claims(
   key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
@@ -93,6 +95,7 @@ class SqliteStore:
         self._local = threading.local()
         self._wconn: sqlite3.Connection | None = None
         self._wlock = asyncio.Lock()
+        self._gets = _GetBatcher(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -164,7 +167,7 @@ class SqliteStore:
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, type_: str, id_: str) -> Record | None:
-        return await self._read(lambda c: _get(c, type_, id_))
+        return await self._gets.submit(type_, id_)
 
     async def get_version(self, type_: str, id_: str, version: int) -> Record | None:
         def run(c: sqlite3.Connection) -> Record | None:
@@ -232,6 +235,68 @@ class SqliteStore:
                 (lo, hi)))
 
         return await self._read(run)
+
+
+class _GetBatcher:
+    """Point reads, handed to the reader threads in batches.
+
+    Each hand-off to a thread costs a queue put, a thread wake-up and a loop wake-up, more than
+    the primary-key lookup itself. Reads that arrive while earlier batches are in flight wait
+    and go together, so under load one hand-off serves many requests; a lone read still goes
+    at once. The lookups never run on the event loop.
+    """
+
+    MAX_IN_FLIGHT = 2
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._pending: list[tuple[str, str, asyncio.Future[Record | None]]] = []
+        self._in_flight = 0
+
+    def submit(self, type_: str, id_: str) -> asyncio.Future[Record | None]:
+        fut: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((type_, id_, fut))
+        if self._in_flight < self.MAX_IN_FLIGHT:
+            self._dispatch()
+        return fut
+
+    def _dispatch(self) -> None:
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
+        keys = [(t, i) for t, i, _ in batch]
+        loop = asyncio.get_running_loop()
+        done = self._store._rexec.submit(self._run, keys)
+        done.add_done_callback(
+            lambda f: loop.call_soon_threadsafe(self._finish, batch, f))
+
+    def _run(self, keys: list[tuple[str, str]]) -> list[Record | Exception | None]:
+        conn = self._store._reader()
+        out: list[Record | Exception | None] = []
+        for t, i in keys:
+            try:
+                out.append(_get(conn, t, i))
+            except sqlite3.OperationalError as exc:
+                out.append(StoreUnavailable(str(exc)))
+            except Exception as exc:  # delivered to the one request it belongs to
+                out.append(exc)
+        return out
+
+    def _finish(self, batch: list[tuple[str, str, asyncio.Future[Record | None]]],
+                done: Future[list[Record | Exception | None]]) -> None:
+        self._in_flight -= 1
+        try:
+            results: list[Record | Exception | None] = done.result()
+        except Exception as exc:  # the executor itself failed (e.g. shut down)
+            results = [exc] * len(batch)
+        for (_t, _i, fut), result in zip(batch, results, strict=True):
+            if fut.done():
+                continue
+            if isinstance(result, Exception):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)
+        if self._pending and self._in_flight < self.MAX_IN_FLIGHT:
+            self._dispatch()
 
 
 class SqliteUnit:
@@ -450,11 +515,15 @@ def _expr_sql(expr: Expr, rtype: str, rid: str, q: _Sql, depth: int = 0) -> str:
             f" AND {a}.param={q.arg(expr.param)} AND {a}.val IN ({refs}))"
         )
     if isinstance(expr, Has):
+        primary = PRIMARY_DATE.get(expr.source)
+        dated = tuple(e for e in expr.where if _on_primary_date(e, primary))
         parts = [
             f"{a}.type={q.arg(expr.source)}",
             f"{a}.param={q.arg(expr.param)}",
             f"{a}.val = {rtype} || '/' || {rid}",
-        ] + [_expr_sql(e, f"{a}.type", f"{a}.id", q, depth + 1) for e in expr.where]
+            *_folded_sql(a, dated, q),
+        ] + [_expr_sql(e, f"{a}.type", f"{a}.id", q, depth + 1) for e in expr.where
+             if e not in dated]
         return f"EXISTS (SELECT 1 FROM idx {a} INDEXED BY idx_val WHERE {' AND '.join(parts)})"
     raise TypeError(f"unknown query expression {expr!r}")
 
@@ -488,6 +557,31 @@ def _any_sql(expr: AnyOf, rtype: str, rid: str, q: _Sql, depth: int) -> str:
     return ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")"
 
 
+def _implied(conds: tuple[Cond, ...] | list[Cond]) -> list[Cond]:
+    """``conds`` plus the lower-bound-on-``lo`` that an upper bound on ``hi`` implies (an entry's
+    range never ends before it starts), so a range seek on ``lo`` has both ends: ``eq`` on a day
+    then scans that day, not everything after it."""
+    extra = [Cond("lo", c.op, c.value) for c in conds
+             if c.field == "hi" and c.op in ("<", "<=")
+             and not any(o.field == "lo" and o.op == c.op and o.value == c.value for o in conds)]
+    return [*conds, *extra]
+
+
+def _folded_sql(alias: str, folded: tuple[Expr, ...], q: _Sql) -> list[str]:
+    """Primary-date conditions tested on the copy of the date range carried by the entry
+    ``alias`` itself (see ``extract.PRIMARY_DATE``)."""
+    tests = []
+    for extra in folded:
+        entries = [e for e in (extra.items if isinstance(extra, AnyOf) else (extra,))
+                   if isinstance(e, Entry)]
+        if len(entries) == 1:
+            tests.extend(_cond_sql(alias, c, q) for c in _implied(entries[0].conds))
+        else:
+            tests.append("(" + " OR ".join(f"({_entry_conds(alias, e, q)})"
+                                            for e in entries) + ")")
+    return tests
+
+
 def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
               folded: tuple[Expr, ...] = ()) -> str | None:
     """A SELECT of the ids of ``type_`` resources satisfying ``expr`` that an index seek answers
@@ -504,17 +598,14 @@ def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
         if key is None:
             key = next((c for c in conds if c.field == "val" and c.op == "startswith"), None)
         if key is None:
+            conds = _implied(conds)
             key = next((c for c in conds if c.field == "lo" and c.op in ("<", "<=", ">", ">=")),
                        None)
+            head = head.replace("INDEXED BY idx_val", "INDEXED BY idx_lo")
         if key is None:
             return None
         tests = [_cond_sql(d, c, q) for c in [key, *(c for c in conds if c is not key)]]
-        for extra in folded:
-            entries = extra.items if isinstance(extra, AnyOf) else (extra,)
-            alts = [f"({_entry_conds(d, e, q)})" for e in entries if isinstance(e, Entry)]
-            tests.append("(" + " OR ".join(alts) + ")")
-        if key.field == "lo":
-            head = head.replace("INDEXED BY idx_val", "INDEXED BY idx_lo")
+        tests += _folded_sql(d, folded, q)
         return f"{head} AND {d}.param={q.arg(expr.param)} AND {' AND '.join(tests)}"
     if isinstance(expr, AnyOf) and expr.items:
         parts = [_seek_sql(type_, e, q, depth) for e in expr.items]
@@ -523,7 +614,8 @@ def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
         return " UNION ALL ".join(p for p in parts if p is not None)
     if isinstance(expr, Chain):
         refs = _refs_sql(expr.target, expr.where, q, depth + 1)
-        return f"{head} AND {d}.param={q.arg(expr.param)} AND {d}.val IN ({refs})"
+        tests = [f"{d}.val IN ({refs})", *_folded_sql(d, folded, q)]
+        return f"{head} AND {d}.param={q.arg(expr.param)} AND {' AND '.join(tests)}"
     return None
 
 
@@ -560,8 +652,10 @@ def _rank(expr: Expr) -> int:
 
 
 def _driver(query: Query, q: _Sql, conn: sqlite3.Connection | None = None,
-            ) -> tuple[str, tuple[Expr, ...]]:
-    """Choose the driving seek: returns (an ``r.id IN (...)`` condition or "", the rest)."""
+            scan_ok: bool = True) -> tuple[str, tuple[Expr, ...]]:
+    """Choose the driving seek: returns (a SELECT of candidate ids or "", the conditions it
+    leaves to test). ``scan_ok``: an ordered scan may replace a huge driver (not for counts,
+    which read every match anyway)."""
     if any(_id_only(e) or (isinstance(e, AnyOf) and e.items and all(map(_id_only, e.items)))
            for e in query.where):
         return "", query.where  # the resources key answers _id directly
@@ -570,8 +664,8 @@ def _driver(query: Query, q: _Sql, conn: sqlite3.Connection | None = None,
     cands: list[tuple[int, int, str, tuple[int, ...]]] = []
     for n, expr in enumerate(query.where):
         fold: tuple[int, ...] = ()
-        if isinstance(expr, Entry) and expr.param not in (primary, "_id") and any(
-                c.field == "val" for c in expr.conds):
+        if (isinstance(expr, Entry) and expr.param not in (primary, "_id") and any(
+                c.field == "val" for c in expr.conds)) or isinstance(expr, Chain):
             fold = tuple(m for m in dated if m != n)
         seek = _seek_sql(query.type, expr, q, folded=tuple(query.where[m] for m in fold))
         if seek is not None:
@@ -590,12 +684,12 @@ def _driver(query: Query, q: _Sql, conn: sqlite3.Connection | None = None,
                 if best <= _SMALL_ENOUGH:
                     break
         if chosen is None:
-            if not query.sort:
+            if scan_ok and not query.sort:
                 return "", query.where  # everything is big: an ordered scan stops after a page
             chosen = cands[0]
     _, n, seek, fold = chosen
     used = {n, *fold}
-    return f"r.id IN ({seek})", tuple(e for m, e in enumerate(query.where) if m not in used)
+    return seek, tuple(e for m, e in enumerate(query.where) if m not in used)
 
 
 def _refs_sql(target: str, where: tuple[Expr, ...], q: _Sql, depth: int) -> str:
@@ -605,7 +699,7 @@ def _refs_sql(target: str, where: tuple[Expr, ...], q: _Sql, depth: int) -> str:
     driver, rest = _driver(sub, q)
     parts = [f"{t}.type={q.arg(target)}", f"{t}.deleted=0"]
     if driver:
-        parts.append(driver.replace("r.id", f"{t}.id", 1))
+        parts.append(f"{t}.id IN ({driver})")
     parts += [_expr_sql(e, f"{t}.type", f"{t}.id", q, depth + 1) for e in rest]
     hint = "INDEXED BY resources_key" if driver else ""
     return (f"SELECT {q.arg(target + '/')} || {t}.id FROM resources {t} {hint}"
@@ -642,7 +736,7 @@ def _select_sql(
         where.append("r.deleted=0")
     driver, rest = _driver(query, q, conn)
     if driver:
-        where.append(driver)
+        where.append(f"r.id IN ({driver})")
     where += [_expr_sql(e, "r.type", "r.id", q) for e in rest]
     sort_exprs = [(_sort_sql(k, q), k.descending) for k in query.sort]
     sort_exprs.append(("r.pos", False))
@@ -652,8 +746,11 @@ def _select_sql(
     order = ", ".join(f"{'+r.pos' if e == 'r.pos' and driver else e} {'DESC' if d else 'ASC'}"
                       for e, d in sort_exprs)
     sort_cols = "".join(f", {e}" for e, _ in sort_exprs) if keyset else ""
-    # The driver's ids are looked up by key; without one, one type is walked in pos order.
-    hint = "INDEXED BY resources_key" if driver else ""
+    # The driver's ids (or _id values) are looked up by key; otherwise one type is walked in
+    # insertion order (resources_type), which stops after a page when nothing is sorted.
+    by_key = driver or any(_id_only(e) or (isinstance(e, AnyOf) and e.items
+                                           and all(map(_id_only, e.items))) for e in rest)
+    hint = "INDEXED BY resources_key" if by_key else ""
     sql = (f"SELECT {columns}{sort_cols} FROM resources r {hint} WHERE {' AND '.join(where)}"
            f" ORDER BY {order}")
     if limit is not None:
@@ -663,6 +760,9 @@ def _select_sql(
 
 def _keyset_sql(sort_exprs: list[tuple[str, bool]], after: tuple[Any, ...], q: _Sql) -> str:
     """(k1, k2, ..., pos) strictly after ``after`` in the mixed asc/desc order."""
+    if len(after) != len(sort_exprs):
+        raise bad_request("_page token does not fit this search; start the search again",
+                          ["_page"])
     if len(sort_exprs) == 1:
         return f"r.pos > {q.arg(after[0])}"
     ors = []
@@ -673,6 +773,38 @@ def _keyset_sql(sort_exprs: list[tuple[str, bool]], after: tuple[Any, ...], q: _
     return "(" + " OR ".join(ors) + ")"
 
 
+def _one_entry_each(query: Query) -> bool:
+    """True when the query is one equality on a reference parameter: a resource
+    has at most one such entry (extraction drops duplicates, and a reference's other fields
+    follow from its value), so its seek yields each id once and needs no DISTINCT."""
+    if len(query.where) != 1 or not isinstance(query.where[0], Entry):
+        return False
+    entry = query.where[0]
+    sp = get_param(query.type, entry.param)
+    return (sp is not None and sp.type == "reference" and len(entry.conds) == 1
+            and entry.conds[0].field == "val" and entry.conds[0].op == "=")
+
+
+def _count_sql(query: Query, conn: sqlite3.Connection) -> tuple[str, dict[str, Any]]:
+    """``count(*)`` of every match. A count reads every match, so it always drives from the
+    best seek (never an ordered scan), and when the seek answers the whole query it counts
+    index entries alone: idx rows exist only for live resources, so no table is touched."""
+    q = _Sql()
+    driver, rest = _driver(query, q, conn, scan_ok=False)
+    if driver and not rest and not query.include_deleted:
+        if _one_entry_each(query):
+            return f"SELECT count(*) FROM ({driver})", q.args
+        return f"SELECT count(*) FROM (SELECT DISTINCT id FROM ({driver}))", q.args
+    where = [f"r.type={q.arg(query.type)}"]
+    if not query.include_deleted:
+        where.append("r.deleted=0")
+    if driver:
+        where.append(f"r.id IN ({driver})")
+    where += [_expr_sql(e, "r.type", "r.id", q) for e in rest]
+    hint = "INDEXED BY resources_key" if driver else ""
+    return f"SELECT count(*) FROM resources r {hint} WHERE {' AND '.join(where)}", q.args
+
+
 def _search(c: sqlite3.Connection, query: Query) -> Page:
     """One page (``count`` rows, plus one more to know whether there is a next page), the
     cursor after it, and the total when asked for. Runs in one reader thread and one read
@@ -681,10 +813,8 @@ def _search(c: sqlite3.Connection, query: Query) -> Page:
     try:
         total = None
         if query.total or query.count_only:
-            sql, args = _select_sql(
-                Query(query.type, query.where, include_deleted=query.include_deleted),
-                "count(*)", None, keyset=False, conn=c)
-            total = c.execute(sql.split(" ORDER BY ")[0], args).fetchone()[0]
+            sql, args = _count_sql(query, c)
+            total = c.execute(sql, args).fetchone()[0]
         if query.count_only:
             return Page([], None, total)
         sql, args = _select_sql(query, "r.id, r.body", query.count + 1, keyset=True, conn=c)
