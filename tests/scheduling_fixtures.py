@@ -65,11 +65,14 @@ def template(
     capacity: int | None = None,
     buffer_before: int | None = None,
     buffer_after: int | None = None,
+    alignment: int | None = None,
 ) -> Json:
     """An availability-template extension as declared in
     ``StructureDefinition-availability-template.json``."""
     subs: list[Json] = [{"url": "timezone", "valueCode": tz}, *available]
     subs.append({"url": "slotMinutes", "valuePositiveInt": slot})
+    if alignment is not None:
+        subs.append({"url": "alignmentMinutes", "valuePositiveInt": alignment})
     if capacity is not None:
         subs.append({"url": "capacity", "valuePositiveInt": capacity})
     if buffer_before is not None:

@@ -128,6 +128,7 @@ CASES = [
     # 404 / 410
     Case("unknown-type", "GET", "/Observation/1", 404, "Observation"),
     Case("made-up-type", "POST", "/Foo", 404, "Foo", PATIENT, FHIR_JSON),
+    Case("path-under-metadata", "GET", "/metadata/extra", 404, "metadata"),
     Case("unknown-id", "GET", f"/Patient/{uuid.uuid4().hex}", 404, "not known"),
     Case("unknown-version", "GET", "/Patient/{patient}/_history/99", 404, "version"),
     Case("deleted", "GET", "/Patient/{deleted}", 410, "deleted"),

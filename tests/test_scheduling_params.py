@@ -276,3 +276,16 @@ async def test_metadata_lists_the_three_appointment_operations(fhir: httpx.Async
     assert set(ops) >= {"find", "hold", "book"}
     for name in ("find", "hold", "book"):
         assert ops[name].endswith(f"OperationDefinition/appointment-{name}")
+
+
+async def test_post_find_accepts_a_coding_for_a_token_parameter(fhir: httpx.AsyncClient) -> None:
+    """IHE clients send specialty and visit type as Codings in a Parameters body."""
+    cal = await practitioner_calendar(fhir)
+    system, code = cal.specialty.split("|")
+    get = await find(fhir, **WINDOW, specialty=cal.specialty, _count=2)
+    body = parameters(("start", WINDOW["start"]), ("end", WINDOW["end"]), ("_count", "2"))
+    body["parameter"].append({"name": "specialty",
+                              "valueCoding": {"system": system, "code": code}})
+    posted = await fhir.post("/Appointment/$find", json=body)
+    assert posted.status_code == 200, posted.text
+    assert get and [e["resource"] for e in posted.json()["entry"]] == get

@@ -96,7 +96,7 @@ async def put(store: DocumentStore, type_: str, id_: str, entries: list[IndexEnt
                      body if body is not None else orjson.dumps(
                          {"resourceType": type_, "id": id_}),
                      "POST" if prev is None or prev.deleted else "PUT")
-        await unit.write(rec, entries or [], current if expect == "current" else expect)
+        await unit.write(rec, entries or [], current if isinstance(expect, str) else expect)
         return rec
 
     return await store.atomic(run)

@@ -20,7 +20,7 @@ ALIAS = "https://fhir-sched.org/fhir/StructureDefinition/parameter-alias"
 RESOURCE_TYPES = {"Resource", "Appointment", "Patient", "Bundle"}
 _VALUE_KEYS = {
     "dateTime": ("valueDateTime", "valueInstant", "valueString"),
-    "string": ("valueString", "valueCode", "valueToken", "valueUri"),
+    "string": ("valueString", "valueCode", "valueToken", "valueUri", "valueCoding"),
     "integer": ("valueInteger", "valuePositiveInt", "valueUnsignedInt", "valueString"),
     "Reference": ("valueReference", "valueString", "valueUri", "valueId"),
     "Identifier": ("valueIdentifier",),

@@ -85,9 +85,15 @@ def claim_prefix(resource: str) -> str:
     return f"cap|{resource}|"
 
 
+_POLICY_CACHE = 4096
+
+
 class BookingGuard:
     def __init__(self, service: ResourceService) -> None:
         self.service = service
+        # Parsed policy per stored Schedule body. The body is still read inside every unit (so
+        # the policy is always the committed one); only re-parsing the same bytes is saved.
+        self._policies: dict[bytes, Policy] = {}
 
     async def on_write(self, unit: Unit, ev: WriteEvent) -> None:
         if ev.type != "Appointment":
@@ -96,8 +102,11 @@ class BookingGuard:
         if ev.new is not None:
             check_transition(old_status, ev.new.get("status", ""))
         owner = ("Appointment", ev.id)
-        # Start from nothing: a modified booking re-claims what it needs now.
-        await unit.release(*owner)
+        # Start from nothing: a modified booking re-claims what it needs now. A new one owns
+        # nothing yet (every write of an id, its deletion included, passes here and releases),
+        # so the store round trip is skipped for it.
+        if ev.old is not None:
+            await unit.release(*owner)
         new = ev.new
         if new is not None and new.get("status") in TAKING and new.get("start") and new.get("end"):
             await self._claim_all(unit, ev, new)
@@ -191,19 +200,17 @@ class BookingGuard:
                 return policy
         return Policy()
 
-    @staticmethod
-    async def _schedule_policy(unit: Unit, schedule_id: str) -> Policy:
+    async def _schedule_policy(self, unit: Unit, schedule_id: str) -> Policy:
         rec = await unit.get("Schedule", schedule_id)
         if rec is None or rec.deleted or rec.body is None:
             return Policy()
-        try:
-            templates = parse_templates(orjson.loads(rec.body))
-        except TemplateError:
-            return Policy()
-        if not templates:
-            return Policy()
-        t = templates[0]
-        return Policy(t.capacity, t.buffer_before, t.buffer_after)
+        policy = self._policies.get(rec.body)
+        if policy is None:
+            policy = _parse_policy(rec.body)
+            if len(self._policies) >= _POLICY_CACHE:
+                self._policies.pop(next(iter(self._policies)))
+            self._policies[rec.body] = policy
+        return policy
 
     async def _sync_slots(self, unit: Unit, ev: WriteEvent) -> None:
         """Slots follow their appointment: tentative while held, busy when booked, free when
@@ -234,3 +241,14 @@ class BookingGuard:
                 slot.pop("overbooked", None)
             slot.pop("meta", None)
             await self.service.put_in_unit(unit, ev.ctx, "Slot", sid, slot, check_refs=False)
+
+
+def _parse_policy(body: bytes) -> Policy:
+    try:
+        templates = parse_templates(orjson.loads(body))
+    except TemplateError:
+        return Policy()
+    if not templates:
+        return Policy()
+    t = templates[0]
+    return Policy(t.capacity, t.buffer_before, t.buffer_after)

@@ -30,11 +30,20 @@ _STEP_WHERE_EQ = re.compile(r"^where\(([a-z]+)\s*=\s*'([^']*)'\)$")
 _STEP_AS = re.compile(r"^([a-zA-Z]+) as ([a-zA-Z]+)$")
 
 
+# Letters that Unicode does not decompose into a base letter plus accent, folded by hand so that
+# "Ødegård" is found by "odegard" as "Müller" is by "muller" (casefold already maps ß to ss).
+_FOLD = str.maketrans({"ø": "o", "đ": "d", "ð": "d", "ł": "l", "ħ": "h", "\u0131": "i", "ŧ": "t",
+                       "æ": "ae", "œ": "oe", "þ": "th"})
+
+
 def normalise(text: str) -> str:
-    """Case- and accent-insensitive form used by string search (``Müller`` -> ``muller``)."""
+    """Case- and accent-insensitive form used by string search (``Müller`` -> ``muller``).
+
+    Applied identically to indexed values and to search values, so matching is a plain
+    comparison in every store."""
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.casefold().split())
+    return " ".join(stripped.casefold().translate(_FOLD).split())
 
 
 def _split_top(expr: str, sep: str) -> list[str]:

@@ -39,7 +39,6 @@ MODIFIERS = {
     "quantity": {"missing"},
     "uri": {"missing", "below", "above"},
 }
-_US_PER_DAY = 86_400_000_000
 
 
 class SearchError(FhirError):
@@ -179,7 +178,8 @@ def _date(sp: SearchParam, name: str, raw: str) -> Expr:
     ap = 0
     if prefix == "ap":
         # R4: "10% of the gap between now and the date", so ap2026 is tight and ap1990 loose.
-        now = int(time.time() * 1_000_000)
+        # "Now" is taken at the start of the UTC day, so that the pages of one search agree.
+        now = int(time.time() // 86_400 * 86_400) * 1_000_000
         gap = max(abs(now - lo), abs(now - hi))
         ap = gap // 10
     return range_expr(sp.code, prefix, lo, hi, ap)
@@ -462,6 +462,8 @@ def parse_search(
                 if not raw.isdigit():
                     raise SearchError(name, "_count must be a non-negative integer")
                 count = min(int(raw), max_count)
+                out.applied.append((name, str(count)))  # the self link shows what was used
+                continue
             elif base == "_sort":
                 sort = _sort_keys(type_, raw)
             elif base == "_total":

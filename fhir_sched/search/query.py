@@ -4,6 +4,37 @@ Search parameters are parsed once (``search.parse``) into these plain values; SQ
 to SQL and MongoDB to filter documents, so neither the REST layer nor the parser knows a query
 language. Every test is phrased over *index entries* (``storage.base.IndexEntry``): "the resource
 has an entry for parameter P whose fields satisfy these comparisons".
+
+Semantics every adapter must give (the SQLite compiler is the reference; the search tests run
+against every adapter):
+
+* ``Cond``: a comparison on one field of one entry. A field that is absent/None never satisfies
+  ``=``, ``!=``, ``<``... (SQL NULL semantics: ``!=`` does NOT match a missing field, unlike a
+  bare MongoDB ``$ne``); only ``isnull`` matches it. ``startswith``/``contains`` compare strings
+  code point by code point (values are normalised beforehand by ``extract.normalise``).
+  Dates are integers (microseconds since the epoch, UTC), ``lo``/``hi`` inclusive.
+* ``Entry(p, conds)``: some single entry of ``p`` satisfies all of ``conds`` at once.
+* ``Missing(p, True)``: no entry of ``p`` at all; ``Missing(p, False)``: at least one.
+* ``Not(x)``: the resource does not satisfy ``x`` (so it includes resources with no entry).
+* ``AnyOf``/``AllOf``: or/and; an empty ``AnyOf`` is false, an empty ``AllOf`` true.
+* ``Chain(p, T, where)``: some entry of ``p`` has ``val == "T/<id>"`` for a live ``T`` resource
+  satisfying all of ``where``.
+* ``Has(S, p, where)``: some live ``S`` resource satisfying all of ``where`` has an entry of ``p``
+  with ``val == "<this type>/<this id>"``.
+* ``Entry("_id", ...)`` tests the resource id (every resource has exactly one ``_id`` entry whose
+  ``val`` is its id, so an adapter may answer it from its primary key).
+* Order: each ``SortKey`` in turn, then insertion order (first creation; an update keeps its
+  place), which makes the order total. A key's value is the lowest entry value ascending and the
+  highest descending; resources without one sort last in both directions.
+* ``after``: opaque to callers, produced by the same adapter as ``Page.next_after``; the next
+  page is every match strictly after that position, so rows inserted meanwhile never shift a
+  page (keyset paging: no duplicates, and nothing that existed when paging began is skipped).
+
+Index-entry convention the searches rely on (``search.extract``): a type's *primary date*
+(``extract.PRIMARY_DATE``, single-valued) has its range copied into ``lo``/``hi`` of the
+resource's reference/token/string/uri entries. Adapters may use it to answer "reference X within
+this window" from one compound index; they never need to, as the query itself never tests
+``lo``/``hi`` on such entries.
 """
 
 from __future__ import annotations
@@ -20,6 +51,8 @@ FieldName = Literal["sys", "val", "raw", "lo", "hi"]
 
 @dataclass(frozen=True, slots=True)
 class Cond:
+    """``field op value`` on one index entry (see the module docstring for NULL semantics)."""
+
     field: FieldName
     op: Op
     value: Any = None
@@ -43,16 +76,23 @@ class Missing:
 
 @dataclass(frozen=True, slots=True)
 class Not:
+    """The resource does not satisfy ``inner`` (token ``:not`` relies on this including
+    resources that have no value at all)."""
+
     inner: Expr
 
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
+    """OR: comma-separated values of one parameter, prefix ranges with two cases."""
+
     items: tuple[Expr, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class AllOf:
+    """AND (``Query.where`` is already an implicit AllOf; repeated parameters land there)."""
+
     items: tuple[Expr, ...]
 
 

@@ -9,6 +9,7 @@ earlier pages, which is what makes a ``previous`` link possible without offsets.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -38,20 +39,32 @@ class SearchResult:
     self_token: str | None = None
 
 
-def _encode(cursors: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(cursors)).decode().rstrip("=")
+def _fingerprint(query: Query) -> str:
+    """What a ``_page`` token is valid for: the same type, criteria and order. A token replayed
+    with other parameters would position a different result set, so it is refused instead."""
+    return hashlib.sha256(repr((query.type, query.where, query.sort)).encode()).hexdigest()[:12]
 
 
-def _decode(token: str) -> list[Any]:
+def _encode(query: Query, cursors: list[Any]) -> str:
+    token = {"q": _fingerprint(query), "c": cursors}
+    return base64.urlsafe_b64encode(orjson.dumps(token)).decode().rstrip("=")
+
+
+def _decode(query: Query, token: str) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        cursors = orjson.loads(raw)
-        if not isinstance(cursors, list) or not cursors:
+        decoded = orjson.loads(raw)
+        cursors = decoded["c"] if isinstance(decoded, dict) else None
+        if (not isinstance(cursors, list) or not cursors
+                or not all(c is None or isinstance(c, list) for c in cursors)):
             raise ValueError
-        return cursors
-    except (ValueError, orjson.JSONDecodeError):
-        raise bad_request("_page token is malformed or expired; start the search again",
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        raise bad_request("_page token is malformed; start the search again",
                           ["_page"]) from None
+    if decoded.get("q") != _fingerprint(query):
+        raise bad_request("_page token belongs to a search with other parameters; follow the "
+                          "Bundle's links unchanged, or start the search again", ["_page"])
+    return cursors
 
 
 def reference_targets(type_: str, param: str, resource: dict[str, Any]) -> list[str]:
@@ -85,10 +98,8 @@ async def run_search(store: DocumentStore, ctx: RequestContext, parsed: ParsedSe
     query = parsed.query
     cursors: list[Any] = [None]
     if parsed.page_token:
-        cursors = _decode(parsed.page_token)
+        cursors = _decode(query, parsed.page_token)
         after = cursors[-1]
-        if after is not None and not isinstance(after, list):
-            raise bad_request("_page token is malformed; start the search again", ["_page"])
         query = replace(query, after=tuple(after) if after is not None else None)
     page = await store.search(query)
     result = SearchResult(page.rows, total=page.total)
@@ -98,10 +109,10 @@ async def run_search(store: DocumentStore, ctx: RequestContext, parsed: ParsedSe
             # Keep the token bounded: the oldest cursors go (previous still works for the last
             # _MAX_REMEMBERED_PAGES pages, and from further back it restarts at page one).
             nxt = [None, *nxt[-_MAX_REMEMBERED_PAGES:]]
-        result.next_token = _encode(nxt)
+        result.next_token = _encode(query, nxt)
     if len(cursors) > 1:
-        result.self_token = _encode(cursors)
-        result.prev_token = _encode(cursors[:-1])
+        result.self_token = _encode(query, cursors)
+        result.prev_token = _encode(query, cursors[:-1])
     free = page.next_after is None and query.after is None and not query.count_only
     if result.total is None and free and parsed.total_mode != "none":
         result.total = len(page.rows)  # the whole result fits on this page: the count is free

@@ -21,6 +21,11 @@ decision is what makes the change log gap-free and commit-ordered (a reader that
 N never later finds a smaller one appear), makes a search-then-insert (``If-None-Exist``, a
 conditional update that creates, a claim count) safe across processes, and keeps version checks
 exact. The price is that writes are serialised on one document; see ``docs/scaling.md``.
+Within a process, units queue on a lock rather than racing each other on the database, and a unit
+that finds another process's unit holding the counter waits for exactly as long as it runs.
+
+Faults: a short server-selection timeout turns a dead database into ``StoreUnavailable`` (a 503)
+within seconds, and the driver's monitor reconnects by itself when the database is back.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
+import pymongo
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -82,9 +88,12 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 UNAVAILABLE_CODES = frozenset({
     6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 })
-# Retry budget for an atomic unit that keeps losing write conflicts.
+WRITE_CONFLICT = 112
+# Retry budget for an atomic unit that keeps losing races; past it the client gets a 503.
 CONTENTION_SECONDS = 20.0
 BACKOFF_BASE, BACKOFF_CAP = 0.002, 0.05
+# Longest single wait for another process's unit to end before looking again.
+WAIT_SECONDS = 2.0
 # A broken pooled connection (the server restarted) gets this many immediate retries.
 CONNECTION_RETRIES = 2
 
@@ -94,6 +103,10 @@ _TXN_WRITE = WriteConcern("majority")
 
 class _Retry(Exception):
     """A race the database settled against this unit: run it again on a fresh snapshot."""
+
+
+class _Busy(_Retry):
+    """Another process's unit holds the counter: wait for it to end, then run again."""
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -159,6 +172,9 @@ class MongoStore:
         # Units of one process would only conflict with each other on the counter; queueing
         # them here (FIFO) leaves just the other processes to race, instead of a retry storm.
         self._local = asyncio.Lock()
+        # When a unit last found the database unreachable: units queued behind it give up at
+        # once instead of each waiting out its own server-selection timeout in turn.
+        self._outage_at = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -244,6 +260,8 @@ class MongoStore:
         attempt = 0
         broken_connections = 0
         async with self._local, _available(), self._client.start_session() as session:
+            if self._outage_at > started:
+                raise StoreUnavailable("MongoDB was unreachable for the unit queued before this")
             while True:
                 attempt += 1
                 try:
@@ -255,6 +273,7 @@ class MongoStore:
                         broken_connections += 1
                         if (isinstance(exc, ServerSelectionTimeoutError)
                                 or broken_connections > CONNECTION_RETRIES):
+                            self._outage_at = time.monotonic()
                             raise
                         continue
                     transient = isinstance(exc, (_Retry, DuplicateKeyError)) or (
@@ -264,8 +283,26 @@ class MongoStore:
                     if time.monotonic() - started > CONTENTION_SECONDS:
                         raise StoreUnavailable(
                             f"gave up after {attempt} attempts lost write conflicts") from exc
-                    await asyncio.sleep(random.uniform(
-                        0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+                    if isinstance(exc, _Busy):
+                        await self._wait_for_holder()
+                    else:
+                        await asyncio.sleep(random.uniform(
+                            0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+
+    async def _wait_for_holder(self) -> None:
+        """Sleep exactly as long as another process's unit runs, not a guessed backoff.
+
+        A write *outside* a transaction to a document an open transaction has written waits
+        for that transaction to end (MongoDB's documented behaviour), so this no-op-ish
+        increment returns the moment the holder commits or aborts. Polling instead would
+        starve this process whenever the other one has a queue of units.
+        """
+        try:
+            with pymongo.timeout(WAIT_SECONDS):
+                await self.counters.update_one({"_id": "seq"}, {"$inc": {"waits": 1}})
+        except PyMongoError as exc:
+            if not exc.timeout:
+                raise
 
     async def _attempt(self, session: AsyncClientSession,
                        fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
@@ -377,9 +414,14 @@ class MongoUnit:
     async def begin(self) -> None:
         """Write the counter first: from here on an overlapping unit conflicts (and retries)
         instead of computing on a snapshot this one is about to change."""
-        doc = await self._store.counters.find_one_and_update(
-            {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
-            return_document=ReturnDocument.AFTER, session=self._s)
+        try:
+            doc = await self._store.counters.find_one_and_update(
+                {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER, session=self._s)
+        except OperationFailure as exc:
+            if exc.code == WRITE_CONFLICT:
+                raise _Busy("another unit holds the counter") from exc
+            raise
         self._seq = int(doc.get("n", 0)) if doc else 0
 
     async def finish(self) -> None:
@@ -399,6 +441,9 @@ class MongoUnit:
         return None if doc is None else _current_record(doc)
 
     async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
+        """Ids matching ``query`` as this unit sees them. A search-then-insert (If-None-Exist)
+        is safe without a lock of its own: no other unit can commit until this one ends, because
+        ``begin`` holds the counter."""
         if limit == 0:
             return []
         res = self._store.resources
@@ -514,4 +559,5 @@ async def _search(coll: AsyncCollection[Doc], session: AsyncClientSession | None
     more = len(docs) > query.count
     docs = docs[: max(query.count, 0)]
     next_after = tuple(docs[-1][name] for name, _, _ in cols) if more and docs else None
-    return Page([(d["id"], _body(d)) for d in docs], next_after, total)
+    # Tombstones (``include_deleted``) have no body, as in SQLite; Page's type says bytes.
+    return Page([(d["id"], cast(bytes, _body(d))) for d in docs], next_after, total)

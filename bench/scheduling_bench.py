@@ -1,0 +1,690 @@
+"""Scheduling benchmark (issue 5): $find latency and $book throughput on a generated health system.
+
+    python bench/scheduling_bench.py [--requests 200] [--bookings 4000] [--clients 32]
+                                     [--data-dir DIR] [--regenerate] [--seed 7]
+
+The health system: 500 practitioners (10 specialties, 50 each) working at 40 sites, 60 exam rooms
+and 20 ultrasound devices, every one with a Schedule holding an availability template (New York,
+Monday-Friday 08:00-12:00 and 13:00-17:00, 30-minute slots) and a planning horizon of a full year
+from the next Monday. In the first 90 days 40% of every calendar's slots are booked (a seeded
+coin per slot), each booking an Appointment with a patient and that one resource. One
+HealthcareService per specialty defines a 30-minute consult; one more defines an ultrasound-guided
+visit that needs a sonographer, an exam room and a device at once.
+
+Measured, all over HTTP against a real ``fhir-sched serve`` process on the generated SQLite file:
+
+* ``$find`` for a consult visit type (all 50 practitioners of the specialty) in a 31-day window,
+* the same in a 365-day window (target: at most 2x the 31-day one),
+* ``$find`` for the three-resource visit in a 31-day window,
+* sustained ``$book`` throughput with 32 concurrent clients on distinct free times, then a scan of
+  every stored booking for double bookings (must be 0). A small share of requests deliberately
+  repeats another client's time, so the scan checks a guard that really had to refuse something.
+
+Next to each ``$find`` figure is the floor: the same ``find_options`` call on ResourceCalendars
+prebuilt in memory from the same data, without HTTP and without the store.
+
+Generation writes straight into the SQLite store's tables with ``executemany`` (a quarter of a
+million bookings one by one through the write pipeline would take far longer than the benchmark),
+but writes exactly the rows the service would: the stored body with ``meta``, a change-log row,
+the index entries of ``fhir_sched.search.extract.extract``, and the booking guard's claims
+``cap|<Actor/id>|<UTC instant as format_instant>|<seq>`` for every 5-minute unit of a booking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import heapq
+import multiprocessing as mp
+import os
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fhir_sched.scheduling.availability import (
+    Busy,
+    ResourceCalendar,
+    find_options,
+)
+from fhir_sched.scheduling.templates import horizon, parse_templates
+from fhir_sched.search.extract import extract
+from fhir_sched.storage.sqlite import SCHEMA
+from fhir_sched.timeutil import format_instant
+
+EXT = "https://fhir-sched.org/fhir/StructureDefinition/"
+TZ_NAME = "America/New_York"
+TZ = ZoneInfo(TZ_NAME)
+PRACTITIONERS, SITES, ROOMS, DEVICES, PATIENTS = 500, 40, 60, 20, 20_000
+SPECIALTIES = ("sonography", "cardiology", "dermatology", "neurology", "oncology", "pediatrics",
+               "psychiatry", "radiology", "rheumatology", "urology")
+SPEC_SYSTEM = "http://example.org/bench/specialty"
+KIND_SYSTEM = "http://example.org/bench/resource-kind"
+VISIT_SYSTEM = "http://example.org/bench/visit-type"
+HOURS = ((clock(8), clock(12)), (clock(13), clock(17)))
+SLOT = timedelta(minutes=30)
+UNIT = timedelta(minutes=5)
+BOOKED_DAYS, BOOKED_SHARE, HORIZON_DAYS = 90, 0.4, 365
+UPDATED = "2026-01-01T00:00:00.000Z"
+GENERATOR_VERSION = 1
+console = Console()
+
+
+# -- the health system ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """One bookable calendar: its actor reference and its Schedule id."""
+
+    n: int
+    ref: str
+    schedule: str
+
+
+def actors() -> list[Actor]:
+    out = [Actor(i, f"Practitioner/pr-{i:04d}", f"sc-pr-{i:04d}") for i in range(PRACTITIONERS)]
+    out += [Actor(PRACTITIONERS + i, f"Location/room-{i:03d}", f"sc-room-{i:03d}")
+            for i in range(ROOMS)]
+    out += [Actor(PRACTITIONERS + ROOMS + i, f"Device/us-{i:03d}", f"sc-us-{i:03d}")
+            for i in range(DEVICES)]
+    return out
+
+
+def specialty_of(practitioner: int) -> str:
+    return SPECIALTIES[practitioner % len(SPECIALTIES)]
+
+
+def template(day0: date) -> dict[str, Any]:
+    available = [{"url": "availableTime", "extension": [
+        *({"url": "daysOfWeek", "valueCode": d} for d in ("mon", "tue", "wed", "thu", "fri")),
+        {"url": "availableStartTime", "valueTime": a.isoformat()},
+        {"url": "availableEndTime", "valueTime": b.isoformat()}]} for a, b in HOURS]
+    return {"url": EXT + "availability-template", "extension": [
+        {"url": "timezone", "valueCode": TZ_NAME}, *available,
+        {"url": "slotMinutes", "valuePositiveInt": 30}]}
+
+
+def schedule_for(actor: Actor, day0: date) -> dict[str, Any]:
+    kind, ident = actor.ref.split("/")
+    body: dict[str, Any] = {
+        "resourceType": "Schedule", "id": actor.schedule, "active": True,
+        "actor": [{"reference": actor.ref}],
+        "planningHorizon": {"start": day0.isoformat(),
+                            "end": (day0 + timedelta(days=HORIZON_DAYS - 1)).isoformat()},
+        "extension": [template(day0)]}
+    if kind == "Practitioner":
+        n = int(ident.split("-")[1])
+        body["actor"].append({"reference": f"Location/site-{n % SITES:02d}"})
+        body["specialty"] = [{"coding": [{"system": SPEC_SYSTEM, "code": specialty_of(n)}]}]
+    else:
+        code = "exam-room" if kind == "Location" else "ultrasound"
+        body["extension"].append({"url": EXT + "resource-kind", "valueCodeableConcept": {
+            "coding": [{"system": KIND_SYSTEM, "code": code}]}})
+    return body
+
+
+def need(actor_type: str, key: str, system: str, code: str) -> dict[str, Any]:
+    return {"url": "need", "extension": [
+        {"url": "actorType", "valueCode": actor_type},
+        {"url": key, "valueCodeableConcept": {"coding": [{"system": system, "code": code}]}}]}
+
+
+def visit_type(code: str, *needs: dict[str, Any]) -> dict[str, Any]:
+    return {"url": EXT + "visit-type", "extension": [
+        {"url": "code", "valueCoding": {"system": VISIT_SYSTEM, "code": code}},
+        {"url": "minutesDuration", "valuePositiveInt": 30}, *needs]}
+
+
+def services() -> list[dict[str, Any]]:
+    out = [{"resourceType": "HealthcareService", "id": f"hs-{spec}", "name": f"{spec} clinic",
+            "extension": [visit_type(f"consult-{spec}",
+                                     need("Practitioner", "specialty", SPEC_SYSTEM, spec))]}
+           for spec in SPECIALTIES]
+    out.append({"resourceType": "HealthcareService", "id": "hs-us-guided",
+                "name": "ultrasound-guided procedures",
+                "extension": [visit_type(
+                    "us-guided", need("Practitioner", "specialty", SPEC_SYSTEM, "sonography"),
+                    need("Location", "kind", KIND_SYSTEM, "exam-room"),
+                    need("Device", "kind", KIND_SYSTEM, "ultrasound"))]})
+    return out
+
+
+def base_resources(day0: date) -> list[dict[str, Any]]:
+    res: list[dict[str, Any]] = []
+    res += [{"resourceType": "Patient", "id": f"pat-{i:05d}", "name": [{"family": f"P{i}"}]}
+            for i in range(PATIENTS)]
+    res += [{"resourceType": "Location", "id": f"site-{i:02d}", "name": f"Site {i}"}
+            for i in range(SITES)]
+    res += [{"resourceType": "Location", "id": f"room-{i:03d}", "name": f"Exam room {i}",
+             "partOf": {"reference": f"Location/site-{i % SITES:02d}"}} for i in range(ROOMS)]
+    res += [{"resourceType": "Practitioner", "id": f"pr-{i:04d}", "name": [{"family": f"D{i}"}]}
+            for i in range(PRACTITIONERS)]
+    res += [schedule_for(a, day0) for a in actors()]
+    res += services()
+    return res
+
+
+def slot_starts(day0: date, days: int, offset: int = 0) -> Iterator[datetime]:
+    """Every template slot start (UTC) on weekdays of [day0 + offset, day0 + offset + days)."""
+    for d in range(offset, offset + days):
+        day = day0 + timedelta(days=d)
+        if day.weekday() >= 5:
+            continue
+        for a, b in HOURS:
+            t = datetime.combine(day, a, TZ)
+            end = datetime.combine(day, b, TZ)
+            while t + SLOT <= end:
+                yield t.astimezone(UTC)
+                t += SLOT
+
+
+def booked_starts(actor: Actor, day0: date, seed: int) -> list[datetime]:
+    rng = random.Random(seed * 1_000_003 + actor.n)
+    return [s for s in slot_starts(day0, BOOKED_DAYS) if rng.random() < BOOKED_SHARE]
+
+
+def claim_keys(ref: str, start: datetime, end: datetime, seq: int = 0) -> Iterator[str]:
+    t = start
+    while t < end:
+        yield f"cap|{ref}|{format_instant(t)}|{seq}"
+        t += UNIT
+
+
+def booking(actor: Actor, k: int, start: datetime, patient: int) -> dict[str, Any]:
+    local = start.astimezone(TZ)
+    return {"resourceType": "Appointment", "id": f"bk-{actor.n:04d}-{k:04d}", "status": "booked",
+            "start": local.isoformat(), "end": (local + SLOT).isoformat(), "minutesDuration": 30,
+            "participant": [
+                {"actor": {"reference": f"Patient/pat-{patient:05d}"}, "required": "required",
+                 "status": "accepted"},
+                {"actor": {"reference": actor.ref}, "required": "required",
+                 "status": "accepted"}]}
+
+
+# -- generation ----------------------------------------------------------------------------------
+Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def rows_of(resources: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]],
+                                                     list[tuple[Any, ...]]]:
+    res_rows, idx_rows = [], []
+    for res in resources:
+        res["meta"] = {"versionId": "1", "lastUpdated": UPDATED}  # what put_in_unit adds
+        kind = res["resourceType"]
+        res_rows.append((kind, res["id"], 1, UPDATED, 0, orjson.dumps(res)))
+        idx_rows.extend((kind, res["id"], e.param, e.sys, e.val, e.raw, e.lo, e.hi)
+                        for e in extract(kind, res))
+    return res_rows, idx_rows
+
+
+def job_rows(job: tuple[str, int, int, date, int]) -> Rows:
+    """Rows for one chunk of work (runs in a worker process)."""
+    what, lo, hi, day0, seed = job
+    if what == "base":
+        res_rows, idx_rows = rows_of(base_resources(day0))
+        return res_rows, idx_rows, []
+    claims: list[tuple[Any, ...]] = []
+    bookings: list[dict[str, Any]] = []
+    everyone = actors()
+    for actor in everyone[lo:hi]:
+        rng = random.Random(seed + actor.n)
+        for k, start in enumerate(booked_starts(actor, day0, seed)):
+            appt = booking(actor, k, start, rng.randrange(PATIENTS))
+            bookings.append(appt)
+            claims.extend((key, "Appointment", appt["id"], None)
+                          for key in claim_keys(actor.ref, start, start + SLOT))
+    res_rows, idx_rows = rows_of(bookings)
+    return res_rows, idx_rows, claims
+
+
+def _schema_indexes() -> list[str]:
+    return [line.split()[5] for line in SCHEMA.splitlines()
+            if line.startswith("CREATE INDEX") and (" ON idx(" in line or " ON resources(" in line)]
+
+
+def first_monday() -> date:
+    today = datetime.now(TZ).date() + timedelta(days=1)
+    return today + timedelta(days=(7 - today.weekday()) % 7)
+
+
+def generate(path: Path, seed: int) -> date:
+    if path.exists():
+        path.unlink()
+    for suffix in ("-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    day0 = first_monday()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(SCHEMA)
+    for name in _schema_indexes():
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-262144")
+    n_actors = len(actors())
+    jobs = [("base", 0, 0, day0, seed)] + [("book", s, min(s + 10, n_actors), day0, seed)
+                                            for s in range(0, n_actors, 10)]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rows]}"), TimeRemainingColumn()]
+    written = 0
+    with Progress(*columns, console=console) as progress, \
+            mp.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+        task = progress.add_task("generating the health system", total=len(jobs), rows="")
+        conn.execute("BEGIN")
+        for res_rows, idx_rows, claims in pool.imap_unordered(job_rows, jobs):
+            conn.executemany("INSERT INTO resources(type, id, version, updated, deleted, body)"
+                             " VALUES (?,?,?,?,?,?)", res_rows)
+            conn.executemany("INSERT INTO changes(type, id, version, updated, method, body)"
+                             " VALUES (?,?,?,?,'POST',?)",
+                             [(t, i, v, u, b) for t, i, v, u, _d, b in res_rows])
+            conn.executemany("INSERT INTO idx(type, id, param, sys, val, raw, lo, hi)"
+                             " VALUES (?,?,?,?,?,?,?,?)", idx_rows)
+            conn.executemany("INSERT INTO claims(key, owner_type, owner_id, expires)"
+                             " VALUES (?,?,?,?)", claims)
+            written += len(res_rows)
+            progress.update(task, advance=1, rows=f"{written:,} resources")
+        conn.execute("COMMIT")
+        task2 = progress.add_task("building indexes", total=1, rows="")
+        conn.executescript(SCHEMA)
+        progress.advance(task2)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE bench_meta(version INTEGER, seed INTEGER, day0 TEXT)")
+    conn.execute("INSERT INTO bench_meta VALUES (?, ?, ?)",
+                 (GENERATOR_VERSION, seed, day0.isoformat()))
+    conn.close()
+    return day0
+
+
+def existing(path: Path, seed: int) -> date | None:
+    """day0 of a usable earlier generation (same generator and seed), else None."""
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path)
+        row = conn.execute("SELECT version, seed, day0 FROM bench_meta").fetchone()
+        conn.close()
+    except sqlite3.Error:
+        return None
+    if row is None or tuple(row[:2]) != (GENERATOR_VERSION, seed):
+        return None
+    day0 = date.fromisoformat(row[2])
+    # $find results do not depend on today's date, but keep the data ahead of it anyway.
+    return day0 if day0 > datetime.now(TZ).date() else None
+
+
+# -- queries -------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class FindQuery:
+    name: str
+    visit: str
+    start: datetime
+    end: datetime
+
+
+def find_queries(day0: date, rng: random.Random) -> list[FindQuery]:
+    """One random instance of each $find benchmark query."""
+    start = datetime.combine(day0 + timedelta(days=rng.randrange(BOOKED_DAYS - 31)), clock(),
+                             TZ)
+    spec = rng.choice(SPECIALTIES)
+    return [
+        FindQuery("consult, 31 days", f"consult-{spec}", start, start + timedelta(days=31)),
+        FindQuery("consult, 365 days", f"consult-{spec}", start, start + timedelta(days=365)),
+        FindQuery("3 resources, 31 days", "us-guided", start, start + timedelta(days=31)),
+    ]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def in_memory_calendars(day0: date, seed: int) -> dict[str, list[ResourceCalendar]]:
+    """ResourceCalendars for every visit type's needs, from the same data the store holds."""
+    cals: dict[str, ResourceCalendar] = {}
+    for actor in actors():
+        sched = schedule_for(actor, day0)
+        counts: dict[datetime, int] = defaultdict(int)
+        for start in booked_starts(actor, day0, seed):
+            t = start
+            while t < start + SLOT:
+                counts[t] += 1
+                t += UNIT
+        busy = [Busy(u, u + UNIT, n) for u, n in sorted(counts.items())]
+        cals[actor.ref] = ResourceCalendar(actor.ref, actor.schedule, parse_templates(sched),
+                                           horizon(sched), busy, [])
+    groups: dict[str, list[ResourceCalendar]] = {}
+    for spec in SPECIALTIES:
+        groups[spec] = [cals[f"Practitioner/pr-{i:04d}"] for i in range(PRACTITIONERS)
+                        if specialty_of(i) == spec]
+    groups["rooms"] = [cals[f"Location/room-{i:03d}"] for i in range(ROOMS)]
+    groups["devices"] = [cals[f"Device/us-{i:03d}"] for i in range(DEVICES)]
+    return groups
+
+
+def floor_needs(groups: dict[str, list[ResourceCalendar]], visit: str
+                ) -> list[list[ResourceCalendar]]:
+    if visit == "us-guided":
+        return [groups["sonography"], groups["rooms"], groups["devices"]]
+    return [groups[visit.removeprefix("consult-")]]
+
+
+def from_window_start(cal: ResourceCalendar, start: datetime) -> ResourceCalendar:
+    """The calendar as the service reads it for a window: busy time from the window start on.
+
+    (The engine walks busy time from the first entry it is given, and the service never hands
+    it any from before the window, so neither does the floor.)
+    """
+    i = bisect.bisect_left([b.start for b in cal.busy], start - timedelta(hours=1))
+    return ResourceCalendar(cal.key, cal.schedule_id, cal.templates, cal.horizon, cal.busy[i:],
+                            cal.free_slots)
+
+
+def measure_floor(day0: date, seed: int, requests: int) -> dict[str, list[float]]:
+    groups = in_memory_calendars(day0, seed)
+    rng = random.Random(seed)
+    out: dict[str, list[float]] = defaultdict(list)
+    for warm in (True, False):
+        for _ in range(20 if warm else requests):
+            for q in find_queries(day0, rng):
+                needs = [[from_window_start(c, q.start) for c in need]
+                         for need in floor_needs(groups, q.visit)]
+                t0 = time.perf_counter()
+                options = find_options(needs, q.start, q.end, SLOT, 10)
+                elapsed = (time.perf_counter() - t0) * 1000
+                assert len(options) == 10, (q, len(options))
+                if not warm:
+                    out[q.name].append(elapsed)
+    return out
+
+
+def measure_find(base: str, day0: date, seed: int, requests: int
+                 ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    rng = random.Random(seed)
+    times: dict[str, list[float]] = defaultdict(list)
+    firsts: dict[str, list[str]] = defaultdict(list)
+    with httpx.Client(base_url=base, timeout=60.0,
+                      headers={"accept": "application/fhir+json"}) as client:
+        for warm in (True, False):
+            for _ in range(20 if warm else requests):
+                for q in find_queries(day0, rng):
+                    params = {"start": q.start.isoformat(), "end": q.end.isoformat(),
+                              "visit-type": f"{VISIT_SYSTEM}|{q.visit}", "_count": "10"}
+                    t0 = time.perf_counter()
+                    r = client.get("/Appointment/$find", params=params)
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if r.status_code != 200:
+                        raise SystemExit(f"{q.name}: HTTP {r.status_code} {r.text[:300]}")
+                    entries = r.json().get("entry", [])
+                    if len(entries) != 10:
+                        raise SystemExit(f"{q.name}: {len(entries)} options, expected 10")
+                    if not warm:
+                        times[q.name].append(elapsed)
+                        firsts[q.name].append(entries[0]["resource"]["start"])
+    return times, firsts
+
+
+# -- booking throughput --------------------------------------------------------------------------
+def booking_targets(day0: date, n: int, seed: int, conflict_share: float
+                    ) -> list[tuple[dict[str, Any], int]]:
+    """(proposed Appointment, group) for free practitioner times after the booked 90 days.
+
+    Every group is one practitioner and time; ``conflict_share`` of the requests join an
+    existing group (another patient wanting the same time), and of each group exactly one
+    request may win.
+    """
+    rng = random.Random(seed)
+    free_days = list(slot_starts(day0, HORIZON_DAYS - BOOKED_DAYS - 7, BOOKED_DAYS))
+    picked: set[tuple[int, datetime]] = set()
+    out: list[tuple[dict[str, Any], int]] = []
+    while len(out) < n:
+        if out and rng.random() < conflict_share:
+            original, group = out[rng.randrange(max(0, len(out) - 64), len(out))]
+            twin = orjson.loads(orjson.dumps(original))
+            twin["participant"][0]["actor"]["reference"] = (
+                f"Patient/pat-{rng.randrange(PATIENTS):05d}")
+            out.append((twin, group))
+            continue
+        who, start = rng.randrange(PRACTITIONERS), rng.choice(free_days)
+        if (who, start) in picked:
+            continue
+        picked.add((who, start))
+        group = len(picked)
+        local = start.astimezone(TZ)
+        out.append(({"resourceType": "Appointment", "status": "proposed",
+                     "start": local.isoformat(), "end": (local + SLOT).isoformat(),
+                     "minutesDuration": 30, "participant": [
+                         {"actor": {"reference": f"Patient/pat-{rng.randrange(PATIENTS):05d}"},
+                          "required": "required", "status": "needs-action"},
+                         {"actor": {"reference": f"Practitioner/pr-{who:04d}"},
+                          "required": "required", "status": "needs-action"}]}, group))
+    # Shuffle in blocks so a repeat usually runs concurrently with (not long after) its original.
+    blocks = [out[i:i + 64] for i in range(0, len(out), 64)]
+    for block in blocks:
+        rng.shuffle(block)
+    return [t for block in blocks for t in block]
+
+
+@dataclass
+class BookResult:
+    seconds: float
+    booked: int
+    refused: int
+    unexpected: list[str]
+    latencies: list[float]
+
+
+async def measure_book(base: str, targets: list[tuple[dict[str, Any], int]], clients: int
+                       ) -> BookResult:
+    queue: asyncio.Queue[tuple[dict[str, Any], int]] = asyncio.Queue()
+    for t in targets:
+        queue.put_nowait(t)
+    wins: dict[int, int] = defaultdict(int)
+    refused = 0
+    unexpected: list[str] = []
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal refused
+        while True:
+            try:
+                appt, group = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            body = {"resourceType": "Parameters",
+                    "parameter": [{"name": "appt-resource", "resource": appt}]}
+            t0 = time.perf_counter()
+            r = await client.post("/Appointment/$book", json=body)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            if r.status_code == 200:
+                wins[group] += 1
+            elif r.status_code == 409:
+                refused += 1
+            else:
+                unexpected.append(f"{r.status_code} {r.text[:200]}")
+
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits,
+                                 headers={"accept": "application/fhir+json"}) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        seconds = time.perf_counter() - t0
+    groups = {g for _, g in targets}
+    unexpected += [f"time {g} was booked {wins[g]} times" for g in sorted(groups)
+                   if wins[g] != 1]
+    return BookResult(seconds, sum(wins.values()), refused, unexpected, latencies)
+
+
+def double_bookings(path: Path) -> tuple[int, int, int]:
+    """(appointments scanned, overlapping pairs on one resource, claims beyond capacity 1).
+
+    Reads every stored Appointment that takes time and sweeps each resource's bookings in start
+    order; with capacity 1 everywhere, any overlap is a double booking.
+    """
+    taking = {"pending", "booked", "arrived", "checked-in"}
+    per_actor: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    conn = sqlite3.connect(path)
+    scanned = 0
+    now = datetime.now(UTC)
+    for (body,) in conn.execute(
+            "SELECT body FROM resources WHERE type='Appointment' AND deleted=0"):
+        appt = orjson.loads(body)
+        if appt.get("status") not in taking:
+            continue
+        if appt.get("status") == "pending":
+            exp = next((e["valueInstant"] for e in appt.get("extension", [])
+                        if e["url"] == EXT + "hold-expires"), None)
+            if exp is not None and datetime.fromisoformat(exp) <= now:
+                continue
+        scanned += 1
+        start, end = datetime.fromisoformat(appt["start"]), datetime.fromisoformat(appt["end"])
+        for p in appt["participant"]:
+            ref = p["actor"]["reference"]
+            if not ref.startswith("Patient/"):
+                per_actor[ref].append((start, end))
+    beyond = conn.execute("SELECT count(*) FROM claims WHERE key LIKE 'cap|%' AND key NOT LIKE "
+                          "'%|0'").fetchone()[0]
+    conn.close()
+    overlaps = 0
+    for intervals in per_actor.values():
+        intervals.sort()
+        ends: list[datetime] = []
+        for start, end in intervals:
+            while ends and ends[0] <= start:
+                heapq.heappop(ends)
+            overlaps += len(ends)
+            heapq.heappush(ends, end)
+    return scanned, overlaps, beyond
+
+
+# -- the server ----------------------------------------------------------------------------------
+class Server:
+    """A real ``fhir-sched serve`` process on the generated store."""
+
+    def __init__(self, path: Path, env: dict[str, str] | None = None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.path = path
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/fhir"
+
+    def __enter__(self) -> Server:
+        env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning", **self.env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
+             "--port", str(self.port), "--store", f"sqlite:///{self.path}"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise SystemExit(f"server exited: {self.log.read().decode(errors='replace')}")
+            try:
+                if httpx.get(f"{self.base}/metadata", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise SystemExit("server did not start within 60 s")
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# -- main ----------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per query")
+    parser.add_argument("--bookings", type=int, default=4000, help="$book requests to send")
+    parser.add_argument("--clients", type=int, default=32, help="concurrent $book clients")
+    parser.add_argument("--conflicts", type=float, default=0.05,
+                        help="share of $book requests that repeat another's time")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
+                                                           "fhir-sched-bench"))
+    parser.add_argument("--regenerate", action="store_true", help="rebuild the data set")
+    args = parser.parse_args(argv)
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    pristine = data / "scheduling.db"
+    day0 = None if args.regenerate else existing(pristine, args.seed)
+    if day0 is None:
+        t0 = time.perf_counter()
+        day0 = generate(pristine, args.seed)
+        console.print(f"generated {pristine} ({pristine.stat().st_size / 1e9:.2f} GB) in "
+                      f"{time.perf_counter() - t0:.0f} s; first day {day0}")
+    # Each run books into a copy, so the pristine data set can be reused by the next run.
+    work = data / "scheduling-run.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(work) + suffix).unlink(missing_ok=True)
+    src, dst = sqlite3.connect(pristine), sqlite3.connect(work)
+    src.backup(dst)
+    src.close()
+    dst.close()
+
+    with console.status("floor: find_options on in-memory calendars"):
+        floor = measure_floor(day0, args.seed, args.requests)
+    with Server(work) as server:
+        with console.status(f"$find over HTTP, {args.requests} requests per query"):
+            http, _firsts = measure_find(server.base, day0, args.seed, args.requests)
+        targets = booking_targets(day0, args.bookings, args.seed, args.conflicts)
+        with console.status(f"$book, {args.clients} concurrent clients"):
+            book = asyncio.run(measure_book(server.base, targets, args.clients))
+    with console.status("scanning every stored booking for double bookings"):
+        scanned, overlaps, beyond = double_bookings(work)
+
+    table = Table(title="$find latency, ms (HTTP = round trip to fhir-sched serve on SQLite; "
+                        "floor = find_options on in-memory calendars)")
+    for col in ("query", "HTTP p50", "HTTP p95", "floor p50", "floor p95", "p95 / floor p95"):
+        table.add_column(col, justify="left" if col == "query" else "right")
+    for name, times in http.items():
+        f = floor[name]
+        table.add_row(name, f"{pct(times, 50):.1f}", f"{pct(times, 95):.1f}",
+                      f"{pct(f, 50):.2f}", f"{pct(f, 95):.2f}",
+                      f"{pct(times, 95) / pct(f, 95):.1f}x")
+    console.print(table)
+    p95_31 = pct(http["consult, 31 days"], 95)
+    p95_365 = pct(http["consult, 365 days"], 95)
+    console.print(f"$find p95 (31 days): {p95_31:.1f} ms (target <= 50); 365-day p95 is "
+                  f"{p95_365 / p95_31:.2f}x the 31-day one (target <= 2)")
+    attempts = len(targets)
+    console.print(
+        f"$book: {attempts} requests, {args.clients} clients, {book.seconds:.2f} s: "
+        f"{book.booked / book.seconds:.0f} booked/s, {attempts / book.seconds:.0f} requests/s "
+        f"(target >= 300/s); latency p50 {pct(book.latencies, 50):.1f} ms, "
+        f"p95 {pct(book.latencies, 95):.1f} ms; {book.refused} repeats refused with 409; "
+        f"unexpected: {len(book.unexpected)}")
+    for line in book.unexpected[:5]:
+        console.print(f"  unexpected: {line}")
+    console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings; "
+                  f"{beyond} claims beyond capacity (both must be 0)")
+    return 0 if overlaps == 0 and beyond == 0 and not book.unexpected else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
