@@ -3,24 +3,16 @@
 The id (the client's ``X-Request-Id`` when it is sane, else a new one) is echoed on every
 response and carried into the RequestContext and the log, so a 500 can be traced.
 
-New ids are a random per-process prefix plus a counter: unique across processes and restarts
-like a uuid4, without a ``getrandom`` system call on every request (it showed in read profiles).
+New ids come from ``fhir_sched.ids`` (a per-process random prefix plus a counter), which avoids
+a ``getrandom`` system call on every request (it showed in read profiles).
 """
 
 from __future__ import annotations
 
-import itertools
-import secrets
-
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_PREFIX = secrets.token_hex(8)
-_COUNTER = itertools.count(1)
-
-
-def new_request_id() -> str:
-    return f"{_PREFIX}{next(_COUNTER):012x}"
+from ..ids import unique_id as new_request_id
 
 
 class RequestIdMiddleware:

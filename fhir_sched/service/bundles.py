@@ -8,7 +8,6 @@ runs each entry on its own and reports each outcome in place.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -20,7 +19,7 @@ from ..errors import FhirError, bad_request, not_found, precondition_failed, unp
 from ..resources import is_hosted
 from ..search.parse import parse_search, query_for
 from ..storage.base import Unit
-from .resources import ResourceService, Saved, check_id
+from .resources import ResourceService, Saved, check_id, new_id
 from .search import run_search
 
 Json = dict[str, Any]
@@ -162,7 +161,7 @@ class BundleProcessor:
         for n, e in enumerate(entries):
             if e["request"]["method"] == "POST":
                 target = parse_url(e["request"]["url"], f"Bundle.entry[{n}]")
-                new_ids[n] = uuid.uuid4().hex
+                new_ids[n] = new_id()
                 if isinstance(e.get("fullUrl"), str):
                     mapping[e["fullUrl"]] = f"{target.type}/{new_ids[n]}"
         svc = self.service
@@ -268,7 +267,7 @@ class BundleProcessor:
                 found = await unit.find_ids(q, limit=2)
                 if len(found) > 1:
                     raise precondition_failed("conditional update matched several resources")
-                id_ = found[0] if found else (body or {}).get("id") or uuid.uuid4().hex
+                id_ = found[0] if found else (body or {}).get("id") or new_id()
                 if isinstance(body, dict):
                     body = {**body, "id": id_}
             if method == "PATCH":

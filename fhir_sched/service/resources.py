@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import orjson
 from ..auth.policy import AllowAll, Authorizer
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, gone, not_found, precondition_failed, unprocessable
+from ..ids import unique_id
 from ..resources import is_hosted
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
@@ -57,7 +57,7 @@ class Saved:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return unique_id()
 
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")

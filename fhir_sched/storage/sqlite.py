@@ -94,7 +94,7 @@ class SqliteStore:
         self._rexec = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-r")
         self._local = threading.local()
         self._wconn: sqlite3.Connection | None = None
-        self._wlock = asyncio.Lock()
+        self._wloop: asyncio.AbstractEventLoop | None = None
         self._gets = _GetBatcher(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -122,10 +122,17 @@ class SqliteStore:
 
     async def close(self) -> None:
         if self._wconn is not None:
-            await self._in_writer(self._wconn.close)
+            await self._in_writer(self._close_writer)
             self._wconn = None
         self._wexec.shutdown(wait=True)
         self._rexec.shutdown(wait=True)
+
+    def _close_writer(self) -> None:
+        if self._wloop is not None:
+            self._wloop.close()
+            self._wloop = None
+        if self._wconn is not None:
+            self._wconn.close()
 
     async def ping(self) -> None:
         await self._read(lambda c: c.execute("SELECT 1").fetchone())
@@ -154,16 +161,32 @@ class SqliteStore:
     # -- atomic units ------------------------------------------------------------------------
     async def atomic(self, fn: Callable[[SqliteUnit], Awaitable[T]]) -> T:
         assert self._wconn is not None, "store not started"
+        return await self._in_writer(self._run_unit, fn)
+
+    def _run_unit(self, fn: Callable[[SqliteUnit], Awaitable[T]]) -> T:
+        """The whole unit, BEGIN to COMMIT, on the writer thread.
+
+        ``fn`` is a coroutine function written against the async Unit port; here it runs to
+        completion on the writer thread's own event loop, where every unit operation is a
+        direct SQLite call. One thread hand-off per unit instead of one per statement keeps
+        the write lock short, and none of it runs on the server's event loop. Units queue on
+        the single writer thread, which is also SQLite's one-writer rule.
+        """
         conn = self._wconn
-        async with self._wlock:
-            await self._in_writer(conn.execute, "BEGIN IMMEDIATE")
-            try:
-                result = await fn(SqliteUnit(self, conn))
-            except BaseException:
-                await self._in_writer(conn.execute, "ROLLBACK")
-                raise
-            await self._in_writer(conn.execute, "COMMIT")
-            return result
+        assert conn is not None
+        if self._wloop is None:
+            self._wloop = asyncio.new_event_loop()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # locked by another process past busy_timeout
+            raise StoreUnavailable(str(exc)) from exc
+        try:
+            result = self._wloop.run_until_complete(fn(SqliteUnit(conn)))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, type_: str, id_: str) -> Record | None:
@@ -300,26 +323,26 @@ class _GetBatcher:
 
 
 class SqliteUnit:
-    """Operations inside one ``BEGIN IMMEDIATE`` transaction on the writer connection."""
+    """Operations inside one ``BEGIN IMMEDIATE`` transaction, run on the writer thread (see
+    ``SqliteStore._run_unit``): each is a direct call on the writer connection."""
 
-    def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
-        self._store = store
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def get(self, type_: str, id_: str) -> Record | None:
-        return await self._store._in_writer(_get, self._conn, type_, id_)
+        return _get(self._conn, type_, id_)
 
     async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
         def run() -> list[str]:
             sql, args = _select_sql(query, "r.id", limit=limit, keyset=False)
             return [row[0] for row in self._conn.execute(sql, args)]
 
-        return await self._store._in_writer(run)
+        return run()
 
     async def write(
         self, record: Record, entries: list[IndexEntry], expect_version: int | None
     ) -> None:
-        await self._store._in_writer(_write, self._conn, record, entries, expect_version)
+        _write(self._conn, record, entries, expect_version)
 
     async def claim(
         self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
@@ -338,7 +361,7 @@ class SqliteUnit:
             )
             return cur.rowcount == 1
 
-        return await self._store._in_writer(run)
+        return run()
 
     async def claims_of(self, owner_type: str, owner_id: str) -> list[str]:
         def run() -> list[str]:
@@ -346,7 +369,7 @@ class SqliteUnit:
                 "SELECT key FROM claims WHERE owner_type=? AND owner_id=? ORDER BY key",
                 (owner_type, owner_id))]
 
-        return await self._store._in_writer(run)
+        return run()
 
     async def release(self, owner_type: str, owner_id: str, keys: list[str] | None = None) -> None:
         def run() -> None:
@@ -358,7 +381,7 @@ class SqliteUnit:
                     "DELETE FROM claims WHERE key=? AND owner_type=? AND owner_id=?",
                     [(k, owner_type, owner_id) for k in keys])
 
-        await self._store._in_writer(run)
+        run()
 
     async def count_claims(self, prefix: str) -> int:
         def run() -> int:
@@ -366,7 +389,7 @@ class SqliteUnit:
                 "SELECT count(*) FROM claims WHERE key >= ? AND key < ?",
                 (prefix, prefix + "\U0010ffff")).fetchone()[0]
 
-        return await self._store._in_writer(run)
+        return run()
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
