@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -51,20 +52,15 @@ def result_bundle(base: str, resources: list[dict[str, Any]] | list[bytes],
                   total: int | None = None, headers: dict[str, str] | None = None
                   ) -> FhirResponse:
     entries = []
-    for n, res in enumerate(resources):
+    for res in resources:
         body = res if isinstance(res, bytes) else orjson.dumps(res)
         parsed = orjson.loads(body) if isinstance(res, bytes) else res
         rid = parsed.get("id")
         e = entry(base, "Appointment", rid, body, search={"mode": "match"}) if rid else {
-            "fullUrl": f"urn:uuid:{_uuid(n)}", "resource": orjson.Fragment(body),
+            "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": orjson.Fragment(body),
             "search": {"mode": "match"}}
         entries.append(e)
     return FhirResponse(bundle("searchset", entries,
                                total=len(entries) if total is None else total),
                         headers=headers or {})
 
-
-def _uuid(n: int) -> str:
-    import uuid
-
-    return str(uuid.uuid4())

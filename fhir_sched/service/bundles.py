@@ -106,6 +106,15 @@ def _saved_result(saved: Saved, base: str, minimal: bool) -> EntryResult:
     )
 
 
+def _in_entry(exc: FhirError, n: int) -> FhirError:
+    """The same error, naming the transaction entry it came from."""
+    where = f"Bundle.entry[{n}]"
+    exc.diagnostics = f"{where}: {exc.diagnostics}"
+    exc.expression = [where, *(exc.expression or [])]
+    exc.args = (exc.diagnostics,)
+    return exc
+
+
 def _if_match(raw: Any, where: str) -> int | None:
     if raw is None:
         return None
@@ -204,29 +213,19 @@ class BundleProcessor:
             for n in order:
                 if results[n] is not None:
                     continue
-                e = entries[n]
-                where = f"Bundle.entry[{n}]"
                 try:
-                    results[n] = await self._tx_entry(unit, ctx, e, n, new_ids.get(n), local_map,
-                                                      base, minimal, written)
+                    results[n] = await self._tx_entry(unit, ctx, entries[n], n, new_ids.get(n),
+                                                      local_map, base, minimal, written)
                 except FhirError as exc:
-                    exc.diagnostics = f"{where}: {exc.diagnostics}"
-                    exc.expression = [where, *(exc.expression or [])]
-                    raise
+                    raise _in_entry(exc, n) from None
             for n, res in written:
                 try:
                     await svc.check_references(unit, res)
-                except FhirError as exc:  # name the entry, as for failures while writing
-                    exc.diagnostics = f"Bundle.entry[{n}]: {exc.diagnostics}"
-                    exc.expression = [f"Bundle.entry[{n}]", *(exc.expression or [])]
-                    raise
+                except FhirError as exc:
+                    raise _in_entry(exc, n) from None
             return [r for r in results if r is not None]
 
-        try:
-            return await svc.atomic(run)
-        except FhirError as exc:
-            exc.args = (exc.diagnostics,)
-            raise
+        return await svc.atomic(run)
 
     async def _tx_entry(self, unit: Unit, ctx: RequestContext, e: Json, n: int,
                         new_id: str | None, mapping: dict[str, str], base: str, minimal: bool,

@@ -18,7 +18,7 @@ import orjson
 
 from ..auth.policy import AllowAll, Authorizer
 from ..context import RequestContext
-from ..errors import FhirError, bad_request, gone, not_found, precondition_failed, unprocessable
+from ..errors import bad_request, gone, not_found, precondition_failed, unprocessable
 from ..ids import unique_id
 from ..resources import is_hosted
 from ..resources.references import RELATIVE, iter_references
@@ -51,9 +51,6 @@ class Saved:
     created: bool
     changed: bool = True  # False when a conditional create found a match and wrote nothing
 
-    @property
-    def resource(self) -> Json:
-        return orjson.loads(self.record.body) if self.record.body else {}
 
 
 def new_id() -> str:
@@ -225,9 +222,9 @@ class ResourceService:
     ) -> Saved:
         self.authorizer.check(ctx, "update", type_, id_)
         body = self.prepare(type_, body, id_)
-        return await self._retrying_put(ctx, type_, id_, lambda _old: body, if_match)
+        return await self._put_from_current(ctx, type_, id_, lambda _old: body, if_match)
 
-    async def _retrying_put(
+    async def _put_from_current(
         self,
         ctx: RequestContext,
         type_: str,
@@ -291,7 +288,7 @@ class ResourceService:
                 raise unprocessable("a patch may not change resourceType or id")
             return self.prepare(type_, patched, id_)
 
-        return await self._retrying_put(ctx, type_, id_, make, if_match)
+        return await self._put_from_current(ctx, type_, id_, make, if_match)
 
     async def delete(
         self, ctx: RequestContext, type_: str, id_: str, if_match: int | None = None
@@ -328,6 +325,3 @@ class ResourceService:
                 raise not_found(f"{type_}/{id_} is not known")
         return await self.store.history(type_, id_, since, count, before_seq)
 
-
-def raise_for_body(exc: Exception) -> FhirError:
-    return bad_request(f"malformed JSON: {exc}")
