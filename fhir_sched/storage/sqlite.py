@@ -631,7 +631,7 @@ def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
         tests += _folded_sql(d, folded, q)
         return f"{head} AND {d}.param={q.arg(expr.param)} AND {' AND '.join(tests)}"
     if isinstance(expr, AnyOf) and expr.items:
-        parts = [_seek_sql(type_, e, q, depth) for e in expr.items]
+        parts = [_seek_sql(type_, e, q, depth, folded) for e in expr.items]
         if any(p is None for p in parts):
             return None
         return " UNION ALL ".join(p for p in parts if p is not None)
@@ -640,6 +640,18 @@ def _seek_sql(type_: str, expr: Expr, q: _Sql, depth: int = 0,
         tests = [f"{d}.val IN ({refs})", *_folded_sql(d, folded, q)]
         return f"{head} AND {d}.param={q.arg(expr.param)} AND {' AND '.join(tests)}"
     return None
+
+
+def _foldable(expr: Expr, primary: str | None) -> bool:
+    """Seeks that may carry the primary-date window: a value test on another parameter, an OR
+    of such tests (``schedule=a,b`` with a ``start`` window is one range per alternative), or
+    a chain."""
+    if isinstance(expr, Chain):
+        return True
+    items = expr.items if isinstance(expr, AnyOf) else (expr,)
+    return bool(items) and all(
+        isinstance(e, Entry) and e.param not in (primary, "_id")
+        and any(c.field == "val" for c in e.conds) for e in items)
 
 
 def _on_primary_date(expr: Expr, primary: str | None) -> bool:
@@ -687,8 +699,7 @@ def _driver(query: Query, q: _Sql, conn: sqlite3.Connection | None = None,
     cands: list[tuple[int, int, str, tuple[int, ...]]] = []
     for n, expr in enumerate(query.where):
         fold: tuple[int, ...] = ()
-        if (isinstance(expr, Entry) and expr.param not in (primary, "_id") and any(
-                c.field == "val" for c in expr.conds)) or isinstance(expr, Chain):
+        if _foldable(expr, primary):
             fold = tuple(m for m in dated if m != n)
         seek = _seek_sql(query.type, expr, q, folded=tuple(query.where[m] for m in fold))
         if seek is not None:
