@@ -269,7 +269,7 @@ class _GetBatcher:
     at once. The lookups never run on the event loop.
     """
 
-    MAX_IN_FLIGHT = 2
+    MAX_IN_FLIGHT = 1
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
