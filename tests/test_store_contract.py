@@ -260,6 +260,35 @@ async def test_atomic_rolls_back_on_exception(store: DocumentStore) -> None:
     assert after.seq > before[0].seq
 
 
+async def test_a_failing_unit_among_concurrent_ones_undoes_only_itself(
+        store: DocumentStore) -> None:
+    """Concurrent units may share a commit (SQLite group commit); each still stands alone."""
+
+    async def unit_for(n: int) -> Callable[[Unit], Awaitable[int]]:
+        async def run(unit: Unit) -> int:
+            await unit.write(Record("Patient", f"batch-{n}", 1, stamp(), False, b"{}"),
+                             [name(f"batch{n}")], 0)
+            assert await unit.claim(f"batch/{n}", "Patient", f"batch-{n}")
+            if n == 5:
+                raise RuntimeError("unit 5 fails after writing")
+            return n
+
+        return run
+
+    results = await asyncio.gather(*[store.atomic(await unit_for(n)) for n in range(10)],
+                                   return_exceptions=True)
+    assert [r for r in results if not isinstance(r, Exception)] == [
+        n for n in range(10) if n != 5]
+    assert isinstance(results[5], RuntimeError)
+    assert await store.get("Patient", "batch-5") is None
+    for n in range(10):
+        if n != 5:
+            rec = await store.get("Patient", f"batch-{n}")
+            assert rec is not None and rec.version == 1
+    assert [k for k, _o, _i in await store.claim_keys("batch/")] == [
+        f"batch/{n}" for n in range(10) if n != 5]
+
+
 async def test_atomic_returns_the_result_and_version_conflict_inside_rolls_back(
         store: DocumentStore) -> None:
     await put(store, "Patient", "x")
