@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from fhir_sched.scheduling.templates import EXTENSION_BASE, Template, iter_units
+from fhir_sched.scheduling.templates import (
+    EXTENSION_BASE,
+    Template,
+    group_sub_extensions,
+    iter_units,
+)
 
 RESOURCE_KIND_URL = EXTENSION_BASE + "resource-kind"
 VISIT_TYPE_URL = EXTENSION_BASE + "visit-type"
@@ -143,28 +148,6 @@ def parse_resource_kind(schedule: Mapping[str, object]) -> tuple[Coding, ...]:
     return tuple(found)
 
 
-def _sub_extensions(
-    element: Mapping[str, object], path: str, allowed: set[str], repeating: set[str]
-) -> dict[str, list[tuple[str, Mapping[str, object]]]]:
-    raw = element.get("extension", [])
-    if not isinstance(raw, list):
-        raise VisitTypeError(f"{path}.extension", "must be an array")
-    groups: dict[str, list[tuple[str, Mapping[str, object]]]] = {}
-    for index, sub in enumerate(raw):
-        sub_path = f"{path}.extension[{index}]"
-        if not isinstance(sub, Mapping):
-            raise VisitTypeError(sub_path, "must be an object")
-        url = sub.get("url")
-        if not isinstance(url, str) or url not in allowed:
-            raise VisitTypeError(
-                f"{sub_path}.url", f"unknown element {url!r} (expected one of {sorted(allowed)})"
-            )
-        if url in groups and url not in repeating:
-            raise VisitTypeError(sub_path, f"{url} may appear only once")
-        groups.setdefault(url, []).append((sub_path, sub))
-    return groups
-
-
 def _concept(sub_path: str, sub: Mapping[str, object]) -> tuple[Coding, ...]:
     found = codings(sub.get("valueCodeableConcept"))
     if not found:
@@ -175,7 +158,8 @@ def _concept(sub_path: str, sub: Mapping[str, object]) -> tuple[Coding, ...]:
 
 
 def _parse_need(element: Mapping[str, object], path: str) -> Need:
-    groups = _sub_extensions(element, path, {"actorType", "specialty", "kind"}, set())
+    groups = group_sub_extensions(element, path, {"actorType", "specialty", "kind"}, set(),
+                                  VisitTypeError)
     if "actorType" not in groups:
         raise VisitTypeError(path, "actorType is required")
     sub_path, sub = groups["actorType"][0]
@@ -191,7 +175,8 @@ def _parse_need(element: Mapping[str, object], path: str) -> Need:
 
 
 def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
-    groups = _sub_extensions(ext, path, {"code", "minutesDuration", "need"}, {"need"})
+    groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "need"}, {"need"},
+                                  VisitTypeError)
     if "code" not in groups:
         raise VisitTypeError(path, "code is required")
     sub_path, sub = groups["code"][0]

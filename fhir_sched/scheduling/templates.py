@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -139,32 +139,42 @@ def _first_zone(schedule: Mapping[str, object]) -> ZoneInfo | None:
     return None
 
 
+ElementError = Callable[[str, str], Exception]
+
+
 def _extensions(
-    element: Mapping[str, object], path: str
+    element: Mapping[str, object], path: str, error: ElementError = TemplateError
 ) -> Iterator[tuple[int, Mapping[str, object]]]:
     raw = element.get("extension", [])
     if not isinstance(raw, list):
-        raise TemplateError(f"{path}.extension", "must be an array")
+        raise error(f"{path}.extension", "must be an array")
     for index, ext in enumerate(raw):
         if not isinstance(ext, Mapping):
-            raise TemplateError(f"{path}.extension[{index}]", "must be an object")
+            raise error(f"{path}.extension[{index}]", "must be an object")
         yield index, ext
 
 
-def _grouped(
-    element: Mapping[str, object], path: str, allowed: set[str], repeating: set[str]
+def group_sub_extensions(
+    element: Mapping[str, object],
+    path: str,
+    allowed: set[str],
+    repeating: set[str],
+    error: ElementError = TemplateError,
 ) -> dict[str, list[tuple[str, Mapping[str, object]]]]:
-    """Group sub-extensions by url, rejecting unknown and repeated ones so typos surface early."""
+    """Group sub-extensions by url, rejecting unknown and repeated ones so typos surface early.
+
+    Shared by every complex extension we parse (templates, visit types); ``error`` builds the
+    caller's own exception from (element path, message)."""
     groups: dict[str, list[tuple[str, Mapping[str, object]]]] = {}
-    for index, sub in _extensions(element, path):
+    for index, sub in _extensions(element, path, error):
         sub_path = f"{path}.extension[{index}]"
         url = sub.get("url")
         if not isinstance(url, str) or url not in allowed:
-            raise TemplateError(
+            raise error(
                 f"{sub_path}.url", f"unknown element {url!r} (expected one of {sorted(allowed)})"
             )
         if url in groups and url not in repeating:
-            raise TemplateError(sub_path, f"{url} may appear only once")
+            raise error(sub_path, f"{url} may appear only once")
         groups.setdefault(url, []).append((sub_path, sub))
     return groups
 
@@ -179,7 +189,7 @@ def _value(sub: Mapping[str, object], path: str, kind: str) -> object:
 
 
 def _parse_template(ext: Mapping[str, object], path: str) -> Template:
-    groups = _grouped(ext, path, _TEMPLATE_ELEMENTS, _REPEATING_ELEMENTS)
+    groups = group_sub_extensions(ext, path, _TEMPLATE_ELEMENTS, _REPEATING_ELEMENTS)
 
     if "timezone" not in groups:
         raise TemplateError(path, "timezone is required")
@@ -256,7 +266,7 @@ def _int_element(
 def _parse_available_time(
     element: Mapping[str, object], path: str
 ) -> tuple[frozenset[int], time, time]:
-    groups = _grouped(
+    groups = group_sub_extensions(
         element,
         path,
         {"daysOfWeek", "availableStartTime", "availableEndTime", "allDay"},
@@ -308,7 +318,7 @@ def _parse_time(value: object, path: str) -> time:
 def _parse_not_available(
     element: Mapping[str, object], path: str, tz: ZoneInfo
 ) -> tuple[datetime, datetime] | None:
-    groups = _grouped(element, path, {"description", "during"}, set())
+    groups = group_sub_extensions(element, path, {"description", "during"}, set())
     if "description" in groups:
         sub_path, sub = groups["description"][0]
         if not isinstance(_value(sub, sub_path, "String"), str):
