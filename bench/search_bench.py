@@ -24,8 +24,6 @@ import multiprocessing as mp
 import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +34,7 @@ from typing import Any
 
 import httpx
 import orjson
+from _common import Server, pct
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -273,11 +272,6 @@ class Timing:
     matches: list[int]
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 async def measure_floor(path: Path, shape: Shape, requests: int, seed: int,
                         ) -> dict[str, list[float]]:
     store = SqliteStore(str(path), readers=1)
@@ -319,50 +313,6 @@ def measure_http(base: str, shape: Shape, requests: int, seed: int,
                         sizes.setdefault(name, []).append(
                             sum(1 for e in entries if e["search"]["mode"] == "match"))
     return times, sizes
-
-
-class Server:
-    """A real ``fhir-sched serve`` process on the generated store."""
-
-    def __init__(self, path: Path) -> None:
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.path = path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}/fhir"
-
-    def __enter__(self) -> Server:
-        env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--store", f"sqlite:///{self.path}"],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"server exited: {self.log.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{self.base}/metadata", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise SystemExit("server did not start within 60 s")
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def warm_cache(path: Path) -> None:
