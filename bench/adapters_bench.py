@@ -52,9 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import rest_bench as rb
 import search_bench as sb
 
+from fhir_sched.query import Query
 from fhir_sched.search.extract import extract
 from fhir_sched.search.parse import parse_search
-from fhir_sched.search.query import Query
 from fhir_sched.storage.base import DocumentStore
 from fhir_sched.storage.mongo import MongoStore
 from fhir_sched.storage.mongo.query import Compiler, base_filter, combine

@@ -7,13 +7,18 @@ enforcement changes how a context is built, not the handlers.
 
 from __future__ import annotations
 
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from .ids import unique_id
+
+# The doors a change can come in by; recorded on every change row.
+Door = Literal["rest", "operation", "mllp", "system"]
 
 
 @dataclass(frozen=True, slots=True)
 class RequestContext:
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=unique_id)
     # Who is calling: a SMART client id, a user, an MLLP peer; "anonymous" until auth exists.
     subject: str = "anonymous"
     client_id: str | None = None
@@ -21,11 +26,17 @@ class RequestContext:
     scopes: frozenset[str] | None = None
     # Patient compartment the caller is confined to (SMART patient launch), if any.
     patient: str | None = None
-    door: str = "rest"
+    door: Door = "rest"
     base_url: str = ""
     # Callers allowed to book past capacity (front desk override), recorded on the Appointment.
     may_overbook: bool = False
 
     @classmethod
-    def system(cls, door: str = "internal") -> RequestContext:
-        return cls(subject="system", door=door, may_overbook=True)
+    def system(cls, job: str) -> RequestContext:
+        """The server acting on its own behalf (sweeper, demo loader, import): ``job`` names
+        which part, as the subject of what it writes."""
+        return cls(subject=f"system/{job}", door="system", may_overbook=True)
+
+    def through(self, door: Door) -> RequestContext:
+        """The same caller, entering by another door (a REST request running an operation)."""
+        return self if door == self.door else replace(self, door=door)

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from fhir_sched.query import AnyOf, Cond, Entry
 from fhir_sched.search.parse import parse_param, range_expr, split_values
-from fhir_sched.search.query import AnyOf, Cond, Entry
 from tests.search_fixtures import SNOMED, World, build_world, found, q, search_all
 from tests.support.client import fhir_client
 from tests.support.server import ServerProcess

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fhir_sched.search.query import (
+from fhir_sched.query import (
     AllOf,
     AnyOf,
     Chain,
@@ -24,12 +24,13 @@ from fhir_sched.search.query import (
     Entry,
     Expr,
     Has,
+    IndexEntry,
     Missing,
     Not,
     Query,
     SortKey,
 )
-from fhir_sched.storage.base import DocumentStore, IndexEntry, Record, Unit, VersionConflict
+from fhir_sched.storage.base import DocumentStore, Record, Unit, VersionConflict
 from fhir_sched.storage.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]

@@ -15,9 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import FhirError, bad_request, outcome
+from ..query import Expr
 from ..resources import is_hosted
 from ..search.parse import ParsedSearch, parse_search, query_for
-from ..search.query import Expr
 from ..service.bundles import BundleProcessor
 from ..service.resources import ResourceService, Saved
 from ..service.search import run_search, shape

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..errors import FhirError
-from ..search.query import Cond, Entry, Query
+from ..query import Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import format_instant, now_instant, parse_instant
 from .extensions import hold_expiry, overbook_requested

@@ -20,8 +20,8 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, not_found
+from ..query import AnyOf, Cond, Entry, Expr, Query
 from ..search.parse import parse_param
-from ..search.query import AnyOf, Cond, Entry, Expr, Query
 from ..service.resources import ResourceService, Saved, new_id
 from ..settings import Settings
 from ..storage.base import Record, Unit

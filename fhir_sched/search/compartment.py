@@ -8,7 +8,7 @@ can never disagree about what a patient may see.
 from __future__ import annotations
 
 from ..errors import FhirError
-from .query import AnyOf, Cond, Entry, Expr
+from ..query import AnyOf, Cond, Entry, Expr
 
 # R4 CompartmentDefinition "patient": resource type -> search parameters linking it to Patient.
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {

@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from ..storage.base import IndexEntry
+from ..query import PRIMARY_DATE, IndexEntry
 from ..timeutil import date_range
 from .params import SearchParam, params_for
 
@@ -269,22 +269,6 @@ _CONVERT: dict[str, Callable[[SearchParam, Any, str | None], Iterable[IndexEntry
 }
 
 
-# The "primary date" of a type: a single-valued (0..1 or 1..1) date parameter that searches pair
-# with a reference or token (ITI-118 ``Appointment?patient=X&date=ge..&date=lt..``, ``Slot?
-# schedule=X&start=..``). Its range is copied into ``lo``/``hi`` of the resource's other
-# (reference, token, string, uri) entries, which have no range of their own, so that a store can
-# answer "reference X within this window" from one index range over (param, val, lo, hi) instead
-# of probing every resource X refers to. Because the parameter is single-valued, "the entry's
-# copied range satisfies C" is exactly "some entry of the date parameter satisfies C"; a resource
-# without the date has no copy, and no entry of the date parameter either.
-PRIMARY_DATE: dict[str, str] = {
-    "Appointment": "date",
-    "Patient": "birthdate",
-    "PractitionerRole": "date",
-    "Schedule": "date",
-    "ServiceRequest": "authored",
-    "Slot": "start",
-}
 
 
 def extract(type_: str, resource: dict[str, Any]) -> list[IndexEntry]:

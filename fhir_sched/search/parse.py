@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import FhirError
+from ..query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Missing, Not, Query, SortKey
 from ..resources import HOSTED_TYPES, is_hosted
 from ..timeutil import date_range
 from .extract import normalise
 from .params import SearchParam, get_param, params_for
-from .query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Missing, Not, Query, SortKey
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 # Result parameters: they shape the Bundle rather than select resources.

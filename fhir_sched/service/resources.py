@@ -20,12 +20,12 @@ from ..auth.policy import AllowAll, Authorizer
 from ..context import RequestContext
 from ..errors import bad_request, gone, not_found, precondition_failed, unprocessable
 from ..ids import unique_id
+from ..query import Query
 from ..resources import is_hosted
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
 from ..search.extract import extract
-from ..search.query import Query
-from ..storage.base import DocumentStore, Record, Unit, VersionConflict
+from ..storage.base import DocumentStore, Origin, Record, Unit, VersionConflict
 from ..timeutil import now_instant
 
 Json = dict[str, Any]
@@ -51,6 +51,10 @@ class Saved:
     created: bool
     changed: bool = True  # False when a conditional create found a match and wrote nothing
 
+
+
+def origin_of(ctx: RequestContext) -> Origin:
+    return Origin(ctx.subject, ctx.client_id, ctx.door, ctx.request_id)
 
 
 def new_id() -> str:
@@ -148,7 +152,7 @@ class ResourceService:
         version = current + 1
         updated = now_instant()
         if body is None:
-            rec = Record(type_, id_, version, updated, True, None, "DELETE")
+            rec = Record(type_, id_, version, updated, True, None, "DELETE", origin=origin_of(ctx))
             await unit.write(rec, [], current)
             return Saved(rec, False)
         body = dict(body)
@@ -158,7 +162,8 @@ class ResourceService:
         meta["lastUpdated"] = updated
         body["meta"] = meta
         method = "POST" if old is None else "PUT"
-        rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method)
+        rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method,
+                     origin=origin_of(ctx))
         await unit.write(rec, extract(type_, body), current)
         return Saved(rec, old is None)
 

@@ -18,11 +18,11 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import bad_request
+from ..query import AnyOf, Cond, Entry, Query
 from ..resources import HOSTED_TYPES, get_type, is_hosted
 from ..search.extract import _walker
 from ..search.params import params_for
 from ..search.parse import ParsedSearch
-from ..search.query import AnyOf, Cond, Entry, Query
 from ..storage.base import DocumentStore
 
 MAX_INCLUDED = 1000

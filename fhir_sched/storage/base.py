@@ -12,31 +12,34 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from ..search.query import Page, Query
+from ..query import IndexEntry, Page, Query
 
 T = TypeVar("T")
 
 
+
+
 @dataclass(frozen=True, slots=True)
-class IndexEntry:
-    """One searchable value extracted from a resource.
+class Origin:
+    """Who made a change, through which door, under which request: recorded on every change
+    row so that audit, subscriptions and outbound SIU can tell (and skip their own echoes)."""
 
-    ``sys``/``val``: token system and code, reference target type and ``Type/id`` (or absolute
-    URL), normalised string, uri. ``raw``: the original text for ``:exact`` and ``:text``.
-    ``lo``/``hi``: the inclusive range of a date (microseconds since the epoch, UTC) or number.
-    """
+    subject: str = "system"
+    client_id: str | None = None
+    door: str = "system"  # rest | operation | mllp | system
+    request_id: str | None = None
 
-    param: str
-    sys: str | None = None
-    val: str | None = None
-    raw: str | None = None
-    lo: int | float | None = None
-    hi: int | float | None = None
+
+SYSTEM_ORIGIN = Origin()
 
 
 @dataclass(slots=True)
 class Record:
-    """One version of one resource as stored. ``body`` is None for a delete (tombstone)."""
+    """One version of one resource as stored. ``body`` is None for a delete (tombstone).
+
+    ``seq`` is the change's position in the change log (commit order); ``origin`` says who
+    made it. Current-row reads may leave ``origin`` at its default: only the change log keeps it.
+    """
 
     type: str
     id: str
@@ -46,6 +49,7 @@ class Record:
     body: bytes | None
     method: str = "PUT"
     seq: int = 0
+    origin: Origin = SYSTEM_ORIGIN
 
 
 class VersionConflict(Exception):

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import StoreUnavailable, bad_request
-from ..search.extract import PRIMARY_DATE
-from ..search.params import get_param
-from ..search.query import (
+from ..query import (
+    PRIMARY_DATE,
     AllOf,
     AnyOf,
     Chain,
@@ -30,13 +29,15 @@ from ..search.query import (
     Entry,
     Expr,
     Has,
+    IndexEntry,
     Missing,
     Not,
     Page,
     Query,
     SortKey,
 )
-from .base import IndexEntry, Record, VersionConflict
+from ..search.params import get_param
+from .base import Record, VersionConflict
 
 T = TypeVar("T")
 log = logging.getLogger("fhir_sched.storage")

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import FhirError
-from ...search.query import (
+from ...query import (
     AllOf,
     AnyOf,
     Chain,

@@ -56,8 +56,8 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...errors import StoreUnavailable
-from ...search.query import Page, Query
-from ..base import IndexEntry, Record, VersionConflict
+from ...query import IndexEntry, Page, Query
+from ..base import Record, VersionConflict
 from .query import (
     Compiler,
     Filter,

@@ -1,8 +1,11 @@
-"""The backend-neutral query representation every storage adapter compiles.
+"""The neutral query vocabulary: what search produces and every storage adapter compiles.
+
+Storage and search both depend on this module and on nothing of each other: queries, pages,
+index entries and the primary-date convention are plain values here.
 
 Search parameters are parsed once (``search.parse``) into these plain values; SQLite compiles them
 to SQL and MongoDB to filter documents, so neither the REST layer nor the parser knows a query
-language. Every test is phrased over *index entries* (``storage.base.IndexEntry``): "the resource
+language. Every test is phrased over *index entries* (``IndexEntry`` below): "the resource
 has an entry for parameter P whose fields satisfy these comparisons".
 
 Semantics every adapter must give (the SQLite compiler is the reference; the search tests run
@@ -31,7 +34,7 @@ against every adapter):
   page (keyset paging: no duplicates, and nothing that existed when paging began is skipped).
 
 Index-entry convention the searches rely on (``search.extract``): a type's *primary date*
-(``extract.PRIMARY_DATE``, single-valued) has its range copied into ``lo``/``hi`` of the
+(``PRIMARY_DATE`` below, single-valued) has its range copied into ``lo``/``hi`` of the
 resource's reference/token/string/uri entries. Adapters may use it to answer "reference X within
 this window" from one compound index; they never need to, as the query itself never tests
 ``lo``/``hi`` on such entries.
@@ -150,3 +153,36 @@ class Page:
     rows: list[tuple[str, bytes]]
     next_after: tuple[Any, ...] | None
     total: int | None = None
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One searchable value extracted from a resource.
+
+    ``sys``/``val``: token system and code, reference target type and ``Type/id`` (or absolute
+    URL), normalised string, uri. ``raw``: the original text for ``:exact`` and ``:text``.
+    ``lo``/``hi``: the inclusive range of a date (microseconds since the epoch, UTC) or number.
+    """
+
+    param: str
+    sys: str | None = None
+    val: str | None = None
+    raw: str | None = None
+    lo: int | float | None = None
+    hi: int | float | None = None
+
+# The "primary date" of a type: a single-valued (0..1 or 1..1) date parameter that searches pair
+# with a reference or token (ITI-118 ``Appointment?patient=X&date=ge..&date=lt..``, ``Slot?
+# schedule=X&start=..``). Its range is copied into ``lo``/``hi`` of the resource's other
+# (reference, token, string, uri) entries, which have no range of their own, so that a store can
+# answer "reference X within this window" from one index range over (param, val, lo, hi) instead
+# of probing every resource X refers to. Because the parameter is single-valued, "the entry's
+# copied range satisfies C" is exactly "some entry of the date parameter satisfies C"; a resource
+# without the date has no copy, and no entry of the date parameter either.
+PRIMARY_DATE: dict[str, str] = {
+    "Appointment": "date",
+    "Patient": "birthdate",
+    "PractitionerRole": "date",
+    "Schedule": "date",
+    "ServiceRequest": "authored",
+    "Slot": "start",
+}
