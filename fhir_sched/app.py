@@ -1,62 +1,43 @@
-"""Builds the ASGI app: settings -> store -> services -> routes."""
+"""Builds the ASGI app from the composed core: routes, middleware, lifespan."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .compose import Core, build
 from .rest.capability import RouteSpec, capability_statement
 from .rest.errors import HANDLERS
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.middleware import RequestIdMiddleware
+from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
 from .search.compartment import PATIENT_COMPARTMENT
-from .service.resources import ResourceService
 from .settings import Settings
-from .storage import open_store
 
-log = logging.getLogger("fhir_sched")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class Server:
-    """The running parts of one server process, shared by routes, operations and (later) MLLP."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.store = open_store(settings)
-        self.service = ResourceService(self.store)
-        from .scheduling.guard import BookingGuard
-
-        self.guard = BookingGuard(self.service)
-        self.service.hooks.append(self.guard.on_write)
-        from .scheduling.service import SchedulingService
-
-        self.scheduling = SchedulingService(self.service, settings)
-        self.routes: list[tuple[RouteSpec, Handler]] = []
-        self.background: list[Callable[[], Awaitable[None]]] = [self.scheduling.sweeper]
-
-
-def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
+def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     """Operation routes first (so ``/Appointment/$find`` is not read as an id), then the rest."""
-    from .operations import operation_routes
-
-    r = FhirRoutes(server.service, server.settings)
-    table: list[tuple[RouteSpec, Handler]] = list(operation_routes(server))
+    services = core.services
+    settings = services.settings
+    r = FhirRoutes(services)
+    table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
 
     async def metadata(request: Request) -> Response:
         check_accept(request)
-        ctx = context_for(request, server.settings.public_base, server.settings.base_path)
-        specs = [spec for spec, _ in server.routes]
-        return FhirResponse(capability_statement(specs, ctx.base_url))
+        ctx = context_for(request, settings.public_base, settings.base_path)
+        return FhirResponse(capability_statement([spec for spec, _ in table], ctx.base_url))
 
     def add(path: str, methods: tuple[str, ...], interaction: str, level: str,
             handler: Handler, types: tuple[str, ...] = ()) -> None:
@@ -85,45 +66,35 @@ def build_routes(server: Server) -> list[tuple[RouteSpec, Handler]]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
-    server = Server(settings)
+    core = build(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await server.store.start()
+        await core.start()
         # Everything loaded so far (models, definitions, routes) lives as long as the process;
         # moving it out of the collector's reach keeps full collections short (they showed as
         # ~40 ms stalls at the 99th percentile of reads).
         gc.freeze()
-        tasks = []
-        import asyncio
-
-        for job in server.background:
-            tasks.append(asyncio.create_task(job()))
+        tasks = [asyncio.create_task(job()) for job in core.background]
         try:
             yield
         finally:
             for t in tasks:
                 t.cancel()
-            await server.store.close()
+            await core.close()
 
-    app = FastAPI(
-        title="fhir-sched",
-        description="HL7 FHIR R4 scheduling server",
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-    )
-    for exc_type, handler in HANDLERS.items():
-        app.add_exception_handler(exc_type, handler)  # type: ignore[arg-type]
-    server.routes = build_routes(server)
+    app = FastAPI(title="fhir-sched", description="HL7 FHIR R4 scheduling server",
+                  lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    handlers: dict[Any, Any] = dict(HANDLERS)
+    for exc_type, handler in handlers.items():
+        app.add_exception_handler(exc_type, handler)
     router = FhirRouter(settings.base_path)
-    for spec, handler in server.routes:
-        router.add(spec.path, spec.methods, handler)
+    for spec, route_handler in build_routes(core):
+        router.add(spec.path, spec.methods, route_handler)
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
     # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
     app.router.routes.append(Route(settings.base_path + "{rest:path}", router))
     app.add_middleware(RequestIdMiddleware)
-    app.state.server = server
+    app.state.core = core
     app.state.fhir_router = router
     return app

@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .compose import build
 from .context import RequestContext
 from .search.parse import query_for
-from .service.resources import ResourceService
 from .settings import Settings
-from .storage import open_store
 
 SYSTEM = "https://fhir-sched.org/demo"
 
@@ -75,9 +74,9 @@ def demo_resources(today: datetime | None = None) -> list[dict[str, Any]]:
 
 
 async def load_demo(settings: Settings) -> int:
-    store = open_store(settings)
-    await store.start()
-    service = ResourceService(store)
+    core = build(settings)
+    store, service = core.store, core.services.resources
+    await core.start()
     ctx = RequestContext.system("demo")
     created = 0
     try:
@@ -90,5 +89,5 @@ async def load_demo(settings: Settings) -> int:
             saved = await service.update(ctx, res["resourceType"], res["id"], res)
             created += int(saved.created)
     finally:
-        await store.close()
+        await core.close()
     return created

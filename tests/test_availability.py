@@ -17,17 +17,11 @@ import pytest
 
 from fhir_sched.scheduling import availability
 from fhir_sched.scheduling.availability import (
-    RESOURCE_KIND_URL,
-    VISIT_TYPE_URL,
     Busy,
-    Need,
     Option,
     ResourceCalendar,
-    VisitTypeError,
     find_options,
     free_units,
-    parse_resource_kind,
-    parse_visit_types,
 )
 from fhir_sched.scheduling.templates import (
     AVAILABILITY_TEMPLATE_URL,
@@ -36,6 +30,14 @@ from fhir_sched.scheduling.templates import (
     horizon,
     iter_units,
     parse_templates,
+)
+from fhir_sched.scheduling.visit_types import (
+    RESOURCE_KIND_URL,
+    VISIT_TYPE_URL,
+    Need,
+    VisitTypeError,
+    parse_resource_kind,
+    parse_visit_types,
 )
 
 CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"

@@ -1,17 +1,12 @@
-"""FHIR operations, one module each; every module declares its OperationDefinition."""
+"""FHIR operations as data, one module each: every module declares its OperationDefinition,
+turns the checked inputs into a typed request and runs it on the services. Any door serves
+them all from ``OPERATIONS`` (REST: ``rest/operations.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ..app import Server
+from . import book, find, hold
+from .base import Operation
 
-
-def operation_routes(server: Server) -> Iterator[tuple[Any, Any]]:
-    """(RouteSpec, handler) for every operation the server offers."""
-    from . import book, find, hold
-
-    for module in (find, hold, book):
-        yield from module.routes(server)
+OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION)

@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
-
-from starlette.requests import Request
-from starlette.responses import Response
-
-from ..rest.capability import RouteSpec
-from ..rest.http import context_for
-from ._http import inputs, one, result_bundle
+from ..context import RequestContext
+from ..service.booking import BookRequest
+from ..service.services import Services
+from .base import Inputs, Operation, Outcome, checked_resource, one
 from .definition import operation
-
-if TYPE_CHECKING:
-    from ..app import Server
 
 DEFINITION = operation("appointment-book")
 
 
-def routes(server: Server) -> Iterator[tuple[RouteSpec, Any]]:
-    settings = server.settings
+def parse(values: Inputs, instance: str | None) -> BookRequest:
+    ref = f"Appointment/{instance}" if instance else one(values, "appointment-reference")
+    patients = []
+    for n in range(len(values.get("patient-resource", []))):
+        res = checked_resource({"patient-resource": values["patient-resource"][n:n + 1]},
+                               "patient-resource", "Patient")
+        assert res is not None
+        patients.append(res)
+    return BookRequest(
+        appointment_reference=ref,
+        appointment=checked_resource(values, "appointment-resource", "Appointment"),
+        patients=tuple(patients),
+        patient_references=tuple(values.get("patient-id", [])),
+        cancelled_appointment=one(values, "cancelled-appt-id"),
+        comment=one(values, "comment"),
+    )
 
-    async def handler(request: Request) -> Response:
-        ctx = context_for(request, settings.public_base, settings.base_path)
-        values = await inputs(request, DEFINITION, settings.max_body_bytes)
-        ref = one(values, "appointment-reference")
-        if "id" in request.path_params:
-            ref = f"Appointment/{request.path_params['id']}"
-        saved = await server.scheduling.book(
-            ctx, ref, one(values, "appointment-resource"), values.get("patient-resource", []),
-            values.get("patient-id", []), one(values, "cancelled-appt-id"),
-            one(values, "comment"))
-        assert saved.record.body is not None
-        return result_bundle(ctx.base_url, [saved.record.body],
-                             headers={"ETag": f'W/"{saved.record.version}"'})
 
-    for path, level in (("/Appointment/$book", "type"), ("/Appointment/{id}/$book", "instance")):
-        yield (RouteSpec(path, ("POST",), "operation", level, ("Appointment",),
-                         DEFINITION.code, DEFINITION.url), handler)
+async def run(services: Services, ctx: RequestContext, req: BookRequest) -> Outcome:
+    saved = await services.booking.book(ctx, req)
+    assert saved.record.body is not None
+    return Outcome((saved.record.body,), version=saved.record.version)
+
+
+OPERATION = Operation(DEFINITION, "Appointment", (("type", ("POST",)), ("instance", ("POST",))),
+                      parse, run)

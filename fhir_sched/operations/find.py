@@ -2,47 +2,60 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from ..rest.capability import RouteSpec
-from ..rest.http import context_for
-from ..scheduling.service import DEFAULT_COUNT, MAX_COUNT, FindRequest
-from ._http import inputs, one, result_bundle
+from ..context import RequestContext
+from ..errors import FhirError
+from ..service.find import DEFAULT_COUNT, MAX_COUNT, FindRequest
+from ..service.services import Services
+from .base import Inputs, Operation, Outcome, one
 from .definition import operation
 
-if TYPE_CHECKING:
-    from ..app import Server
-
 DEFINITION = operation("appointment-find")
+_DAYS = frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"})
+_WHEN = frozenset({"MORN", "AFT", "EVE", "NIGHT"})
 
 
-def routes(server: Server) -> Iterator[tuple[RouteSpec, Any]]:
-    settings = server.settings
+def _timing(value: Any) -> dict[str, Any] | None:
+    """The ``timing`` preference, checked where it enters: repeat.dayOfWeek and repeat.when
+    are the parts $find reads."""
+    if value is None:
+        return None
+    repeat = value.get("repeat", {})
+    if not isinstance(repeat, dict):
+        raise FhirError(400, "invalid", "parameter 'timing': repeat must be an object",
+                        expression=["timing"])
+    for key, allowed in (("dayOfWeek", _DAYS), ("when", _WHEN)):
+        items = repeat.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise FhirError(400, "invalid", f"parameter 'timing': repeat.{key} must be an array "
+                            "of codes", expression=["timing"])
+        unknown = sorted(set(items) - allowed)
+        if unknown and key == "dayOfWeek":
+            raise FhirError(400, "invalid", f"parameter 'timing': unknown day {unknown[0]!r} "
+                            f"(expected {'|'.join(sorted(_DAYS))})", expression=["timing"])
+    return value
 
-    async def handler(request: Request) -> Response:
-        ctx = context_for(request, settings.public_base, settings.base_path)
-        values = await inputs(request, DEFINITION, settings.max_body_bytes)
-        count = one(values, "_count")
-        req = FindRequest(
-            start=one(values, "start"),
-            end=one(values, "end"),
-            specialty=values.get("specialty", []),
-            visit_type=values.get("visit-type", []),
-            practitioner=values.get("practitioner", []),
-            organization=values.get("organization", []),
-            location=values.get("location", []),
-            location_string=values.get("location-string", []),
-            patient=values.get("patient", []),
-            timing=one(values, "timing"),
-            count=min(MAX_COUNT, DEFAULT_COUNT if count is None else count),
-        )
-        proposals = await server.scheduling.find(ctx, req)
-        return result_bundle(ctx.base_url, proposals)
 
-    spec = RouteSpec("/Appointment/$find", ("GET", "POST"), "operation", "type",
-                     ("Appointment",), DEFINITION.code, DEFINITION.url)
-    yield spec, handler
+def parse(values: Inputs, _instance: str | None) -> FindRequest:
+    count = one(values, "_count")
+    return FindRequest(
+        start=one(values, "start"),
+        end=one(values, "end"),
+        specialty=values.get("specialty", []),
+        visit_type=values.get("visit-type", []),
+        practitioner=values.get("practitioner", []),
+        organization=values.get("organization", []),
+        location=values.get("location", []),
+        location_string=values.get("location-string", []),
+        patient=values.get("patient", []),
+        timing=_timing(one(values, "timing")),
+        count=min(MAX_COUNT, DEFAULT_COUNT if count is None else count),
+    )
+
+
+async def run(services: Services, ctx: RequestContext, req: FindRequest) -> Outcome:
+    return Outcome(tuple(await services.find.find(ctx, req)))
+
+
+OPERATION = Operation(DEFINITION, "Appointment", (("type", ("GET", "POST")),), parse, run)

@@ -1,11 +1,15 @@
-"""Appointment: R4 invariants app-2 and app-3 and the required code bindings."""
+"""Appointment: R4 invariants app-1 to app-3, the required code bindings, and the booking guard
+(status machine and capacity claims) as its write rule."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
 
+from ..scheduling.guard import guard_appointment
 from ._common import end_not_before_start
+
+WRITE_RULE = guard_appointment
 
 STATUS = (
     "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow",

@@ -10,11 +10,15 @@ from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 
+from ..writes import WriteRule
+
 Issue = tuple[str, str]  # (element path, message)
 Rules = Callable[[dict[str, Any]], Iterable[Issue]]
 
 # Module name per hosted type; each module declares BINDINGS (required code bindings that the
-# fhir.resources models do not enforce) and optionally rules(resource) for invariants.
+# fhir.resources models do not enforce), optionally rules(resource) for content invariants
+# (checked before any transaction opens) and WRITE_RULE, the rule the write pipeline runs inside
+# the atomic unit of every write of that type (Appointment: the booking guard).
 _MODULES = {
     "Appointment": "appointment",
     "Coverage": "coverage",
@@ -37,6 +41,7 @@ class ResourceType:
     model: type
     bindings: dict[str, frozenset[str]]
     rules: Rules | None
+    write_rule: WriteRule | None
 
 
 def is_hosted(name: str) -> bool:
@@ -47,4 +52,5 @@ def is_hosted(name: str) -> bool:
 def get_type(name: str) -> ResourceType:
     module = importlib.import_module(f"{__package__}.{_MODULES[name]}")
     bindings = {path: frozenset(codes) for path, codes in getattr(module, "BINDINGS", {}).items()}
-    return ResourceType(name, get_fhir_model_class(name), bindings, getattr(module, "rules", None))
+    return ResourceType(name, get_fhir_model_class(name), bindings, getattr(module, "rules", None),
+                        getattr(module, "WRITE_RULE", None))

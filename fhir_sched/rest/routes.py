@@ -14,14 +14,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..context import RequestContext
 from ..errors import FhirError, bad_request, outcome
 from ..query import Expr
 from ..resources import is_hosted
-from ..search.parse import ParsedSearch, parse_search, query_for
-from ..service.bundles import BundleProcessor
-from ..service.resources import ResourceService, Saved
-from ..service.search import run_search, shape
-from ..settings import Settings
+from ..search.parse import ParsedSearch, query_for
+from ..service.resources import Saved
+from ..service.search import SearchResult, shape
+from ..service.services import Services
 from ..timeutil import date_range, format_instant, from_us
 from .bundles import bundle, entry, history_entry, link
 from .http import (
@@ -42,15 +42,16 @@ from .http import (
 
 
 class FhirRoutes:
-    """The interaction handlers, bound to one service and settings."""
+    """The interaction handlers, bound to the services of one process."""
 
-    def __init__(self, service: ResourceService, settings: Settings) -> None:
-        self.service = service
-        self.settings = settings
-        self.bundles = BundleProcessor(service, settings.default_count, settings.max_count)
+    def __init__(self, services: Services) -> None:
+        self.service = services.resources
+        self.search = services.search
+        self.settings = services.settings
+        self.bundles = services.bundles
 
     # -- helpers ---------------------------------------------------------------------------
-    def ctx(self, request: Request):
+    def ctx(self, request: Request) -> RequestContext:
         return context_for(request, self.settings.public_base, self.settings.base_path)
 
     def _type(self, request: Request) -> str:
@@ -225,12 +226,8 @@ class FhirRoutes:
         ``where`` is ANDed in (a compartment) and ``path`` is what the links point back to."""
         ctx = self.ctx(request)
         base = ctx.base_url
-        self.service.authorizer.check(ctx, "search-type", type_)
-        parsed = parse_search(
-            type_, pairs, strict=prefer_strict(request),
-            default_count=self.settings.default_count, max_count=self.settings.max_count,
-            base_url=base, extra_where=where)
-        result = await run_search(self.service.store, ctx, parsed, self.settings.max_count)
+        parsed, result = await self.search.search(ctx, type_, pairs, strict=prefer_strict(request),
+                                                  base_url=base, where=where)
         path = path or type_
         links = [("self", link(base, path, self._link_params(parsed, result.self_token)))]
         if result.next_token:
@@ -238,14 +235,7 @@ class FhirRoutes:
         if result.prev_token:
             links.append(("previous", link(base, path,
                                            self._link_params(parsed, result.prev_token))))
-        entries = [
-            entry(base, type_, i, shape(type_, b, parsed.summary, parsed.elements),
-                  search={"mode": "match"})
-            for i, b in result.rows
-        ]
-        entries += [entry(base, t, i, b, search={"mode": "include"})
-                    for t, i, b in result.included]
-        return FhirResponse(bundle("searchset", entries, total=result.total, links=links))
+        return FhirResponse(searchset(base, type_, parsed, result, links))
 
     @staticmethod
     def _link_params(parsed: ParsedSearch, token: str | None) -> list[tuple[str, str]]:
@@ -318,7 +308,20 @@ class FhirRoutes:
             if r.outcome:
                 resp["outcome"] = r.outcome
             e: dict[str, Any] = {"response": resp}
-            if r.resource is not None:
+            if r.search is not None:
+                e["resource"] = orjson.Fragment(searchset(ctx.base_url, r.search_type or "",
+                                                          None, r.search, []))
+            elif r.resource is not None:
                 e["resource"] = orjson.Fragment(r.resource)
             entries.append(e)
         return FhirResponse(bundle(f"{kind}-response", entries))
+
+
+def searchset(base: str, type_: str, parsed: ParsedSearch | None, result: SearchResult,
+              links: list[tuple[str, str]]) -> bytes:
+    """A searchset Bundle of one page: matches (shaped by _summary/_elements), then includes."""
+    summary, elements = (parsed.summary, parsed.elements) if parsed else (None, None)
+    entries = [entry(base, type_, i, shape(type_, b, summary, elements), search={"mode": "match"})
+               for i, b in result.rows]
+    entries += [entry(base, t, i, b, search={"mode": "include"}) for t, i, b in result.included]
+    return bundle("searchset", entries, total=result.total, links=links)

@@ -630,3 +630,68 @@ def iter_units(t: Template, start: datetime, end: datetime) -> UnitCursor:
     docstring for daylight-saving days), inside validPeriod and outside notAvailable.
     """
     return UnitCursor(t, start, end)
+
+
+# --------------------------------------------------------------------------- write validation
+
+_WEEK = 7 * 24 * 60
+
+
+def _week_spans(weekly: tuple[tuple[frozenset[int], time, time], ...]
+                ) -> list[tuple[int, int, int]]:
+    """(availableTime index, start, end) in minutes of the week (Monday 00:00 = 0), overnight
+    and all-day windows included, split where they wrap past Sunday midnight."""
+    out = []
+    for n, (days, open_at, close_at) in enumerate(weekly):
+        start_min = open_at.hour * 60 + open_at.minute
+        end_min = close_at.hour * 60 + close_at.minute
+        length = end_min - start_min if end_min > start_min else end_min - start_min + 24 * 60
+        for day in days:
+            s = day * 24 * 60 + start_min
+            e = s + length
+            out.append((n, s, min(e, _WEEK)))
+            if e > _WEEK:
+                out.append((n, 0, e - _WEEK))
+    return out
+
+
+def _overlapping_hours(a: Template, b: Template) -> bool:
+    if a.tz.key != b.tz.key:
+        return False  # compared in different zones the hours cannot be matched up statically
+    if (a.valid_to is not None and b.valid_from is not None and a.valid_to <= b.valid_from) or (
+            b.valid_to is not None and a.valid_from is not None and b.valid_to <= a.valid_from):
+        return False
+    return any(s1 < e2 and s2 < e1 for _, s1, e1 in _week_spans(a.weekly)
+               for _, s2, e2 in _week_spans(b.weekly))
+
+
+def template_problems(schedule: Mapping[str, object]) -> Iterator[tuple[str, str]]:
+    """What makes a Schedule's templates unusable, as (element path, message), for the write
+    rules: everything ``parse_templates`` and ``horizon`` refuse (raised as TemplateError), plus
+    rules across elements: hours of one template that overlap each other, templates of one
+    Schedule whose hours overlap, and templates that disagree on capacity or buffers (those
+    belong to the resource, see ``capacity``)."""
+    templates = parse_templates(schedule)
+    horizon(schedule)
+    paths = [f"Schedule.extension[{i}]" for i, ext in _extensions(schedule, "Schedule")
+             if ext.get("url") == AVAILABILITY_TEMPLATE_URL]
+    for t, path in zip(templates, paths, strict=True):
+        spans = _week_spans(t.weekly)
+        for i, (n1, s1, e1) in enumerate(spans):
+            for n2, s2, e2 in spans[i + 1:]:
+                if s1 < e2 and s2 < e1:
+                    first, second = sorted({n1, n2}) if n1 != n2 else (n1, n1)
+                    yield (path, f"availableTime {first} and {second} overlap; give each hour "
+                           "once (use capacity for parallel bookings)")
+                    break
+            else:
+                continue
+            break
+    for i, (a, pa) in enumerate(zip(templates, paths, strict=True)):
+        for b, pb in zip(templates[i + 1:], paths[i + 1:], strict=True):
+            if (a.capacity, a.buffer_before, a.buffer_after) != (
+                    b.capacity, b.buffer_before, b.buffer_after):
+                yield (pb, f"capacity and buffers differ from those of {pa}; they belong to "
+                       "the resource, so every template of a Schedule must declare the same")
+            elif _overlapping_hours(a, b):
+                yield (pb, f"its hours overlap those of {pa}; give each hour once")

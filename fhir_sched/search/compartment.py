@@ -7,8 +7,11 @@ can never disagree about what a patient may see.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import FhirError
 from ..query import AnyOf, Cond, Entry, Expr
+from .extract import reference_targets
 
 # R4 CompartmentDefinition "patient": resource type -> search parameters linking it to Patient.
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
@@ -35,3 +38,12 @@ def compartment_filter(type_: str, patient_ref: str) -> tuple[Expr, ...]:
         raise FhirError(404, "not-supported", f"{type_} is not in the Patient compartment")
     entries = tuple(Entry(p, (Cond("val", "=", patient_ref),)) for p in params)
     return (entries[0] if len(entries) == 1 else AnyOf(entries),)
+
+
+def in_compartment(type_: str, resource: dict[str, Any], patient_ref: str) -> bool:
+    """Whether ``resource`` is in the compartment of ``patient_ref`` (``Patient/<id>``): the same
+    linking parameters as ``compartment_filter``, read from the resource itself."""
+    if type_ == "Patient" and f"Patient/{resource.get('id')}" == patient_ref:
+        return True
+    params = PATIENT_COMPARTMENT.get(type_, ())
+    return any(patient_ref in reference_targets(type_, p, resource) for p in params)

@@ -290,3 +290,15 @@ def extract(type_: str, resource: dict[str, Any]) -> list[IndexEntry]:
             entries = [replace(e, lo=lo, hi=hi) if e.lo is None and e.hi is None else e
                        for e in entries]
     return entries
+
+
+def reference_targets(type_: str, param: str, resource: dict[str, Any]) -> list[str]:
+    """Relative ``Type/id`` references a reference parameter of ``resource`` holds."""
+    out = []
+    for value, _ in _walker(type_, param)(resource):
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            ref = value["reference"]
+            if "://" not in ref and ref.count("/") >= 1:
+                t, _, rest = ref.partition("/")
+                out.append(f"{t}/{rest.split('/')[0]}")
+    return out

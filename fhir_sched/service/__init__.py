@@ -1,5 +1,6 @@
-"""The service layer: every door (REST, operations, HL7 v2) writes and reads through here."""
+"""The service layer: every door (REST, operations, HL7 v2) reads and writes through here.
 
-from .resources import ResourceService, Saved, WriteEvent, WriteHook
-
-__all__ = ["ResourceService", "Saved", "WriteEvent", "WriteHook"]
+``resources`` is the one write pipeline; ``authorization`` the one authorization layer;
+``search``, ``bundles``, ``find``, ``booking`` and ``sweeper`` the application services built
+on them; ``services`` holds one process's set, as ``compose`` builds it.
+"""

@@ -8,7 +8,7 @@ runs each entry on its own and reports each outcome in place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -17,10 +17,11 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, not_found, precondition_failed, unprocessable
 from ..resources import is_hosted
-from ..search.parse import parse_search, query_for
+from ..search.parse import query_for
 from ..storage.base import Unit
+from .authorization import Interaction
 from .resources import ResourceService, Saved, check_id, new_id
-from .search import run_search
+from .search import SearchResult, SearchService
 
 Json = dict[str, Any]
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -34,7 +35,9 @@ class EntryResult:
     last_modified: str | None = None
     resource: bytes | None = None
     outcome: Json | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    # A search entry of a batch: the door renders it as a searchset Bundle.
+    search: SearchResult | None = None
+    search_type: str | None = None
 
 
 @dataclass(slots=True)
@@ -125,10 +128,9 @@ def _if_match(raw: Any, where: str) -> int | None:
 
 
 class BundleProcessor:
-    def __init__(self, service: ResourceService, default_count: int, max_count: int) -> None:
+    def __init__(self, service: ResourceService, search: SearchService) -> None:
         self.service = service
-        self.default_count = default_count
-        self.max_count = max_count
+        self.search = search
 
     def _entries(self, bundle: Any) -> list[Json]:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -158,6 +160,7 @@ class BundleProcessor:
     # -- transaction ---------------------------------------------------------------------------
     async def transaction(self, ctx: RequestContext, bundle: Any, base: str,
                           minimal: bool) -> list[EntryResult]:
+        self.service.authorizer.check(ctx, Interaction.TRANSACTION, None)
         entries = self._entries(bundle)
         order = sorted(range(len(entries)), key=lambda n: _ORDER[entries[n]["request"]["method"]])
         full_urls = [e.get("fullUrl") for e in entries]
@@ -238,7 +241,6 @@ class BundleProcessor:
         if_match = _if_match(req.get("ifMatch"), where)
         body = _replace_refs(e.get("resource"), mapping) if e.get("resource") is not None else None
         if method == "DELETE":
-            svc.authorizer.check(ctx, "delete", target.type, target.id)
             if target.id is None:
                 q = query_for(target.type, target.query or [], base)
                 found = await unit.find_ids(q, limit=2)
@@ -251,7 +253,7 @@ class BundleProcessor:
                 await svc.put_in_unit(unit, ctx, target.type, id_, None, if_match=if_match)
             return EntryResult("204 No Content")
         if method == "POST":
-            svc.authorizer.check(ctx, "create", target.type)
+            svc.authorizer.check(ctx, Interaction.CREATE, target.type)
             assert new_id is not None
             body = svc.prepare(target.type, body, None)
             saved = await svc.put_in_unit(unit, ctx, target.type, new_id, body,
@@ -259,7 +261,7 @@ class BundleProcessor:
             written.append((n, orjson.loads(saved.record.body or b"{}")))
             return _saved_result(saved, base, minimal)
         if method in ("PUT", "PATCH"):
-            svc.authorizer.check(ctx, "update", target.type, target.id)
+            svc.authorizer.check(ctx, Interaction.UPDATE, target.type, target.id)
             id_ = target.id
             if id_ is None:
                 q = query_for(target.type, target.query or [], base)
@@ -282,6 +284,8 @@ class BundleProcessor:
         rec = await unit.get(target.type, target.id)
         if rec is None or rec.deleted:
             raise not_found(f"{target.type}/{target.id} is not known")
+        svc.authorizer.check(ctx, Interaction.READ, target.type, target.id,
+                             resource=orjson.loads(rec.body) if rec.body else None)
         return EntryResult("200 OK", etag=f'W/"{rec.version}"', last_modified=rec.updated,
                            resource=rec.body)
 
@@ -306,6 +310,7 @@ class BundleProcessor:
     # -- batch -----------------------------------------------------------------------------------
     async def batch(self, ctx: RequestContext, bundle: Any, base: str,
                     minimal: bool) -> list[EntryResult]:
+        self.service.authorizer.check(ctx, Interaction.BATCH, None)
         entries = self._entries(bundle)
         results = []
         for n, e in enumerate(entries):
@@ -327,17 +332,9 @@ class BundleProcessor:
         body = e.get("resource")
         if method == "GET" or method == "HEAD":
             if target.id is None:
-                parsed = parse_search(target.type, target.query or [],
-                                      default_count=self.default_count,
-                                      max_count=self.max_count, base_url=base)
-                result = await run_search(svc.store, ctx, parsed, self.max_count)
-                from ..rest.bundles import bundle as make_bundle
-                from ..rest.bundles import entry as make_entry
-
-                ents = [make_entry(base, target.type, i, b, search={"mode": "match"})
-                        for i, b in result.rows]
-                return EntryResult("200 OK", resource=make_bundle("searchset", ents,
-                                                                  total=result.total))
+                _parsed, result = await self.search.search(ctx, target.type, target.query or [],
+                                                           base_url=base)
+                return EntryResult("200 OK", search=result, search_type=target.type)
             if target.version is not None:
                 rec = await svc.vread(ctx, target.type, target.id, target.version)
             else:

@@ -16,33 +16,20 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from ..auth.policy import AllowAll, Authorizer
 from ..context import RequestContext
 from ..errors import bad_request, gone, not_found, precondition_failed, unprocessable
 from ..ids import unique_id
 from ..query import Query
-from ..resources import is_hosted
+from ..resources import get_type, is_hosted
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
 from ..search.extract import extract
 from ..storage.base import DocumentStore, Origin, Record, Unit, VersionConflict
 from ..timeutil import now_instant
+from ..writes import FollowUp, WriteEvent
+from .authorization import Authorizer, Interaction, OpenPolicy
 
 Json = dict[str, Any]
-
-
-@dataclass(slots=True)
-class WriteEvent:
-    """What a write hook sees: the previous and the new content (None when absent/deleted)."""
-
-    ctx: RequestContext
-    type: str
-    id: str
-    old: Json | None
-    new: Json | None
-
-
-WriteHook = Callable[[Unit, WriteEvent], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -70,28 +57,29 @@ def check_id(id_: str) -> None:
 
 
 class ResourceService:
-    def __init__(
-        self,
-        store: DocumentStore,
-        authorizer: Authorizer | None = None,
-        hooks: list[WriteHook] | None = None,
-    ) -> None:
+    def __init__(self, store: DocumentStore, authorizer: Authorizer | None = None) -> None:
         self.store = store
-        self.authorizer = authorizer or AllowAll()
-        self.hooks: list[WriteHook] = hooks or []
+        self.authorizer: Authorizer = authorizer or OpenPolicy()
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
-        self.authorizer.check(ctx, "read", type_, id_)
+        self.authorizer.check(ctx, Interaction.READ, type_, id_)
         rec = await self.store.get(type_, id_)
         if rec is None:
             raise not_found(f"{type_}/{id_} is not known")
         if rec.deleted:
             raise gone(f"{type_}/{id_} was deleted (version {rec.version})")
+        self._check_content(ctx, Interaction.READ, rec)
         return rec
 
+    def _check_content(self, ctx: RequestContext, interaction: Interaction, rec: Record) -> None:
+        """The check again with the stored resource in hand, when the policy needs it."""
+        if rec.body is not None and self.authorizer.needs_content(ctx, rec.type):
+            self.authorizer.check(ctx, interaction, rec.type, rec.id,
+                                  resource=orjson.loads(rec.body))
+
     async def vread(self, ctx: RequestContext, type_: str, id_: str, vid: str) -> Record:
-        self.authorizer.check(ctx, "vread", type_, id_)
+        self.authorizer.check(ctx, Interaction.VREAD, type_, id_)
         if not vid.isdigit():
             raise not_found(f"{type_}/{id_} has no version {vid!r}")
         rec = await self.store.get_version(type_, id_, int(vid))
@@ -99,6 +87,7 @@ class ResourceService:
             raise not_found(f"{type_}/{id_} has no version {vid}")
         if rec.deleted:
             raise gone(f"{type_}/{id_} version {vid} is a deletion")
+        self._check_content(ctx, Interaction.VREAD, rec)
         return rec
 
     # -- the write pipeline ------------------------------------------------------------------
@@ -133,8 +122,14 @@ class ResourceService:
         *,
         if_match: int | None = None,
         check_refs: bool = True,
+        authorize: bool = True,
     ) -> Saved:
-        """Write (or, with ``body=None``, delete) one resource inside ``unit``."""
+        """Write (or, with ``body=None``, delete) one resource inside ``unit``: the one write
+        pipeline. Every door's writes end here: authorization with the content in hand, the
+        type's write rule, reference checks, index extraction and the change-log append.
+
+        ``authorize=False`` is for the follow-up writes a rule asks for (a Slot following its
+        Appointment): the caller was authorized for the write that caused them."""
         prev = await unit.get(type_, id_)
         current = prev.version if prev else 0
         if if_match is not None and (prev is None or prev.deleted or current != if_match):
@@ -145,8 +140,17 @@ class ResourceService:
         if body is None and old is None:
             # deleting what is not there: nothing to record
             return Saved(prev or Record(type_, id_, 0, now_instant(), True, None), False, False)
-        for hook in self.hooks:
-            await hook(unit, WriteEvent(ctx, type_, id_, old, body))
+        if authorize:
+            kind = (Interaction.DELETE if body is None else
+                    Interaction.CREATE if old is None else Interaction.UPDATE)
+            self.authorizer.check(ctx, kind, type_, id_, resource=old if body is None else body)
+            if old is not None and body is not None and self.authorizer.needs_content(ctx, type_):
+                # moving a resource out of the caller's reach is a write to what it was
+                self.authorizer.check(ctx, kind, type_, id_, resource=old)
+        # The type's write rule (resources/<type>.py WRITE_RULE; for Appointment the booking
+        # guard) runs here, in the unit, for every write from every door.
+        rule = get_type(type_).write_rule
+        follow_ups = await rule(unit, WriteEvent(ctx, type_, id_, old, body)) if rule else []
         if body is not None and check_refs:
             await self.check_references(unit, body)
         version = current + 1
@@ -154,6 +158,7 @@ class ResourceService:
         if body is None:
             rec = Record(type_, id_, version, updated, True, None, "DELETE", origin=origin_of(ctx))
             await unit.write(rec, [], current)
+            await self._follow(unit, ctx, follow_ups)
             return Saved(rec, False)
         body = dict(body)
         body["id"] = id_
@@ -165,7 +170,14 @@ class ResourceService:
         rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method,
                      origin=origin_of(ctx))
         await unit.write(rec, extract(type_, body), current)
+        await self._follow(unit, ctx, follow_ups)
         return Saved(rec, old is None)
+
+    async def _follow(self, unit: Unit, ctx: RequestContext, follow_ups: list[FollowUp]) -> None:
+        """The further writes a rule asked for, through this same pipeline (and their rules)."""
+        for f in follow_ups:
+            await self.put_in_unit(unit, ctx, f.type, f.id, f.body, check_refs=False,
+                                   authorize=False)
 
     async def check_references(self, unit: Unit, body: Json) -> None:
         type_ = body["resourceType"]
@@ -204,7 +216,7 @@ class ResourceService:
     async def create(
         self, ctx: RequestContext, type_: str, body: Any, if_none_exist: Query | None = None
     ) -> Saved:
-        self.authorizer.check(ctx, "create", type_)
+        self.authorizer.check(ctx, Interaction.CREATE, type_)
         body = self.prepare(type_, body, None)
         id_ = new_id()
 
@@ -225,7 +237,7 @@ class ResourceService:
     async def update(
         self, ctx: RequestContext, type_: str, id_: str, body: Any, if_match: int | None = None
     ) -> Saved:
-        self.authorizer.check(ctx, "update", type_, id_)
+        self.authorizer.check(ctx, Interaction.UPDATE, type_, id_)
         body = self.prepare(type_, body, id_)
         return await self._put_from_current(ctx, type_, id_, lambda _old: body, if_match)
 
@@ -248,7 +260,7 @@ class ResourceService:
         self, ctx: RequestContext, type_: str, query: Query, body: Any,
         if_match: int | None = None,
     ) -> Saved:
-        self.authorizer.check(ctx, "update", type_)
+        self.authorizer.check(ctx, Interaction.UPDATE, type_)
         if not isinstance(body, dict):
             raise bad_request("the body must be a JSON object (a FHIR resource)")
 
@@ -272,7 +284,7 @@ class ResourceService:
     async def patch(
         self, ctx: RequestContext, type_: str, id_: str, ops: Any, if_match: int | None = None
     ) -> Saved:
-        self.authorizer.check(ctx, "patch", type_, id_)
+        self.authorizer.check(ctx, Interaction.UPDATE, type_, id_)
         if not isinstance(ops, list):
             raise bad_request("a JSON Patch body must be an array of operations")
         try:
@@ -298,7 +310,7 @@ class ResourceService:
     async def delete(
         self, ctx: RequestContext, type_: str, id_: str, if_match: int | None = None
     ) -> Saved:
-        self.authorizer.check(ctx, "delete", type_, id_)
+        self.authorizer.check(ctx, Interaction.DELETE, type_, id_)
 
         async def run(unit: Unit) -> Saved:
             return await self.put_in_unit(unit, ctx, type_, id_, None, if_match=if_match)
@@ -306,7 +318,7 @@ class ResourceService:
         return await self.atomic(run)
 
     async def conditional_delete(self, ctx: RequestContext, type_: str, query: Query) -> int:
-        self.authorizer.check(ctx, "delete", type_)
+        self.authorizer.check(ctx, Interaction.DELETE, type_)
 
         async def run(unit: Unit) -> int:
             found = await unit.find_ids(query, limit=2)
@@ -323,10 +335,16 @@ class ResourceService:
         self, ctx: RequestContext, type_: str | None, id_: str | None, since: str | None,
         count: int, before_seq: int | None,
     ) -> list[Record]:
-        self.authorizer.check(ctx, "history", type_, id_)
+        self.authorizer.check(ctx, Interaction.HISTORY, type_, id_)
         if id_ is not None and type_ is not None:
             rec = await self.store.get(type_, id_)
             if rec is None:
                 raise not_found(f"{type_}/{id_} is not known")
-        return await self.store.history(type_, id_, since, count, before_seq)
+        records = await self.store.history(type_, id_, since, count, before_seq)
+        return [r for r in records if self._shows(ctx, r)]
+
+    def _shows(self, ctx: RequestContext, rec: Record) -> bool:
+        if rec.body is None or not self.authorizer.needs_content(ctx, rec.type):
+            return True
+        return self.authorizer.visible(ctx, rec.type, orjson.loads(rec.body))
 

@@ -17,13 +17,15 @@ from typing import Any
 import orjson
 
 from ..context import RequestContext
-from ..errors import bad_request
-from ..query import AnyOf, Cond, Entry, Query
+from ..errors import FhirError, bad_request
+from ..query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Not, Query
 from ..resources import HOSTED_TYPES, get_type, is_hosted
-from ..search.extract import _walker
+from ..search.compartment import PATIENT_COMPARTMENT, compartment_filter
+from ..search.extract import reference_targets
 from ..search.params import params_for
-from ..search.parse import ParsedSearch
+from ..search.parse import ParsedSearch, parse_search
 from ..storage.base import DocumentStore
+from .authorization import Authorizer, Interaction
 
 MAX_INCLUDED = 1000
 _MAX_REMEMBERED_PAGES = 64
@@ -67,18 +69,6 @@ def _decode(query: Query, token: str) -> list[Any]:
     return cursors
 
 
-def reference_targets(type_: str, param: str, resource: dict[str, Any]) -> list[str]:
-    """Relative ``Type/id`` references a reference parameter of ``resource`` holds."""
-    out = []
-    for value, _ in _walker(type_, param)(resource):
-        if isinstance(value, dict) and isinstance(value.get("reference"), str):
-            ref = value["reference"]
-            if "://" not in ref and ref.count("/") >= 1:
-                t, _, rest = ref.partition("/")
-                out.append(f"{t}/{rest.split('/')[0]}")
-    return out
-
-
 @cache
 def _reference_params(type_: str) -> tuple[str, ...]:
     return tuple(c for c, sp in params_for(type_).items() if sp.type == "reference")
@@ -92,7 +82,68 @@ def _referring_params(target: str) -> tuple[tuple[str, str], ...]:
                  if sp.type == "reference" and (not sp.targets or target in sp.targets))
 
 
-async def run_search(store: DocumentStore, ctx: RequestContext, parsed: ParsedSearch,
+def reached_types(exprs: tuple[Expr, ...]) -> set[str]:
+    """The other types a query's criteria read (chain targets, ``_has`` sources): searching
+    through them reveals their content, so the caller must be allowed to search them too."""
+    out: set[str] = set()
+    for e in exprs:
+        if isinstance(e, Chain):
+            out.add(e.target)
+            out |= reached_types(e.where)
+        elif isinstance(e, Has):
+            out.add(e.source)
+            out |= reached_types(e.where)
+        elif isinstance(e, AnyOf | AllOf):
+            out |= reached_types(e.items)
+        elif isinstance(e, Not):
+            out |= reached_types((e.inner,))
+    return out
+
+
+class SearchService:
+    """Every search, from every door (GET, POST _search, compartments, batch entries), with
+    its authorization: the type and every type the criteria reach are checked, a patient-bound
+    caller's search is confined to the compartment, and matches and includes the caller may not
+    see are left out."""
+
+    def __init__(self, store: DocumentStore, authorizer: Authorizer, default_count: int,
+                 max_count: int) -> None:
+        self.store = store
+        self.authorizer = authorizer
+        self.default_count = default_count
+        self.max_count = max_count
+
+    async def search(self, ctx: RequestContext, type_: str, pairs: list[tuple[str, str]], *,
+                     strict: bool = False, base_url: str = "",
+                     where: tuple[Expr, ...] = ()) -> tuple[ParsedSearch, SearchResult]:
+        auth = self.authorizer
+        auth.check(ctx, Interaction.SEARCH, type_)
+        if ctx.patient is not None and type_ in PATIENT_COMPARTMENT:
+            where = (*where, *compartment_filter(type_, ctx.patient))
+        parsed = parse_search(type_, pairs, strict=strict, default_count=self.default_count,
+                              max_count=self.max_count, base_url=base_url, extra_where=where)
+        for reached in sorted(reached_types(parsed.query.where)):
+            auth.check(ctx, Interaction.SEARCH, reached)
+        result = await run_search(self.store, parsed, self.max_count)
+        if auth.needs_content(ctx, type_):
+            result.rows = [(i, b) for i, b in result.rows
+                           if auth.visible(ctx, type_, orjson.loads(b))]
+        if result.included:
+            result.included = [inc for inc in result.included if self._may_see(ctx, *inc)]
+        return parsed, result
+
+    def _may_see(self, ctx: RequestContext, type_: str, id_: str, body: bytes) -> bool:
+        try:
+            self.authorizer.check(ctx, Interaction.READ, type_, id_)
+        except FhirError as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return (not self.authorizer.needs_content(ctx, type_)
+                or self.authorizer.visible(ctx, type_, orjson.loads(body)))
+
+
+async def run_search(store: DocumentStore, parsed: ParsedSearch,
                      max_count: int) -> SearchResult:
     """One page of ``parsed``: the matches, their includes, the paging tokens and the total."""
     query = parsed.query

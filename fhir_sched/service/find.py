@@ -1,65 +1,56 @@
-"""The scheduling service: $find, $hold and $book on top of the resource service.
+"""``$find``: free time across several resources, as proposed Appointments.
 
-``find`` gathers what the pure availability engine needs (calendars, templates, busy time) and
-turns its options into proposed Appointments. Busy time is read from the booking guard's claims,
-so what $find offers is exactly what $book will accept. ``hold`` and ``book`` are ordinary writes
-through the resource service: the guard, validation and change log apply to them as to any PUT.
+``FindService.find`` gathers what the pure availability engine needs (calendars, templates, busy
+time) and turns its options into proposed Appointments. Busy time is read from the booking
+guard's claims (spelled by ``scheduling.claims``) and every resource's capacity and buffers come
+from ``scheduling.capacity.resource_policy``, the rule the guard enforces: what $find offers is
+exactly what $book will accept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from ..context import RequestContext
-from ..errors import FhirError, bad_request, not_found
+from ..errors import bad_request
 from ..query import AnyOf, Cond, Entry, Expr, Query
-from ..search.parse import parse_param
-from ..service.resources import ResourceService, Saved, new_id
-from ..settings import Settings
-from ..storage.base import Record, Unit
-from ..timeutil import format_instant, now_instant, parse_instant
-from .availability import (
-    Busy,
+from ..scheduling import claims
+from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
+from ..scheduling.capacity import Policy, active_schedules_of, resource_policy
+from ..scheduling.extensions import hold_expiry
+from ..scheduling.status import TAKING
+from ..scheduling.templates import Template, TemplateError, horizon, iter_units, parse_templates
+from ..scheduling.visit_types import (
     Need,
-    Option,
-    ResourceCalendar,
     VisitType,
     VisitTypeError,
     codings,
-    find_options,
     parse_resource_kind,
     parse_visit_types,
 )
-from .extensions import HOLD_EXPIRES, hold_expiry, set_ext
-from .guard import GRID, claim_prefix
-from .status import TAKING
-from .templates import Template, TemplateError, horizon, iter_units, parse_templates
+from ..search.parse import parse_param
+from ..storage.base import DocumentStore
+from ..timeutil import format_instant, now_instant, parse_instant
+from .authorization import Authorizer, Interaction
 
-log = logging.getLogger("fhir_sched.scheduling")
 MAX_WINDOW = timedelta(days=366)
 DEFAULT_COUNT = 10
 MAX_COUNT = 100
 _SCAN = 100_000
 # $find reads busy time for the first _FIRST_SPAN of the window, then _GROWTH times as much each
-# round (see SchedulingService._search).
+# round (see FindService._search).
 _FIRST_SPAN = timedelta(days=1)
 _GROWTH = 4
 _SCHEDULE_CACHE = 4096
 _PART_ROLE = {"Practitioner": "PPRF", "PractitionerRole": "PPRF", "Location": "LOC"}
 
-
-class _Reader(Protocol):
-    """What composing an operation's body reads: an atomic unit, or the store outside one."""
-
-    async def get(self, type_: str, id_: str) -> Record | None: ...
 
 
 @dataclass(slots=True)
@@ -84,6 +75,7 @@ class _Calendar:
     templates: list[Template]
     zone: ZoneInfo
     calendar: ResourceCalendar
+    policy: Policy = field(default_factory=Policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +116,15 @@ def _iso_in(dt: datetime, zone: ZoneInfo) -> str:
     return dt.astimezone(zone).isoformat()
 
 
-class SchedulingService:
-    def __init__(self, resources: ResourceService, settings: Settings) -> None:
-        self.resources = resources
-        self.store = resources.store
-        self.settings = settings
+
+class FindService:
+    def __init__(self, store: DocumentStore, authorizer: Authorizer) -> None:
+        self.store = store
+        self.authorizer = authorizer
         self._schedules: dict[bytes, _ScheduleInfo | None] = {}
 
-    # -- $find -------------------------------------------------------------------------
     async def find(self, ctx: RequestContext, req: FindRequest) -> list[dict[str, Any]]:
-        self.resources.authorizer.check(ctx, "operation:find", "Appointment")
+        self.authorizer.check(ctx, Interaction.OPERATION, "Appointment", operation="find")
         if req.end <= req.start:
             raise bad_request("end must be after start", ["end"])
         if req.end - req.start > MAX_WINDOW:
@@ -248,7 +239,32 @@ class SchedulingService:
                 cands.append(((rank, sched["id"]), known))
             cands.sort(key=lambda c: c[0])
             groups.append([c for _, c in cands])
+        await self._apply_policies(list(seen.values()))
         return groups
+
+    async def _apply_policies(self, calendars: list[_Calendar]) -> None:
+        """Give each calendar its resource's capacity and buffers, read by the guard's rule
+        (``capacity.resource_policy`` over the resource's active Schedules) rather than from
+        this Schedule alone: an actor with several Schedules is offered exactly what the guard
+        will admit."""
+        actors = sorted({c.actor for c in calendars})
+        by_actor: dict[str, list[tuple[str, bytes]]] = {a: [] for a in actors}
+        for start in range(0, len(actors), 500):
+            chunk = actors[start:start + 500]
+            for sid, body in (await self.store.search(active_schedules_of(*chunk))).rows:
+                info = self._schedule_info(body)
+                for a in info.actors if info is not None else ():
+                    if a in by_actor:
+                        by_actor[a].append((sid, body))
+        policies = {a: resource_policy(rows) for a, rows in by_actor.items()}
+        for c in calendars:
+            p = c.policy = policies[c.actor]
+            c.templates = c.calendar.templates = [
+                t if (t.capacity, t.buffer_before, t.buffer_after) == (
+                    p.capacity, p.buffer_before, p.buffer_after)
+                else replace(t, capacity=p.capacity, buffer_before=p.buffer_before,
+                             buffer_after=p.buffer_after)
+                for t in c.templates]
 
     def _schedule_info(self, body: bytes) -> _ScheduleInfo | None:
         """What $find needs of a stored Schedule, parsed once per stored version.
@@ -335,7 +351,7 @@ class SchedulingService:
                                          for c in calendars))
         for c, busy in zip(calendars, claimed, strict=True):
             cal = c.calendar
-            capacity = c.templates[0].capacity if c.templates else 1
+            capacity = c.policy.capacity
             free: list[tuple[datetime, datetime, int, str]] = []
             for slot in slots_by_sched.get(f"Schedule/{c.schedule['id']}", []):
                 s, e = parse_instant(slot["start"]), parse_instant(slot["end"])
@@ -355,14 +371,14 @@ class SchedulingService:
         Runs of consecutive units with the same count become one interval: the same load for
         the engine, a fraction of the objects (a 30-minute booking is six unit claims).
         """
-        prefix = claim_prefix(actor)
+        prefix = claims.resource_prefix(actor)
         rows = await self.store.claims_between(prefix + bounds[0], prefix + bounds[1])
         plen = len(prefix)
         counts: dict[str, int] = {}  # key order is time order: format_instant is fixed-width
         for key, expires in rows:
             if expires is not None and expires <= now:
                 continue  # an expired hold no longer takes time
-            unit = key[plen:key.index("|", plen)]
+            unit = claims.unit_of(key, plen)
             counts[unit] = counts.get(unit, 0) + 1
         out: list[Busy] = []
         run_start: datetime | None = None
@@ -373,11 +389,11 @@ class SchedulingService:
             if start is None:
                 start = stamps[unit] = datetime.fromisoformat(unit)
             if run_start is not None and start == run_end and n == run_count:
-                run_end = start + GRID
+                run_end = start + claims.GRID
                 continue
             if run_start is not None and run_end is not None:
                 out.append(Busy(run_start, run_end, run_count))
-            run_start, run_end, run_count = start, start + GRID, n
+            run_start, run_end, run_count = start, start + claims.GRID, n
         if run_start is not None and run_end is not None:
             out.append(Busy(run_start, run_end, run_count))
         return out
@@ -441,190 +457,6 @@ class SchedulingService:
         appt["participant"] = participants
         return appt
 
-    # -- $hold ---------------------------------------------------------------------------
-    async def hold(self, ctx: RequestContext, appt_ref: str | None,
-                   appt: dict[str, Any] | None) -> tuple[Saved, str]:
-        self.resources.authorizer.check(ctx, "operation:hold", "Appointment")
-        expires = format_instant(datetime.now(UTC) + timedelta(seconds=self.settings.hold_seconds))
-        fresh = new_id()
-
-        async def compose(reader: _Reader) -> tuple[dict[str, Any], str]:
-            base, id_ = await self._target(reader, appt_ref, appt, fresh)
-            if base.get("status") not in ("proposed", "pending", None):
-                raise FhirError(409, "conflict", f"only a proposed appointment can be held; this"
-                                f" one is {base.get('status')}", severity="fatal")
-            held = _strip_template_slots(base)
-            held["status"] = "pending"
-            held = set_ext(held, HOLD_EXPIRES, {"valueInstant": expires})
-            for p in held.get("participant") or []:
-                p["status"] = "tentative"
-            return {**held, "id": id_}, id_
-
-        checked = await self._prevalidate(compose)
-
-        async def run(unit: Unit) -> Saved:
-            held, id_ = await compose(unit)
-            if held != checked:
-                held = self.resources.prepare("Appointment", held, id_)
-            return await self.resources.put_in_unit(unit, ctx, "Appointment", id_, held)
-
-        return await self.resources.atomic(run), expires
-
-    # -- $book ---------------------------------------------------------------------------
-    async def book(self, ctx: RequestContext, appt_ref: str | None,
-                   appt: dict[str, Any] | None, patients: list[dict[str, Any]],
-                   patient_refs: list[str], cancelled: str | None,
-                   comment: str | None) -> Saved:
-        self.resources.authorizer.check(ctx, "operation:book", "Appointment")
-        fresh = new_id()
-        pids = [p.get("id") or new_id() for p in patients]
-
-        async def compose(reader: _Reader) -> tuple[dict[str, Any], str]:
-            base, id_ = await self._target(reader, appt_ref, appt, fresh)
-            status = base.get("status")
-            if appt is None and status == "cancelled":
-                # By reference alone $book means "book it": a released or swept hold cannot be
-                # revived that way (its time may be someone else's by now). Cancelling stays
-                # possible by sending the resource with status cancelled.
-                raise FhirError(409, "conflict", f"Appointment/{id_} is cancelled (released, "
-                                "or its hold expired); find and hold a new time",
-                                severity="fatal")
-            result = _strip_template_slots(base)
-            if status == "cancelled":
-                result = set_ext(result, HOLD_EXPIRES, None)
-                for p in result.get("participant") or []:
-                    p["status"] = "declined"
-            elif status in ("proposed", "pending", "booked", None):
-                result["status"] = "booked"
-                result = set_ext(result, HOLD_EXPIRES, None)
-                for p in result.get("participant") or []:
-                    p["status"] = "accepted"
-            else:
-                raise FhirError(422, "business-rule", f"$book cannot act on an appointment "
-                                f"with status {status}", expression=["Appointment.status"])
-            refs = [*patient_refs, *(f"Patient/{pid}" for pid in pids)]
-            present = {(p.get("actor") or {}).get("reference")
-                       for p in result.get("participant") or []}
-            for ref in refs:
-                ref = ref if "/" in ref else f"Patient/{ref}"
-                if ref not in present:
-                    result.setdefault("participant", []).append(
-                        {"actor": {"reference": ref}, "required": "required",
-                         "status": "accepted"})
-            if comment:
-                result["comment"] = f"{result['comment']}\n{comment}" if result.get(
-                    "comment") else comment
-            result.pop("meta", None)
-            return {**result, "id": id_}, id_
-
-        checked = await self._prevalidate(compose)
-
-        async def run(unit: Unit) -> Saved:
-            if cancelled is not None:
-                await self._cancel(unit, ctx, _id_of(cancelled, "cancelled-appt-id"))
-            result, id_ = await compose(unit)
-            for patient, pid in zip(patients, pids, strict=True):
-                existing = await unit.get("Patient", pid)
-                if existing is None or existing.deleted:
-                    body = self.resources.prepare("Patient", {**patient, "id": pid}, pid)
-                    await self.resources.put_in_unit(unit, ctx, "Patient", pid, body)
-            if result != checked:
-                result = self.resources.prepare("Appointment", result, id_)
-            return await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
-
-        return await self.resources.atomic(run)
-
-    async def _prevalidate(
-        self, compose: Callable[[_Reader], Awaitable[tuple[dict[str, Any], str]]]
-    ) -> dict[str, Any] | None:
-        """The body an operation will most likely write, already validated, or None.
-
-        Validation is the costliest step of a booking and needs no lock, yet every booking on
-        a store waits for the one in its atomic unit. So the body is composed once from a plain
-        read and validated here; inside the unit it is composed again from the unit's reads,
-        and validated again only if it came out different (the data changed in between). Any
-        error is left for the unit to raise, where it is authoritative.
-        """
-        try:
-            body, id_ = await compose(self.store)
-            return self.resources.prepare("Appointment", body, id_)
-        except FhirError:
-            return None
-
-    async def _cancel(self, unit: Unit, ctx: RequestContext, id_: str) -> None:
-        rec = await unit.get("Appointment", id_)
-        if rec is None or rec.deleted or rec.body is None:
-            raise not_found(f"cancelled-appt-id: Appointment/{id_} is not known")
-        old = orjson.loads(rec.body)
-        if old.get("status") == "cancelled":
-            return
-        old["status"] = "cancelled"
-        old = set_ext(old, HOLD_EXPIRES, None)
-        for p in old.get("participant") or []:  # the contract's table: cancelled -> declined
-            if isinstance(p, dict):
-                p["status"] = "declined"
-        old.pop("meta", None)
-        await self.resources.put_in_unit(unit, ctx, "Appointment", id_, old)
-
-    async def _target(self, unit: _Reader, appt_ref: str | None,
-                      appt: dict[str, Any] | None, fresh: str) -> tuple[dict[str, Any], str]:
-        """The appointment an operation acts on: a stored one, or one given in full (under
-        ``fresh`` as its new id when it has none to keep)."""
-        if appt_ref is None and appt is None:
-            raise bad_request("give appointment-reference (appt-id) or appointment-resource "
-                              "(appt-resource)", ["appointment-reference"])
-        if appt_ref is not None:
-            id_ = _id_of(appt_ref, "appointment-reference")
-            rec = await unit.get("Appointment", id_)
-            if rec is None or rec.deleted or rec.body is None:
-                raise FhirError(404, "not-found", f"Appointment/{id_} is not known",
-                                severity="fatal")
-            stored = orjson.loads(rec.body)
-            if appt is not None:  # modify: the given content wins, the id is the stored one
-                stored = {**appt, "id": id_}
-            stored.pop("meta", None)
-            return stored, id_
-        assert appt is not None
-        given = dict(appt)
-        given.pop("meta", None)
-        id_ = given.get("id")
-        if id_:
-            rec = await unit.get("Appointment", id_)
-            if rec is None or rec.deleted:
-                id_ = None if given.get("status") == "proposed" else id_
-        return given, id_ or fresh
-
-    # -- the sweeper -----------------------------------------------------------------------
-    async def sweep(self) -> int:
-        """Cancel expired holds and free their Slots. Correctness never waits for this (an
-        expired hold's claims stop counting at once); it keeps the data tidy for readers."""
-        ctx = RequestContext.system("sweeper")
-        q = Query("Appointment", (Entry("status", (Cond("val", "=", "pending"),)),), count=500)
-        page = await self.store.search(q)
-        now = now_instant()
-        done = 0
-        for id_, body in page.rows:
-            appt = orjson.loads(body)
-            exp = hold_expiry(appt)
-            if exp is None or exp > now:
-                continue
-            try:
-                await self.resources.atomic(lambda unit, i=id_: self._cancel(unit, ctx, i))
-                done += 1
-            except FhirError as exc:  # changed under us: the next sweep looks again
-                log.info("sweeper skipped Appointment/%s: %s", id_, exc.diagnostics)
-        return done
-
-    async def sweeper(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_seconds)
-            try:
-                n = await self.sweep()
-                if n:
-                    log.info("sweeper cancelled %d expired holds", n)
-            except Exception:  # the sweeper must outlive a passing store outage
-                log.exception("sweeper run failed")
-
 
 def _us(dt: datetime) -> int:
     from ..timeutil import to_us
@@ -635,34 +467,6 @@ def _us(dt: datetime) -> int:
 def _coding(token: str) -> dict[str, str]:
     system, _, code = token.rpartition("|") if "|" in token else ("", "", token)
     return {"system": system, "code": code} if system else {"code": code}
-
-
-def _id_of(ref: str, name: str) -> str:
-    ref = ref.rstrip("/")
-    if "/_history/" in ref:
-        ref = ref.split("/_history/")[0]
-    if ref.startswith("Appointment/") or "/Appointment/" in ref:
-        return ref.rsplit("/", 1)[1]
-    if "/" not in ref:
-        return ref
-    raise bad_request(f"{name}: {ref!r} is not an Appointment reference", [name])
-
-
-def _strip_template_slots(appt: dict[str, Any]) -> dict[str, Any]:
-    """Template time is guarded by claims, not Slots: contained Slots from $find are dropped
-    when an option is held or booked, real Slot references are kept."""
-    out = orjson.loads(orjson.dumps(appt))
-    contained = [c for c in out.get("contained") or [] if c.get("resourceType") != "Slot"]
-    if contained:
-        out["contained"] = contained
-    else:
-        out.pop("contained", None)
-    slots = [s for s in out.get("slot") or [] if not str(s.get("reference", "")).startswith("#")]
-    if slots:
-        out["slot"] = slots
-    else:
-        out.pop("slot", None)
-    return out
 
 
 def _margin(calendars: list[_Calendar], duration: timedelta) -> timedelta:
@@ -699,7 +503,7 @@ def _pad(calendars: list[_Calendar]) -> timedelta:
     for c in calendars:
         for t in c.templates:
             widest = max(widest, t.buffer_before, t.buffer_after)
-    return widest + GRID + timedelta(hours=1)
+    return widest + claims.GRID + timedelta(hours=1)
 
 
 def _timing_preference(timing: dict[str, Any] | None, zone: ZoneInfo):

@@ -1,1 +1,0 @@
-"""Authorization: the hook every interaction passes (allow-all until SMART lands)."""

@@ -1,0 +1,41 @@
+"""What the write pipeline hands a per-type write rule, and what a rule may hand back.
+
+Kept apart from the pipeline (``service.resources``) and from the rules (``scheduling``,
+declared per type in ``resources/``) so that both depend on it and neither on the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .context import RequestContext
+from .storage.base import Unit
+
+Json = dict[str, Any]
+
+
+@dataclass(slots=True)
+class WriteEvent:
+    """One write as a rule sees it: the previous and the new content (None when absent or
+    deleted), inside the atomic unit that will commit it."""
+
+    ctx: RequestContext
+    type: str
+    id: str
+    old: Json | None
+    new: Json | None
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """A further write a rule needs in the same unit (a Slot following its Appointment). The
+    pipeline makes it, through its own rules, so a rule never re-enters the service."""
+
+    type: str
+    id: str
+    body: Json
+
+
+WriteRule = Callable[[Unit, WriteEvent], Awaitable[list[FollowUp]]]
