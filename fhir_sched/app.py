@@ -22,6 +22,7 @@ from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
 from .search.compartment import PATIENT_COMPARTMENT
+from .service.authorization import Authorizer
 from .settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -64,9 +65,11 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     return table
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, authorizer: Authorizer | None = None) -> FastAPI:
+    """The ASGI app; ``authorizer`` replaces the default policy (the SMART issue plugs its scope
+    policy in here; tests plug in a denying one)."""
     settings = settings or Settings.from_env()
-    core = build(settings)
+    core = build(settings, authorizer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

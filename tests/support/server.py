@@ -29,6 +29,10 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    # An ASGI app factory ("module:function") to run under uvicorn instead of `fhir-sched
+    # serve`, for a server composed differently (another authorization policy); it reads its
+    # settings from FHIR_SCHED_* like serve does.
+    factory: str | None = None
 
     @property
     def base(self) -> str:
@@ -41,6 +45,10 @@ class ServerProcess:
         env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning", **self.env}
         cmd = [sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--store", self.store]
+        if self.factory:
+            env["FHIR_SCHED_STORE"] = self.store
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", self.factory, "--host",
+                   "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                          start_new_session=True)
