@@ -9,7 +9,7 @@ refused where FHIR requires one; bare dates are taken as UTC days (documented in
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 _DT = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
@@ -69,9 +69,11 @@ def date_range(value: str, *, require_offset: bool = False) -> tuple[int, int]:
     if m["tz"] is None:
         if require_offset:
             raise ValueError(f"{value!r} has a time but no time-zone offset")
-        tz = UTC
+        tz: tzinfo = UTC
     else:
-        tz = UTC if m["tz"] == "Z" else datetime.strptime(m["tz"], "%z").tzinfo
+        parsed_tz = UTC if m["tz"] == "Z" else datetime.strptime(m["tz"], "%z").tzinfo
+        assert parsed_tz is not None
+        tz = parsed_tz
     sec = int(m["S"] or 0)
     frac = m["f"] or ""
     micro = int((frac + "000000")[:6]) if frac else 0

@@ -34,7 +34,8 @@ def _timing(value: Any) -> dict[str, Any] | None:
         if unknown and key == "dayOfWeek":
             raise FhirError(400, "invalid", f"parameter 'timing': unknown day {unknown[0]!r} "
                             f"(expected {'|'.join(sorted(_DAYS))})", expression=["timing"])
-    return value
+    timing: dict[str, Any] = value
+    return timing
 
 
 def parse(values: Inputs, _instance: str | None) -> FindRequest:

@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import BaseModel
 
 from ..writes import WriteRule
 
@@ -38,7 +39,7 @@ HOSTED_TYPES: tuple[str, ...] = tuple(sorted(_MODULES))
 @dataclass(frozen=True, slots=True)
 class ResourceType:
     name: str
-    model: type
+    model: type[BaseModel]
     bindings: dict[str, frozenset[str]]
     rules: Rules | None
     write_rule: WriteRule | None

@@ -7,6 +7,7 @@ registered before the generic ``/{type}/{id}`` routes that would otherwise swall
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -63,7 +64,7 @@ class FhirRoutes:
         if not is_hosted(type_):
             raise FhirError(404, "not-supported", f"resource type {type_!r} is not supported by "
                             "this server (see /metadata)")
-        return type_
+        return str(type_)
 
     async def _json_body(self, request: Request, allowed: tuple[str, ...] = JSON_TYPES) -> Any:
         check_content_type(request, allowed)
@@ -121,21 +122,21 @@ class FhirRoutes:
         return FhirResponse(rec.body, headers=headers)
 
     async def update(self, request: Request) -> Response:
-        check_accept(request)
-        type_ = self._type(request)
-        body = await self._json_body(request)
-        if_match = parse_etag(request.headers.get("if-match"), "If-Match")
-        saved = await self.service.update(self.ctx(request), type_, request.path_params["id"],
-                                          body, if_match)
-        return self._saved(request, saved)
+        return await self._instance_write(request, JSON_TYPES, self.service.update)
 
     async def patch(self, request: Request) -> Response:
+        return await self._instance_write(request, (PATCH_JSON,), self.service.patch)
+
+    async def _instance_write(
+        self, request: Request, types: tuple[str, ...],
+        write: Callable[[RequestContext, str, str, Any, int | None], Awaitable[Saved]],
+    ) -> Response:
+        """PUT and PATCH on ``[type]/[id]``: a JSON body, If-Match, the saved answer."""
         check_accept(request)
         type_ = self._type(request)
-        ops = await self._json_body(request, (PATCH_JSON,))
+        body = await self._json_body(request, types)
         if_match = parse_etag(request.headers.get("if-match"), "If-Match")
-        saved = await self.service.patch(self.ctx(request), type_, request.path_params["id"],
-                                         ops, if_match)
+        saved = await write(self.ctx(request), type_, request.path_params["id"], body, if_match)
         return self._saved(request, saved)
 
     async def delete(self, request: Request) -> Response:

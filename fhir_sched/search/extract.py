@@ -47,7 +47,9 @@ def normalise(text: str) -> str:
 
 
 def _split_top(expr: str, sep: str) -> list[str]:
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    cur: list[str] = []
+    depth = 0
     i = 0
     while i < len(expr):
         ch = expr[i]
@@ -133,7 +135,7 @@ def _fhirpath_walker(expr: str) -> Walker:
 
     def walk(resource: dict[str, Any]) -> list[Value]:
         try:
-            return [(v, None) for v in fn(resource)]
+            return [(v, None) for v in fn(resource, None)]
         except Exception:
             return []
 
@@ -218,13 +220,14 @@ def _references(sp: SearchParam, value: Any, _t: str | None) -> Iterator[IndexEn
 def _dates(sp: SearchParam, value: Any, t: str | None) -> Iterator[IndexEntry]:
     if isinstance(value, str):
         try:
-            lo, hi = date_range(value)
+            start, stop = date_range(value)
         except ValueError:
             return
-        yield IndexEntry(sp.code, lo=lo, hi=hi)
+        yield IndexEntry(sp.code, lo=start, hi=stop)
     elif isinstance(value, dict):
         if "start" in value or "end" in value:  # Period
-            lo = hi = None
+            lo: int | None = None
+            hi: int | None = None
             try:
                 if isinstance(value.get("start"), str):
                     lo = date_range(value["start"])[0]

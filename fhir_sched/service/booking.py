@@ -211,12 +211,12 @@ class BookingService:
         assert appt is not None
         given = dict(appt)
         given.pop("meta", None)
-        id_ = given.get("id")
-        if id_:
-            rec = await unit.get("Appointment", id_)
-            if rec is None or rec.deleted:
-                id_ = None if given.get("status") == "proposed" else id_
-        return given, id_ or fresh
+        given_id = given.get("id")
+        if isinstance(given_id, str) and given_id:
+            rec = await unit.get("Appointment", given_id)
+            if (rec is None or rec.deleted) and given.get("status") == "proposed":
+                given_id = None
+        return given, given_id if isinstance(given_id, str) and given_id else fresh
 
 
 def _id_of(ref: str, name: str) -> str:
@@ -233,7 +233,7 @@ def _id_of(ref: str, name: str) -> str:
 def _strip_template_slots(appt: dict[str, Any]) -> dict[str, Any]:
     """Template time is guarded by claims, not Slots: contained Slots from $find are dropped
     when an option is held or booked, real Slot references are kept."""
-    out = orjson.loads(orjson.dumps(appt))
+    out: dict[str, Any] = orjson.loads(orjson.dumps(appt))
     contained = [c for c in out.get("contained") or [] if c.get("resourceType") != "Slot"]
     if contained:
         out["contained"] = contained

@@ -20,7 +20,8 @@ from ..resources import is_hosted
 from ..search.parse import query_for
 from ..storage.base import Unit
 from .authorization import Interaction
-from .resources import ResourceService, Saved, check_id, new_id
+from .resources import ResourceService, Saved, check_id
+from .resources import new_id as make_id
 from .search import SearchResult, SearchService
 
 Json = dict[str, Any]
@@ -127,6 +128,14 @@ def _if_match(raw: Any, where: str) -> int | None:
     return int(v)
 
 
+def _request_of(e: Json, n: int) -> tuple[Json, str, str, Target, int | None]:
+    """An entry's request, method, location for messages, target and If-Match."""
+    req = e["request"]
+    where = f"Bundle.entry[{n}]"
+    return req, req["method"], where, parse_url(req["url"], where), _if_match(
+        req.get("ifMatch"), where)
+
+
 class BundleProcessor:
     def __init__(self, service: ResourceService, search: SearchService) -> None:
         self.service = service
@@ -173,7 +182,7 @@ class BundleProcessor:
         for n, e in enumerate(entries):
             if e["request"]["method"] == "POST":
                 target = parse_url(e["request"]["url"], f"Bundle.entry[{n}]")
-                new_ids[n] = new_id()
+                new_ids[n] = make_id()
                 if isinstance(e.get("fullUrl"), str):
                     mapping[e["fullUrl"]] = f"{target.type}/{new_ids[n]}"
         svc = self.service
@@ -234,11 +243,7 @@ class BundleProcessor:
                         new_id: str | None, mapping: dict[str, str], base: str, minimal: bool,
                         written: list[tuple[int, Json]]) -> EntryResult:
         svc = self.service
-        req = e["request"]
-        method = req["method"]
-        where = f"Bundle.entry[{n}]"
-        target = parse_url(req["url"], where)
-        if_match = _if_match(req.get("ifMatch"), where)
+        _req, method, _where, target, if_match = _request_of(e, n)
         body = _replace_refs(e.get("resource"), mapping) if e.get("resource") is not None else None
         if method == "DELETE":
             if target.id is None:
@@ -249,8 +254,8 @@ class BundleProcessor:
                 ids = found
             else:
                 ids = [target.id]
-            for id_ in ids:
-                await svc.put_in_unit(unit, ctx, target.type, id_, None, if_match=if_match)
+            for gone_id in ids:
+                await svc.put_in_unit(unit, ctx, target.type, gone_id, None, if_match=if_match)
             return EntryResult("204 No Content")
         if method == "POST":
             svc.authorizer.check(ctx, Interaction.CREATE, target.type)
@@ -262,13 +267,16 @@ class BundleProcessor:
             return _saved_result(saved, base, minimal)
         if method in ("PUT", "PATCH"):
             svc.authorizer.check(ctx, Interaction.UPDATE, target.type, target.id)
-            id_ = target.id
-            if id_ is None:
+            id_: str
+            if target.id is not None:
+                id_ = target.id
+            else:
                 q = query_for(target.type, target.query or [], base)
                 found = await unit.find_ids(q, limit=2)
                 if len(found) > 1:
                     raise precondition_failed("conditional update matched several resources")
-                id_ = found[0] if found else (body or {}).get("id") or new_id()
+                given = (body or {}).get("id") if isinstance(body, dict | type(None)) else None
+                id_ = found[0] if found else given if isinstance(given, str) else make_id()
                 if isinstance(body, dict):
                     body = {**body, "id": id_}
             if method == "PATCH":
@@ -302,7 +310,8 @@ class BundleProcessor:
             rec = await unit.get(type_, id_)
             if rec is None or rec.deleted or rec.body is None:
                 raise not_found(f"{type_}/{id_} is not known")
-            return jsonpatch.JsonPatch(ops).apply(orjson.loads(rec.body))
+            patched: Json = jsonpatch.JsonPatch(ops).apply(orjson.loads(rec.body))
+            return patched
         except (ValueError, jsonpatch.JsonPatchException, jsonpatch.JsonPointerException,
                 TypeError, KeyError) as exc:
             raise unprocessable(f"JSON Patch could not be applied: {exc}") from exc
@@ -324,11 +333,7 @@ class BundleProcessor:
     async def _batch_entry(self, ctx: RequestContext, e: Json, n: int, base: str,
                            minimal: bool) -> EntryResult:
         svc = self.service
-        req = e["request"]
-        method = req["method"]
-        where = f"Bundle.entry[{n}]"
-        target = parse_url(req["url"], where)
-        if_match = _if_match(req.get("ifMatch"), where)
+        req, method, where, target, if_match = _request_of(e, n)
         body = e.get("resource")
         if method == "GET" or method == "HEAD":
             if target.id is None:
@@ -350,9 +355,9 @@ class BundleProcessor:
             return EntryResult("204 No Content")
         if method == "POST":
             inx = req.get("ifNoneExist")
-            q = query_for(target.type, parse_qsl(inx.lstrip("?"), keep_blank_values=True),
-                          base) if inx else None
-            saved = await svc.create(ctx, target.type, body, q)
+            cond = query_for(target.type, parse_qsl(inx.lstrip("?"), keep_blank_values=True),
+                             base) if inx else None
+            saved = await svc.create(ctx, target.type, body, cond)
             return _saved_result(saved, base, minimal)
         if method == "PUT":
             if target.id is None:

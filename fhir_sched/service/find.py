@@ -506,7 +506,8 @@ def _pad(calendars: list[_Calendar]) -> timedelta:
     return widest + claims.GRID + timedelta(hours=1)
 
 
-def _timing_preference(timing: dict[str, Any] | None, zone: ZoneInfo):
+def _timing_preference(timing: dict[str, Any] | None, zone: ZoneInfo
+                       ) -> Callable[[datetime], bool] | None:
     """Timing.repeat.dayOfWeek and repeat.when (MORN, AFT, EVE) as a preference predicate."""
     if not timing:
         return None

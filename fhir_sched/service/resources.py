@@ -11,7 +11,7 @@ import copy
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonpatch
 import orjson
@@ -24,12 +24,14 @@ from ..resources import get_type, is_hosted
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
 from ..search.extract import extract
-from ..storage.base import DocumentStore, Origin, Record, Unit, VersionConflict
+from ..storage.base import DocumentStore, Origin, Record, Unit
+from ..storage.errors import VersionConflict
 from ..timeutil import now_instant
 from ..writes import FollowUp, WriteEvent
 from .authorization import Authorizer, Interaction, OpenPolicy
 
 Json = dict[str, Any]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -65,30 +67,29 @@ class ResourceService:
     async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
         self.authorizer.check(ctx, Interaction.READ, type_, id_)
         rec = await self.store.get(type_, id_)
-        if rec is None:
-            raise not_found(f"{type_}/{id_} is not known")
-        if rec.deleted:
-            raise gone(f"{type_}/{id_} was deleted (version {rec.version})")
-        self._check_content(ctx, Interaction.READ, rec)
-        return rec
+        return self._readable(ctx, Interaction.READ, rec, f"{type_}/{id_} is not known",
+                              f"{type_}/{id_} was deleted")
 
-    def _check_content(self, ctx: RequestContext, interaction: Interaction, rec: Record) -> None:
-        """The check again with the stored resource in hand, when the policy needs it."""
+    def _readable(self, ctx: RequestContext, interaction: Interaction, rec: Record | None,
+                  missing: str, deleted: str) -> Record:
+        """A fetched version as the caller may see it: 404, 410, or the check again with the
+        stored resource in hand when the policy needs it."""
+        if rec is None:
+            raise not_found(missing)
+        if rec.deleted:
+            raise gone(f"{deleted} (version {rec.version})")
         if rec.body is not None and self.authorizer.needs_content(ctx, rec.type):
             self.authorizer.check(ctx, interaction, rec.type, rec.id,
                                   resource=orjson.loads(rec.body))
+        return rec
 
     async def vread(self, ctx: RequestContext, type_: str, id_: str, vid: str) -> Record:
         self.authorizer.check(ctx, Interaction.VREAD, type_, id_)
         if not vid.isdigit():
             raise not_found(f"{type_}/{id_} has no version {vid!r}")
         rec = await self.store.get_version(type_, id_, int(vid))
-        if rec is None:
-            raise not_found(f"{type_}/{id_} has no version {vid}")
-        if rec.deleted:
-            raise gone(f"{type_}/{id_} version {vid} is a deletion")
-        self._check_content(ctx, Interaction.VREAD, rec)
-        return rec
+        return self._readable(ctx, Interaction.VREAD, rec, f"{type_}/{id_} has no version {vid}",
+                              f"{type_}/{id_} version {vid} is a deletion")
 
     # -- the write pipeline ------------------------------------------------------------------
     def prepare(self, type_: str, body: Any, id_: str | None) -> Json:
@@ -205,7 +206,7 @@ class ResourceService:
                     f"{path}.reference {value!r} does not resolve on this server",
                     expression=[f"{path}.reference"], code="not-found")
 
-    async def atomic(self, fn: Callable[[Unit], Awaitable[Any]]) -> Any:
+    async def atomic(self, fn: Callable[[Unit], Awaitable[T]]) -> T:
         try:
             return await self.store.atomic(fn)
         except VersionConflict as exc:

@@ -262,7 +262,7 @@ _SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationVal
 @cache
 def _summary_elements(type_: str) -> frozenset[str]:
     model = get_type(type_).model
-    names = set(model.summary_elements_sequence())
+    names = set(model.summary_elements_sequence())  # type: ignore[attr-defined]
     required = {f.alias or k for k, f in model.model_fields.items() if f.is_required()}
     return frozenset(names | required | {"resourceType", "id", "meta"})
 

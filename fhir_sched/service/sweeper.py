@@ -15,6 +15,7 @@ from ..context import RequestContext
 from ..errors import FhirError
 from ..query import Cond, Entry, Query
 from ..scheduling.extensions import hold_expiry
+from ..storage.base import Unit
 from ..timeutil import now_instant
 from .booking import BookingService
 
@@ -40,9 +41,11 @@ class Sweeper:
             exp = hold_expiry(appt)
             if exp is None or exp > now:
                 continue
+            async def cancel(unit: Unit, appt_id: str = id_) -> None:
+                await self.booking.cancel_in_unit(unit, ctx, appt_id)
+
             try:
-                await self.booking.resources.atomic(
-                    lambda unit, i=id_: self.booking.cancel_in_unit(unit, ctx, i))
+                await self.booking.resources.atomic(cancel)
                 done += 1
             except FhirError as exc:  # changed under us: the next sweep looks again
                 log.info("sweeper skipped Appointment/%s: %s", id_, exc.diagnostics)
