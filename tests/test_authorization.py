@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from fhir_sched.context import RequestContext
 from fhir_sched.service.authorization import Interaction, OpenPolicy
-from tests.scheduling_fixtures import hours, parameters, schedule, template, uid
 from tests.support.client import fhir_client
+from tests.support.scheduling import hours, parameters, schedule, template, uid
 from tests.support.server import ServerProcess, cleanup_dir, sqlite_url
 
 DENY = ",".join([

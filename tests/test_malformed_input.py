@@ -18,10 +18,9 @@ import httpx
 import orjson
 import pytest
 
-from tests.conftest import new_store_url
-from tests.fhir_assets import SchemaValidator
 from tests.support.client import fhir_client
-from tests.support.server import ServerProcess, cleanup_dir
+from tests.support.fhir_assets import SchemaValidator
+from tests.support.server import ServerProcess, cleanup_dir, store_url
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 SMALL_LIMIT = 2048
@@ -206,7 +205,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def small_server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
     """A server whose body limit is tiny, for the 413 rows."""
-    url = new_store_url(store_kind, mongo_uri, "fhir_sched_small_limit")
+    url = store_url(store_kind, mongo_uri, "fhir_sched_small_limit")
     proc = ServerProcess(url, env={"FHIR_SCHED_MAX_BODY_BYTES": str(SMALL_LIMIT)}).start()
     yield proc
     proc.stop()

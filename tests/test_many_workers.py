@@ -19,9 +19,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.conftest import new_store_url
 from tests.support.client import fhir_client
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, store_url
 
 CONCURRENCY = 8
 ROUNDS = 4
@@ -30,7 +29,7 @@ ROUNDS = 4
 @pytest.fixture(scope="module")
 def workers(store_kind: str, mongo_uri: str | None) -> Iterator[list[ServerProcess]]:
     db_name = f"many_{uuid.uuid4().hex[:10]}"
-    url = new_store_url(store_kind, mongo_uri, db_name)
+    url = store_url(store_kind, mongo_uri, db_name)
     first = ServerProcess(url).start()
     try:
         second = ServerProcess(url).start()

@@ -1,10 +1,11 @@
 """The official R4 examples of the eleven hosted types go in and come back out unchanged.
 
-The examples (hl7.fhir.r4.examples@4.0.1, pinned by tests/fhir_assets.py) were written by HL7,
-not by us, so they are the fairest sample of what real clients send. They are PUT with their own
-ids in dependency order, so that every relative reference to a hosted type can resolve; a few
-reference hosted resources that no example provides, and our referential rule (a relative
-reference to a hosted type must resolve) must reject exactly those, naming the element.
+The examples (hl7.fhir.r4.examples@4.0.1, pinned by tests/support/fhir_assets.py) were
+written by HL7, not by us, so they are the fairest sample of what real clients send. They are
+PUT with their own ids in dependency order, so that every relative reference to a hosted type
+can resolve; a few reference hosted resources that no example provides, and our referential
+rule (a relative reference to a hosted type must resolve) must reject exactly those, naming the
+element.
 
 The module runs its own server on a fresh store: the rejections below depend on ``Patient/5``
 and friends *not* existing, which the shared session server cannot promise.
@@ -20,10 +21,9 @@ import pytest
 
 from fhir_sched.resources import HOSTED_TYPES, is_hosted
 from fhir_sched.resources.references import RELATIVE, iter_references
-from tests.conftest import new_store_url
-from tests.fhir_assets import SchemaValidator, example_resources
 from tests.support.client import fhir_client
-from tests.support.server import ServerProcess, cleanup_dir
+from tests.support.fhir_assets import SchemaValidator, example_resources
+from tests.support.server import ServerProcess, cleanup_dir, store_url
 
 Key = tuple[str, str]
 
@@ -131,7 +131,7 @@ def without_meta(res: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def examples_server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
-    url = new_store_url(store_kind, mongo_uri, "fhir_sched_examples")
+    url = store_url(store_kind, mongo_uri, "fhir_sched_examples")
     proc = ServerProcess(url).start()
     yield proc
     proc.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import names_parameter, parameters
+from tests.support.scheduling import names_parameter, parameters
 
 WINDOW = [{"name": "start", "valueDateTime": "2031-01-06T09:00:00Z"},
           {"name": "end", "valueDateTime": "2031-01-07T09:00:00Z"}]

@@ -22,7 +22,7 @@ from fhirclient.models.schedule import Schedule as SmartSchedule
 from fhirclient.models.slot import Slot as SmartSlot
 from fhirpy import AsyncFHIRClient
 
-from tests.fhir_assets import assert_valid
+from tests.support.fhir_assets import assert_valid
 from tests.support.server import ServerProcess
 
 SYSTEM = "urn:fhir-sched:test:real-clients"

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from tests.fhir_assets import SchemaValidator
 from tests.support.client import fhir_client
+from tests.support.fhir_assets import SchemaValidator
 from tests.support.server import ServerProcess, cleanup_dir, sqlite_url
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     book_option,
     bundle_resource,
     find,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 from fhirpy import AsyncFHIRClient
 
-from tests.scheduling_fixtures import HOLD_EXPIRES_URL, patient, practitioner_calendar
+from tests.support.scheduling import HOLD_EXPIRES_URL, patient, practitioner_calendar
 from tests.support.server import ServerProcess
 
 WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}

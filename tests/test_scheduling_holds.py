@@ -17,14 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     HOLD_EXPIRES_URL,
     Calendar,
     Json,
     book_id,
     book_option,
     bundle_resource,
-    clients,
     find,
     hold,
     outcome,
@@ -32,13 +31,11 @@ from tests.scheduling_fixtures import (
     practitioner_calendar,
     put_all,
     schedule,
-    servers,
     set_status,
     starts,
-    store_url,
     uid,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, clients, servers, store_url
 
 HOLD_SECONDS = 2
 WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}

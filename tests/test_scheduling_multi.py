@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     Json,
     actors,
     book_id,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     Json,
     actors,
     book_option,

@@ -13,27 +13,23 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import (
+from fhir_sched.scheduling import claims as codec
+from tests.support.scheduling import (
     Calendar,
     Json,
     book_option,
     booked_appointment,
-    clients,
     find,
     hold,
-    opened_store,
     practitioner_calendar,
-    servers,
-    store_url,
     utc,
 )
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, clients, opened_store, servers, store_url
 
 N = 100
 WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}
@@ -47,16 +43,12 @@ def pair(store_kind: str, mongo_uri: str | None) -> Iterator[tuple[str, list[Ser
         yield url, procs
 
 
-def expected_keys(actor: str, appointment: Json, seqs: range) -> set[str]:
-    """The claim keys one booking of ``appointment`` must leave, written out independently of
-    the guard: ``cap|<actor>|<UTC 5-minute unit>|<seq>``."""
+def expected_keys(actor: str, appointment: Json, seats: range) -> set[str]:
+    """The claim keys a fully booked ``appointment`` span must hold: every seat of every
+    5-minute unit, spelled by the one claims codec the guard and $find use."""
     start, end = utc(appointment["start"]), utc(appointment["end"])
-    keys, t = set(), start
-    while t < end:
-        stamp = t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        keys.update(f"cap|{actor}|{stamp}.000Z|{seq}" for seq in seqs)
-        t += timedelta(minutes=5)
-    return keys
+    assert seats.start == 0
+    return set(codec.unit_keys(actor, start, end, seats.stop))
 
 
 async def race(pair_clients: list[httpx.AsyncClient], send: Any) -> list[httpx.Response]:
@@ -84,7 +76,7 @@ def winners(responses: list[httpx.Response], ok: int, expected: int) -> list[Jso
 
 async def claims_of_actor(url: str, actor: str) -> list[tuple[str, str, str]]:
     async with opened_store(url) as store:
-        return await store.claim_keys(f"cap|{actor}|")
+        return await store.claim_keys(codec.resource_prefix(actor))
 
 
 async def one_option(client: httpx.AsyncClient, cal: Calendar) -> Json:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     Json,
     hours,
     need,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     ALL_DAYS,
     Json,
     find,

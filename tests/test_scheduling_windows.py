@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from tests.scheduling_fixtures import (
+from tests.support.scheduling import (
     ALL_DAYS,
     booked_appointment,
     find,

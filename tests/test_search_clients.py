@@ -4,7 +4,7 @@
 ``sort``, ``count``) and follows our ``next`` links with ``fetch_all``; ``fhirclient`` (the SMART
 Python client, synchronous, so run in a thread) builds ``$and``/``$or`` queries, pages with
 ``perform_resources_iter`` and parses every Bundle with its own 4.0.1 models. The world is the one
-in ``tests/search_fixtures.py``.
+in ``tests/support/search_world.py``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fhirclient.models.schedule import Schedule as SmartSchedule
 from fhirclient.models.slot import Slot as SmartSlot
 from fhirpy import AsyncFHIRClient
 
-from tests.search_fixtures import World, build_world
 from tests.support.client import fhir_client
+from tests.support.search_world import World, build_world
 from tests.support.server import ServerProcess
 
 

@@ -3,7 +3,7 @@
 Membership follows the R4 CompartmentDefinition for Patient (Appointment.actor, Schedule.actor,
 Coverage policy-holder/subscriber/beneficiary/payor, ServiceRequest subject/performer, Patient
 itself and its links); further parameters narrow it like any search. The world is the one in
-``tests/search_fixtures.py``.
+``tests/support/search_world.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.search_fixtures import World, build_world, search_all
 from tests.support.client import fhir_client
+from tests.support.search_world import World, build_world, search_all
 from tests.support.server import ServerProcess
 
 

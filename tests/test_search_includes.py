@@ -1,7 +1,7 @@
 """``_include``, ``_revinclude`` (with ``*`` and ``:iterate``), chaining and ``_has``, by id.
 
 Included resources must come back with ``search.mode = include``, matches with ``match``, each
-resource once. The world is the one in ``tests/search_fixtures.py``.
+resource once. The world is the one in ``tests/support/search_world.py``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.search_fixtures import World, build_world, found
 from tests.support.client import fhir_client
+from tests.support.search_world import World, build_world, found
 from tests.support.server import ServerProcess
 
 

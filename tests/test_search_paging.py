@@ -17,9 +17,8 @@ import httpx
 import pytest
 from pymongo import MongoClient
 
-from tests.conftest import new_store_url
 from tests.support.client import fhir_client
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, store_url
 
 Json = dict[str, Any]
 
@@ -232,7 +231,7 @@ async def test_summary_and_elements_shape_entries(fhir: httpx.AsyncClient) -> No
 @pytest.fixture(scope="module")
 def small_pages(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
     db_name = f"paging_{uuid.uuid4().hex[:10]}"
-    url = new_store_url(store_kind, mongo_uri, db_name)
+    url = store_url(store_kind, mongo_uri, db_name)
     proc = ServerProcess(url, env={"FHIR_SCHED_DEFAULT_COUNT": "3",
                                    "FHIR_SCHED_MAX_COUNT": "5"}).start()
     yield proc

@@ -22,7 +22,7 @@ from fhirpathpy.models import models
 from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
 from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
 
-from tests.fhir_assets import HOSTED_TYPES, example_resources, schema_validator
+from tests.support.fhir_assets import HOSTED_TYPES, example_resources, schema_validator
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFORMANCE = ROOT / "conformance"

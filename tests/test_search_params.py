@@ -1,6 +1,6 @@
 """Search parameter semantics per type, over a real server, against hand-computed answers.
 
-The world is described in ``tests/search_fixtures.py``; every expected set below was worked out
+The world is described in ``tests/support/search_world.py``; every expected set below was worked out
 by hand from that table and the R4 search page (prefix ranges, token forms, reference forms,
 string matching), so a wrong reading of the spec in the server shows up as a wrong set here.
 Placeholders: ``{P1}`` is ``Patient/<id>``, ``{P1_id}`` the bare id, ``{sys}``/``{sys2}`` this
@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from fhir_sched.query import AnyOf, Cond, Entry
 from fhir_sched.search.parse import parse_param, range_expr, split_values
-from tests.search_fixtures import SNOMED, World, build_world, found, q, search_all
 from tests.support.client import fhir_client
+from tests.support.search_world import SNOMED, World, build_world, found, q, search_all
 from tests.support.server import ServerProcess
 
 

@@ -3,7 +3,7 @@
 IHE ITI-118 (Find Existing Appointments) is ``Appointment?patient=&date=ge..&date=lt..`` narrowed
 by practitioner, location, status or service-type; the Argonaut patient flow adds status and
 practitioner; slot finders ask ``Slot?schedule=&start=ge..&status=free`` and schedule pickers
-``Schedule?actor=&active=true``. The world is the one in ``tests/search_fixtures.py``.
+``Schedule?actor=&active=true``. The world is the one in ``tests/support/search_world.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from tests.search_fixtures import SNOMED, World, build_world, found
 from tests.support.client import fhir_client
+from tests.support.search_world import SNOMED, World, build_world, found
 from tests.support.server import ServerProcess
 
 

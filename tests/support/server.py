@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,10 +11,18 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from fhir_sched.settings import Settings
+from fhir_sched.storage import open_store
+from fhir_sched.storage.base import DocumentStore
+from tests.support.client import fhir_client
 
 
 def free_port() -> int:
@@ -88,3 +97,55 @@ def sqlite_url(directory: str) -> str:
 
 def cleanup_dir(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------ stores and server sets
+
+
+def store_url(kind: str, mongo_uri: str | None, name: str) -> str:
+    """A fresh, empty database of ``kind`` (SQLite file or MongoDB database)."""
+    if kind == "sqlite":
+        return sqlite_url(tempfile.mkdtemp(prefix="fhir-sched-"))
+    assert mongo_uri is not None, "store_kind is mongo but no MongoDB URI was provided"
+    base = mongo_uri.rstrip("/").split("?")[0]
+    if base.count("/") > 2:
+        base = base.rsplit("/", 1)[0]
+    return f"{base}/{name}_{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def servers(url: str, n: int = 1, env: dict[str, str] | None = None
+            ) -> Iterator[list[ServerProcess]]:
+    """``n`` real ``fhir-sched serve`` processes sharing the database at ``url``."""
+    procs: list[ServerProcess] = []
+    try:
+        for _ in range(n):
+            procs.append(ServerProcess(url, env=dict(env or {})).start())
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+@contextlib.asynccontextmanager
+async def clients(procs: list[ServerProcess], schema: Any
+                  ) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """One schema-checking client per server, with room for 100 requests in flight."""
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with contextlib.AsyncExitStack() as stack:
+        out = [await stack.enter_async_context(
+            fhir_client(p.base, schema, limits=limits)) for p in procs]
+        yield out
+
+
+@contextlib.asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[DocumentStore]:
+    """The database a server uses, opened directly, to check what the guard really stored."""
+    store = open_store(Settings(store=url))
+    await store.start()
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -6,7 +6,7 @@ npm, because hl7.org is not reachable from CI) are an independent oracle.  They 
 come from the network, so they are pinned by exact version *and* content hash, and cached
 on disk so that every run after the first one works offline.
 
-Load as a pytest plugin with ``pytest_plugins = ["tests.fhir_assets"]``; the plain functions
+Load as a pytest plugin with ``pytest_plugins = ["tests.support.fhir_assets"]``; the plain functions
 are usable from scripts (``tools/extract_search_params.py``) as well.
 """
 
