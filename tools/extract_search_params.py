@@ -41,7 +41,7 @@ def _assets() -> ModuleType:
     """Import the test-asset helper even when run as a script from ``tools/``."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    return importlib.import_module("tests.fhir_assets")
+    return importlib.import_module("tests.support.fhir_assets")
 
 
 def split_union(expression: str) -> list[str]:
