@@ -63,10 +63,17 @@ class Cond:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """True when some index entry of ``param`` satisfies every condition."""
+    """True when some index entry of ``param`` satisfies every condition.
+
+    ``unique``: a hint from whoever built the query that a resource has at most one entry of
+    ``param`` with a given ``val`` (true of references: extraction drops duplicates), so an
+    adapter may count the matches of a ``val`` equality without de-duplicating them. The
+    default, False, is always safe; True on a parameter where it does not hold over-counts.
+    """
 
     param: str
     conds: tuple[Cond, ...] = ()
+    unique: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,7 @@ class Page:
     rows: list[tuple[str, bytes]]
     next_after: tuple[Any, ...] | None
     total: int | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class IndexEntry:

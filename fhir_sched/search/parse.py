@@ -227,6 +227,11 @@ def _token(sp: SearchParam, name: str, raw: str, modifier: str | None) -> Expr:
     return Entry(sp.code, tuple(conds))
 
 
+def _same_ref(param: str, value: str) -> Entry:
+    """``param`` refers to ``value``: a resource has at most one such entry (``Entry.unique``)."""
+    return Entry(param, (Cond("val", "=", value),), unique=True)
+
+
 def _reference(sp: SearchParam, name: str, raw: str, modifier: str | None,
                base_url: str) -> Expr:
     if modifier == "identifier":
@@ -244,13 +249,13 @@ def _reference(sp: SearchParam, name: str, raw: str, modifier: str | None,
     if "://" not in value and "/_history/" in value:
         value = value.split("/_history/")[0]
     if "://" in value or value.startswith("urn:"):
-        return _entry(sp.code, Cond("val", "=", value))
+        return _same_ref(sp.code, value)
     if modifier is not None:  # :Type
         if "/" in value:
             if value.split("/", 1)[0] != modifier:
                 raise SearchError(name, f"{value!r} is not a {modifier} reference")
-            return _entry(sp.code, Cond("val", "=", value))
-        return _entry(sp.code, Cond("val", "=", f"{modifier}/{value}"))
+            return _same_ref(sp.code, value)
+        return _same_ref(sp.code, f"{modifier}/{value}")
     if "/" in value:
         type_, _, id_ = value.partition("/")
         if sp.targets and type_ not in sp.targets:
@@ -258,9 +263,9 @@ def _reference(sp: SearchParam, name: str, raw: str, modifier: str | None,
                               f"({', '.join(sp.targets[:8])})")
         if not id_ or "/" in id_:
             raise SearchError(name, f"{value!r} is not a Type/id reference")
-        return _entry(sp.code, Cond("val", "=", value))
+        return _same_ref(sp.code, value)
     targets = sp.targets or HOSTED_TYPES
-    alts = tuple(_entry(sp.code, Cond("val", "=", f"{t}/{value}")) for t in targets)
+    alts = tuple(_same_ref(sp.code, f"{t}/{value}") for t in targets)
     return alts[0] if len(alts) == 1 else AnyOf(alts)
 
 
