@@ -17,7 +17,7 @@ from functools import lru_cache
 import orjson
 
 from ..errors import FhirError
-from ..query import AnyOf, Cond, Entry, Not, Query
+from ..query import AnyOf, Cond, Entry, Query
 from ..storage.base import Unit
 from ..writes import FollowUp, WriteEvent
 from .templates import Template, TemplateError, parse_templates
@@ -35,23 +35,30 @@ DEFAULT = Policy()
 MAX_SCHEDULES_PER_RESOURCE = 100
 
 
-def active_schedules_of(*actors: str) -> Query:
-    """The Schedules a resource's policy is read from: those naming it that are not inactive."""
+def schedules_of(*actors: str) -> Query:
+    """The Schedules naming any of ``actors``: one index seek each. Inactive ones are dropped
+    by ``resource_policy`` from the bodies the caller reads anyway, which is cheaper than a
+    negated condition in the store, and this runs inside every booking's unit."""
     refs = tuple(Entry("actor", (Cond("val", "=", a),)) for a in actors)
-    return Query("Schedule", (
-        refs[0] if len(refs) == 1 else AnyOf(refs),
-        Not(Entry("active", (Cond("val", "=", "false"),))),
-    ), count=MAX_SCHEDULES_PER_RESOURCE * len(actors))
+    return Query("Schedule", (refs[0] if len(refs) == 1 else AnyOf(refs),),
+                 count=MAX_SCHEDULES_PER_RESOURCE * len(actors))
 
 
 async def unit_policy(unit: Unit, actor: str) -> Policy:
-    """A resource's policy as committed in ``unit`` (what the guard enforces)."""
-    return resource_policy(await _unit_schedules(unit, actor))
+    """A resource's policy as committed in ``unit`` (what the guard enforces): the same rule as
+    ``resource_policy``, reading Schedules in id order only until the first that declares one
+    (a room named on hundreds of Schedules costs one read, inside every booking's unit)."""
+    ids = await unit.find_ids(schedules_of(actor), limit=MAX_SCHEDULES_PER_RESOURCE)
+    for sid in sorted(ids):
+        rec = await unit.get("Schedule", sid)
+        if rec is not None and not rec.deleted and rec.body is not None and _declares(rec.body):
+            return stored_schedule_policy(rec.body)
+    return DEFAULT
 
 
 async def _unit_schedules(unit: Unit, actor: str) -> list[tuple[str, bytes]]:
     out = []
-    for sid in await unit.find_ids(active_schedules_of(actor), limit=MAX_SCHEDULES_PER_RESOURCE):
+    for sid in await unit.find_ids(schedules_of(actor), limit=MAX_SCHEDULES_PER_RESOURCE):
         rec = await unit.get("Schedule", sid)
         if rec is not None and not rec.deleted and rec.body is not None:
             out.append((sid, rec.body))
@@ -84,16 +91,17 @@ def resource_policy(schedules: Iterable[tuple[str, bytes]]) -> Policy:
     id order, that declares templates. Every caller passes the same set, so the guard and
     ``$find`` always agree."""
     for _id, body in sorted(schedules):
-        policy = stored_schedule_policy(body)
         if _declares(body):
-            return policy
+            return stored_schedule_policy(body)
     return DEFAULT
 
 
 @lru_cache(maxsize=4096)
 def _declares(body: bytes) -> bool:
+    """An active Schedule with availability templates: one that sets a policy."""
     try:
-        return bool(parse_templates(orjson.loads(body)))
+        schedule = orjson.loads(body)
+        return schedule.get("active") is not False and bool(parse_templates(schedule))
     except TemplateError:
         return False
 

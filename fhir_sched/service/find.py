@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,7 +23,7 @@ from ..errors import bad_request
 from ..query import AnyOf, Cond, Entry, Expr, Query
 from ..scheduling import claims
 from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
-from ..scheduling.capacity import Policy, active_schedules_of, resource_policy
+from ..scheduling.capacity import Policy, resource_policy, schedules_of, templates_policy
 from ..scheduling.extensions import hold_expiry
 from ..scheduling.status import TAKING
 from ..scheduling.templates import Template, TemplateError, horizon, iter_units, parse_templates
@@ -243,28 +243,27 @@ class FindService:
         return groups
 
     async def _apply_policies(self, calendars: list[_Calendar]) -> None:
-        """Give each calendar its resource's capacity and buffers, read by the guard's rule
-        (``capacity.resource_policy`` over the resource's active Schedules) rather than from
-        this Schedule alone: an actor with several Schedules is offered exactly what the guard
-        will admit."""
-        actors = sorted({c.actor for c in calendars})
-        by_actor: dict[str, list[tuple[str, bytes]]] = {a: [] for a in actors}
-        for start in range(0, len(actors), 500):
-            chunk = actors[start:start + 500]
-            for sid, body in (await self.store.search(active_schedules_of(*chunk))).rows:
-                info = self._schedule_info(body)
-                for a in info.actors if info is not None else ():
-                    if a in by_actor:
-                        by_actor[a].append((sid, body))
-        policies = {a: resource_policy(rows) for a, rows in by_actor.items()}
+        """Give each calendar its resource's capacity and buffers, by the guard's rule
+        (``capacity.resource_policy`` over the resource's Schedules) rather than from this
+        Schedule alone, so an actor with several Schedules is offered exactly what the guard
+        will admit. A calendar with templates already has it: the Schedule write rule keeps
+        every active Schedule of a resource on one policy. Only the others (explicit Slots)
+        are looked up, in one query."""
+        lookup = sorted({c.actor for c in calendars if not c.templates})
+        policies: dict[str, Policy] = {}
+        if lookup:
+            by_actor: dict[str, list[tuple[str, bytes]]] = {a: [] for a in lookup}
+            for start in range(0, len(lookup), 500):
+                chunk = lookup[start:start + 500]
+                for sid, body in (await self.store.search(schedules_of(*chunk))).rows:
+                    info = self._schedule_info(body)
+                    for a in info.actors if info is not None else ():
+                        if a in by_actor:
+                            by_actor[a].append((sid, body))
+            policies = {a: resource_policy(rows) for a, rows in by_actor.items()}
         for c in calendars:
-            p = c.policy = policies[c.actor]
-            c.templates = c.calendar.templates = [
-                t if (t.capacity, t.buffer_before, t.buffer_after) == (
-                    p.capacity, p.buffer_before, p.buffer_after)
-                else replace(t, capacity=p.capacity, buffer_before=p.buffer_before,
-                             buffer_after=p.buffer_after)
-                for t in c.templates]
+            c.policy = policies[c.actor] if not c.templates else templates_policy(c.templates)
+
 
     def _schedule_info(self, body: bytes) -> _ScheduleInfo | None:
         """What $find needs of a stored Schedule, parsed once per stored version.
