@@ -71,7 +71,3 @@ def conflict(msg: str, code: str = "conflict", severity: str = "error") -> FhirE
 
 def precondition_failed(msg: str) -> FhirError:
     return FhirError(412, "conflict", msg)
-
-
-class StoreUnavailable(Exception):
-    """The database cannot be reached; rendered as 503 so clients retry instead of failing hard."""

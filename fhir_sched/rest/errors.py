@@ -10,7 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import FhirError, StoreUnavailable, outcome
+from ..errors import FhirError, outcome
+from ..service.store_errors import as_fhir_error
+from ..storage.errors import StoreError, StoreUnavailable
 from .http import FhirResponse
 
 log = logging.getLogger("fhir_sched")
@@ -45,11 +47,15 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return FhirResponse(outcome("error", "invalid", f"invalid request: {exc}"), status_code=400)
 
 
-async def unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("store unavailable for request %s: %s", _rid(request), exc)
-    return FhirResponse(
-        outcome("error", "transient", "the database is unavailable; retry shortly"),
-        status_code=503, headers={"Retry-After": "2"})
+async def store_error(request: Request, exc: Exception) -> Response:
+    """Every storage error, rendered as the service layer says it reads to a client."""
+    assert isinstance(exc, StoreError)
+    if isinstance(exc, StoreUnavailable):
+        log.warning("store unavailable for request %s: %s", _rid(request), exc)
+    error = as_fhir_error(exc)
+    if error.status >= 500 and not isinstance(exc, StoreUnavailable):
+        return await unexpected(request, exc)
+    return await fhir_error(request, error)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
@@ -64,7 +70,7 @@ HANDLERS: dict[type[BaseException], Callable[[Request, Exception], Awaitable[Res
     FhirError: fhir_error,
     HTTPException: http_error,
     RequestValidationError: validation_error,
-    StoreUnavailable: unavailable,
+    StoreError: store_error,
     # Only the fallback for failures outside the request-id middleware: Starlette runs this
     # handler in its outermost middleware, which re-raises after answering, and uvicorn then
     # closes the keep-alive connection. Route failures are answered by RequestIdMiddleware.

@@ -13,7 +13,7 @@ def open_store(settings: Settings) -> DocumentStore:
 
         return SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        from .mongo import MongoStore  # type: ignore[import-not-found]
+        from .mongo import MongoStore
 
         return MongoStore(url)
     raise SystemExit(f"unsupported store URL {url!r}: use sqlite:///path.db or "

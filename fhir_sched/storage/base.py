@@ -17,8 +17,6 @@ from ..query import IndexEntry, Page, Query
 T = TypeVar("T")
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Origin:
     """Who made a change, through which door, under which request: recorded on every change
@@ -31,6 +29,16 @@ class Origin:
 
 
 SYSTEM_ORIGIN = Origin()
+
+
+def stored_origin(subject: str | None, client_id: str | None, door: str | None,
+                  request_id: str | None) -> Origin:
+    """An origin as a change row stores it; rows from before origins were kept (no subject, no
+    door) read as ``SYSTEM_ORIGIN``, as does any row that says nothing more."""
+    if client_id is None and request_id is None and subject in (None, "system") and door in (
+            None, "system"):
+        return SYSTEM_ORIGIN
+    return Origin(subject or "system", client_id, door or "system", request_id)
 
 
 @dataclass(slots=True)
@@ -52,14 +60,6 @@ class Record:
     origin: Origin = SYSTEM_ORIGIN
 
 
-class VersionConflict(Exception):
-    """The current version is not the one the write expected (If-Match, or a lost race)."""
-
-    def __init__(self, current: int) -> None:
-        super().__init__(f"current version is {current}")
-        self.current = current
-
-
 class Unit(Protocol):
     """An atomic unit of work: all writes commit together or not at all."""
 
@@ -73,7 +73,7 @@ class Unit(Protocol):
         """Store ``record`` as current and append it to the change log.
 
         ``expect_version``: the version the current row must have (0: no row yet); None: any.
-        Raises VersionConflict otherwise.
+        Raises ``errors.VersionConflict`` otherwise.
         """
         ...
 
@@ -114,14 +114,26 @@ class DocumentStore(Protocol):
 
     async def get_version(self, type_: str, id_: str, version: int) -> Record | None: ...
 
-    async def history(
-        self,
-        type_: str | None,
-        id_: str | None,
-        since: str | None,
-        count: int,
-        before_seq: int | None,
-    ) -> list[Record]: ...
+    async def history(self, type_: str | None, id_: str | None, since: str | None, count: int,
+                      before_seq: int | None) -> list[Record]:
+        """Changes newest first (``seq`` descending), at most ``count``, of one resource, one
+        type or everything, updated at or after ``since``, with ``seq < before_seq``."""
+        ...
+
+    async def changes_since(self, position: int, limit: int) -> list[Record]:
+        """The change feed: changes with ``seq > position`` in commit order (ascending
+        ``seq``), at most ``limit``, each with its ``origin``.
+
+        A reader resumes with the ``seq`` of the last change it processed and so sees every
+        change exactly once: a change never becomes visible after one with a higher ``seq``
+        that a reader could already see.
+        """
+        ...
+
+    async def last_position(self) -> int:
+        """The ``seq`` of the newest visible change (0 when there is none): where a new
+        subscriber starts to read "from now"."""
+        ...
 
     async def search(self, query: Query) -> Page: ...
 

@@ -19,20 +19,9 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ...errors import FhirError
-from ...query import (
-    AllOf,
-    AnyOf,
-    Chain,
-    Cond,
-    Entry,
-    Expr,
-    Has,
-    Missing,
-    Not,
-    Query,
-    SortKey,
-)
+from ... import query as vocab
+from ...query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Missing, Not
+from ..errors import InvalidCursor, QueryTooComplex
 
 Filter = dict[str, Any]
 Pipeline = list[dict[str, Any]]
@@ -189,12 +178,10 @@ class Compiler:
 
 def _check_join(values: list[Any], what: str) -> None:
     if len(values) > JOIN_LIMIT:
-        raise FhirError(400, "too-costly",
-                        f"{what} matches more than {JOIN_LIMIT} resources; add criteria to "
-                        "narrow the search")
+        raise QueryTooComplex(f"{what} matches more than {JOIN_LIMIT} resources")
 
 
-def sort_columns(sort: tuple[SortKey, ...]) -> list[tuple[str, bool, dict[str, Any] | None]]:
+def sort_columns(sort: tuple[vocab.SortKey, ...]) -> list[tuple[str, bool, dict[str, Any] | None]]:
     """(field, descending, computed expression or None) for each key, then the ``pos`` tiebreak.
 
     A parameter sorts by the MIN (ascending) or MAX (descending) of its entries' field, with a
@@ -226,9 +213,9 @@ def sort_columns(sort: tuple[SortKey, ...]) -> list[tuple[str, bool, dict[str, A
 
 def keyset_filter(cols: list[tuple[str, bool, Any]], after: tuple[Any, ...]) -> Filter:
     """Rows strictly after ``after`` in the mixed ascending/descending order of ``cols``."""
-    if len(after) != len(cols):
-        raise FhirError(400, "invalid", "_page token does not belong to this search; start the "
-                        "search again", expression=["_page"])
+    if len(after) != len(cols) or not all(
+            v is None or isinstance(v, (str, int, float)) for v in after):
+        raise InvalidCursor("the page cursor does not fit this search")
     ors: list[Filter] = []
     for n, (name, desc, _) in enumerate(cols):
         clause: Filter = {prev: {"$eq": after[m]} for m, (prev, _, _) in enumerate(cols[:n])}
@@ -237,7 +224,7 @@ def keyset_filter(cols: list[tuple[str, bool, Any]], after: tuple[Any, ...]) -> 
     return ors[0] if len(ors) == 1 else {"$or": ors}
 
 
-def base_filter(query: Query) -> Filter:
+def base_filter(query: vocab.Query) -> Filter:
     match: Filter = {"type": query.type}
     if not query.include_deleted:
         match["deleted"] = False

@@ -9,7 +9,8 @@ Collections (see ``docs/scaling.md`` for indexes and shard keys):
   as the stored JSON *bytes* (BSON binary). Reads serve those bytes, and keys MongoDB treats
   specially (``$``-prefixed, dotted) inside extensions or ``contained`` never meet BSON key rules.
   Search-index entries live beside the body as ``idx: [{p, s, v, r, lo, hi}]``.
-- ``changes``: the change log, ``_id`` = a global sequence number.
+- ``changes``: the change log, ``_id`` = a global sequence number, each with the ``origin``
+  (subject, client_id, door, request_id) of its write; ``changes_since`` reads it as a feed.
 - ``claims``: unique keys (``_id``) with their owner, for booking guards and idempotency.
 - ``counters``: one document, ``seq``, the source of change sequence numbers and of ``pos``
   (creation order, the default keyset sort).
@@ -24,7 +25,7 @@ exact. The price is that writes are serialised on one document; see ``docs/scali
 Within a process, units queue on a lock rather than racing each other on the database, and a unit
 that finds another process's unit holding the counter waits for exactly as long as it runs.
 
-Faults: a short server-selection timeout turns a dead database into ``StoreUnavailable`` (a 503)
+Faults: a short server-selection timeout turns a dead database into ``StoreUnavailable``
 within seconds, and the driver's monitor reconnects by itself when the database is back.
 """
 
@@ -55,9 +56,9 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from ...errors import StoreUnavailable
 from ...query import IndexEntry, Page, Query
-from ..base import Record, VersionConflict
+from ..base import Record, stored_origin
+from ..errors import StoreUnavailable, VersionConflict
 from .query import (
     Compiler,
     Filter,
@@ -99,6 +100,9 @@ CONNECTION_RETRIES = 2
 
 _TXN_READ = ReadConcern("snapshot")
 _TXN_WRITE = WriteConcern("majority")
+# The change feed reads only what a majority holds: a change a reader has seen can never be
+# rolled back by a failover (and its seq then reused for another change).
+_FEED_READ = ReadConcern("majority")
 
 
 class _Retry(Exception):
@@ -158,8 +162,21 @@ def _current_record(doc: Doc) -> Record:
 
 def _change_record(doc: Doc) -> Record:
     method = doc["method"]
+    o = doc.get("origin") or {}
     return Record(doc["type"], doc["id"], doc["version"], doc["updated"], method == "DELETE",
-                  _body(doc), method, doc["_id"])
+                  _body(doc), method, doc["_id"],
+                  stored_origin(o.get("subject"), o.get("client_id"), o.get("door"),
+                                o.get("request_id")))
+
+
+class _Collection:
+    """A collection of the store's database, named after the attribute that holds it."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, store: MongoStore, owner: type) -> AsyncCollection[Doc]:
+        return store.db[self.name]
 
 
 class MongoStore:
@@ -183,21 +200,10 @@ class MongoStore:
             raise RuntimeError("MongoStore used before start()")
         return self._db
 
-    @property
-    def resources(self) -> AsyncCollection[Doc]:
-        return self.db["resources"]
-
-    @property
-    def changes(self) -> AsyncCollection[Doc]:
-        return self.db["changes"]
-
-    @property
-    def claims(self) -> AsyncCollection[Doc]:
-        return self.db["claims"]
-
-    @property
-    def counters(self) -> AsyncCollection[Doc]:
-        return self.db["counters"]
+    resources = _Collection()
+    changes = _Collection()
+    claims = _Collection()
+    counters = _Collection()
 
     async def start(self) -> None:
         # Created here, not in __init__: the client binds to the running event loop.
@@ -335,14 +341,8 @@ class MongoStore:
             doc = await self.changes.find_one({"type": type_, "id": id_, "version": version})
         return None if doc is None else _change_record(doc)
 
-    async def history(
-        self,
-        type_: str | None,
-        id_: str | None,
-        since: str | None,
-        count: int,
-        before_seq: int | None,
-    ) -> list[Record]:
+    async def history(self, type_: str | None, id_: str | None, since: str | None, count: int,
+                      before_seq: int | None) -> list[Record]:
         if count == 0:
             return []
         match: Filter = {}
@@ -360,6 +360,36 @@ class MongoStore:
         async with _available():
             docs = await cursor.to_list()
         return [_change_record(d) for d in docs]
+
+    async def changes_since(self, position: int, limit: int) -> list[Record]:
+        """Read only up to the counter's committed value, and only what a majority holds.
+
+        Units are serialised on the counter (see the module docstring), so a unit that takes
+        seq N+1 starts after the one that took N has committed: commit order is seq order. The
+        bound makes the read independent of how the database orders visibility besides: every
+        change up to the counter's value was committed with it or before it, so a reader that
+        sees N has every change below N in the same read, and never finds one appear later.
+        """
+        if limit <= 0:
+            return []
+        async with _available():
+            head = await self._committed_head()
+            if head <= position:
+                return []
+            docs = await self.changes.with_options(read_concern=_FEED_READ).find(
+                {"_id": {"$gt": position, "$lte": head}}).sort("_id", 1).limit(
+                limit).to_list()
+        return [_change_record(d) for d in docs]
+
+    async def last_position(self) -> int:
+        async with _available():
+            return await self._committed_head()
+
+    async def _committed_head(self) -> int:
+        """The seq of the newest change a majority holds (0 before the first)."""
+        doc = await self.counters.with_options(read_concern=_FEED_READ).find_one(
+            {"_id": "seq"}, {"n": 1})
+        return int(doc.get("n", 0)) if doc else 0
 
     async def search(self, query: Query) -> Page:
         async with _available():
@@ -429,12 +459,6 @@ class MongoUnit:
             await self._store.counters.update_one(
                 {"_id": "seq"}, {"$set": {"n": self._seq}}, session=self._s)
 
-    def _next_seq(self) -> int:
-        # Safe to number locally: no other unit can write the counter until this one ends.
-        self._seq += 1
-        self._allocated = True
-        return self._seq
-
     async def get(self, type_: str, id_: str) -> Record | None:
         doc = await self._store.resources.find_one(
             {"_id": resource_key(type_, id_)}, {"idx": 0}, session=self._s)
@@ -465,7 +489,10 @@ class MongoUnit:
             raise VersionConflict(current)
         if record.version <= current:
             raise VersionConflict(current)
-        seq = self._next_seq()
+        # Safe to number locally: no other unit can write the counter until this one ends. The
+        # number is taken for good only once its change is in (below), so a write that fails
+        # part-way leaves no gap in the feed even if the unit goes on.
+        seq = self._seq + 1
         fields: Doc = {
             "version": record.version,
             "updated": record.updated,
@@ -481,10 +508,15 @@ class MongoUnit:
                                         session=self._s)
             if done.matched_count != 1:
                 raise _Retry(f"{key} changed under the unit")
+        o = record.origin
         await self._store.changes.insert_one({
             "_id": seq, "type": record.type, "id": record.id, "version": record.version,
             "updated": record.updated, "method": record.method, "body": record.body,
+            "origin": {"subject": o.subject, "client_id": o.client_id, "door": o.door,
+                       "request_id": o.request_id},
         }, session=self._s)
+        self._seq = seq
+        self._allocated = True
         record.seq = seq
 
     async def claim(
