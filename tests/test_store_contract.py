@@ -8,6 +8,8 @@ objects on one database, which is what two server processes are.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -30,7 +32,14 @@ from fhir_sched.query import (
     Query,
     SortKey,
 )
-from fhir_sched.storage.base import DocumentStore, Record, Unit, VersionConflict
+from fhir_sched.service.store_errors import as_fhir_error
+from fhir_sched.storage.base import SYSTEM_ORIGIN, DocumentStore, Origin, Record, Unit
+from fhir_sched.storage.errors import (
+    InvalidCursor,
+    QueryTooComplex,
+    StoreUnavailable,
+    VersionConflict,
+)
 from fhir_sched.storage.sqlite import SqliteStore
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
@@ -87,7 +96,7 @@ def stamp(second: int | None = None) -> str:
 
 async def put(store: DocumentStore, type_: str, id_: str, entries: list[IndexEntry] | None = None,
               body: bytes | None = None, *, updated: str | None = None,
-              expect: int | str | None = "current") -> Record:
+              expect: int | str | None = "current", origin: Origin = SYSTEM_ORIGIN) -> Record:
     """Write the next version of a resource the way the service does (read, then check)."""
 
     async def run(unit: Unit) -> Record:
@@ -96,7 +105,7 @@ async def put(store: DocumentStore, type_: str, id_: str, entries: list[IndexEnt
         rec = Record(type_, id_, current + 1, updated or stamp(), False,
                      body if body is not None else orjson.dumps(
                          {"resourceType": type_, "id": id_}),
-                     "POST" if prev is None or prev.deleted else "PUT")
+                     "POST" if prev is None or prev.deleted else "PUT", origin=origin)
         await unit.write(rec, entries or [], current if isinstance(expect, str) else expect)
         return rec
 
@@ -616,3 +625,235 @@ async def test_paging_is_stable_while_others_insert(store: DocumentStore) -> Non
     rest = await store.search(Query("Patient", (), sort, 10, after=first.next_after))
     got = [i for i, _ in first.rows + rest.rows]
     assert got == ["s2", "s5", "s1", "s4", "s0", "s3", "late"]
+
+
+# -- the change feed ----------------------------------------------------------------------------
+DESK = Origin("Practitioner/desk-7", "scheduler-app", "rest", "req-1")
+SWEEPER = Origin("system/sweeper", None, "system", "req-2")
+
+
+async def test_changes_since_returns_changes_in_commit_order_with_their_origins(
+        store: DocumentStore) -> None:
+    first = await put(store, "Patient", "c1", [name("c")], origin=DESK)
+    second = await put(store, "Slot", "c2", origin=SWEEPER)
+    third = await delete(store, "Patient", "c1")
+    feed = await store.changes_since(0, 10)
+    assert [(r.seq, r.type, r.id, r.version, r.method, r.deleted) for r in feed] == [
+        (first.seq, "Patient", "c1", 1, "POST", False),
+        (second.seq, "Slot", "c2", 1, "POST", False),
+        (third.seq, "Patient", "c1", 2, "DELETE", True)]
+    assert first.seq < second.seq < third.seq
+    assert [r.origin for r in feed] == [DESK, SWEEPER, SYSTEM_ORIGIN]
+    assert feed[0].body == first.body and feed[2].body is None
+
+
+async def test_changes_since_starts_after_the_position_and_stops_at_the_limit(
+        store: DocumentStore) -> None:
+    recs = [await put(store, "Patient", f"l{n}") for n in range(5)]
+    assert [r.seq for r in await store.changes_since(recs[1].seq, 2)] == [
+        recs[2].seq, recs[3].seq]
+    assert [r.seq for r in await store.changes_since(recs[3].seq, 10)] == [recs[4].seq]
+    assert await store.changes_since(recs[4].seq, 10) == []
+    assert await store.changes_since(0, 0) == []
+
+
+async def test_last_position_is_zero_when_empty_then_the_newest_seq(store: DocumentStore) -> None:
+    assert await store.last_position() == 0
+    await put(store, "Patient", "h1")
+    newest = await put(store, "Patient", "h2")
+    assert await store.last_position() == newest.seq
+    assert await store.changes_since(await store.last_position(), 10) == []
+
+
+async def test_history_and_versions_carry_the_origin(store: DocumentStore) -> None:
+    await put(store, "Patient", "o", origin=DESK)
+    await put(store, "Patient", "o", origin=SWEEPER)
+    assert [r.origin for r in await store.history("Patient", "o", None, 10, None)] == [
+        SWEEPER, DESK]
+    v1 = await store.get_version("Patient", "o", 1)
+    assert v1 is not None and v1.origin == DESK
+
+
+async def test_origin_survives_reopening_the_store(open_store: StoreFactory) -> None:
+    await open_store()  # holds the database for the fixture's cleanup
+    writer = await open_store()
+    rec = await put(writer, "Patient", "kept", origin=DESK)
+    await writer.close()
+    reopened = await open_store()
+    assert [(r.seq, r.origin) for r in await reopened.changes_since(0, 10)] == [
+        (rec.seq, DESK)]
+
+
+async def test_a_resuming_reader_sees_every_change_once_in_order_under_concurrent_writers(
+        open_store: StoreFactory) -> None:
+    """4 writers x 50 writes on two store objects (two processes), while a reader on a third
+    polls in batches of 7 and resumes from the last seq it processed each time."""
+    writing = [await open_store(), await open_store()]
+    reader = await open_store()
+    start = await reader.last_position()
+    done = asyncio.Event()
+
+    async def writer(w: int) -> list[str]:
+        sent = []
+        for k in range(50):
+            request = f"w{w}-{k}"
+            await put(writing[w % 2], "Patient", f"feed-{w}-{k % 5}",
+                      origin=Origin(f"writer/{w}", None, "rest", request))
+            sent.append(request)
+            if k % 5 == 0:
+                await asyncio.sleep(0)
+        return sent
+
+    async def read() -> list[Record]:
+        seen: list[Record] = []
+        position = start
+        while True:
+            finished = done.is_set()  # before the read: an empty read after it means the end
+            batch = await reader.changes_since(position, 7)
+            seen += batch
+            if batch:
+                position = batch[-1].seq
+            elif finished:
+                return seen
+            else:
+                await asyncio.sleep(0.002)
+
+    reading = asyncio.create_task(read())
+    sent = await asyncio.gather(*(writer(w) for w in range(4)))
+    done.set()
+    seen = await reading
+    seqs = [r.seq for r in seen]
+    assert all(a < b for a, b in itertools.pairwise(seqs))  # ascending, no repeat
+    requests = [r.origin.request_id for r in seen]
+    assert len(requests) == len(set(requests)) == 200
+    assert set(requests) == {req for reqs in sent for req in reqs}
+    for rec in seen:  # every change arrives with its own writer's origin
+        assert rec.origin.subject == f"writer/{rec.origin.request_id.split('-')[0][1:]}"
+
+
+# -- errors the adapters raise ------------------------------------------------------------------
+async def test_a_cursor_that_does_not_fit_the_query_raises_invalid_cursor(
+        store: DocumentStore) -> None:
+    for n in range(3):
+        await put(store, "Patient", f"cur{n}", [name(f"n{n}")])
+    page = await store.search(Query("Patient", (), (SortKey("name"),), 1))
+    assert page.next_after is not None
+    with pytest.raises(InvalidCursor):  # a cursor of another sort order
+        await store.search(Query("Patient", (), (), 1, after=page.next_after))
+    with pytest.raises(InvalidCursor):  # not values any search produces
+        await store.search(Query("Patient", (), (), 1, after=({"$gt": 0},)))
+
+
+async def test_a_join_past_the_adapter_limit_raises_query_too_complex(
+        store: DocumentStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    if store.name != "mongo":
+        pytest.skip("only the MongoDB adapter bounds joins")
+    from fhir_sched.storage.mongo import query as mongo_query
+
+    monkeypatch.setattr(mongo_query, "JOIN_LIMIT", 2)
+    for n in range(3):
+        await put(store, "Practitioner", f"j{n}", [name("same")])
+    with pytest.raises(QueryTooComplex):
+        await ids(store, "Patient", Chain("general-practitioner", "Practitioner",
+                                          (e("name", Cond("val", "=", "same")),)))
+
+
+async def test_sqlite_refuses_a_query_past_its_limits_as_too_complex(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "deep.db"))
+    await store.start()
+    try:
+        await put(store, "Patient", "p", [name("deep")])
+        # name=v0,v1,...: one seek per value (a compound SELECT past 500 terms), one OR of
+        # 1500 comparisons in the probe (an expression tree past 1000 deep)
+        wide = AnyOf(tuple(e("name", Cond("val", "startswith", f"v{n}")) for n in range(1500)))
+        for where in ((wide,), (Missing("name", missing=False), Not(wide))):
+            with pytest.raises(QueryTooComplex):
+                await store.search(Query("Patient", where))
+
+        async def inside_a_unit(unit: Unit) -> list[str]:
+            return await unit.find_ids(Query("Patient", (wide,)))
+
+        with pytest.raises(QueryTooComplex):
+            await store.atomic(inside_a_unit)
+    finally:
+        await store.close()
+
+
+def test_store_errors_read_to_clients_as_the_service_says() -> None:
+    too_costly = as_fhir_error(QueryTooComplex("Expression tree is too large"))
+    assert (too_costly.status, too_costly.code) == (400, "too-costly")
+    assert "Expression tree is too large" in too_costly.diagnostics
+    cursor = as_fhir_error(InvalidCursor("the page cursor does not fit this search"))
+    assert (cursor.status, cursor.code, cursor.expression) == (400, "invalid", ["_page"])
+    down = as_fhir_error(StoreUnavailable("database is locked"))
+    assert (down.status, down.code, down.headers) == (503, "transient", {"Retry-After": "2"})
+    assert as_fhir_error(VersionConflict(3)).status == 409
+
+
+# -- upgrading an SQLite file made by an older release -------------------------------------------
+OLD_SCHEMA = """
+CREATE TABLE resources(
+  pos INTEGER PRIMARY KEY AUTOINCREMENT,
+  type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, updated TEXT NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0, body BLOB);
+CREATE UNIQUE INDEX resources_key ON resources(type, id);
+CREATE TABLE changes(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, updated TEXT NOT NULL,
+  method TEXT NOT NULL, body BLOB);
+CREATE UNIQUE INDEX changes_version ON changes(type, id, version);
+CREATE TABLE idx(type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+  sys TEXT, val TEXT, raw TEXT, lo, hi);
+CREATE TABLE claims(key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL)
+  WITHOUT ROWID;
+"""
+
+
+def old_file(path: Path) -> None:
+    """A store as the release before origins (and claim expiry) wrote it: two versions of one
+    Patient in the change log."""
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    v1 = b'{"resourceType":"Patient","id":"old"}'
+    v2 = b'{"resourceType":"Patient","id":"old","active":true}'
+    conn.execute("INSERT INTO resources(type, id, version, updated, body) VALUES (?,?,?,?,?)",
+                 ("Patient", "old", 2, stamp(2), v2))
+    conn.executemany("INSERT INTO changes(type, id, version, updated, method, body)"
+                     " VALUES (?,?,?,?,?,?)", [("Patient", "old", 1, stamp(1), "POST", v1),
+                                               ("Patient", "old", 2, stamp(2), "PUT", v2)])
+    conn.commit()
+    conn.close()
+
+
+async def test_an_old_sqlite_file_keeps_its_history_readable_after_the_upgrade(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_file(path)
+    store = SqliteStore(str(path))
+    await store.start()
+    try:
+        history = await store.history("Patient", "old", None, 10, None)
+        assert [(r.version, r.method, r.origin) for r in history] == [
+            (2, "PUT", SYSTEM_ORIGIN), (1, "POST", SYSTEM_ORIGIN)]
+        assert [r.seq for r in await store.changes_since(0, 10)] == [1, 2]
+        current = await store.get("Patient", "old")
+        assert current is not None and current.body == history[0].body
+    finally:
+        await store.close()
+
+
+async def test_an_upgraded_sqlite_file_records_origins_and_reopens_unchanged(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old_file(path)
+    for reopen in range(2):  # the second start finds the file upgraded already
+        store = SqliteStore(str(path))
+        await store.start()
+        try:
+            if reopen == 0:
+                await put(store, "Patient", "old", origin=DESK)
+            feed = await store.changes_since(0, 10)
+        finally:
+            await store.close()
+        assert [(r.version, r.origin) for r in feed] == [
+            (1, SYSTEM_ORIGIN), (2, SYSTEM_ORIGIN), (3, DESK)]
