@@ -857,3 +857,47 @@ async def test_an_upgraded_sqlite_file_records_origins_and_reopens_unchanged(
             await store.close()
         assert [(r.version, r.origin) for r in feed] == [
             (1, SYSTEM_ORIGIN), (2, SYSTEM_ORIGIN), (3, DESK)]
+
+
+# -- batched writes -----------------------------------------------------------------------------
+async def test_write_all_makes_the_same_writes_as_write_in_order(store: DocumentStore) -> None:
+    await put(store, "Patient", "wa-old", [name("before")])
+    recs = [Record("Patient", "wa-1", 1, stamp(), False, b'{"n":1}', "POST", origin=DESK),
+            Record("Patient", "wa-old", 2, stamp(), False, b'{"n":2}', "PUT"),
+            Record("Patient", "wa-2", 1, stamp(), False, b'{"n":3}', "POST"),
+            Record("Patient", "wa-1", 2, stamp(), False, b'{"n":4}', "PUT", origin=SWEEPER)]
+    entries = [[name("one")], [name("old")], [name("two")], [name("uno")]]
+
+    async def run(unit: Unit) -> None:
+        await unit.write_all([(r, es, r.version - 1) for r, es in zip(recs, entries,
+                                                                       strict=True)])
+
+    await store.atomic(run)
+    assert [r.seq for r in recs] == sorted(r.seq for r in recs)
+    feed = await store.changes_since(recs[0].seq - 1, 10)
+    assert [(r.id, r.version, r.body, r.origin) for r in feed] == [
+        (r.id, r.version, r.body, r.origin) for r in recs]
+    got = await store.get("Patient", "wa-1")
+    assert got is not None and (got.version, got.body) == (2, b'{"n":4}')
+    assert await ids(store, "Patient", e("name", Cond("val", "=", "uno"))) == {"wa-1"}
+    assert await ids(store, "Patient", e("name", Cond("val", "=", "one"))) == set()
+    assert await ids(store, "Patient", e("name", Cond("val", "=", "old"))) == {"wa-old"}
+
+
+async def test_write_all_stops_at_a_version_conflict_keeping_the_writes_before_it(
+        store: DocumentStore) -> None:
+    await put(store, "Patient", "taken")
+
+    async def run(unit: Unit) -> int:
+        try:
+            await unit.write_all([
+                (Record("Patient", "wc-1", 1, stamp(), False, b"{}", "POST"), [], 0),
+                (Record("Patient", "taken", 1, stamp(), False, b"{}", "POST"), [], 0),
+                (Record("Patient", "wc-2", 1, stamp(), False, b"{}", "POST"), [], 0)])
+        except VersionConflict as exc:
+            return exc.current
+        raise AssertionError("no conflict")
+
+    assert await store.atomic(run) == 1
+    assert await store.get("Patient", "wc-1") is not None
+    assert await store.get("Patient", "wc-2") is None

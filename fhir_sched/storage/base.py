@@ -8,7 +8,7 @@ that any number of server processes can share one store.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -60,6 +60,10 @@ class Record:
     origin: Origin = SYSTEM_ORIGIN
 
 
+# One write of a unit: the record, its index entries and the version it expects (see ``write``).
+Write = tuple[Record, list[IndexEntry], int | None]
+
+
 class Unit(Protocol):
     """An atomic unit of work: all writes commit together or not at all."""
 
@@ -75,6 +79,12 @@ class Unit(Protocol):
         ``expect_version``: the version the current row must have (0: no row yet); None: any.
         Raises ``errors.VersionConflict`` otherwise.
         """
+        ...
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        """``write`` of each ``(record, entries, expect_version)`` in order, in as few round
+        trips as the adapter can (imports, bulk loads): the same checks and the same rows. When
+        one raises VersionConflict, the writes before it stand and none after it is made."""
         ...
 
     async def claim(

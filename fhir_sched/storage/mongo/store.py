@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -57,7 +57,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...query import IndexEntry, Page, Query
-from ..base import Record, stored_origin
+from ..base import Record, Write, stored_origin
 from ..errors import StoreUnavailable, VersionConflict
 from .query import (
     Compiler,
@@ -432,6 +432,40 @@ def _prefix(prefix: str) -> Filter:
     return {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
 
 
+def _check_version(record: Record, current: int, expect_version: int | None) -> None:
+    if expect_version is not None and current != expect_version:
+        raise VersionConflict(current)
+    if record.version <= current:
+        raise VersionConflict(current)
+
+
+def _resource_fields(record: Record, entries: list[IndexEntry]) -> Doc:
+    """What a write sets on the resource document (current version and its index entries)."""
+    return {
+        "version": record.version,
+        "updated": record.updated,
+        "deleted": record.deleted,
+        "body": record.body,
+        "idx": [] if record.deleted else [_entry_doc(e) for e in entries],
+    }
+
+
+def _resource_doc(key: str, record: Record, entries: list[IndexEntry], seq: int) -> Doc:
+    """A new resource document; ``pos`` (creation order) is the seq of its first change."""
+    return {"_id": key, "type": record.type, "id": record.id, "pos": seq,
+            **_resource_fields(record, entries)}
+
+
+def _change_doc(record: Record, seq: int) -> Doc:
+    o = record.origin
+    return {
+        "_id": seq, "type": record.type, "id": record.id, "version": record.version,
+        "updated": record.updated, "method": record.method, "body": record.body,
+        "origin": {"subject": o.subject, "client_id": o.client_id, "door": o.door,
+                   "request_id": o.request_id},
+    }
+
+
 class MongoUnit:
     """Operations inside one transaction; every call carries the unit's session."""
 
@@ -485,36 +519,57 @@ class MongoUnit:
         key = resource_key(record.type, record.id)
         cur = await res.find_one({"_id": key}, {"version": 1}, session=self._s)
         current = int(cur["version"]) if cur else 0
-        if expect_version is not None and current != expect_version:
-            raise VersionConflict(current)
-        if record.version <= current:
-            raise VersionConflict(current)
+        _check_version(record, current, expect_version)
         # Safe to number locally: no other unit can write the counter until this one ends. The
         # number is taken for good only once its change is in (below), so a write that fails
         # part-way leaves no gap in the feed even if the unit goes on.
         seq = self._seq + 1
-        fields: Doc = {
-            "version": record.version,
-            "updated": record.updated,
-            "deleted": record.deleted,
-            "body": record.body,
-            "idx": [] if record.deleted else [_entry_doc(e) for e in entries],
-        }
         if cur is None:
-            await res.insert_one({"_id": key, "type": record.type, "id": record.id, "pos": seq,
-                                  **fields}, session=self._s)
+            await res.insert_one(_resource_doc(key, record, entries, seq), session=self._s)
         else:
-            done = await res.update_one({"_id": key, "version": current}, {"$set": fields},
+            done = await res.update_one({"_id": key, "version": current},
+                                        {"$set": _resource_fields(record, entries)},
                                         session=self._s)
             if done.matched_count != 1:
                 raise _Retry(f"{key} changed under the unit")
-        o = record.origin
-        await self._store.changes.insert_one({
-            "_id": seq, "type": record.type, "id": record.id, "version": record.version,
-            "updated": record.updated, "method": record.method, "body": record.body,
-            "origin": {"subject": o.subject, "client_id": o.client_id, "door": o.door,
-                       "request_id": o.request_id},
-        }, session=self._s)
+        await self._store.changes.insert_one(_change_doc(record, seq), session=self._s)
+        self._take(record, seq)
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        """Creates of resources that do not exist yet go in ``insert_many`` batches (one round
+        trip per collection instead of three per write); anything else goes through ``write``
+        at its place in the order, after the creates queued before it."""
+        keys = [resource_key(r.type, r.id) for r, _, _ in writes]
+        found = await self._store.resources.find(
+            {"_id": {"$in": keys}}, {"_id": 1}, session=self._s).to_list()
+        existing = {d["_id"] for d in found}
+        resources: list[Doc] = []
+        changes: list[Doc] = []
+        for key, (record, entries, expect_version) in zip(keys, writes, strict=True):
+            if key in existing:  # an update, or the same resource twice in this batch
+                await self._insert(resources, changes)
+                await self.write(record, entries, expect_version)
+                continue
+            try:
+                _check_version(record, 0, expect_version)
+            except VersionConflict:
+                await self._insert(resources, changes)
+                raise
+            existing.add(key)
+            seq = self._seq + 1
+            resources.append(_resource_doc(key, record, entries, seq))
+            changes.append(_change_doc(record, seq))
+            self._take(record, seq)
+        await self._insert(resources, changes)
+
+    async def _insert(self, resources: list[Doc], changes: list[Doc]) -> None:
+        if resources:
+            await self._store.resources.insert_many(resources, session=self._s)
+            await self._store.changes.insert_many(changes, session=self._s)
+            resources.clear()
+            changes.clear()
+
+    def _take(self, record: Record, seq: int) -> None:
         self._seq = seq
         self._allocated = True
         record.seq = seq

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ...query import IndexEntry, Query
-from ..base import Record
+from ..base import Record, Write
 from ..errors import VersionConflict
 from . import changes
 from .faults import translate
@@ -40,6 +40,10 @@ class SqliteUnit:
         self, record: Record, entries: list[IndexEntry], expect_version: int | None
     ) -> None:
         write_record(self._conn, record, entries, expect_version)
+
+    async def write_all(self, writes: Sequence[Write]) -> None:
+        for record, entries, expect_version in writes:
+            write_record(self._conn, record, entries, expect_version)
 
     async def claim(
         self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
