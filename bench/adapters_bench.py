@@ -18,17 +18,16 @@ compiles, sorted by ``pos``, limit count+1, reading ``body``), and ``find_one`` 
 threads for the read. The ``_include`` query's floors are the match page only (as in
 search_bench.py); the include fetch is the service's work on top.
 
-Generation is a bulk path for both stores that writes the rows the service writes: SQLite through
-search_bench.generate; MongoDB with insert_many of the exact documents ``MongoUnit.write``
-produces (``resources`` with ``pos`` = change sequence, ``changes`` with ``_id`` = sequence, the
-``seq`` counter left at the last one), after ``MongoStore.start`` made its indexes.
+Generation goes through the store port for both stores, as search_bench.py does: every resource
+written as its first version by ``Unit.write_all`` in big atomic units (SQLite through
+search_bench.generate, MongoDB through the same loader on a ``MongoStore``), so each adapter
+keeps its own documents, change log, counter and indexes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import os
 import random
 import shutil
@@ -38,14 +37,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 from pymongo import MongoClient
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -53,12 +50,10 @@ import rest_bench as rb
 import search_bench as sb
 
 from fhir_sched.query import Query
-from fhir_sched.search.extract import extract
 from fhir_sched.search.parse import parse_search
 from fhir_sched.storage.base import DocumentStore
 from fhir_sched.storage.mongo import MongoStore
 from fhir_sched.storage.mongo.query import Compiler, base_filter, combine
-from fhir_sched.storage.mongo.store import _entry_doc
 from fhir_sched.storage.sqlite import SqliteStore
 
 console = sb.console
@@ -68,63 +63,12 @@ DB_NAME = "fhir_sched_bench"
 
 
 # -- MongoDB generation ----------------------------------------------------------------------------
-def mongo_rows(job: tuple[str, int, int, sb.Shape]) -> list[tuple[str, str, bytes, list[Doc]]]:
-    """(type, id, body, idx) for resources ``start..end`` of one kind (worker process)."""
-    kind, start, end, shape = job
-    makers: dict[str, Callable[[int], dict[str, Any]]] = {
-        "Patient": sb.make_patient, "Practitioner": sb.make_practitioner,
-        "Location": sb.make_location, "Schedule": sb.make_schedule, "Slot": sb.make_slot,
-        "Appointment": lambda n: sb.make_appointment(n, shape)}
-    out: list[tuple[str, str, bytes, list[Doc]]] = []
-    for n in range(start, end):
-        res = makers[kind](n)
-        res["meta"] = {"versionId": "1", "lastUpdated": sb.UPDATED}  # what put_in_unit adds
-        out.append((kind, res["id"], orjson.dumps(res),
-                    [_entry_doc(e) for e in extract(kind, res)]))
-    return out
-
-
-def plan(shape: sb.Shape) -> list[tuple[str, int]]:
-    return [("Patient", shape.patients), ("Practitioner", shape.practitioners),
-            ("Location", shape.locations), ("Schedule", shape.practitioners),
-            ("Slot", shape.slots), ("Appointment", shape.appointments)]
+# Resources to a MongoDB transaction: well inside its limits, big enough that commits are rare.
+MONGO_UNIT = 500
 
 
 def generate_mongo(url: str, shape: sb.Shape) -> None:
-    async def prepare() -> None:  # the adapter's own indexes and counter
-        store = MongoStore(url)
-        await store.start()
-        await store.close()
-
-    asyncio.run(prepare())
-    client: MongoClient[Doc] = MongoClient(url)
-    db = client.get_default_database()
-    jobs = [(kind, s, min(s + sb.CHUNK, total), shape) for kind, total in plan(shape)
-            for s in range(0, total, sb.CHUNK)]
-    total = sum(t for _, t in plan(shape))
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn()]
-    seq = 0
-    try:
-        with Progress(*columns, console=console) as progress, \
-                mp.get_context("fork").Pool(os.cpu_count() or 2) as pool:
-            task = progress.add_task(f"generating MongoDB {DB_NAME}", total=total)
-            for rows in pool.imap(mongo_rows, jobs):
-                resources: list[Doc] = []
-                changes: list[Doc] = []
-                for kind, id_, body, idx in rows:
-                    seq += 1
-                    resources.append({"_id": f"{kind}/{id_}", "type": kind, "id": id_,
-                                      "pos": seq, "version": 1, "updated": sb.UPDATED,
-                                      "deleted": False, "body": body, "idx": idx})
-                    changes.append({"_id": seq, "type": kind, "id": id_, "version": 1,
-                                    "updated": sb.UPDATED, "method": "POST", "body": body})
-                db["resources"].insert_many(resources, ordered=False)
-                db["changes"].insert_many(changes, ordered=False)
-                progress.advance(task, len(rows))
-        db["counters"].update_one({"_id": "seq"}, {"$set": {"n": seq}, "$inc": {"w": 1}})
-    finally:
-        client.close()
+    asyncio.run(sb.fill(MongoStore(url), shape, f"MongoDB {DB_NAME}", MONGO_UNIT))
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -356,7 +300,7 @@ def main() -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found")
     shape = sb.Shape(args.appointments, args.slots)
-    n_total = sum(t for _, t in plan(shape))
+    n_total = sum(t for _, t in sb.plan(shape))
     console.print(f"data set: {shape.appointments:,} Appointments, {shape.slots:,} Slots, "
                   f"{shape.patients:,} Patients, {shape.practitioners} Practitioners/Schedules, "
                   f"{shape.locations} Locations = {n_total:,} resources; "

@@ -23,11 +23,13 @@ Measured, all over HTTP against a real ``fhir-sched serve`` process on the gener
 Next to each ``$find`` figure is the floor: the same ``find_options`` call on ResourceCalendars
 prebuilt in memory from the same data, without HTTP and without the store.
 
-Generation writes straight into the SQLite store's tables with ``executemany`` (a quarter of a
-million bookings one by one through the write pipeline would take far longer than the benchmark),
-but writes exactly the rows the service would: the stored body with ``meta``, a change-log row,
-the index entries of ``fhir_sched.search.extract.extract``, and the booking guard's claims
-``cap|<Actor/id>|<UTC instant as format_instant>|<seq>`` for every 5-minute unit of a booking.
+Generation uses public interfaces only. The health system's resources (patients, practitioners,
+locations, schedules, services) go through the store port in big atomic units (``Unit.write_all``
+of the stored body with ``meta`` and the index entries of ``fhir_sched.search.extract.extract``).
+The bookings go through the HTTP API of a ``fhir-sched serve`` process on the new file, as
+transaction Bundles of ``PUT Appointment/<id>``, so the write pipeline and its booking guard make
+their claims: nothing here knows how a claim is spelled. That is the slow part of a first run (a
+quarter of a million guarded writes); the data set is kept and reused by later runs.
 """
 
 from __future__ import annotations
@@ -36,11 +38,9 @@ import argparse
 import asyncio
 import bisect
 import heapq
-import multiprocessing as mp
 import os
 import random
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import time
@@ -55,20 +55,19 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
-from _common import Server, pct
+from _common import Server, load, pct, read_meta, stored, write_meta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from fhir_sched.query import Query
 from fhir_sched.scheduling.availability import (
     Busy,
     ResourceCalendar,
     find_options,
 )
 from fhir_sched.scheduling.templates import horizon, parse_templates
-from fhir_sched.search.extract import extract
-from fhir_sched.storage.sqlite import SCHEMA
-from fhir_sched.timeutil import format_instant
+from fhir_sched.storage.sqlite import SqliteStore
 
 EXT = "https://fhir-sched.org/fhir/StructureDefinition/"
 TZ_NAME = "America/New_York"
@@ -84,7 +83,9 @@ SLOT = timedelta(minutes=30)
 UNIT = timedelta(minutes=5)
 BOOKED_DAYS, BOOKED_SHARE, HORIZON_DAYS = 90, 0.4, 365
 UPDATED = "2026-01-01T00:00:00.000Z"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+# Bookings per transaction Bundle, and Bundles in flight, while generating.
+BOOKINGS_PER_BUNDLE, BUNDLES_IN_FLIGHT = 100, 4
 console = Console()
 
 
@@ -200,13 +201,6 @@ def booked_starts(actor: Actor, day0: date, seed: int) -> list[datetime]:
     return [s for s in slot_starts(day0, BOOKED_DAYS) if rng.random() < BOOKED_SHARE]
 
 
-def claim_keys(ref: str, start: datetime, end: datetime, seq: int = 0) -> Iterator[str]:
-    t = start
-    while t < end:
-        yield f"cap|{ref}|{format_instant(t)}|{seq}"
-        t += UNIT
-
-
 WRK_BOOK = r"""
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
@@ -278,44 +272,14 @@ def booking(actor: Actor, k: int, start: datetime, patient: int) -> dict[str, An
 
 
 # -- generation ----------------------------------------------------------------------------------
-Rows = tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]
-
-
-def rows_of(resources: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]],
-                                                     list[tuple[Any, ...]]]:
-    res_rows, idx_rows = [], []
-    for res in resources:
-        res["meta"] = {"versionId": "1", "lastUpdated": UPDATED}  # what put_in_unit adds
-        kind = res["resourceType"]
-        res_rows.append((kind, res["id"], 1, UPDATED, 0, orjson.dumps(res)))
-        idx_rows.extend((kind, res["id"], e.param, e.sys, e.val, e.raw, e.lo, e.hi)
-                        for e in extract(kind, res))
-    return res_rows, idx_rows
-
-
-def job_rows(job: tuple[str, int, int, date, int]) -> Rows:
-    """Rows for one chunk of work (runs in a worker process)."""
-    what, lo, hi, day0, seed = job
-    if what == "base":
-        res_rows, idx_rows = rows_of(base_resources(day0))
-        return res_rows, idx_rows, []
-    claims: list[tuple[Any, ...]] = []
-    bookings: list[dict[str, Any]] = []
-    everyone = actors()
-    for actor in everyone[lo:hi]:
+def bookings(day0: date, seed: int) -> list[dict[str, Any]]:
+    """Every pre-booked Appointment of the health system (40% of the first 90 days' slots)."""
+    out: list[dict[str, Any]] = []
+    for actor in actors():
         rng = random.Random(seed + actor.n)
-        for k, start in enumerate(booked_starts(actor, day0, seed)):
-            appt = booking(actor, k, start, rng.randrange(PATIENTS))
-            bookings.append(appt)
-            claims.extend((key, "Appointment", appt["id"], None)
-                          for key in claim_keys(actor.ref, start, start + SLOT))
-    res_rows, idx_rows = rows_of(bookings)
-    return res_rows, idx_rows, claims
-
-
-def _schema_indexes() -> list[str]:
-    return [line.split()[5] for line in SCHEMA.splitlines()
-            if line.startswith("CREATE INDEX") and (" ON idx(" in line or " ON resources(" in line)]
+        out += [booking(actor, k, start, rng.randrange(PATIENTS))
+                for k, start in enumerate(booked_starts(actor, day0, seed))]
+    return out
 
 
 def first_monday() -> date:
@@ -323,68 +287,86 @@ def first_monday() -> date:
     return today + timedelta(days=(7 - today.weekday()) % 7)
 
 
+def store_files(path: Path) -> list[Path]:
+    return [Path(str(path) + suffix) for suffix in ("", "-wal", "-shm")]
+
+
+async def load_base(path: Path, day0: date) -> None:
+    """The health system without its bookings, through the store port."""
+    store = SqliteStore(str(path), synchronous="off")
+    await store.start()
+    try:
+        resources = [stored(res, UPDATED) for res in base_resources(day0)]
+        await load(store, [resources[i:i + 5000] for i in range(0, len(resources), 5000)],
+                   UPDATED, 5000)
+    finally:
+        await store.close()
+
+
+async def book_all(base: str, appointments: list[dict[str, Any]], advance: Any) -> None:
+    """PUT every booking through the HTTP API (the booking guard makes its claims)."""
+    bundles = [appointments[i:i + BOOKINGS_PER_BUNDLE]
+               for i in range(0, len(appointments), BOOKINGS_PER_BUNDLE)]
+    queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
+    for bundle in bundles:
+        queue.put_nowait(bundle)
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            appts = queue.get_nowait()
+            body = {"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": a, "request": {"method": "PUT", "url": f"Appointment/{a['id']}"}}
+                for a in appts]}
+            r = await client.post("", json=body, headers={"prefer": "return=minimal"})
+            if r.status_code != 200:
+                raise SystemExit(f"booking during generation: HTTP {r.status_code} "
+                                 f"{r.text[:300]}")
+            advance(len(appts))
+
+    async with httpx.AsyncClient(base_url=base, timeout=300.0,
+                                 headers={"accept": "application/fhir+json"}) as client:
+        await asyncio.gather(*(sender(client) for _ in range(BUNDLES_IN_FLIGHT)))
+
+
 def generate(path: Path, seed: int) -> date:
-    if path.exists():
-        path.unlink()
-    for suffix in ("-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
+    for old in (*store_files(path), Path(str(path) + ".meta.json")):
+        old.unlink(missing_ok=True)
     day0 = first_monday()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(SCHEMA)
-    for name in _schema_indexes():
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
-    n_actors = len(actors())
-    jobs = [("base", 0, 0, day0, seed)] + [("book", s, min(s + 10, n_actors), day0, seed)
-                                            for s in range(0, n_actors, 10)]
+    asyncio.run(load_base(path, day0))
+    appointments = bookings(day0, seed)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rows]}"), TimeRemainingColumn()]
-    written = 0
+               TimeRemainingColumn()]
     with Progress(*columns, console=console) as progress, \
-            mp.get_context("fork").Pool(os.cpu_count() or 2) as pool:
-        task = progress.add_task("generating the health system", total=len(jobs), rows="")
-        conn.execute("BEGIN")
-        for res_rows, idx_rows, claims in pool.imap_unordered(job_rows, jobs):
-            conn.executemany("INSERT INTO resources(type, id, version, updated, deleted, body)"
-                             " VALUES (?,?,?,?,?,?)", res_rows)
-            conn.executemany("INSERT INTO changes(type, id, version, updated, method, body)"
-                             " VALUES (?,?,?,?,'POST',?)",
-                             [(t, i, v, u, b) for t, i, v, u, _d, b in res_rows])
-            conn.executemany("INSERT INTO idx(type, id, param, sys, val, raw, lo, hi)"
-                             " VALUES (?,?,?,?,?,?,?,?)", idx_rows)
-            conn.executemany("INSERT INTO claims(key, owner_type, owner_id, expires)"
-                             " VALUES (?,?,?,?)", claims)
-            written += len(res_rows)
-            progress.update(task, advance=1, rows=f"{written:,} resources")
-        conn.execute("COMMIT")
-        task2 = progress.add_task("building indexes", total=1, rows="")
-        conn.executescript(SCHEMA)
-        progress.advance(task2)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE bench_meta(version INTEGER, seed INTEGER, day0 TEXT)")
-    conn.execute("INSERT INTO bench_meta VALUES (?, ?, ?)",
-                 (GENERATOR_VERSION, seed, day0.isoformat()))
-    conn.close()
+            Server(path, env={"FHIR_SCHED_SQLITE_SYNCHRONOUS": "off"}) as server:
+        task = progress.add_task("booking over HTTP", total=len(appointments))
+        asyncio.run(book_all(server.base, appointments, lambda n: progress.advance(task, n)))
+    write_meta(path, {"version": GENERATOR_VERSION, "seed": seed, "day0": day0.isoformat()})
     return day0
 
 
 def existing(path: Path, seed: int) -> date | None:
     """day0 of a usable earlier generation (same generator and seed), else None."""
-    if not path.exists():
+    meta = read_meta(path)
+    if meta is None or (meta.get("version"), meta.get("seed")) != (GENERATOR_VERSION, seed):
         return None
-    try:
-        conn = sqlite3.connect(path)
-        row = conn.execute("SELECT version, seed, day0 FROM bench_meta").fetchone()
-        conn.close()
-    except sqlite3.Error:
-        return None
-    if row is None or tuple(row[:2]) != (GENERATOR_VERSION, seed):
-        return None
-    day0 = date.fromisoformat(row[2])
+    day0 = date.fromisoformat(meta["day0"])
     # $find results do not depend on today's date, but keep the data ahead of it anyway.
     return day0 if day0 > datetime.now(TZ).date() else None
+
+
+def copy_store(src: Path, dst: Path) -> None:
+    """A copy of the store at ``src`` (opening and closing it first folds its WAL back in)."""
+    async def settle() -> None:
+        store = SqliteStore(str(src))
+        await store.start()
+        await store.close()
+
+    asyncio.run(settle())
+    for old in store_files(dst):
+        old.unlink(missing_ok=True)
+    for a, b in zip(store_files(src), store_files(dst), strict=True):
+        if a.exists() and a.stat().st_size and not a.name.endswith("-shm"):
+            shutil.copyfile(a, b)
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -592,20 +574,38 @@ async def measure_book(base: str, targets: list[tuple[dict[str, Any], int]], cli
                       requests=len(targets))
 
 
-def double_bookings(path: Path) -> tuple[int, int, int]:
-    """(appointments scanned, overlapping pairs on one resource, claims beyond capacity 1).
+async def stored_appointments(path: Path) -> list[dict[str, Any]]:
+    """Every live Appointment in the store, paged through the store port."""
+    store = SqliteStore(str(path))
+    await store.start()
+    out: list[dict[str, Any]] = []
+    try:
+        after = None
+        while True:
+            page = await store.search(Query("Appointment", count=2000, after=after))
+            out += [orjson.loads(body) for _, body in page.rows]
+            if page.next_after is None:
+                return out
+            after = page.next_after
+    finally:
+        await store.close()
+
+
+def double_bookings(path: Path) -> tuple[int, int]:
+    """(appointments scanned, overlapping pairs on one resource).
 
     Reads every stored Appointment that takes time and sweeps each resource's bookings in start
     order; with capacity 1 everywhere, any overlap is a double booking.
+
+    TODO(claims codec): also count claims beyond capacity (the guard's own record), once
+    ``fhir_sched.scheduling.claims`` is the one public codec of claim keys; the key format must
+    not be spelled out here, and no HTTP interaction exposes claims.
     """
     taking = {"pending", "booked", "arrived", "checked-in"}
     per_actor: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
-    conn = sqlite3.connect(path)
     scanned = 0
     now = datetime.now(UTC)
-    for (body,) in conn.execute(
-            "SELECT body FROM resources WHERE type='Appointment' AND deleted=0"):
-        appt = orjson.loads(body)
+    for appt in asyncio.run(stored_appointments(path)):
         if appt.get("status") not in taking:
             continue
         if appt.get("status") == "pending":
@@ -619,9 +619,6 @@ def double_bookings(path: Path) -> tuple[int, int, int]:
             ref = p["actor"]["reference"]
             if not ref.startswith("Patient/"):
                 per_actor[ref].append((start, end))
-    beyond = conn.execute("SELECT count(*) FROM claims WHERE key LIKE 'cap|%' AND key NOT LIKE "
-                          "'%|0'").fetchone()[0]
-    conn.close()
     overlaps = 0
     for intervals in per_actor.values():
         intervals.sort()
@@ -631,7 +628,7 @@ def double_bookings(path: Path) -> tuple[int, int, int]:
                 heapq.heappop(ends)
             overlaps += len(ends)
             heapq.heappush(ends, end)
-    return scanned, overlaps, beyond
+    return scanned, overlaps
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -662,12 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{time.perf_counter() - t0:.0f} s; first day {day0}")
     # Each run books into a copy, so the pristine data set can be reused by the next run.
     work = data / "scheduling-run.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(work) + suffix).unlink(missing_ok=True)
-    src, dst = sqlite3.connect(pristine), sqlite3.connect(work)
-    src.backup(dst)
-    src.close()
-    dst.close()
+    copy_store(pristine, work)
 
     with console.status("floor: find_options on in-memory calendars"):
         floor = measure_floor(day0, args.seed, args.requests)
@@ -681,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 book = asyncio.run(measure_book(server.base, targets, args.clients))
     with console.status("scanning every stored booking for double bookings"):
-        scanned, overlaps, beyond = double_bookings(work)
+        scanned, overlaps = double_bookings(work)
 
     table = Table(title="$find latency, ms (HTTP = round trip to fhir-sched serve on SQLite; "
                         "floor = find_options on in-memory calendars)")
@@ -706,9 +698,9 @@ def main(argv: list[str] | None = None) -> int:
         f"unexpected: {len(book.unexpected)}")
     for line in book.unexpected[:5]:
         console.print(f"  unexpected: {line}")
-    console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings; "
-                  f"{beyond} claims beyond capacity (both must be 0)")
-    return 0 if overlaps == 0 and beyond == 0 and not book.unexpected else 1
+    console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings "
+                  "(must be 0)")
+    return 0 if overlaps == 0 and not book.unexpected else 1
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ Scale 1.0 is 200,000 Appointments and 1,000,000 Slots (and the 10x-smaller run 2
 Every entity has the same shape at every scale (2,000 Slots per Schedule, 400 Appointments per
 Practitioner, 10 per Patient), so each query returns about the same number of rows at both sizes.
 
-Generation writes straight into the SQLite store's tables with executemany in big transactions
-(going through the write pipeline one resource at a time would take an hour), but produces the
-rows the service would: the stored body with ``meta``, a change-log row, and the index entries
-from ``fhir_sched.search.extract.extract``. Search indexes are dropped during the load and built
-once at the end, which is much faster than maintaining them row by row.
+Generation goes through the store port, not the HTTP write pipeline (one resource at a time
+through it would take an hour): each resource as its first version, thousands to an atomic unit
+(``Unit.write_all``), with the stored body with ``meta`` and the index entries of
+``fhir_sched.search.extract.extract``, exactly what the service hands the store. The store keeps
+its own rows, change log and indexes.
 """
 
 from __future__ import annotations
@@ -26,22 +26,20 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
-from _common import Server, pct
+from _common import Server, Stored, load, pct, read_meta, stored, write_meta
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from fhir_sched.search.extract import extract
 from fhir_sched.search.parse import parse_search
-from fhir_sched.storage.sqlite import SCHEMA, SqliteStore
+from fhir_sched.storage.base import DocumentStore
+from fhir_sched.storage.sqlite import SqliteStore
 
 BASE_APPOINTMENTS = 200_000
 BASE_SLOTS = 1_000_000
@@ -154,92 +152,51 @@ def make_appointment(n: int, shape: Shape) -> dict[str, Any]:
                  "status": "accepted"}]}
 
 
-def rows_for(job: tuple[str, int, int, Shape]) -> tuple[list[tuple[Any, ...]],
-                                                         list[tuple[Any, ...]]]:
-    """Resource rows and idx rows for resources ``start..end`` of one kind (worker process)."""
+def rows_for(job: tuple[str, int, int, Shape]) -> list[Stored]:
+    """Resources ``start..end`` of one kind as the store gets them (worker process)."""
     kind, start, end, shape = job
     makers = {"Patient": make_patient, "Practitioner": make_practitioner,
               "Location": make_location, "Schedule": make_schedule, "Slot": make_slot,
               "Appointment": lambda n: make_appointment(n, shape)}
-    res_rows: list[tuple[Any, ...]] = []
-    idx_rows: list[tuple[Any, ...]] = []
-    for n in range(start, end):
-        res = makers[kind](n)
-        res["meta"] = {"versionId": "1", "lastUpdated": UPDATED}  # what put_in_unit adds
-        body = orjson.dumps(res)
-        res_rows.append((kind, res["id"], 1, UPDATED, 0, body))
-        idx_rows.extend((kind, res["id"], e.param, e.sys, e.val, e.raw, e.lo, e.hi)
-                        for e in extract(kind, res))
-    return res_rows, idx_rows
+    return [stored(makers[kind](n), UPDATED) for n in range(start, end)]
+
+
+def plan(shape: Shape) -> list[tuple[str, int]]:
+    return [("Patient", shape.patients), ("Practitioner", shape.practitioners),
+            ("Location", shape.locations), ("Schedule", shape.practitioners),
+            ("Slot", shape.slots), ("Appointment", shape.appointments)]
+
+
+def jobs(shape: Shape) -> list[tuple[str, int, int, Shape]]:
+    return [(kind, s, min(s + CHUNK, total), shape) for kind, total in plan(shape)
+            for s in range(0, total, CHUNK)]
+
+
+async def fill(store: DocumentStore, shape: Shape, label: str, per_unit: int) -> None:
+    """Every resource of ``shape`` through ``store``'s port, generated in worker processes."""
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn()]
+    await store.start()
+    try:
+        with Progress(*columns, console=console) as progress, \
+                mp.get_context("fork").Pool(os.cpu_count() or 2) as pool:
+            task = progress.add_task(f"generating {label}", total=sum(t for _, t in plan(shape)))
+            await load(store, pool.imap(rows_for, jobs(shape)), UPDATED, per_unit,
+                       lambda n: progress.advance(task, n))
+    finally:
+        await store.close()
 
 
 # -- generation ------------------------------------------------------------------------------------
-def _schema_indexes() -> list[str]:
-    return [line.split()[5] for line in SCHEMA.splitlines()
-            if line.startswith("CREATE INDEX") and (" ON idx(" in line or " ON resources(" in line)]
-
-
 def generate(path: Path, shape: Shape) -> None:
-    import sqlite3
-
-    if path.exists():
-        path.unlink()
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.executescript(SCHEMA)
-    for name in _schema_indexes():
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
-    conn.execute("PRAGMA journal_mode=OFF")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
-    plan = [("Patient", shape.patients), ("Practitioner", shape.practitioners),
-            ("Location", shape.locations), ("Schedule", shape.practitioners),
-            ("Slot", shape.slots), ("Appointment", shape.appointments)]
-    jobs = [(kind, s, min(s + CHUNK, total), shape) for kind, total in plan
-            for s in range(0, total, CHUNK)]
-    total = sum(t for _, t in plan)
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn()]
-    with Progress(*columns, console=console) as progress, \
-            mp.get_context("fork").Pool(os.cpu_count() or 2) as pool:
-        task = progress.add_task(f"generating {path.name}", total=total)
-        conn.execute("BEGIN")
-        pending = 0
-        for res_rows, idx_rows in pool.imap(rows_for, jobs):
-            conn.executemany("INSERT INTO resources(type, id, version, updated, deleted, body)"
-                             " VALUES (?,?,?,?,?,?)", res_rows)
-            conn.executemany("INSERT INTO changes(type, id, version, updated, method, body)"
-                             " VALUES (?,?,?,?,'POST',?)",
-                             [(t, i, v, u, b) for t, i, v, u, _d, b in res_rows])
-            conn.executemany("INSERT INTO idx(type, id, param, sys, val, raw, lo, hi)"
-                             " VALUES (?,?,?,?,?,?,?,?)", idx_rows)
-            progress.advance(task, len(res_rows))
-            pending += len(res_rows)
-            if pending >= 100_000:
-                conn.execute("COMMIT")
-                conn.execute("BEGIN")
-                pending = 0
-        conn.execute("COMMIT")
-        task2 = progress.add_task("building indexes", total=1)
-        conn.executescript(SCHEMA)  # no ANALYZE: the server never runs one either
-        progress.advance(task2)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE bench_meta(appointments INTEGER, slots INTEGER)")
-    conn.execute("INSERT INTO bench_meta VALUES (?, ?)", (shape.appointments, shape.slots))
-    conn.close()
+    for suffix in ("", "-wal", "-shm", ".meta.json"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    asyncio.run(fill(SqliteStore(str(path), synchronous="off"), shape, path.name, 5_000))
+    write_meta(path, {"appointments": shape.appointments, "slots": shape.slots})
 
 
 def ready(path: Path, shape: Shape) -> bool:
-    import sqlite3
-
-    if not path.exists():
-        return False
-    try:
-        conn = sqlite3.connect(path)
-        row = conn.execute("SELECT appointments, slots FROM bench_meta").fetchone()
-        conn.close()
-    except sqlite3.Error:
-        return False
-    return tuple(row or ()) == (shape.appointments, shape.slots)
+    return read_meta(path) == {"appointments": shape.appointments, "slots": shape.slots}
 
 
 # -- the three queries -----------------------------------------------------------------------------
@@ -323,19 +280,18 @@ def warm_cache(path: Path) -> None:
             pass
 
 
-def explain(path: Path, shape: Shape) -> Iterator[str]:
+async def explain(path: Path, shape: Shape) -> list[str]:
     """The SQL plan of each query as the store compiles it (for the record)."""
-    import sqlite3
-
-    from fhir_sched.storage.sqlite import _select_sql
-
-    conn = sqlite3.connect(path)
-    for name, (type_, params) in queries(shape, random.Random(1)).items():
-        query = parse_search(type_, params).query
-        sql, args = _select_sql(query, "r.id, r.body", query.count + 1, True, conn)
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", args).fetchall()
-        yield f"[bold]{name}[/bold]\n" + "\n".join(f"  {row[-1]}" for row in plan)
-    conn.close()
+    store = SqliteStore(str(path), readers=1)
+    await store.start()
+    try:
+        out = []
+        for name, (type_, params) in queries(shape, random.Random(1)).items():
+            plan_ = await store.explain(parse_search(type_, params).query)
+            out.append(f"[bold]{name}[/bold]\n" + "\n".join(f"  {step}" for step in plan_))
+        return out
+    finally:
+        await store.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{time.perf_counter() - t0:.0f} s")
         warm_cache(path)
         if args.explain:
-            for text in explain(path, shape):
+            for text in asyncio.run(explain(path, shape)):
                 console.print(text)
         floor = asyncio.run(measure_floor(path, shape, args.requests, seed=7))
         with Server(path) as server:
