@@ -744,10 +744,10 @@ async def test_a_cursor_that_does_not_fit_the_query_raises_invalid_cursor(
         await store.search(Query("Patient", (), (), 1, after=({"$gt": 0},)))
 
 
+@pytest.mark.parametrize("store_kind", ["mongo"], indirect=True, scope="session")  # Mongo only
 async def test_a_join_past_the_adapter_limit_raises_query_too_complex(
         store: DocumentStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    if store.name != "mongo":
-        pytest.skip("only the MongoDB adapter bounds joins")
+    assert store.name == "mongo"
     from fhir_sched.storage.mongo import query as mongo_query
 
     monkeypatch.setattr(mongo_query, "JOIN_LIMIT", 2)
