@@ -14,6 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from fhir_sched.storage.base import Record, Unit
+from fhir_sched.storage.errors import StoreUnavailable
+from fhir_sched.storage.mongo import MongoStore
 from tests.support.client import fhir_client
 from tests.support.mongo_fixture import SecantusServer
 from tests.support.server import ServerProcess
@@ -123,6 +126,39 @@ async def test_database_stopping_mid_flight_never_gives_500_or_hangs(
         seen = {s for statuses in results[:-1] if statuses for s in statuses}
         assert seen <= {200, 201, 503}, seen
         assert 503 in seen
+
+
+async def test_the_change_feed_answers_unavailable_in_an_outage_and_resumes_where_it_was(
+        database: SecantusServer) -> None:
+    store = MongoStore(f"{database.uri}/feed_faults")
+    await store.start()
+    try:
+        async def create(unit: Unit) -> Record:
+            rec = Record("Patient", "f1", 1, "2026-03-01T00:00:00.000Z", False, b"{}", "POST")
+            await unit.write(rec, [], 0)
+            return rec
+
+        written = await store.atomic(create)
+        database.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.changes_since(0, 10)
+        with pytest.raises(StoreUnavailable):
+            await store.last_position()
+        assert time.monotonic() - started < 2 * ANSWER_WITHIN
+        database.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                feed = await store.changes_since(0, 10)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the feed did not come back"
+                await asyncio.sleep(0.25)
+        assert [(r.seq, r.id) for r in feed] == [(written.seq, "f1")]
+        assert await store.last_position() == written.seq
+    finally:
+        await store.close()
 
 
 def test_standalone_server_is_refused_with_a_fix(tmp_path: Any) -> None:
