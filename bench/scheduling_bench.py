@@ -61,6 +61,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fhir_sched.query import Query
+from fhir_sched.scheduling import claims
 from fhir_sched.scheduling.availability import (
     Busy,
     ResourceCalendar,
@@ -591,15 +592,30 @@ async def stored_appointments(path: Path) -> list[dict[str, Any]]:
         await store.close()
 
 
-def double_bookings(path: Path) -> tuple[int, int]:
-    """(appointments scanned, overlapping pairs on one resource).
+async def seats_beyond_capacity(path: Path, actors: list[str]) -> int:
+    """Claims on a seat other than the first (capacity is 1 everywhere in this data set): the
+    guard's own record of an overbooking, read through the store port and the claims codec."""
+    store = SqliteStore(str(path))
+    await store.start()
+    try:
+        beyond = 0
+        for actor in actors:
+            prefix = claims.resource_prefix(actor)
+            for key, _owner_type, _owner_id in await store.claim_keys(prefix):
+                unit = claims.unit_of(key, len(prefix))
+                if key != claims.unit_prefix_of(actor, unit) + claims.seat(0):
+                    beyond += 1
+        return beyond
+    finally:
+        await store.close()
+
+
+def double_bookings(path: Path) -> tuple[int, int, int]:
+    """(appointments scanned, overlapping pairs on one resource, claims beyond capacity).
 
     Reads every stored Appointment that takes time and sweeps each resource's bookings in start
-    order; with capacity 1 everywhere, any overlap is a double booking.
-
-    TODO(claims codec): also count claims beyond capacity (the guard's own record), once
-    ``fhir_sched.scheduling.claims`` is the one public codec of claim keys; the key format must
-    not be spelled out here, and no HTTP interaction exposes claims.
+    order; with capacity 1 everywhere, any overlap is a double booking, and so is any claim on
+    a second seat.
     """
     taking = {"pending", "booked", "arrived", "checked-in"}
     per_actor: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
@@ -628,7 +644,7 @@ def double_bookings(path: Path) -> tuple[int, int]:
                 heapq.heappop(ends)
             overlaps += len(ends)
             heapq.heappush(ends, end)
-    return scanned, overlaps
+    return scanned, overlaps, asyncio.run(seats_beyond_capacity(path, sorted(per_actor)))
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -673,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 book = asyncio.run(measure_book(server.base, targets, args.clients))
     with console.status("scanning every stored booking for double bookings"):
-        scanned, overlaps = double_bookings(work)
+        scanned, overlaps, beyond = double_bookings(work)
 
     table = Table(title="$find latency, ms (HTTP = round trip to fhir-sched serve on SQLite; "
                         "floor = find_options on in-memory calendars)")
@@ -698,9 +714,9 @@ def main(argv: list[str] | None = None) -> int:
         f"unexpected: {len(book.unexpected)}")
     for line in book.unexpected[:5]:
         console.print(f"  unexpected: {line}")
-    console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings "
-                  "(must be 0)")
-    return 0 if overlaps == 0 and not book.unexpected else 1
+    console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings; "
+                  f"{beyond} claims beyond capacity (both must be 0)")
+    return 0 if overlaps == 0 and beyond == 0 and not book.unexpected else 1
 
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ def overbook_seat(n: int) -> str:
     return f"ob{n}"
 
 
+def unit_prefix_of(resource: str, unit: str) -> str:
+    """``unit_prefix`` from a unit instant as ``unit_of`` returns it (already formatted)."""
+    return f"{resource_prefix(resource)}{unit}|"
+
+
 def unit_of(key: str, prefix_length: int) -> str:
     """The unit instant (as formatted) of a resource claim key, given its prefix's length."""
     return key[prefix_length:key.index("|", prefix_length)]

@@ -36,7 +36,7 @@ def compartment_filter(type_: str, patient_ref: str) -> tuple[Expr, ...]:
     params = PATIENT_COMPARTMENT.get(type_)
     if not params:
         raise FhirError(404, "not-supported", f"{type_} is not in the Patient compartment")
-    entries = tuple(Entry(p, (Cond("val", "=", patient_ref),)) for p in params)
+    entries = tuple(Entry(p, (Cond("val", "=", patient_ref),), unique=True) for p in params)
     return (entries[0] if len(entries) == 1 else AnyOf(entries),)
 
 

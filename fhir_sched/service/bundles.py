@@ -19,10 +19,12 @@ from ..errors import FhirError, bad_request, not_found, precondition_failed, unp
 from ..resources import is_hosted
 from ..search.parse import query_for
 from ..storage.base import Unit
+from ..storage.errors import StoreError, StoreUnavailable
 from .authorization import Interaction
 from .resources import ResourceService, Saved, check_id
 from .resources import new_id as make_id
 from .search import SearchResult, SearchService
+from .store_errors import as_fhir_error
 
 Json = dict[str, Any]
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -326,8 +328,11 @@ class BundleProcessor:
             try:
                 results.append(await self._batch_entry(ctx, e, n, base, minimal))
             except FhirError as exc:
-                results.append(EntryResult(f"{exc.status} {_REASON.get(exc.status, '')}".strip(),
-                                           outcome=exc.outcome()))
+                results.append(_failed(exc))
+            except StoreUnavailable:
+                raise  # the database is down: the whole batch is a 503 to retry
+            except StoreError as exc:  # one entry the database refused (too costly, ...)
+                results.append(_failed(as_fhir_error(exc)))
         return results
 
     async def _batch_entry(self, ctx: RequestContext, e: Json, n: int, base: str,
@@ -380,6 +385,11 @@ class BundleProcessor:
             raise bad_request(f"{where}: the Binary does not hold a JSON Patch: {exc}") from None
         saved = await svc.patch(ctx, target.type, target.id, ops, if_match)
         return _saved_result(saved, base, minimal)
+
+
+def _failed(exc: FhirError) -> EntryResult:
+    return EntryResult(f"{exc.status} {_REASON.get(exc.status, '')}".strip(),
+                       outcome=exc.outcome())
 
 
 _REASON = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
