@@ -39,6 +39,7 @@ from fhir_sched.scheduling.visit_types import (
     parse_resource_kind,
     parse_visit_types,
 )
+from tests.support.scheduling import hours
 
 CONFORMANCE = Path(__file__).resolve().parent.parent / "conformance"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
@@ -50,17 +51,6 @@ MIN15 = timedelta(minutes=15)
 
 def at(value: str) -> datetime:
     return datetime.fromisoformat(value)
-
-
-def hours(days: tuple[str, ...], start: str, end: str) -> dict[str, Any]:
-    return {
-        "url": "availableTime",
-        "extension": [{"url": "daysOfWeek", "valueCode": d} for d in days]
-        + [
-            {"url": "availableStartTime", "valueTime": start},
-            {"url": "availableEndTime", "valueTime": end},
-        ],
-    }
 
 
 def template_ext(tz: str, *times: dict[str, Any], **elements: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pytest
 
 from fhir_sched.storage.base import DocumentStore, Record
 from tests.support.client import fhir_client
+from tests.support.feed import follow
 from tests.support.server import ServerProcess, opened_store, servers, store_url
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Feed", "given": ["Ada"]}]}
@@ -80,21 +81,7 @@ async def test_a_resuming_reader_sees_the_writes_of_two_servers_once_in_commit_o
                 sent[rid] = r.json()["id"]
             return sent
 
-        async def reader() -> list[Record]:
-            seen: list[Record] = []
-            position = start
-            while True:
-                finished = done.is_set()
-                batch = await store.changes_since(position, 5)
-                seen += batch
-                if batch:
-                    position = batch[-1].seq
-                elif finished:
-                    return seen
-                else:
-                    await asyncio.sleep(0.005)
-
-        reading = asyncio.create_task(reader())
+        reading = asyncio.create_task(follow(store, start, done, 5, 0.005))
         sent = await asyncio.gather(*(client(n) for n in range(4)))
         done.set()
         seen = await reading

@@ -41,6 +41,7 @@ from fhir_sched.storage.errors import (
     VersionConflict,
 )
 from fhir_sched.storage.sqlite import SqliteStore
+from tests.support.feed import follow
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
@@ -704,21 +705,7 @@ async def test_a_resuming_reader_sees_every_change_once_in_order_under_concurren
                 await asyncio.sleep(0)
         return sent
 
-    async def read() -> list[Record]:
-        seen: list[Record] = []
-        position = start
-        while True:
-            finished = done.is_set()  # before the read: an empty read after it means the end
-            batch = await reader.changes_since(position, 7)
-            seen += batch
-            if batch:
-                position = batch[-1].seq
-            elif finished:
-                return seen
-            else:
-                await asyncio.sleep(0.002)
-
-    reading = asyncio.create_task(read())
+    reading = asyncio.create_task(follow(reader, start, done, 7, 0.002))
     sent = await asyncio.gather(*(writer(w) for w in range(4)))
     done.set()
     seen = await reading
