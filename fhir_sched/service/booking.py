@@ -65,7 +65,7 @@ class BookingService:
     # -- $hold ---------------------------------------------------------------------------
     async def hold(self, ctx: RequestContext, req: HoldRequest) -> Held:
         self.resources.authorizer.check(ctx, Interaction.OPERATION, "Appointment",
-                                        req.appointment_reference, operation="hold")
+                                        _target_id(req.appointment_reference), operation="hold")
         appt_ref, appt = req.appointment_reference, req.appointment
         expires = format_instant(datetime.now(UTC) + timedelta(seconds=self.hold_seconds))
         fresh = new_id()
@@ -95,7 +95,7 @@ class BookingService:
     # -- $book ---------------------------------------------------------------------------
     async def book(self, ctx: RequestContext, req: BookRequest) -> Saved:
         self.resources.authorizer.check(ctx, Interaction.OPERATION, "Appointment",
-                                        req.appointment_reference, operation="book")
+                                        _target_id(req.appointment_reference), operation="book")
         appt_ref, appt, patients = req.appointment_reference, req.appointment, req.patients
         patient_refs, cancelled, comment = (req.patient_references, req.cancelled_appointment,
                                             req.comment)
@@ -217,6 +217,11 @@ class BookingService:
             if (rec is None or rec.deleted) and given.get("status") == "proposed":
                 given_id = None
         return given, given_id if isinstance(given_id, str) and given_id else fresh
+
+
+def _target_id(ref: str | None) -> str | None:
+    """The id an operation acts on, for the authorization check (None for a new one)."""
+    return _id_of(ref, "appointment-reference") if ref else None
 
 
 def _id_of(ref: str, name: str) -> str:
