@@ -176,3 +176,10 @@ async def test_a_sound_visit_type_is_stored(fhir: httpx.AsyncClient) -> None:
     r = await fhir.put(f"/HealthcareService/{body['id']}", json=body)
     assert r.status_code == 201, r.text
     assert r.json()["extension"] == body["extension"]
+
+
+async def test_a_schedule_with_too_many_actors_is_refused(fhir: httpx.AsyncClient) -> None:
+    body = a_schedule(weekday_template())
+    body["actor"] = [{"reference": f"Location/l{n}"} for n in range(51)]
+    oo = await refused_with(fhir, body, "Schedule.actor")
+    assert "at most 50" in oo["issue"][0]["diagnostics"]
