@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .service.authorization import Authorizer, OpenPolicy
 from .service.booking import BookingService
@@ -22,6 +23,7 @@ from .service.sweeper import Sweeper
 from .settings import Settings
 from .storage import open_store
 from .storage.base import DocumentStore
+from .writes import WriteConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
           store: DocumentStore | None = None) -> Core:
     store = store or open_store(settings)
     policy = authorizer or OpenPolicy()
-    resources = ResourceService(store, policy)
+    resources = ResourceService(
+        store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds)))
     search = SearchService(store, policy, settings.default_count, settings.max_count)
     booking = BookingService(resources, settings.hold_seconds)
     sweeper = Sweeper(booking, settings.sweep_seconds)

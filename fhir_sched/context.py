@@ -30,12 +30,16 @@ class RequestContext:
     base_url: str = ""
     # Callers allowed to book past capacity (front desk override), recorded on the Appointment.
     may_overbook: bool = False
+    # The caller is a calendar of record (the server itself, an EHR feed that owns the
+    # calendar): what it says happened is recorded even when it breaks a booking rule, still
+    # takes its time, and is flagged for staff instead of refused.
+    of_record: bool = False
 
     @classmethod
     def system(cls, job: str) -> RequestContext:
         """The server acting on its own behalf (sweeper, demo loader, import): ``job`` names
         which part, as the subject of what it writes."""
-        return cls(subject=f"system/{job}", door="system", may_overbook=True)
+        return cls(subject=f"system/{job}", door="system", may_overbook=True, of_record=True)
 
     def through(self, door: Door) -> RequestContext:
         """The same caller, entering by another door (a REST request running an operation)."""

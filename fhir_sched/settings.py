@@ -24,6 +24,8 @@ class Settings:
     max_count: int = 1000
     hold_seconds: int = 600
     sweep_seconds: int = 60
+    # A booking may start at most this many seconds in the past (0: not at all).
+    past_grace_seconds: int = 0
     # "full" makes every acknowledged write survive an OS crash or power loss, not just a process
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"

@@ -7,7 +7,8 @@ declared per type in ``resources/``) so that both depend on it and neither on th
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from .context import RequestContext
@@ -16,16 +17,28 @@ from .storage.base import Unit
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class WriteConfig:
+    """The deployment's settings a write rule obeys (from ``Settings``, fixed per process)."""
+
+    # How far in the past a booking may still start (a front desk entering a walk-in late).
+    past_grace: timedelta = timedelta(0)
+
+
 @dataclass(slots=True)
 class WriteEvent:
     """One write as a rule sees it: the previous and the new content (None when absent or
-    deleted), inside the atomic unit that will commit it."""
+    deleted), inside the atomic unit that will commit it.
+
+    A rule may replace ``new`` with an annotated copy (the guard flags a booking of record that
+    breaks a rule); the pipeline stores whatever ``new`` holds when the rule returns."""
 
     ctx: RequestContext
     type: str
     id: str
     old: Json | None
     new: Json | None
+    config: WriteConfig = field(default_factory=WriteConfig)
 
 
 @dataclass(frozen=True, slots=True)

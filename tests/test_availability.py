@@ -126,49 +126,49 @@ def local_clock(instants: list[datetime], tz: str) -> list[str]:
 
 def test_new_york_monday_after_spring_forward_starts_at_1300z() -> None:
     t = one_template("America/New_York", hours(WEEKDAYS, "09:00:00", "17:00:00"))
-    friday = unit_starts(t, "2026-03-06T00:00:00Z", "2026-03-07T00:00:00Z")
-    monday = unit_starts(t, "2026-03-09T00:00:00Z", "2026-03-10T00:00:00Z")
+    friday = unit_starts(t, "2037-03-06T00:00:00Z", "2037-03-07T00:00:00Z")
+    monday = unit_starts(t, "2037-03-09T00:00:00Z", "2037-03-10T00:00:00Z")
     assert (friday[0], friday[-1], len(friday)) == (
-        at("2026-03-06T14:00:00Z"),
-        at("2026-03-06T21:45:00Z"),
+        at("2037-03-06T14:00:00Z"),
+        at("2037-03-06T21:45:00Z"),
         32,
     )
     assert (monday[0], monday[-1], len(monday)) == (
-        at("2026-03-09T13:00:00Z"),
-        at("2026-03-09T20:45:00Z"),
+        at("2037-03-09T13:00:00Z"),
+        at("2037-03-09T20:45:00Z"),
         32,
     )
 
 
 def test_new_york_monday_after_fall_back_starts_at_1400z() -> None:
     t = one_template("America/New_York", hours(WEEKDAYS, "09:00:00", "17:00:00"))
-    friday = unit_starts(t, "2026-10-30T00:00:00Z", "2026-10-31T00:00:00Z")
-    monday = unit_starts(t, "2026-11-02T00:00:00Z", "2026-11-03T00:00:00Z")
-    assert (friday[0], len(friday)) == (at("2026-10-30T13:00:00Z"), 32)
-    assert (monday[0], len(monday)) == (at("2026-11-02T14:00:00Z"), 32)
+    friday = unit_starts(t, "2037-10-30T00:00:00Z", "2037-10-31T00:00:00Z")
+    monday = unit_starts(t, "2037-11-02T00:00:00Z", "2037-11-03T00:00:00Z")
+    assert (friday[0], len(friday)) == (at("2037-10-30T13:00:00Z"), 32)
+    assert (monday[0], len(monday)) == (at("2037-11-02T14:00:00Z"), 32)
 
 
 def test_berlin_mondays_keep_local_hours_across_both_changes() -> None:
     t = one_template("Europe/Berlin", hours(WEEKDAYS, "09:00:00", "17:00:00"))
     first = {
         day: unit_starts(t, f"{day}T00:00:00Z", f"{day}T23:00:00Z")[0]
-        for day in ("2026-03-27", "2026-03-30", "2026-10-23", "2026-10-26")
+        for day in ("2037-03-27", "2037-03-30", "2037-10-23", "2037-10-26")
     }
     assert first == {
-        "2026-03-27": at("2026-03-27T08:00:00Z"),
-        "2026-03-30": at("2026-03-30T07:00:00Z"),
-        "2026-10-23": at("2026-10-23T07:00:00Z"),
-        "2026-10-26": at("2026-10-26T08:00:00Z"),
+        "2037-03-27": at("2037-03-27T08:00:00Z"),
+        "2037-03-30": at("2037-03-30T07:00:00Z"),
+        "2037-10-23": at("2037-10-23T07:00:00Z"),
+        "2037-10-26": at("2037-10-26T08:00:00Z"),
     }
 
 
 @pytest.mark.parametrize(
     ("tz", "day", "first_z"),
     [
-        ("America/New_York", "2026-03-08", "2026-03-08T13:00:00Z"),
-        ("America/New_York", "2026-11-01", "2026-11-01T14:00:00Z"),
-        ("Europe/Berlin", "2026-03-29", "2026-03-29T07:00:00Z"),
-        ("Europe/Berlin", "2026-10-25", "2026-10-25T08:00:00Z"),
+        ("America/New_York", "2037-03-08", "2037-03-08T13:00:00Z"),
+        ("America/New_York", "2037-11-01", "2037-11-01T14:00:00Z"),
+        ("Europe/Berlin", "2037-03-29", "2037-03-29T07:00:00Z"),
+        ("Europe/Berlin", "2037-10-25", "2037-10-25T08:00:00Z"),
     ],
 )
 def test_nine_to_five_on_the_change_day_itself_stays_local(tz: str, day: str, first_z: str) -> None:
@@ -181,23 +181,23 @@ def test_nine_to_five_on_the_change_day_itself_stays_local(tz: str, day: str, fi
 
 def test_berlin_spring_forward_never_offers_the_missing_hour() -> None:
     t = one_template("Europe/Berlin", hours(("sun",), "01:00:00", "04:00:00"))
-    units = unit_starts(t, "2026-03-28T12:00:00Z", "2026-03-29T12:00:00Z")
+    units = unit_starts(t, "2037-03-28T12:00:00Z", "2037-03-29T12:00:00Z")
     assert [u.isoformat() for u in units] == [
-        "2026-03-29T00:00:00+00:00",  # 01:00 CET
-        "2026-03-29T00:15:00+00:00",
-        "2026-03-29T00:30:00+00:00",
-        "2026-03-29T00:45:00+00:00",
-        "2026-03-29T01:00:00+00:00",  # 03:00 CEST: 02:00-02:59 does not exist
-        "2026-03-29T01:15:00+00:00",
-        "2026-03-29T01:30:00+00:00",
-        "2026-03-29T01:45:00+00:00",
+        "2037-03-29T00:00:00+00:00",  # 01:00 CET
+        "2037-03-29T00:15:00+00:00",
+        "2037-03-29T00:30:00+00:00",
+        "2037-03-29T00:45:00+00:00",
+        "2037-03-29T01:00:00+00:00",  # 03:00 CEST: 02:00-02:59 does not exist
+        "2037-03-29T01:15:00+00:00",
+        "2037-03-29T01:30:00+00:00",
+        "2037-03-29T01:45:00+00:00",
     ]
 
 
 def test_berlin_fall_back_offers_the_repeated_hour_once_per_instant() -> None:
     t = one_template("Europe/Berlin", hours(("sun",), "01:00:00", "04:00:00"))
-    units = unit_starts(t, "2026-10-24T12:00:00Z", "2026-10-25T12:00:00Z")
-    expected = [at("2026-10-24T23:00:00Z") + k * MIN15 for k in range(16)]  # 4 real hours
+    units = unit_starts(t, "2037-10-24T12:00:00Z", "2037-10-25T12:00:00Z")
+    expected = [at("2037-10-24T23:00:00Z") + k * MIN15 for k in range(16)]  # 4 real hours
     clock = local_clock(units, "Europe/Berlin")
     assert units == expected
     assert clock.count("02:00+0200") == clock.count("02:00+0100") == 1
@@ -205,12 +205,12 @@ def test_berlin_fall_back_offers_the_repeated_hour_once_per_instant() -> None:
 
 def test_overnight_hours_run_into_the_next_day() -> None:
     t = one_template("UTC", hours(("fri",), "22:00:00", "02:00:00"), slotMinutes=60)
-    units = unit_starts(t, "2026-03-06T00:00:00Z", "2026-03-09T00:00:00Z")
+    units = unit_starts(t, "2037-03-06T00:00:00Z", "2037-03-09T00:00:00Z")
     assert [u.isoformat() for u in units] == [
-        "2026-03-06T22:00:00+00:00",
-        "2026-03-06T23:00:00+00:00",
-        "2026-03-07T00:00:00+00:00",
-        "2026-03-07T01:00:00+00:00",
+        "2037-03-06T22:00:00+00:00",
+        "2037-03-06T23:00:00+00:00",
+        "2037-03-07T00:00:00+00:00",
+        "2037-03-07T01:00:00+00:00",
     ]
 
 
@@ -218,15 +218,15 @@ def test_alignment_grid_counts_from_the_opening_time() -> None:
     t = one_template(
         "UTC", hours(("mon",), "09:10:00", "10:30:00"), slotMinutes=30, alignmentMinutes=20
     )
-    units = unit_starts(t, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+    units = unit_starts(t, "2037-03-02T00:00:00Z", "2037-03-03T00:00:00Z")
     assert [u.strftime("%H:%M") for u in units] == ["09:10", "09:30", "09:50"]
 
 
 def test_same_instant_written_with_different_offsets_gives_identical_units() -> None:
     t = one_template("America/New_York", hours(WEEKDAYS, "09:00:00", "17:00:00"))
-    utc = list(iter_units(t, at("2026-03-02T12:00:00Z"), at("2026-03-04T12:00:00Z")))
-    east = list(iter_units(t, at("2026-03-02T17:00:00+05:00"), at("2026-03-04T17:00:00+05:00")))
-    west = list(iter_units(t, at("2026-03-02T05:00:00-07:00"), at("2026-03-04T05:00:00-07:00")))
+    utc = list(iter_units(t, at("2037-03-02T12:00:00Z"), at("2037-03-04T12:00:00Z")))
+    east = list(iter_units(t, at("2037-03-02T17:00:00+05:00"), at("2037-03-04T17:00:00+05:00")))
+    west = list(iter_units(t, at("2037-03-02T05:00:00-07:00"), at("2037-03-04T05:00:00-07:00")))
     assert utc == east == west
     assert len(utc) == 64
 
@@ -235,11 +235,11 @@ def test_same_instant_written_with_different_offsets_gives_identical_units() -> 
 
 
 def test_not_available_removes_exactly_the_overlapped_units() -> None:
-    block = {"start": "2026-03-02T10:10:00Z", "end": "2026-03-02T10:40:00Z"}
+    block = {"start": "2037-03-02T10:10:00Z", "end": "2037-03-02T10:40:00Z"}
     t = one_template("UTC", hours(("mon",), "09:00:00", "17:00:00"), notAvailable=[block])
-    units = unit_starts(t, "2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
-    every = [at("2026-03-02T09:00:00Z") + k * MIN15 for k in range(32)]
-    removed = {at("2026-03-02T10:00:00Z"), at("2026-03-02T10:15:00Z"), at("2026-03-02T10:30:00Z")}
+    units = unit_starts(t, "2037-03-02T00:00:00Z", "2037-03-03T00:00:00Z")
+    every = [at("2037-03-02T09:00:00Z") + k * MIN15 for k in range(32)]
+    removed = {at("2037-03-02T10:00:00Z"), at("2037-03-02T10:15:00Z"), at("2037-03-02T10:30:00Z")}
     assert units == [u for u in every if u not in removed]
 
 
@@ -247,112 +247,112 @@ def test_date_only_not_available_blocks_that_whole_local_day() -> None:
     t = one_template(
         "America/New_York",
         hours(ALL_DAYS, "09:00:00", "17:00:00"),
-        notAvailable=[{"start": "2026-12-25", "end": "2026-12-25"}],
+        notAvailable=[{"start": "2037-12-25", "end": "2037-12-25"}],
     )
     days = {
-        u.date().isoformat() for u in unit_starts(t, "2026-12-24T00:00:00Z", "2026-12-27T00:00:00Z")
+        u.date().isoformat() for u in unit_starts(t, "2037-12-24T00:00:00Z", "2037-12-27T00:00:00Z")
     }
-    assert days == {"2026-12-24", "2026-12-26"}
+    assert days == {"2037-12-24", "2037-12-26"}
 
 
 def test_valid_period_bounds_the_template() -> None:
     t = one_template(
         "UTC",
         hours(ALL_DAYS, "09:00:00", "10:00:00"),
-        validPeriod={"start": "2026-03-03", "end": "2026-03-04"},
+        validPeriod={"start": "2037-03-03", "end": "2037-03-04"},
     )
     days = {
-        u.date().isoformat() for u in unit_starts(t, "2026-03-01T00:00:00Z", "2026-03-08T00:00:00Z")
+        u.date().isoformat() for u in unit_starts(t, "2037-03-01T00:00:00Z", "2037-03-08T00:00:00Z")
     }
-    assert days == {"2026-03-03", "2026-03-04"}
+    assert days == {"2037-03-03", "2037-03-04"}
 
 
 def test_templates_for_different_date_ranges_are_merged() -> None:
     winter = template_ext(
-        "UTC", hours(ALL_DAYS, "09:00:00", "10:00:00"), validPeriod={"end": "2026-03-31"}
+        "UTC", hours(ALL_DAYS, "09:00:00", "10:00:00"), validPeriod={"end": "2037-03-31"}
     )
     summer = template_ext(
-        "UTC", hours(ALL_DAYS, "07:00:00", "08:00:00"), validPeriod={"start": "2026-04-01"}
+        "UTC", hours(ALL_DAYS, "07:00:00", "08:00:00"), validPeriod={"start": "2037-04-01"}
     )
     sched = schedule(winter, summer)
     cal = ResourceCalendar("Practitioner/p", "s", parse_templates(sched), horizon(sched), [])
     starts = starts_of(
         list(
             free_units(
-                cal, at("2026-03-31T00:00:00Z"), at("2026-04-02T00:00:00Z"), timedelta(hours=1)
+                cal, at("2037-03-31T00:00:00Z"), at("2037-04-02T00:00:00Z"), timedelta(hours=1)
             )
         )
     )
-    assert starts == ["2026-03-31T09:00:00+00:00", "2026-04-01T07:00:00+00:00"]
+    assert starts == ["2037-03-31T09:00:00+00:00", "2037-04-01T07:00:00+00:00"]
 
 
 def test_planning_horizon_bounds_free_units() -> None:
     sched = schedule(
         template_ext("UTC", hours(ALL_DAYS, "09:00:00", "17:00:00")),
-        planningHorizon={"start": "2026-03-02T16:00:00Z", "end": "2026-03-03T09:30:00Z"},
+        planningHorizon={"start": "2037-03-02T16:00:00Z", "end": "2037-03-03T09:30:00Z"},
     )
     cal = ResourceCalendar("Practitioner/p", "s", parse_templates(sched), horizon(sched), [])
-    units = list(free_units(cal, at("2026-03-01T00:00:00Z"), at("2026-03-10T00:00:00Z"), MIN15))
+    units = list(free_units(cal, at("2037-03-01T00:00:00Z"), at("2037-03-10T00:00:00Z"), MIN15))
     assert starts_of(units) == [
-        "2026-03-02T16:00:00+00:00",
-        "2026-03-02T16:15:00+00:00",
-        "2026-03-02T16:30:00+00:00",
-        "2026-03-02T16:45:00+00:00",
-        "2026-03-03T09:00:00+00:00",
-        "2026-03-03T09:15:00+00:00",
+        "2037-03-02T16:00:00+00:00",
+        "2037-03-02T16:15:00+00:00",
+        "2037-03-02T16:30:00+00:00",
+        "2037-03-02T16:45:00+00:00",
+        "2037-03-03T09:00:00+00:00",
+        "2037-03-03T09:15:00+00:00",
     ]
 
 
 def test_horizon_is_utc_and_a_date_end_includes_its_local_day() -> None:
     sched = schedule(
         template_ext("America/New_York", hours(WEEKDAYS, "09:00:00", "17:00:00")),
-        planningHorizon={"start": "2026-03-02T09:00:00-05:00", "end": "2026-03-31"},
+        planningHorizon={"start": "2037-03-02T09:00:00-05:00", "end": "2037-03-31"},
     )
-    assert horizon(sched) == (at("2026-03-02T14:00:00Z"), at("2026-04-01T04:00:00Z"))
+    assert horizon(sched) == (at("2037-03-02T14:00:00Z"), at("2037-04-01T04:00:00Z"))
 
 
 # ----------------------------------------------------------------------------- capacity, buffers
 
 
 def _busy_at_nine(n: int) -> list[Busy]:
-    return [Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T09:15:00Z")) for _ in range(n)]
+    return [Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T09:15:00Z")) for _ in range(n)]
 
 
 def test_capacity_three_is_full_with_three_busy() -> None:
     cal = calendar("Location/room", busy=_busy_at_nine(3), capacity=3, end="09:30:00")
-    units = list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15))
-    assert starts_of(units) == ["2026-03-02T09:15:00+00:00"]
+    units = list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15))
+    assert starts_of(units) == ["2037-03-02T09:15:00+00:00"]
 
 
 def test_capacity_three_stays_open_with_two_busy() -> None:
     cal = calendar("Location/room", busy=_busy_at_nine(2), capacity=3, end="09:30:00")
-    units = list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15))
-    assert starts_of(units) == ["2026-03-02T09:00:00+00:00", "2026-03-02T09:15:00+00:00"]
+    units = list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15))
+    assert starts_of(units) == ["2037-03-02T09:00:00+00:00", "2037-03-02T09:15:00+00:00"]
 
 
 def test_busy_count_takes_that_much_capacity() -> None:
     busy = [
-        Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T09:15:00Z"), count=2),
+        Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T09:15:00Z"), count=2),
         *_busy_at_nine(1),
     ]
     cal = calendar("Location/room", busy=busy, capacity=3, end="09:30:00")
-    units = list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15))
-    assert starts_of(units) == ["2026-03-02T09:15:00+00:00"]
+    units = list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15))
+    assert starts_of(units) == ["2037-03-02T09:15:00+00:00"]
 
 
 def test_overlapping_busy_that_never_coincide_leave_capacity() -> None:
     # 09:00-09:20 and 09:20-09:40 both touch the 09:15-09:30 unit but are never concurrent.
     busy = [
-        Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T09:20:00Z")),
-        Busy(at("2026-03-02T09:20:00Z"), at("2026-03-02T09:40:00Z")),
+        Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T09:20:00Z")),
+        Busy(at("2037-03-02T09:20:00Z"), at("2037-03-02T09:40:00Z")),
     ]
     cal = calendar("Location/room", busy=busy, capacity=2, end="10:00:00")
-    units = list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15))
+    units = list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15))
     assert len(units) == 4
 
 
 def test_buffer_after_hides_the_unit_right_before_busy() -> None:
-    busy = [Busy(at("2026-03-02T10:30:00Z"), at("2026-03-02T11:00:00Z"))]
+    busy = [Busy(at("2037-03-02T10:30:00Z"), at("2037-03-02T11:00:00Z"))]
     cal = calendar(
         "Location/room",
         busy=busy,
@@ -363,19 +363,19 @@ def test_buffer_after_hides_the_unit_right_before_busy() -> None:
     )
     units = list(
         free_units(
-            cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), timedelta(minutes=30)
+            cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), timedelta(minutes=30)
         )
     )
     assert starts_of(units) == [
-        "2026-03-02T09:00:00+00:00",
-        "2026-03-02T09:30:00+00:00",
-        "2026-03-02T11:00:00+00:00",
-        "2026-03-02T11:30:00+00:00",
+        "2037-03-02T09:00:00+00:00",
+        "2037-03-02T09:30:00+00:00",
+        "2037-03-02T11:00:00+00:00",
+        "2037-03-02T11:30:00+00:00",
     ]
 
 
 def test_buffer_before_hides_the_unit_right_after_busy() -> None:
-    busy = [Busy(at("2026-03-02T10:30:00Z"), at("2026-03-02T11:00:00Z"))]
+    busy = [Busy(at("2037-03-02T10:30:00Z"), at("2037-03-02T11:00:00Z"))]
     cal = calendar(
         "Location/room",
         busy=busy,
@@ -386,34 +386,34 @@ def test_buffer_before_hides_the_unit_right_after_busy() -> None:
     )
     units = list(
         free_units(
-            cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), timedelta(minutes=30)
+            cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), timedelta(minutes=30)
         )
     )
-    assert starts_of(units) == ["2026-03-02T10:00:00+00:00", "2026-03-02T11:30:00+00:00"]
+    assert starts_of(units) == ["2037-03-02T10:00:00+00:00", "2037-03-02T11:30:00+00:00"]
 
 
 def test_long_visit_needs_consecutive_units_inside_hours() -> None:
     cal = calendar("Practitioner/p", start="09:00:00", end="10:00:00")
     units = list(
         free_units(
-            cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), timedelta(minutes=45)
+            cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), timedelta(minutes=45)
         )
     )
     assert [(s.isoformat(), e.isoformat()) for s, e, _ in units] == [
-        ("2026-03-02T09:00:00+00:00", "2026-03-02T09:45:00+00:00"),
-        ("2026-03-02T09:15:00+00:00", "2026-03-02T10:00:00+00:00"),
+        ("2037-03-02T09:00:00+00:00", "2037-03-02T09:45:00+00:00"),
+        ("2037-03-02T09:15:00+00:00", "2037-03-02T10:00:00+00:00"),
     ]
 
 
 def test_long_visit_is_not_offered_across_an_exception() -> None:
-    block = {"start": "2026-03-02T09:30:00Z", "end": "2026-03-02T09:45:00Z"}
+    block = {"start": "2037-03-02T09:30:00Z", "end": "2037-03-02T09:45:00Z"}
     cal = calendar("Practitioner/p", start="09:00:00", end="10:30:00", notAvailable=[block])
     units = list(
         free_units(
-            cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), timedelta(minutes=45)
+            cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), timedelta(minutes=45)
         )
     )
-    assert starts_of(units) == ["2026-03-02T09:45:00+00:00"]
+    assert starts_of(units) == ["2037-03-02T09:45:00+00:00"]
 
 
 def test_explicit_free_slot_is_offered_with_its_id() -> None:
@@ -423,14 +423,14 @@ def test_explicit_free_slot_is_offered_with_its_id() -> None:
         [],
         (None, None),
         [],
-        [(at("2026-03-02T12:00:00Z"), at("2026-03-02T12:30:00Z"), 1, "slot-1")],
+        [(at("2037-03-02T12:00:00Z"), at("2037-03-02T12:30:00Z"), 1, "slot-1")],
     )
     units = list(
         free_units(
-            cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), timedelta(minutes=20)
+            cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), timedelta(minutes=20)
         )
     )
-    assert units == [(at("2026-03-02T12:00:00Z"), at("2026-03-02T12:20:00Z"), "slot-1")]
+    assert units == [(at("2037-03-02T12:00:00Z"), at("2037-03-02T12:20:00Z"), "slot-1")]
 
 
 def test_explicit_free_slot_that_is_taken_is_not_offered() -> None:
@@ -439,36 +439,36 @@ def test_explicit_free_slot_that_is_taken_is_not_offered() -> None:
         "s",
         [],
         (None, None),
-        [Busy(at("2026-03-02T12:00:00Z"), at("2026-03-02T12:30:00Z"))],
-        [(at("2026-03-02T12:00:00Z"), at("2026-03-02T12:30:00Z"), 1, "slot-1")],
+        [Busy(at("2037-03-02T12:00:00Z"), at("2037-03-02T12:30:00Z"))],
+        [(at("2037-03-02T12:00:00Z"), at("2037-03-02T12:30:00Z"), 1, "slot-1")],
     )
     assert (
-        list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15)) == []
+        list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15)) == []
     )
 
 
 def test_unsorted_busy_is_rejected() -> None:
     cal = calendar("Practitioner/p")
     cal.busy = [
-        Busy(at("2026-03-02T11:00:00Z"), at("2026-03-02T11:15:00Z")),
-        Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T09:15:00Z")),
+        Busy(at("2037-03-02T11:00:00Z"), at("2037-03-02T11:15:00Z")),
+        Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T09:15:00Z")),
     ]
     with pytest.raises(ValueError, match="sorted"):
-        list(free_units(cal, at("2026-03-02T00:00:00Z"), at("2026-03-03T00:00:00Z"), MIN15))
+        list(free_units(cal, at("2037-03-02T00:00:00Z"), at("2037-03-03T00:00:00Z"), MIN15))
 
 
 # ----------------------------------------------------------------------------- several resources
 
-MON = ("2026-03-02T00:00:00Z", "2026-03-03T00:00:00Z")
+MON = ("2037-03-02T00:00:00Z", "2037-03-03T00:00:00Z")
 
 
 def _clinic() -> list[list[ResourceCalendar]]:
     doctor = calendar("Practitioner/doc", start="09:00:00", end="12:00:00")
     room = calendar(
-        "Location/room", busy=[Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T10:00:00Z"))]
+        "Location/room", busy=[Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T10:00:00Z"))]
     )
     device = calendar(
-        "Device/us", busy=[Busy(at("2026-03-02T10:30:00Z"), at("2026-03-02T11:00:00Z"))]
+        "Device/us", busy=[Busy(at("2037-03-02T10:30:00Z"), at("2037-03-02T11:00:00Z"))]
     )
     return [[doctor], [room], [device]]
 
@@ -484,8 +484,8 @@ def test_option_needs_practitioner_room_and_device_free_together() -> None:
         "11:45",
     ]
     assert options[0] == Option(
-        at("2026-03-02T10:00:00Z"),
-        at("2026-03-02T10:15:00Z"),
+        at("2037-03-02T10:00:00Z"),
+        at("2037-03-02T10:15:00Z"),
         ("Practitioner/doc", "Location/room", "Device/us"),
         (None, None, None),
     )
@@ -495,7 +495,7 @@ def test_preference_order_breaks_ties_at_the_same_start() -> None:
     doctors = [calendar("Practitioner/b"), calendar("Practitioner/a")]
     rooms = [
         calendar(
-            "Location/r1", busy=[Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T09:15:00Z"))]
+            "Location/r1", busy=[Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T09:15:00Z"))]
         ),
         calendar("Location/r2"),
     ]
@@ -509,7 +509,7 @@ def test_preference_order_breaks_ties_at_the_same_start() -> None:
 
 def test_patient_own_bookings_are_avoided() -> None:
     doctor = calendar("Practitioner/doc", start="09:00:00", end="10:00:00")
-    own = [(at("2026-03-02T09:10:00Z"), at("2026-03-02T09:40:00Z"))]
+    own = [(at("2037-03-02T09:10:00Z"), at("2037-03-02T09:40:00Z"))]
     options = find_options([[doctor]], at(MON[0]), at(MON[1]), MIN15, count=10, avoid=own)
     assert [o.start.strftime("%H:%M") for o in options] == ["09:45"]
 
@@ -526,7 +526,7 @@ def test_results_are_identical_across_runs() -> None:
         return find_options(
             [doctors, rooms],
             at(MON[0]),
-            at("2026-03-09T00:00:00Z"),
+            at("2037-03-09T00:00:00Z"),
             timedelta(minutes=30),
             count=40,
         )
@@ -539,7 +539,7 @@ def test_results_are_identical_across_runs() -> None:
 def test_find_options_ignores_the_offset_its_inputs_are_written_in() -> None:
     utc = find_options(_clinic(), at(MON[0]), at(MON[1]), MIN15, count=50)
     shifted = find_options(
-        _clinic(), at("2026-03-02T05:30:00+05:30"), at("2026-03-02T19:00:00-05:00"), MIN15, count=50
+        _clinic(), at("2037-03-02T05:30:00+05:30"), at("2037-03-02T19:00:00-05:00"), MIN15, count=50
     )
     assert shifted == utc
 
@@ -732,7 +732,7 @@ def _random_calendar(rng: random.Random, key: str, base: datetime) -> ResourceCa
 @pytest.mark.parametrize("seed", range(40))
 def test_free_units_match_a_brute_force_reference(seed: int) -> None:
     rng = random.Random(seed)
-    base = at("2026-03-05T00:00:00Z")
+    base = at("2037-03-05T00:00:00Z")
     cal = _random_calendar(rng, "Practitioner/p", base)
     duration = timedelta(minutes=rng.choice([10, 15, 20, 30, 45, 60]))
     end = base + timedelta(days=9)
@@ -742,7 +742,7 @@ def test_free_units_match_a_brute_force_reference(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_find_options_match_a_brute_force_reference(seed: int) -> None:
     rng = random.Random(1000 + seed)
-    base = at("2026-03-05T00:00:00Z")
+    base = at("2037-03-05T00:00:00Z")
     needs = [
         [_random_calendar(rng, f"Kind{k}/c{i}", base) for i in range(rng.randint(1, 3))]
         for k in range(rng.randint(1, 3))
@@ -800,7 +800,7 @@ def _busy_clinic() -> list[list[ResourceCalendar]]:
         calendar(
             f"Practitioner/p{i}",
             days=WEEKDAYS,
-            busy=[Busy(at("2026-03-02T09:00:00Z"), at("2026-03-02T12:00:00Z"))],
+            busy=[Busy(at("2037-03-02T09:00:00Z"), at("2037-03-02T12:00:00Z"))],
         )
         for i in range(25)
     ]
@@ -808,7 +808,7 @@ def _busy_clinic() -> list[list[ResourceCalendar]]:
     device = calendar(
         "Device/us",
         days=WEEKDAYS,
-        busy=[Busy(at("2026-03-02T12:00:00Z"), at("2026-03-02T14:00:00Z"))],
+        busy=[Busy(at("2037-03-02T12:00:00Z"), at("2037-03-02T14:00:00Z"))],
     )
     return [doctors, [room], [device]]
 
@@ -818,7 +818,7 @@ def _units_pulled(
 ) -> tuple[int, list[Option]]:
     counter = _UnitCounter()
     monkeypatch.setattr(availability, "iter_units", counter)
-    start = at("2026-03-02T00:00:00Z")
+    start = at("2037-03-02T00:00:00Z")
     options = find_options(
         _busy_clinic(),
         start,
@@ -893,7 +893,7 @@ def test_misspelt_element_is_rejected_rather_than_defaulted() -> None:
 
 def test_datetime_without_offset_is_rejected() -> None:
     with pytest.raises(TemplateError) as err:
-        horizon(schedule(planningHorizon={"start": "2026-03-02T09:00:00"}))
+        horizon(schedule(planningHorizon={"start": "2037-03-02T09:00:00"}))
     assert err.value.path == "Schedule.planningHorizon.start"
 
 

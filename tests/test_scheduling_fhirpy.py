@@ -15,7 +15,7 @@ from fhirpy import AsyncFHIRClient
 from tests.support.scheduling import HOLD_EXPIRES_URL, patient, practitioner_calendar
 from tests.support.server import ServerProcess
 
-WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}
+WINDOW = {"start": "2037-12-01T00:00:00Z", "end": "2037-12-08T00:00:00Z"}
 
 
 def only_appointment(bundle: Any) -> Any:
@@ -37,7 +37,7 @@ async def test_fhirpy_finds_holds_books_and_cancels(
     assert found["total"] == 2
     option = found["entry"][0]["resource"]
     assert option["status"] == "proposed"
-    assert option["start"] == "2026-12-01T09:00:00-05:00"
+    assert option["start"] == "2037-12-01T09:00:00-05:00"
 
     held = only_appointment(await client.execute("Appointment/$hold", method="post", data={
         "resourceType": "Parameters", "parameter": [{"name": "appt-resource",

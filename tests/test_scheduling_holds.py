@@ -38,7 +38,7 @@ from tests.support.scheduling import (
 from tests.support.server import ServerProcess, clients, servers, store_url
 
 HOLD_SECONDS = 2
-WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}
+WINDOW = {"start": "2037-12-01T00:00:00Z", "end": "2037-12-08T00:00:00Z"}
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +182,8 @@ async def test_sweeper_cancels_an_expired_hold_and_frees_its_slot(
         schedule(f"sc-{key}", f"Practitioner/pr-{key}",
                  specialty=("http://example.org/specialty", code)),
         {"resourceType": "Slot", "id": f"sl-{key}", "schedule": {"reference": f"Schedule/sc-{key}"},
-         "status": "free", "start": "2026-12-01T10:00:00-05:00",
-         "end": "2026-12-01T10:30:00-05:00"},
+         "status": "free", "start": "2037-12-01T10:00:00-05:00",
+         "end": "2037-12-01T10:30:00-05:00"},
     )
     [option] = await find(swept, **WINDOW, specialty=f"http://example.org/specialty|{code}",
                           patient=who)

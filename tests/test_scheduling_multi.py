@@ -3,7 +3,7 @@
 The clinic used here offers one visit type (30 minutes) that needs a practitioner of a specialty,
 an exam room (a Location whose Schedule says it is one) and an ultrasound device (``Device`` is
 not hosted, so its Schedule's actor is a reference kept as given). All calendars are New York,
-Tuesday 2026-12-01, 09:00-12:00, so every expected time below is a local wall-clock time that can
+Tuesday 2037-12-01, 09:00-12:00, so every expected time below is a local wall-clock time that can
 be checked by eye. The room keeps 15 minutes clear after each visit.
 """
 
@@ -40,13 +40,13 @@ from tests.support.scheduling import (
 )
 
 TZ = "America/New_York"
-DAY = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}
-WEEK = {"start": "2026-11-30T00:00:00Z", "end": "2026-12-07T00:00:00Z"}
+DAY = {"start": "2037-12-01T00:00:00Z", "end": "2037-12-02T00:00:00Z"}
+WEEK = {"start": "2037-11-30T00:00:00Z", "end": "2037-12-07T00:00:00Z"}
 
 
 def local(hhmm: str) -> str:
-    """Tuesday 2026-12-01 at ``hhmm`` New York time (UTC-5 in December)."""
-    return f"2026-12-01T{hhmm}:00-05:00"
+    """Tuesday 2037-12-01 at ``hhmm`` New York time (UTC-5 in December)."""
+    return f"2037-12-01T{hhmm}:00-05:00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,8 @@ async def test_room_buffer_after_keeps_the_next_15_minutes_clear(
     too_soon = await booked_appointment(fhir, c.room, local("09:30"), local("10:00"))
     assert too_soon.status_code == 409
     assert outcome(too_soon)["issue"][0]["code"] == "conflict"
-    after = await booked_appointment(fhir, c.room, local("09:45"), local("10:15"))
+    # 09:45 is clear of the buffer but off the room's 30-minute grid; 10:00 is the next start.
+    after = await booked_appointment(fhir, c.room, local("10:00"), local("10:30"))
     assert after.status_code == 201, after.text
 
 

@@ -32,11 +32,11 @@ from tests.support.scheduling import (
     uid,
 )
 
-WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-02T00:00:00Z"}
+WINDOW = {"start": "2037-12-01T00:00:00Z", "end": "2037-12-02T00:00:00Z"}
 
 
 def local(hhmm: str) -> str:
-    return f"2026-12-01T{hhmm}:00-05:00"
+    return f"2037-12-01T{hhmm}:00-05:00"
 
 
 # --------------------------------------------------------------------------- rejected inputs
@@ -48,7 +48,7 @@ def local(hhmm: str) -> str:
     ("_count", "abc"),
     ("_count", "-1"),
     ("start", "tomorrow"),
-    ("end", "2026-13-01T00:00:00Z"),
+    ("end", "2037-13-01T00:00:00Z"),
     ("practitioner", ""),
     ("timing", "MORN"),  # a complex type cannot come in a query string
     ("patient-resource", "Patient/1"),
@@ -91,14 +91,14 @@ async def test_find_without_start_or_twice_start_is_a_400_naming_start(
 
 
 async def test_find_window_over_a_year_is_a_400(fhir: httpx.AsyncClient) -> None:
-    r = await find_response(fhir, start="2026-12-01T00:00:00Z", end="2028-01-01T00:00:00Z")
+    r = await find_response(fhir, start="2037-12-01T00:00:00Z", end="2028-01-01T00:00:00Z")
     assert r.status_code == 400
     assert names_parameter(r, "end")
 
 
 async def test_find_window_of_a_full_year_is_accepted(fhir: httpx.AsyncClient) -> None:
     cal = await practitioner_calendar(fhir)
-    options = await find(fhir, start="2026-12-01T00:00:00Z", end="2027-12-01T00:00:00Z",
+    options = await find(fhir, start="2037-12-01T00:00:00Z", end="2038-12-01T00:00:00Z",
                          specialty=cal.specialty, _count=1)
     assert starts(options) == [local("09:00")]
 

@@ -32,7 +32,7 @@ from tests.support.scheduling import (
 from tests.support.server import ServerProcess, clients, opened_store, servers, store_url
 
 N = 100
-WINDOW = {"start": "2026-12-01T00:00:00Z", "end": "2026-12-08T00:00:00Z"}
+WINDOW = {"start": "2037-12-01T00:00:00Z", "end": "2037-12-08T00:00:00Z"}
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,8 @@ TZ_OFFSET = "-05:00"  # New York in December and January
 
 
 def at(day: int, hhmm: str) -> str:
-    """Local time on 2026-12-(day), a date in a month with a fixed New York offset."""
-    base = datetime.fromisoformat(f"2026-12-01T{hhmm}:00{TZ_OFFSET}")
+    """Local time on 2037-12-(day), a date in a month with a fixed New York offset."""
+    base = datetime.fromisoformat(f"2037-12-01T{hhmm}:00{TZ_OFFSET}")
     return (base + timedelta(days=day - 1)).isoformat()
 
 
@@ -67,8 +67,8 @@ async def test_answers_agree_across_count_and_window_length(fhir: httpx.AsyncCli
                 bookings.append((utc(at(day, start)),
                                  utc(at(day, start)) + timedelta(minutes=30)))
     token = f"{spec[0]}|{spec[1]}"
-    month = {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"}
-    year = {"start": "2026-12-01T00:00:00Z", "end": "2027-12-01T00:00:00Z"}
+    month = {"start": "2037-12-01T00:00:00Z", "end": "2038-01-01T00:00:00Z"}
+    year = {"start": "2037-12-01T00:00:00Z", "end": "2038-12-01T00:00:00Z"}
     longest = await find(fhir, **year, specialty=token, _count=12)
     assert len(longest) == 12
     assert starts(await find(fhir, **month, specialty=token, _count=12)) == starts(longest)
@@ -101,7 +101,7 @@ async def test_busy_time_just_past_the_first_part_read_still_counts(
                  specialty=spec))
     for start, end in ((at(1, "00:00"), at(1, "23:20")), (at(2, "00:00"), at(2, "00:30"))):
         assert (await booked_appointment(fhir, actor, start, end)).status_code == 201
-    first = await find(fhir, start=at(1, "00:00"), end="2027-01-01T00:00:00Z",
+    first = await find(fhir, start=at(1, "00:00"), end="2038-01-01T00:00:00Z",
                        specialty=f"{spec[0]}|{spec[1]}", _count=1)
     assert starts(first) == [at(2, "01:00")]
 
@@ -134,7 +134,7 @@ async def test_an_option_reaching_past_the_first_part_read_is_not_overtaken(
         r = await booked_appointment(fhir, actor, begin, finish)
         assert r.status_code == 201, r.text
     token = f"{spec[0]}|{spec[1]}"
-    options = await find(fhir, start=at(1, "00:00"), end="2027-01-01T00:00:00Z",
+    options = await find(fhir, start=at(1, "00:00"), end="2038-01-01T00:00:00Z",
                          specialty=token, _count=1)
     assert [(o["start"], o["participant"][0]["actor"]["reference"]) for o in options] == [
         (at(1, "23:15"), first)]
@@ -172,7 +172,7 @@ async def test_timing_preference_puts_preferred_times_first(fhir: httpx.AsyncCli
         schedule(f"sc-{key}", actor,
                  template("America/New_York", hours(["tue"], "09:00:00", "13:00:00")),
                  specialty=spec))
-    body = parameters(("start", at(1, "00:00")), ("end", "2027-01-01T00:00:00Z"),
+    body = parameters(("start", at(1, "00:00")), ("end", "2038-01-01T00:00:00Z"),
                       ("specialty", f"{spec[0]}|{spec[1]}"), ("_count", "3"))
     body["parameter"].append({"name": "timing", "valueTiming": {"repeat": {"when": ["AFT"]}}})
     r = await fhir.post("/Appointment/$find", json=body)

@@ -48,14 +48,14 @@ def smart(server: ServerProcess) -> smart_client.FHIRClient:
 async def test_fhirpy_iti118_patient_and_date_window(fhirpy_client: AsyncFHIRClient,
                                                      world: World) -> None:
     found = await fhirpy_client.resources("Appointment").search(
-        patient=world.ref("P1"), date=["ge2026-03-14", "lt2026-03-16"]).fetch_all()
+        patient=world.ref("P1"), date=["ge2037-03-14", "lt2037-03-16"]).fetch_all()
     assert world.names([a.id for a in found]) == {"A1", "A2"}
 
 
 async def test_fhirpy_free_slots_paged_one_at_a_time(fhirpy_client: AsyncFHIRClient,
                                                      world: World) -> None:
     found = await fhirpy_client.resources("Slot").search(
-        schedule=world.ref("S1"), start__ge="2026-03-14", status="free").limit(1).fetch_all()
+        schedule=world.ref("S1"), start__ge="2037-03-14", status="free").limit(1).fetch_all()
     assert sorted(world.ordered([s.id for s in found])) == ["SL1", "SL2"]
 
 
@@ -90,7 +90,7 @@ async def test_fhirclient_iti118_with_practitioner(smart: smart_client.FHIRClien
                                                    world: World) -> None:
     search = FHIRSearch(SmartAppointment, {
         "patient": world.ref("P1"), "practitioner": world.ref("DR2"),
-        "date": {"$and": ["ge2026-03-14", "lt2026-03-16"]}})
+        "date": {"$and": ["ge2037-03-14", "lt2037-03-16"]}})
     found = await asyncio.to_thread(lambda: list(search.perform_resources_iter(smart.server)))
     assert world.names([a.id for a in found]) == {"A2"}
     assert all(isinstance(a, SmartAppointment) for a in found)

@@ -28,7 +28,7 @@ async def world(server: ServerProcess, fhir_schema: object) -> AsyncIterator[Wor
 COMPARTMENT = [
     ("P1", "Appointment", [], {"A1", "A2", "A4"}),
     ("P1", "Appointment", [("status", "booked")], {"A1", "A2"}),
-    ("P1", "Appointment", [("date", "ge2026-03-15")], {"A2"}),
+    ("P1", "Appointment", [("date", "ge2037-03-15")], {"A2"}),
     ("P2", "Appointment", [], {"A3", "A6"}),
     ("P1", "Coverage", [], {"C1"}),
     ("P2", "Coverage", [], set()),

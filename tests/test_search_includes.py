@@ -143,7 +143,7 @@ async def test_chained_parameter_one_level(fhir: httpx.AsyncClient, world: World
 
 HAS = [
     ("Patient", "_has:Appointment:patient:status", "cancelled", {"P2"}),
-    ("Patient", "_has:Appointment:patient:date", "2026-03-14", {"P1"}),
+    ("Patient", "_has:Appointment:patient:date", "2037-03-14", {"P1"}),
     ("Patient", "_has:ServiceRequest:subject:status", "active", {"P1", "P2"}),
     ("Practitioner", "_has:Schedule:actor:active", "true", {"DR1"}),
     ("Practitioner", "_has:Appointment:practitioner:location", "{L2}", {"DR1", "DR2"}),

@@ -51,29 +51,29 @@ def case(query: str, *expected: str) -> object:
 
 # -- date ----------------------------------------------------------------------------------------
 APPOINTMENT_DATES = [
-    case("date=2026-03-14", "A1"),  # a UTC day: A2 (23:30-05:00) is already the 15th
-    case("date=2026-03-15", "A2", "A3"),
-    case("date=2026-03", "A1", "A2", "A3", "A5"),
-    case("date=2026", "A1", "A2", "A3", "A5", "A6", "A7"),  # A7 is 2026-01-01T01:00Z
-    case("date=2025"),  # ... so 2025 has nothing, although A7 was written as 2025-12-31
-    case("date=eq2026-03-15T00:00:00Z", "A3"),  # boundary instant, second precision
-    case("date=2026-03-15T00:00Z", "A3"),  # minute precision
-    case("date=ge2026-03-15", "A2", "A3", "A6"),
-    case("date=gt2026-03-14", "A2", "A3", "A6"),
-    case("date=lt2026-03-14", "A5", "A7"),  # A5 at 23:59:59 the day before
-    case("date=le2026-03-14", "A1", "A5", "A7"),
-    case("date=ge2026-03-14T00:00:00Z", "A1", "A2", "A3", "A6"),
-    case("date=lt2026-03-15T00:00:00Z", "A1", "A5", "A7"),
-    case("date=ge2026-03-14T19:00:00-05:00", "A2", "A3", "A6"),  # = 03-15T00:00Z
-    case("date=lt2026-03-14T19:00:00-05:00", "A1", "A5", "A7"),
-    case("date=ne2026-03-14", "A2", "A3", "A5", "A6", "A7"),  # A4 has no date to compare
-    case("date=sa2026-03-14", "A2", "A3", "A6"),
-    case("date=eb2026-03-15", "A1", "A5", "A7"),
+    case("date=2037-03-14", "A1"),  # a UTC day: A2 (23:30-05:00) is already the 15th
+    case("date=2037-03-15", "A2", "A3"),
+    case("date=2037-03", "A1", "A2", "A3", "A5"),
+    case("date=2037", "A1", "A2", "A3", "A5", "A6", "A7"),  # A7 is 2037-01-01T01:00Z
+    case("date=2036"),  # ... so 2036 has nothing, although A7 was written as 2036-12-31
+    case("date=eq2037-03-15T00:00:00Z", "A3"),  # boundary instant, second precision
+    case("date=2037-03-15T00:00Z", "A3"),  # minute precision
+    case("date=ge2037-03-15", "A2", "A3", "A6"),
+    case("date=gt2037-03-14", "A2", "A3", "A6"),
+    case("date=lt2037-03-14", "A5", "A7"),  # A5 at 23:59:59 the day before
+    case("date=le2037-03-14", "A1", "A5", "A7"),
+    case("date=ge2037-03-14T00:00:00Z", "A1", "A2", "A3", "A6"),
+    case("date=lt2037-03-15T00:00:00Z", "A1", "A5", "A7"),
+    case("date=ge2037-03-14T19:00:00-05:00", "A2", "A3", "A6"),  # = 03-15T00:00Z
+    case("date=lt2037-03-14T19:00:00-05:00", "A1", "A5", "A7"),
+    case("date=ne2037-03-14", "A2", "A3", "A5", "A6", "A7"),  # A4 has no date to compare
+    case("date=sa2037-03-14", "A2", "A3", "A6"),
+    case("date=eb2037-03-15", "A1", "A5", "A7"),
     case("date:missing=true", "A4"),
     case("date:missing=false", "A1", "A2", "A3", "A5", "A6", "A7"),
-    case("date=2026-03-14,2026-04", "A1", "A6"),  # comma: OR
-    case("date=ge2026-03-14&date=lt2026-03-15", "A1"),  # repeat: AND
-    case("date=ge2026-03-14&date=lt2026-03-14"),
+    case("date=2037-03-14,2037-04", "A1", "A6"),  # comma: OR
+    case("date=ge2037-03-14&date=lt2037-03-15", "A1"),  # repeat: AND
+    case("date=ge2037-03-14&date=lt2037-03-14"),
 ]
 
 
@@ -84,17 +84,17 @@ async def test_date_prefixes_on_instants_with_offsets(
 
 
 PERIOD_DATES = [
-    # PR1 2026-01-01..06-30, PR2 from 03-01 open, PR3 until 02-15 open, PR4 none,
-    # PR5 2026-03-10 07:00Z..16:00Z
-    case("date=2026-03", "PR5"),  # eq: the search range must contain the whole period
-    case("date=2026-03-10", "PR5"),
-    case("date=ge2026-03", "PR1", "PR2", "PR5"),  # ends after March, or within it
-    case("date=le2026-03", "PR1", "PR3", "PR5"),  # starts before March, or within it
-    case("date=gt2026-06-30", "PR2"),  # PR1 ends on the last instant of 06-30
-    case("date=lt2026-01-01", "PR3"),  # PR1 starts on the first instant of 01-01
-    case("date=sa2026-02-15", "PR2", "PR5"),
-    case("date=eb2026-03-01", "PR3"),
-    case("date=ne2026-03", "PR1", "PR2", "PR3"),
+    # PR1 2037-01-01..06-30, PR2 from 03-01 open, PR3 until 02-15 open, PR4 none,
+    # PR5 2037-03-10 07:00Z..16:00Z
+    case("date=2037-03", "PR5"),  # eq: the search range must contain the whole period
+    case("date=2037-03-10", "PR5"),
+    case("date=ge2037-03", "PR1", "PR2", "PR5"),  # ends after March, or within it
+    case("date=le2037-03", "PR1", "PR3", "PR5"),  # starts before March, or within it
+    case("date=gt2037-06-30", "PR2"),  # PR1 ends on the last instant of 06-30
+    case("date=lt2037-01-01", "PR3"),  # PR1 starts on the first instant of 01-01
+    case("date=sa2037-02-15", "PR2", "PR5"),
+    case("date=eb2037-03-01", "PR3"),
+    case("date=ne2037-03", "PR1", "PR2", "PR3"),
     case("date:missing=true", "PR4"),
 ]
 
@@ -127,18 +127,18 @@ async def test_date_partial_precision_targets_are_ranges(
 
 async def test_date_ap_widens_by_a_tenth_of_the_distance_from_now(
         fhir: httpx.AsyncClient, world: World) -> None:
-    # ap2026-03-14: the day widened by 10% of its (larger) distance from now, either side.
-    day_lo = datetime(2026, 3, 14, tzinfo=UTC).timestamp()
-    day_hi = datetime(2026, 3, 15, tzinfo=UTC).timestamp()
+    # ap2037-03-14: the day widened by 10% of its (larger) distance from now, either side.
+    day_lo = datetime(2037, 3, 14, tzinfo=UTC).timestamp()
+    day_hi = datetime(2037, 3, 15, tzinfo=UTC).timestamp()
     now = time.time() // 86_400 * 86_400  # "now" is the start of the current UTC day
     widen = max(abs(now - day_lo), abs(now - day_hi)) / 10
-    starts = {"A1": "2026-03-14T09:00:00+00:00", "A2": "2026-03-15T04:30:00+00:00",
-              "A3": "2026-03-15T00:00:00+00:00", "A5": "2026-03-13T23:59:59+00:00",
-              "A6": "2026-04-01T08:00:00+00:00", "A7": "2026-01-01T01:00:00+00:00"}
+    starts = {"A1": "2037-03-14T09:00:00+00:00", "A2": "2037-03-15T04:30:00+00:00",
+              "A3": "2037-03-15T00:00:00+00:00", "A5": "2037-03-13T23:59:59+00:00",
+              "A6": "2037-04-01T08:00:00+00:00", "A7": "2037-01-01T01:00:00+00:00"}
     expected = {n for n, s in starts.items()
                 if day_lo - widen <= datetime.fromisoformat(s).timestamp() < day_hi + widen}
     assert "A1" in expected
-    await check(fhir, world, "Appointment", "date=ap2026-03-14", expected)
+    await check(fhir, world, "Appointment", "date=ap2037-03-14", expected)
 
 
 async def test_last_updated_brackets_the_world(fhir: httpx.AsyncClient, world: World) -> None:
@@ -321,7 +321,7 @@ async def test_id_parameter(fhir: httpx.AsyncClient, world: World, query: str,
 
 # -- request handling ----------------------------------------------------------------------------
 async def test_post_search_form_matches_get(fhir: httpx.AsyncClient, world: World) -> None:
-    params = q(fill(world, "patient={P1}&date=ge2026-03-14&status=booked,proposed"))
+    params = q(fill(world, "patient={P1}&date=ge2037-03-14&status=booked,proposed"))
     get = await search_all(fhir, "Appointment", params)
     post = await search_all(fhir, "Appointment", params, method="POST")
     assert [r["id"] for r in get] == [r["id"] for r in post]
@@ -361,12 +361,12 @@ async def test_unknown_parameter_under_strict_handling_is_400_naming_it(
 
 
 MALFORMED = [
-    ("Appointment", "date", "2026-13-01"),
-    ("Appointment", "date", "2026-03-14T10:00:00"),  # a time without an offset
-    ("Appointment", "date", "2026-03-14T25:00Z"),
-    ("Appointment", "date", "xx2026-03-14"),  # unknown prefix
+    ("Appointment", "date", "2037-13-01"),
+    ("Appointment", "date", "2037-03-14T10:00:00"),  # a time without an offset
+    ("Appointment", "date", "2037-03-14T25:00Z"),
+    ("Appointment", "date", "xx2037-03-14"),  # unknown prefix
     ("Appointment", "date", "tomorrow"),
-    ("Appointment", "date:exact", "2026"),  # modifier not allowed on dates
+    ("Appointment", "date:exact", "2037"),  # modifier not allowed on dates
     ("Appointment", "status:contains", "book"),
     ("Appointment", "patient:Practitioner", "x"),  # not a target type of patient
     ("Appointment", "patient", "Practitioner/x"),
@@ -381,7 +381,7 @@ MALFORMED = [
     ("Appointment", "patient.organization.name", "x"),  # two levels of chaining
     ("Patient", "_has:Appointment:patient:_has:Slot:schedule:status", "free"),
     ("Patient", "identifier", "|"),
-    ("Slot", "date", "2026-03-14,"),  # an empty alternative
+    ("Slot", "date", "2037-03-14,"),  # an empty alternative
 ]
 
 

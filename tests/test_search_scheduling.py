@@ -26,8 +26,8 @@ async def world(server: ServerProcess, fhir_schema: object) -> AsyncIterator[Wor
 
 
 async def appointments(fhir: httpx.AsyncClient, w: World, **extra: str) -> set[str]:
-    """ITI-118's core: P1's appointments on 2026-03-14 and 03-15 (UTC), plus ``extra``."""
-    params = [("patient", w.ref("P1")), ("date", "ge2026-03-14"), ("date", "lt2026-03-16")]
+    """ITI-118's core: P1's appointments on 2037-03-14 and 03-15 (UTC), plus ``extra``."""
+    params = [("patient", w.ref("P1")), ("date", "ge2037-03-14"), ("date", "lt2037-03-16")]
     params += [(k.replace("_", "-"), v) for k, v in extra.items()]
     return await found(fhir, w, "Appointment", params)
 
@@ -40,11 +40,11 @@ async def test_iti118_patient_and_date_window(fhir: httpx.AsyncClient, world: Wo
 async def test_iti118_window_edges_follow_the_offset(fhir: httpx.AsyncClient,
                                                      world: World) -> None:
     # A2 is 23:30 on the 14th in New York, 04:30Z on the 15th: the window is in UTC instants
-    params = [("patient", world.ref("P1")), ("date", "ge2026-03-14T00:00:00-05:00"),
-              ("date", "lt2026-03-15T00:00:00-05:00")]
+    params = [("patient", world.ref("P1")), ("date", "ge2037-03-14T00:00:00-05:00"),
+              ("date", "lt2037-03-15T00:00:00-05:00")]
     assert await found(fhir, world, "Appointment", params) == {"A1", "A2"}
-    params = [("patient", world.ref("P1")), ("date", "ge2026-03-14T00:00:00Z"),
-              ("date", "lt2026-03-15T00:00:00Z")]
+    params = [("patient", world.ref("P1")), ("date", "ge2037-03-14T00:00:00Z"),
+              ("date", "lt2037-03-15T00:00:00Z")]
     assert await found(fhir, world, "Appointment", params) == {"A1"}
 
 
@@ -70,7 +70,7 @@ async def test_iti118_with_service_type(fhir: httpx.AsyncClient, world: World) -
 
 async def test_argonaut_patient_status_date_practitioner(fhir: httpx.AsyncClient,
                                                          world: World) -> None:
-    params = [("patient", world.ref("P1")), ("status", "booked"), ("date", "ge2026-03-14"),
+    params = [("patient", world.ref("P1")), ("status", "booked"), ("date", "ge2037-03-14"),
               ("practitioner", world.ref("DR2"))]
     assert await found(fhir, world, "Appointment", params) == {"A2"}
     params[1] = ("status", "proposed")
@@ -80,27 +80,27 @@ async def test_argonaut_patient_status_date_practitioner(fhir: httpx.AsyncClient
 async def test_slots_free_from_a_start(fhir: httpx.AsyncClient, world: World) -> None:
     # S1: SL1 free 14th 09:00Z, SL2 free 15th 04:30Z, SL3 busy, SL4 free 13th 23:59:59.999Z,
     # SL5 busy (taken by A1)
-    params = [("schedule", world.ref("S1")), ("start", "ge2026-03-14"), ("status", "free")]
+    params = [("schedule", world.ref("S1")), ("start", "ge2037-03-14"), ("status", "free")]
     assert await found(fhir, world, "Slot", params) == {"SL1", "SL2"}
 
 
 async def test_slots_free_in_a_day(fhir: httpx.AsyncClient, world: World) -> None:
-    params = [("schedule", world.ref("S1")), ("start", "ge2026-03-14"),
-              ("start", "lt2026-03-15"), ("status", "free")]
+    params = [("schedule", world.ref("S1")), ("start", "ge2037-03-14"),
+              ("start", "lt2037-03-15"), ("status", "free")]
     assert await found(fhir, world, "Slot", params) == {"SL1"}
 
 
 async def test_slots_millisecond_boundary(fhir: httpx.AsyncClient, world: World) -> None:
-    params = [("schedule", world.ref("S1")), ("start", "lt2026-03-14T00:00:00Z")]
+    params = [("schedule", world.ref("S1")), ("start", "lt2037-03-14T00:00:00Z")]
     assert await found(fhir, world, "Slot", params) == {"SL4"}
-    params = [("schedule", world.ref("S1")), ("start", "eq2026-03-13T23:59:59Z")]
+    params = [("schedule", world.ref("S1")), ("start", "eq2037-03-13T23:59:59Z")]
     assert await found(fhir, world, "Slot", params) == {"SL4"}  # .999 lies inside that second
 
 
 async def test_slots_any_status_of_a_schedule(fhir: httpx.AsyncClient, world: World) -> None:
     params = [("schedule", world.ref("S1")), ("status", "busy,busy-tentative")]
     assert await found(fhir, world, "Slot", params) == {"SL3", "SL5"}
-    params = [("schedule", world.ref("S2")), ("start", "ge2026-03-14"), ("status", "free")]
+    params = [("schedule", world.ref("S2")), ("start", "ge2037-03-14"), ("status", "free")]
     assert await found(fhir, world, "Slot", params) == {"SL6"}
 
 
@@ -122,5 +122,5 @@ async def test_schedule_by_actor_without_active(fhir: httpx.AsyncClient, world: 
 
 async def test_schedule_planning_horizon_as_a_date(fhir: httpx.AsyncClient,
                                                    world: World) -> None:
-    params = [("identifier", f"{world.sys}|"), ("date", "ge2026-03-15")]
+    params = [("identifier", f"{world.sys}|"), ("date", "ge2037-03-15")]
     assert await found(fhir, world, "Schedule", params) == {"S1"}  # ends after the 15th

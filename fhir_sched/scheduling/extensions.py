@@ -8,6 +8,8 @@ from typing import Any
 BASE = "https://fhir-sched.org/fhir/StructureDefinition/"
 HOLD_EXPIRES = BASE + "hold-expires"
 OVERBOOKED = BASE + "overbooked"
+# A booking recorded from a calendar of record although it breaks a rule (repeatable).
+BOOKING_FLAG = BASE + "booking-flag"
 
 
 def get_ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:

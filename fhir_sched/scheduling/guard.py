@@ -13,6 +13,7 @@ blocking the moment it expires; the sweeper only tidies up afterwards.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,12 +23,13 @@ from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
 from . import claims
+from .admission import Breach, availability_breach, in_past
 from .capacity import stored_schedule_policy, unit_policy
-from .extensions import hold_expiry, overbook_requested
+from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested
 from .status import SLOT_STATUS, TAKING, check_transition
 
-# Participant actor types whose time is a bookable resource. Patients are not: a patient's
-# overlapping bookings are kept out of $find offers instead of being refused outright.
+# Participant actor types whose time is a bookable resource, with a capacity. A patient's time
+# is claimed too, with room for one appointment at a time (``patient_actors``).
 RESOURCE_TYPES = frozenset(
     {"Practitioner", "PractitionerRole", "Location", "Device", "HealthcareService", "RelatedPerson"}
 )
@@ -50,6 +52,19 @@ def resource_actors(appointment: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(actors))
 
 
+def patient_actors(appointment: dict[str, Any]) -> list[str]:
+    """The patients an appointment places somewhere (not those who declined)."""
+    out = []
+    for p in appointment.get("participant") or []:
+        if not isinstance(p, dict) or p.get("status") == "declined":
+            continue
+        actor = p.get("actor")
+        ref = actor.get("reference") if isinstance(actor, dict) else None
+        if isinstance(ref, str) and ref.startswith("Patient/"):
+            out.append(ref)
+    return list(dict.fromkeys(out))
+
+
 def slot_ids(appointment: dict[str, Any] | None) -> list[str]:
     out = []
     for s in (appointment or {}).get("slot") or []:
@@ -60,7 +75,8 @@ def slot_ids(appointment: dict[str, Any] | None) -> list[str]:
 
 
 async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
-    """The Appointment write rule: status machine, capacity claims, Slots following along."""
+    """The Appointment write rule: status machine, admission (the time exists), capacity
+    claims (nobody else has it, the patient is not elsewhere), Slots following along."""
     old_status = (ev.old or {}).get("status")
     if ev.new is not None:
         check_transition(old_status, ev.new.get("status", ""))
@@ -71,11 +87,55 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         await unit.release("Appointment", ev.id)
     new = ev.new
     if new is not None and new.get("status") in TAKING and new.get("start") and new.get("end"):
-        await _claim_all(unit, ev, new)
+        breaches = await _admit(unit, ev, new)
+        breaches += await _claim_all(unit, ev, new)
+        if ev.ctx.of_record:
+            ev.new = flag(new, breaches)
     return await _follow_slots(unit, ev)
 
 
-async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> None:
+def _refuse(breach: Breach) -> FhirError:
+    status, code = (422, "business-rule") if breach.code == "past" else (409, "conflict")
+    return FhirError(status, code, breach.message, severity="fatal")
+
+
+def _note(ev: WriteEvent, breach: Breach) -> list[Breach]:
+    """A breach is refused, unless the caller is a calendar of record: then it is recorded."""
+    if not ev.ctx.of_record:
+        raise _refuse(breach)
+    return [breach]
+
+
+async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breach]:
+    """The time must exist: checked for the time a write newly takes (a new booking, a moved
+    one, a hold becoming booked keeps what the hold was admitted for) and for resources a
+    write adds, so a status change on yesterday's visit is never refused as "past". Only
+    resources with a calendar here are checked (``admission``): the past and the hours are
+    theirs."""
+    start, end = parse_instant(appt["start"]), parse_instant(appt["end"])
+    old = ev.old
+    moved = (old is None or old.get("status") not in TAKING or old.get("start") != appt["start"]
+             or old.get("end") != appt["end"])
+    actors = resource_actors(appt)
+    if not moved:
+        before = set(resource_actors(old or {}))
+        actors = [a for a in actors if a not in before]
+    out: list[Breach] = []
+    scheduled_here = False
+    for actor in actors:
+        scheduled, breach = await availability_breach(unit, actor, start, end)
+        scheduled_here = scheduled_here or scheduled
+        if breach is not None:
+            out.append(breach)
+    past = in_past(start, datetime.now(UTC), ev.config.past_grace) if moved else None
+    if past is not None and scheduled_here:
+        out.insert(0, past)  # the first thing to tell: no other time fixes that
+    if out and not ev.ctx.of_record:
+        raise _refuse(out[0])
+    return out
+
+
+async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breach]:
     start, end = parse_instant(appt["start"]), parse_instant(appt["end"])
     expires = hold_expiry(appt) if appt.get("status") == "pending" else None
     now = now_instant()
@@ -87,16 +147,37 @@ async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> None:
             403, "forbidden",
             "this caller may not overbook; remove the overbooked extension or ask a scheduler "
             "with that right", expression=["Appointment.extension"])
+    # A calendar of record takes overbook seats where the time is full: what it recorded
+    # still blocks the time, and the breach is flagged.
+    record = ev.ctx.of_record
     owner = ("Appointment", ev.id)
-    for actor in resource_actors(appt):
-        policy = await unit_policy(unit, actor)
+    out: list[Breach] = []
+    seats = [(actor, await unit_policy(unit, actor)) for actor in resource_actors(appt)]
+    for actor, policy in seats:
+        full = False
         for u in claims.units(start - policy.buffer_before, end + policy.buffer_after):
             prefix = claims.unit_prefix(actor, u)
-            if not await _take(unit, prefix, policy.capacity, owner, expires, now, overbook):
+            if await _take(unit, prefix, policy.capacity, owner, expires, now, overbook):
+                continue
+            if not full:
                 local = u.isoformat().replace("+00:00", "Z")
-                raise FhirError(
-                    409, "conflict", f"{actor} has no capacity left at {local}"
-                    f" (capacity {policy.capacity}); choose another time", severity="fatal")
+                out += _note(ev, Breach("capacity", f"{actor} has no capacity left at {local}"
+                                        f" (capacity {policy.capacity}); choose another time"))
+                full = True
+            await _take(unit, prefix, policy.capacity, owner, expires, now, True)
+    for patient in patient_actors(appt):
+        elsewhere = False
+        for u in claims.units(start, end):
+            prefix = claims.unit_prefix(patient, u)
+            if await _take(unit, prefix, 1, owner, expires, now, overbook):
+                continue
+            if not elsewhere:
+                local = u.isoformat().replace("+00:00", "Z")
+                out += _note(ev, Breach("patient-overlap", f"{patient} already has an "
+                                        f"appointment at {local}; a patient cannot be in two "
+                                        "places at once"))
+                elsewhere = True
+            await _take(unit, prefix, 1, owner, expires, now, True)
     for sid in slot_ids(appt):
         slot = await unit.get("Slot", sid)
         if slot is None or slot.deleted or slot.body is None:
@@ -105,11 +186,29 @@ async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> None:
         body = orjson.loads(slot.body)
         status = body.get("status")
         if status in ("busy-unavailable", "entered-in-error"):
-            raise FhirError(409, "conflict", f"Slot/{sid} is {status}", severity="fatal")
+            out += _note(ev, Breach("outside-availability", f"Slot/{sid} is {status}"))
+            continue
         capacity = await _slot_capacity(unit, body)
         if not await _take(unit, claims.slot_prefix(sid), capacity, owner, expires, now,
-                           overbook):
+                           overbook or record):
             raise FhirError(409, "conflict", f"Slot/{sid} is already taken", severity="fatal")
+    return out
+
+
+def flag(appt: dict[str, Any], breaches: list[Breach]) -> dict[str, Any]:
+    """``appt`` carrying one booking-flag extension per rule it breaks (none when it breaks
+    none: a corrected booking loses its flags)."""
+    exts = [e for e in appt.get("extension") or []
+            if not (isinstance(e, dict) and e.get("url") == BOOKING_FLAG)]
+    exts += [{"url": BOOKING_FLAG, "extension": [
+        {"url": "rule", "valueCode": b.code}, {"url": "detail", "valueString": b.message}]}
+        for b in breaches]
+    out = dict(appt)
+    if exts:
+        out["extension"] = exts
+    else:
+        out.pop("extension", None)
+    return out
 
 
 async def _slot_capacity(unit: Unit, slot: dict[str, Any]) -> int:

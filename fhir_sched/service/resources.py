@@ -27,7 +27,7 @@ from ..search.extract import extract
 from ..storage.base import DocumentStore, Origin, Record, Unit
 from ..storage.errors import VersionConflict
 from ..timeutil import now_instant
-from ..writes import FollowUp, WriteEvent
+from ..writes import FollowUp, WriteConfig, WriteEvent
 from .authorization import Authorizer, Interaction, OpenPolicy
 
 Json = dict[str, Any]
@@ -59,9 +59,11 @@ def check_id(id_: str) -> None:
 
 
 class ResourceService:
-    def __init__(self, store: DocumentStore, authorizer: Authorizer | None = None) -> None:
+    def __init__(self, store: DocumentStore, authorizer: Authorizer | None = None,
+                 config: WriteConfig | None = None) -> None:
         self.store = store
         self.authorizer: Authorizer = authorizer or OpenPolicy()
+        self.config = config or WriteConfig()
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
@@ -151,7 +153,11 @@ class ResourceService:
         # The type's write rule (resources/<type>.py WRITE_RULE; for Appointment the booking
         # guard) runs here, in the unit, for every write from every door.
         rule = get_type(type_).write_rule
-        follow_ups = await rule(unit, WriteEvent(ctx, type_, id_, old, body)) if rule else []
+        follow_ups: list[FollowUp] = []
+        if rule is not None:
+            event = WriteEvent(ctx, type_, id_, old, body, self.config)
+            follow_ups = await rule(unit, event)
+            body = event.new
         if body is not None and check_refs:
             await self.check_references(unit, body)
         version = current + 1

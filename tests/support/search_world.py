@@ -11,13 +11,13 @@ Times (UTC unless the value carries another offset):
 ========  ==========================================  ===========  ====  ====  ====
 resource  start                                       status       pat   prac  loc
 ========  ==========================================  ===========  ====  ====  ====
-A1        2026-03-14T09:00:00Z                        booked       P1    DR1   L1
-A2        2026-03-14T23:30:00-05:00 (= 03-15 04:30Z)  booked       P1    DR2   L2
-A3        2026-03-15T00:00:00Z (day boundary)         cancelled    P2    DR1   L1
+A1        2037-03-14T09:00:00Z                        booked       P1    DR1   L1
+A2        2037-03-14T23:30:00-05:00 (= 03-15 04:30Z)  booked       P1    DR2   L2
+A3        2037-03-15T00:00:00Z (day boundary)         cancelled    P2    DR1   L1
 A4        (none: proposed)                            proposed     P1    DR1   -
-A5        2026-03-13T23:59:59Z                        pending      P3    DR1   L2
-A6        2026-04-01T10:00:00+02:00 (= 08:00Z)        booked       P2    DR2   L1
-A7        2025-12-31T23:00:00-02:00 (= 2026-01-01Z)   fulfilled    P4    DR1   -
+A5        2037-03-13T23:59:59Z                        pending      P3    DR1   L2
+A6        2037-04-01T10:00:00+02:00 (= 08:00Z)        booked       P2    DR2   L1
+A7        2036-12-31T23:00:00-02:00 (= 2037-01-01Z)   fulfilled    P4    DR1   -
 ========  ==========================================  ===========  ====  ====  ====
 
 Slots (S1 = DR1 + L1, active; S2 = DR2, inactive; S3 = L2, active absent): SL1 03-14T09:00Z free,
@@ -126,11 +126,11 @@ async def build_world(client: httpx.AsyncClient) -> World:
                     "address": {"city": "Zürich"}})
     await mk("L2", {"resourceType": "Location", "status": "active", "name": f"Room 2 {tag}"})
     roles: list[tuple[str, Json | None]] = [
-        ("PR1", {"start": "2026-01-01", "end": "2026-06-30"}),
-        ("PR2", {"start": "2026-03-01"}),
-        ("PR3", {"end": "2026-02-15"}),
+        ("PR1", {"start": "2037-01-01", "end": "2037-06-30"}),
+        ("PR2", {"start": "2037-03-01"}),
+        ("PR3", {"end": "2037-02-15"}),
         ("PR4", None),
-        ("PR5", {"start": "2026-03-10T08:00:00+01:00", "end": "2026-03-10T17:00:00+01:00"}),
+        ("PR5", {"start": "2037-03-10T08:00:00+01:00", "end": "2037-03-10T17:00:00+01:00"}),
     ]
     for name, period in roles:
         role: Json = {"resourceType": "PractitionerRole", "practitioner": {"reference":
@@ -139,32 +139,9 @@ async def build_world(client: httpx.AsyncClient) -> World:
         if period is not None:
             role["period"] = period
         await mk(name, role)
-    await mk("S1", {"resourceType": "Schedule", "active": True,
-                    "identifier": [{"system": w.sys, "value": "S1"}],
-                    "actor": [{"reference": w.ref("DR1")}, {"reference": w.ref("L1")}],
-                    "planningHorizon": {"start": "2026-03-01T00:00:00Z",
-                                        "end": "2026-03-31T23:59:59Z"}})
-    await mk("S2", {"resourceType": "Schedule", "active": False,
-                    "identifier": [{"system": w.sys, "value": "S2"}],
-                    "actor": [{"reference": w.ref("DR2")}]})
-    await mk("S3", {"resourceType": "Schedule",
-                    "identifier": [{"system": w.sys, "value": "S3"}],
-                    "actor": [{"reference": w.ref("L2")}]})
-    slots = [
-        ("SL1", "S1", "2026-03-14T09:00:00Z", "2026-03-14T09:30:00Z", "free"),
-        ("SL2", "S1", "2026-03-14T23:30:00-05:00", "2026-03-15T00:00:00-05:00", "free"),
-        ("SL3", "S1", "2026-03-15T00:00:00Z", "2026-03-15T00:30:00Z", "busy"),
-        ("SL4", "S1", "2026-03-13T23:59:59.999Z", "2026-03-14T00:29:59.999Z", "free"),
-        ("SL5", "S1", "2026-03-14T10:00:00+01:00", "2026-03-14T10:30:00+01:00", "busy"),
-        ("SL6", "S2", "2026-03-14T09:00:00Z", "2026-03-14T09:30:00Z", "free"),
-    ]
-    for name, sched, start, end, status in slots:
-        await mk(name, {"resourceType": "Slot", "schedule": {"reference": w.ref(sched)},
-                        "identifier": [{"system": w.sys, "value": name}],
-                        "status": status, "start": start, "end": end})
     await mk("SR1", {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
                      "identifier": [{"system": w.sys, "value": "SR1"}],
-                     "subject": {"reference": w.ref("P1")}, "authoredOn": "2026-03-01",
+                     "subject": {"reference": w.ref("P1")}, "authoredOn": "2037-03-01",
                      "instantiatesUri": [f"{w.uri}/intake/v1"]})
     await mk("SR2", {"resourceType": "ServiceRequest", "status": "completed", "intent": "order",
                      "identifier": [{"system": w.sys, "value": "SR2"}],
@@ -184,43 +161,77 @@ async def build_world(client: httpx.AsyncClient) -> World:
 
     consult = {"system": SNOMED, "code": "11429006", "display": "Consultation"}
     appointments: list[tuple[str, Json]] = [
-        ("A1", {"status": "booked", "start": "2026-03-14T09:00:00Z",
-                "end": "2026-03-14T09:30:00Z", "slot": [{"reference": w.ref("SL5")}],
+        ("A1", {"status": "booked", "start": "2037-03-14T09:00:00Z",
+                "end": "2037-03-14T09:30:00Z",
                 "basedOn": [{"reference": w.ref("SR1")}],
                 "serviceType": [{"coding": [consult]}],
                 "comment": "bring the referral letter",
                 "participant": [part("P1"), part("DR1"), part("L1")]}),
-        ("A2", {"status": "booked", "start": "2026-03-14T23:30:00-05:00",
-                "end": "2026-03-15T00:00:00-05:00",
+        ("A2", {"status": "booked", "start": "2037-03-14T23:30:00-05:00",
+                "end": "2037-03-15T00:00:00-05:00",
                 "serviceType": [{"coding": [{"system": SNOMED, "code": "394814009",
                                              "display": "General practice"}],
                                  "text": "GP visit"}],
                 "participant": [part("P1"), part("DR2"), part("L2")]}),
-        ("A3", {"status": "cancelled", "start": "2026-03-15T00:00:00Z",
-                "end": "2026-03-15T00:30:00Z",
+        ("A3", {"status": "cancelled", "start": "2037-03-15T00:00:00Z",
+                "end": "2037-03-15T00:30:00Z",
                 "serviceType": [{"coding": [{"code": "walkin"}]}],
                 "participant": [part("P2"), part("DR1"), part("L1")]}),
         ("A4", {"status": "proposed",
                 "participant": [part("P1"), {"actor": {"reference": w.ref("DR1")},
                                              "status": "needs-action"}]}),
-        ("A5", {"status": "pending", "start": "2026-03-13T23:59:59Z",
-                "end": "2026-03-14T00:29:59Z",
+        ("A5", {"status": "pending", "start": "2037-03-13T23:59:59Z",
+                "end": "2037-03-14T00:29:59Z",
                 "serviceType": [{"text": "Physiotherapy review"}],
                 "participant": [part("P3"), part("DR1"), part("L2")]}),
-        ("A6", {"status": "booked", "start": "2026-04-01T10:00:00+02:00",
-                "end": "2026-04-01T10:30:00+02:00",
+        ("A6", {"status": "booked", "start": "2037-04-01T10:00:00+02:00",
+                "end": "2037-04-01T10:30:00+02:00",
                 "serviceType": [{"coding": [{"system": SNOMED, "code": "11429006"},
                                             {"system": w.local, "code": "C1"}]}],
                 "participant": [part("P2"), part("DR2"), part("L1")]}),
-        ("A7", {"status": "fulfilled", "start": "2025-12-31T23:00:00-02:00",
-                "end": "2025-12-31T23:30:00-02:00",
+        ("A7", {"status": "fulfilled", "start": "2036-12-31T23:00:00-02:00",
+                "end": "2036-12-31T23:30:00-02:00",
                 "participant": [part("P4"),
                                 part("DR1", identifier={"system": w.sys, "value": "D1"})]}),
     ]
+    # The calendars come after the appointments that lie outside them, as in a clinic that
+    # starts scheduling on the server: what was recorded before is not re-judged by them. A1
+    # books the busy Slot SL5 inside them, so it waits for the calendars.
+    async def calendars() -> None:
+        await mk("S1", {"resourceType": "Schedule", "active": True,
+                        "identifier": [{"system": w.sys, "value": "S1"}],
+                        "actor": [{"reference": w.ref("DR1")}, {"reference": w.ref("L1")}],
+                        "planningHorizon": {"start": "2037-03-01T00:00:00Z",
+                                            "end": "2037-03-31T23:59:59Z"}})
+        await mk("S2", {"resourceType": "Schedule", "active": False,
+                        "identifier": [{"system": w.sys, "value": "S2"}],
+                        "actor": [{"reference": w.ref("DR2")}]})
+        await mk("S3", {"resourceType": "Schedule",
+                        "identifier": [{"system": w.sys, "value": "S3"}],
+                        "actor": [{"reference": w.ref("L2")}]})
+        slots = [
+            ("SL1", "S1", "2037-03-14T09:00:00Z", "2037-03-14T09:30:00Z", "free"),
+            ("SL2", "S1", "2037-03-14T23:30:00-05:00", "2037-03-15T00:00:00-05:00", "free"),
+            ("SL3", "S1", "2037-03-15T00:00:00Z", "2037-03-15T00:30:00Z", "busy"),
+            ("SL4", "S1", "2037-03-13T23:59:59.999Z", "2037-03-14T00:29:59.999Z", "free"),
+            ("SL5", "S1", "2037-03-14T10:00:00+01:00", "2037-03-14T10:30:00+01:00", "busy"),
+            ("SL6", "S2", "2037-03-14T09:00:00Z", "2037-03-14T09:30:00Z", "free"),
+        ]
+        for name, sched, start, end, status in slots:
+            await mk(name, {"resourceType": "Slot", "schedule": {"reference": w.ref(sched)},
+                            "identifier": [{"system": w.sys, "value": name}],
+                            "status": status, "start": start, "end": end})
+
     for name, body in appointments:
-        body = {"resourceType": "Appointment",
-                "identifier": [{"system": w.sys, "value": name}], **body}
-        await mk(name, body)
+        if name == "A1":
+            continue
+        await mk(name, {"resourceType": "Appointment",
+                        "identifier": [{"system": w.sys, "value": name}], **body})
+    await calendars()
+    name, body = appointments[0]
+    await mk(name, {"resourceType": "Appointment",
+                    "identifier": [{"system": w.sys, "value": name}], **body,
+                    "slot": [{"reference": w.ref("SL5")}]})
     return w
 
 
