@@ -32,6 +32,9 @@ def rules(res: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield ("Appointment.start",
                "app-3: only proposed, cancelled or waitlist appointments may lack start and end")
     yield from end_not_before_start(res, "Appointment")
+    if not res.get("participant"):
+        yield ("Appointment.participant",
+               "an Appointment needs at least one participant (R4 cardinality 1..*)")
     for n, p in enumerate(res.get("participant") or []):
         if isinstance(p, dict) and not p.get("type") and not p.get("actor"):
             # app-1: either the type or actor on the participant SHALL be specified

@@ -64,6 +64,7 @@ class BookingService:
 
     # -- $hold ---------------------------------------------------------------------------
     async def hold(self, ctx: RequestContext, req: HoldRequest) -> Held:
+        _check_local(ctx, req.appointment_reference, "appointment-reference")
         self.resources.authorizer.check(ctx, Interaction.OPERATION, "Appointment",
                                         _target_id(req.appointment_reference), operation="hold")
         appt_ref, appt = req.appointment_reference, req.appointment
@@ -94,6 +95,8 @@ class BookingService:
 
     # -- $book ---------------------------------------------------------------------------
     async def book(self, ctx: RequestContext, req: BookRequest) -> Saved:
+        _check_local(ctx, req.appointment_reference, "appointment-reference")
+        _check_local(ctx, req.cancelled_appointment, "cancelled-appt-id")
         self.resources.authorizer.check(ctx, Interaction.OPERATION, "Appointment",
                                         _target_id(req.appointment_reference), operation="book")
         appt_ref, appt, patients = req.appointment_reference, req.appointment, req.patients
@@ -148,9 +151,15 @@ class BookingService:
             result, id_ = await compose(unit)
             for patient, pid in zip(patients, pids, strict=True):
                 existing = await unit.get("Patient", pid)
-                if existing is None or existing.deleted:
-                    body = self.resources.prepare("Patient", {**patient, "id": pid}, pid)
-                    await self.resources.put_in_unit(unit, ctx, "Patient", pid, body)
+                if existing is not None and not existing.deleted:
+                    # patient-resource registers a new patient; relinking an existing record
+                    # by id would book someone else's chart without saying so
+                    raise FhirError(409, "conflict", f"patient-resource: Patient/{pid} already "
+                                    "exists; pass it as patient-id to book that patient, or "
+                                    "leave out the id to register a new one",
+                                    expression=["patient-resource"], severity="fatal")
+                body = self.resources.prepare("Patient", {**patient, "id": pid}, pid)
+                await self.resources.put_in_unit(unit, ctx, "Patient", pid, body)
             if result != checked:
                 result = self.resources.prepare("Appointment", result, id_)
             return await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
@@ -217,6 +226,18 @@ class BookingService:
             if (rec is None or rec.deleted) and given.get("status") == "proposed":
                 given_id = None
         return given, given_id if isinstance(given_id, str) and given_id else fresh
+
+
+def _check_local(ctx: RequestContext, ref: str | None, name: str) -> None:
+    """An absolute reference must name this server: ``http://elsewhere/fhir/Appointment/x``
+    is not our Appointment/x, and acting on ours instead would change the wrong booking."""
+    if ref is None or "://" not in ref:
+        return
+    base = ctx.base_url.rstrip("/")
+    if not base or not ref.startswith(base + "/"):
+        raise FhirError(422, "not-found", f"{name}: {ref!r} is not on this server"
+                        f"{f' ({base})' if base else ''}; give Appointment/<id>",
+                        expression=[name], severity="fatal")
 
 
 def _target_id(ref: str | None) -> str | None:
