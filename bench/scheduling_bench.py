@@ -274,11 +274,17 @@ def booking(actor: Actor, k: int, start: datetime, patient: int) -> dict[str, An
 
 # -- generation ----------------------------------------------------------------------------------
 def bookings(day0: date, seed: int) -> list[dict[str, Any]]:
-    """Every pre-booked Appointment of the health system (40% of the first 90 days' slots)."""
+    """Every pre-booked Appointment of the health system (40% of the first 90 days' slots).
+
+    A patient is in one place at a time (the guard claims patients' time too), so at any one
+    time every actor's booking has its own patient: the patient number is the actor's plus a
+    multiple of the actor count by slot index."""
     out: list[dict[str, Any]] = []
-    for actor in actors():
-        rng = random.Random(seed + actor.n)
-        out += [booking(actor, k, start, rng.randrange(PATIENTS))
+    origin = datetime.combine(day0, clock(), tzinfo=UTC)
+    everyone = actors()
+    for actor in everyone:
+        out += [booking(actor, k, start, (actor.n + len(everyone) * int(
+                    (start - origin).total_seconds() // SLOT.total_seconds())) % PATIENTS)
                 for k, start in enumerate(booked_starts(actor, day0, seed))]
     return out
 
@@ -494,7 +500,7 @@ def booking_targets(day0: date, n: int, seed: int, conflict_share: float
             original, group = out[rng.randrange(max(0, len(out) - 64), len(out))]
             twin = orjson.loads(orjson.dumps(original))
             twin["participant"][0]["actor"]["reference"] = (
-                f"Patient/pat-{rng.randrange(PATIENTS):05d}")
+                f"Patient/pat-{len(out) % PATIENTS:05d}")
             out.append((twin, group))
             continue
         who, start = rng.randrange(PRACTITIONERS), rng.choice(free_days)
@@ -506,7 +512,8 @@ def booking_targets(day0: date, n: int, seed: int, conflict_share: float
         out.append(({"resourceType": "Appointment", "status": "proposed",
                      "start": local.isoformat(), "end": (local + SLOT).isoformat(),
                      "minutesDuration": 30, "participant": [
-                         {"actor": {"reference": f"Patient/pat-{rng.randrange(PATIENTS):05d}"},
+                         # a patient of its own: only the practitioner's time is contended
+                         {"actor": {"reference": f"Patient/pat-{len(out) % PATIENTS:05d}"},
                           "required": "required", "status": "needs-action"},
                          {"actor": {"reference": f"Practitioner/pr-{who:04d}"},
                           "required": "required", "status": "needs-action"}]}, group))
