@@ -32,7 +32,6 @@ from ..query import AnyOf, Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import parse_instant, to_us
 from .availability import Busy, ResourceCalendar, free_units
-from .capacity import MAX_SCHEDULES_PER_RESOURCE, schedules_of
 from .templates import Template, TemplateError, horizon, parse_templates
 
 # How many Slots of one resource's calendars a single booking may overlap and still be checked;
@@ -77,16 +76,14 @@ def in_past(start: datetime, now: datetime, grace: timedelta) -> Breach | None:
     return None
 
 
-async def availability_breach(unit: Unit, actor: str, start: datetime, end: datetime
-                              ) -> tuple[bool, Breach | None]:
-    """Whether ``actor`` has a calendar here, and (None when it offers [start, end) or has
+async def availability_breach(unit: Unit, actor: str, schedules: list[tuple[str, bytes]],
+                              start: datetime, end: datetime) -> tuple[bool, Breach | None]:
+    """Whether ``actor`` has a calendar here (``schedules``: the Schedules naming it, as
+    ``capacity.unit_schedules`` reads them), and (None when it offers [start, end) or has
     none) why it does not offer that time."""
     calendars: dict[str, _Calendar] = {}
-    for sid in await unit.find_ids(schedules_of(actor), limit=MAX_SCHEDULES_PER_RESOURCE):
-        rec = await unit.get("Schedule", sid)
-        if rec is None or rec.deleted or rec.body is None:
-            continue
-        cal = _calendar(rec.body)
+    for sid, body in schedules:
+        cal = _calendar(body)
         if cal is not None:
             calendars[sid] = cal
     if not calendars:

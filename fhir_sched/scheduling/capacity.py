@@ -56,7 +56,8 @@ async def unit_policy(unit: Unit, actor: str) -> Policy:
     return DEFAULT
 
 
-async def _unit_schedules(unit: Unit, actor: str) -> list[tuple[str, bytes]]:
+async def unit_schedules(unit: Unit, actor: str) -> list[tuple[str, bytes]]:
+    """Every Schedule naming ``actor`` as committed in ``unit``: (id, stored body)."""
     out = []
     for sid in await unit.find_ids(schedules_of(actor), limit=MAX_SCHEDULES_PER_RESOURCE):
         rec = await unit.get("Schedule", sid)
@@ -137,7 +138,7 @@ async def check_schedule_write(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         ref = actor.get("reference") if isinstance(actor, dict) else None
         if not isinstance(ref, str) or "/" not in ref or "://" in ref:
             continue
-        others = await _unit_schedules(unit, ref)
+        others = await unit_schedules(unit, ref)
         clash = conflicting_policy({**new, "id": ev.id}, others)
         if clash is not None:
             other, theirs = clash

@@ -24,7 +24,7 @@ from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
 from . import claims
 from .admission import Breach, availability_breach, in_past
-from .capacity import stored_schedule_policy, unit_policy
+from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested
 from .status import SLOT_STATUS, TAKING, check_transition
 
@@ -87,8 +87,9 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         await unit.release("Appointment", ev.id)
     new = ev.new
     if new is not None and new.get("status") in TAKING and new.get("start") and new.get("end"):
-        breaches = await _admit(unit, ev, new)
-        breaches += await _claim_all(unit, ev, new)
+        read: dict[str, list[tuple[str, bytes]]] = {}
+        breaches = await _admit(unit, ev, new, read)
+        breaches += await _claim_all(unit, ev, new, read)
         if ev.ctx.of_record:
             ev.new = flag(new, breaches)
     return await _follow_slots(unit, ev)
@@ -106,7 +107,8 @@ def _note(ev: WriteEvent, breach: Breach) -> list[Breach]:
     return [breach]
 
 
-async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breach]:
+async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                 read: dict[str, list[tuple[str, bytes]]]) -> list[Breach]:
     """The time must exist: checked for the time a write newly takes (a new booking, a moved
     one, a hold becoming booked keeps what the hold was admitted for) and for resources a
     write adds, so a status change on yesterday's visit is never refused as "past". Only
@@ -123,7 +125,8 @@ async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breac
     out: list[Breach] = []
     scheduled_here = False
     for actor in actors:
-        scheduled, breach = await availability_breach(unit, actor, start, end)
+        read[actor] = await unit_schedules(unit, actor)
+        scheduled, breach = await availability_breach(unit, actor, read[actor], start, end)
         scheduled_here = scheduled_here or scheduled
         if breach is not None:
             out.append(breach)
@@ -135,7 +138,10 @@ async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breac
     return out
 
 
-async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[Breach]:
+async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                     read: dict[str, list[tuple[str, bytes]]]) -> list[Breach]:
+    """Take every claim the booking needs; ``read`` holds the Schedules admission already
+    read (the policy comes from those, by the same rule, without reading them again)."""
     start, end = parse_instant(appt["start"]), parse_instant(appt["end"])
     expires = hold_expiry(appt) if appt.get("status") == "pending" else None
     now = now_instant()
@@ -152,7 +158,8 @@ async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any]) -> list[B
     record = ev.ctx.of_record
     owner = ("Appointment", ev.id)
     out: list[Breach] = []
-    seats = [(actor, await unit_policy(unit, actor)) for actor in resource_actors(appt)]
+    seats = [(actor, resource_policy(read[actor]) if actor in read
+              else await unit_policy(unit, actor)) for actor in resource_actors(appt)]
     for actor, policy in seats:
         full = False
         for u in claims.units(start - policy.buffer_before, end + policy.buffer_after):
