@@ -84,7 +84,7 @@ SLOT = timedelta(minutes=30)
 UNIT = timedelta(minutes=5)
 BOOKED_DAYS, BOOKED_SHARE, HORIZON_DAYS = 90, 0.4, 365
 UPDATED = "2026-01-01T00:00:00.000Z"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # Bookings per transaction Bundle, and Bundles in flight, while generating.
 BOOKINGS_PER_BUNDLE, BUNDLES_IN_FLIGHT = 100, 4
 console = Console()
