@@ -21,33 +21,15 @@ from ..errors import FhirError
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
-from . import claims
+from . import claims, participants
 from .capacity import stored_schedule_policy, unit_policy
 from .extensions import hold_expiry, overbook_requested
 from .status import SLOT_STATUS, TAKING, check_transition
 
-# Participant actor types whose time is a bookable resource. Patients are not: a patient's
-# overlapping bookings are kept out of $find offers instead of being refused outright.
-RESOURCE_TYPES = frozenset(
-    {"Practitioner", "PractitionerRole", "Location", "Device", "HealthcareService", "RelatedPerson"}
-)
-
-
 
 def resource_actors(appointment: dict[str, Any]) -> list[str]:
-    actors = []
-    for p in appointment.get("participant") or []:
-        if (
-            not isinstance(p, dict)
-            or p.get("status") == "declined"
-            or p.get("required") == "information-only"
-        ):
-            continue
-        actor = p.get("actor")
-        ref = actor.get("reference") if isinstance(actor, dict) else None
-        if isinstance(ref, str) and "://" not in ref and ref.split("/")[0] in RESOURCE_TYPES:
-            actors.append(ref)
-    return list(dict.fromkeys(actors))
+    """Every bookable actor, participant or device-participant extension (``participants``)."""
+    return participants.resource_actors(appointment)
 
 
 def slot_ids(appointment: dict[str, Any] | None) -> list[str]:
