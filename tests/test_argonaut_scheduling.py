@@ -207,3 +207,20 @@ async def test_release_a_hold_with_json_patch(fhir: httpx.AsyncClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
     assert (await find(fhir, **window))[0]["start"] == proposal["start"]
+
+
+async def test_hold_then_book_with_the_appointment_as_the_request_body(
+        fhir: httpx.AsyncClient) -> None:
+    """appt-hold-resource and appt-book-resource: "Appointment resource as request body"."""
+    key = uid()
+    doctor = await napa_doctor(fhir, key)
+    [option] = await find(fhir, start=f"{MONDAY}T00:00:00Z", end=f"{MONDAY}T23:00:00Z",
+                          provider=doctor, _count=1)
+    held = await fhir.post("/Appointment/$hold", json=option)
+    assert held.status_code == 200, held.text
+    [pending] = matches(held)
+    assert pending["status"] == "pending"
+    booked = await fhir.post("/Appointment/$book", json=pending)
+    assert booked.status_code == 200, booked.text
+    [done] = matches(booked)
+    assert (done["id"], done["status"]) == (pending["id"], "booked")

@@ -282,3 +282,14 @@ async def test_unknown_definition_is_a_404(fhir: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     assert r.json()["issue"][0]["code"] == "not-found"
 
+
+
+async def test_absolute_reference_to_this_server_is_the_same_practitioner(
+        fhir: httpx.AsyncClient) -> None:
+    """ITI-115: "References can be to an absolute URL"; ours name our own resources."""
+    doctor = await identified_practitioner(fhir, f"PR-{uid()}")
+    relative = await fhir.get("/Appointment/$find", params={
+        "start": START, "end": END, "practitioner": doctor, "_count": "2"})
+    absolute = await fhir.get("/Appointment/$find", params={
+        "start": START, "end": END, "practitioner": f"{fhir.base_url}{doctor}", "_count": "2"})
+    assert matches(relative) and matches(absolute) == matches(relative)

@@ -247,13 +247,27 @@ def from_query(op: OperationDef, pairs: list[tuple[str, str]], strict: bool = Fa
     return _collect(op, expanded, strict)
 
 
+def _direct_parameter(op: OperationDef, body: Any) -> ParamDef | None:
+    """The parameter a resource POSTed as the whole body stands for: FHIR lets a client post
+    the resource itself when the operation takes it as its one resource input, and the Argonaut
+    examples post an Appointment to $hold and $book that way ("Appointment resource as request
+    body"). Only when exactly one parameter takes that resource type."""
+    if not isinstance(body, dict) or body.get("resourceType") in (None, "Parameters"):
+        return None
+    fits = [p for p in op.params if body["resourceType"] in p.types]
+    return fits[0] if len(fits) == 1 else None
+
+
 def from_parameters(op: OperationDef, body: Any, strict: bool = False,
                     extra: list[tuple[str, str]] | None = None) -> Checked:
     """A Parameters body; ``extra`` are query-string inputs a POST may carry too (``_count``,
     as the Argonaut IG writes ``POST [base]/Appointment/$find?_count=3``)."""
+    pairs: list[tuple[str, Any]] = list(extra or [])
+    direct = _direct_parameter(op, body)
+    if direct is not None:
+        return _collect(op, [*pairs, (direct.name, body)], strict)
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError(400, "invalid", f"POST ${op.code} takes a Parameters resource")
-    pairs: list[tuple[str, Any]] = list(extra or [])
     items = body.get("parameter") or []
     if not isinstance(items, list):
         raise FhirError(400, "invalid", "Parameters.parameter must be an array",

@@ -1,5 +1,7 @@
 """Logical references (a Reference with only an ``identifier``) resolved to stored resources.
 
+(Also absolute references to this server, made relative: ITI-115 allows absolute URLs.)
+
 IHE ITI-115 lets a client name an actor by identifier alone (its example request names the
 practitioner that way). Each one is looked up with an ``identifier`` search of every type the
 parameter may point to, through the search service (so authorization applies as to any search):
@@ -37,14 +39,20 @@ async def _matches(services: Services, ctx: RequestContext, ref: IdentifierRef,
 
 async def resolve(services: Services, ctx: RequestContext, op: OperationDef,
                   values: dict[str, list[Any]]) -> dict[str, list[Any]]:
-    """``values`` with every IdentifierRef replaced by reference strings."""
+    """``values`` with every IdentifierRef replaced by reference strings, and absolute
+    references to this server made relative (``[base]/Practitioner/1`` is ``Practitioner/1``,
+    the form stored resources refer by)."""
     out: dict[str, list[Any]] = {}
+    own = ctx.base_url.rstrip("/") + "/" if ctx.base_url else None
     for name, items in values.items():
+        p = op.lookup(name)
+        assert p is not None
+        if own and p.takes_reference:
+            items = [v[len(own):] if isinstance(v, str) and v.startswith(own) else v
+                     for v in items]
         if not any(isinstance(v, IdentifierRef) for v in items):
             out[name] = items
             continue
-        p = op.lookup(name)
-        assert p is not None
         types = tuple(t for t in p.targets if t not in ("InsurancePlan",)) or ("Resource",)
         resolved: list[Any] = []
         for v in items:
