@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from .compose import Core, build
 from .rest.capability import RouteSpec, capability_statement
+from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.middleware import RequestIdMiddleware
@@ -38,7 +39,9 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     async def metadata(request: Request) -> Response:
         check_accept(request)
         ctx = context_for(request, settings.public_base, settings.base_path)
-        return FhirResponse(capability_statement([spec for spec, _ in table], ctx.base_url))
+        return FhirResponse(capability_statement(
+            [spec for spec, _ in table], ctx.base_url,
+            {t: capability_entry(t) for t in CONFORMANCE_TYPES}))
 
     # (path, method, FHIR interaction, level, handler, fixed types), most specific first
     rows: list[tuple[str, str, str, str, Handler, tuple[str, ...]]] = [
@@ -60,6 +63,8 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
         ("/{type}", "PUT", "update", "type", r.conditional_update, ()),
         ("/{type}", "DELETE", "delete", "type", r.conditional_delete, ()),
     ]
+    # the conformance definitions: literal type segments, so they win over /{type} routes
+    table += list(conformance_routes(settings.public_base, settings.base_path))
     table += [(RouteSpec(path, (method,), interaction, level, types), handler)
               for path, method, interaction, level, handler, types in rows]
     return table

@@ -20,7 +20,7 @@ import pytest_asyncio
 from fhir_sched.context import RequestContext
 from fhir_sched.service.authorization import Interaction, OpenPolicy
 from tests.support.client import fhir_client
-from tests.support.scheduling import hours, parameters, schedule, template, uid
+from tests.support.scheduling import hours, outcome, parameters, schedule, template, uid
 from tests.support.server import ServerProcess, cleanup_dir, sqlite_url
 
 DENY = ",".join([
@@ -85,7 +85,8 @@ async def world(servers: tuple[ServerProcess, ServerProcess], fhir_schema: objec
 
 
 def refused(r: httpx.Response) -> bool:
-    return r.status_code == 403 and r.json()["issue"][0]["code"] == "forbidden"
+    # outcome(): a $book refusal carries its OperationOutcome in a Bundle (ITI-117)
+    return r.status_code == 403 and outcome(r)["issue"][0]["code"] == "forbidden"
 
 
 def entry_ids(bundle: dict[str, Any], mode: str) -> set[str]:

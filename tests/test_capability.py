@@ -20,6 +20,7 @@ import pytest
 
 from fhir_sched.app import create_app
 from fhir_sched.resources import HOSTED_TYPES
+from fhir_sched.rest.conformance import CONFORMANCE_TYPES
 from fhir_sched.rest.router import RouteEntry
 from fhir_sched.settings import Settings
 from tests.support.server import cleanup_dir, sqlite_url
@@ -80,11 +81,13 @@ def expected_claims(app_routes: list[Any]) -> Claims:
                 for t in targets:
                     ops[t].add(op[0][1:])
                 continue
-            level, codes = rest_interactions(method, segs)
+            # a literal type segment (the read-only conformance types) routes that type only
+            fixed = segs[0] if segs and segs[0] in CONFORMANCE_TYPES else None
+            level, codes = rest_interactions(method, ["{type}", *segs[1:]] if fixed else segs)
             if level == "system":
                 system |= codes
             else:
-                for t in HOSTED_TYPES:
+                for t in (fixed,) if fixed else HOSTED_TYPES:
                     per_type[t] |= codes
     return {"types": dict(per_type), "system": system, "ops": dict(ops)}
 
@@ -134,7 +137,7 @@ async def test_every_declared_operation_names_a_definition(fhir: httpx.AsyncClie
 async def test_statement_lists_every_hosted_type_once(fhir: httpx.AsyncClient) -> None:
     cs = (await fhir.get("/metadata")).json()
     types = [r["type"] for r in cs["rest"][0]["resource"]]
-    assert sorted(types) == sorted(HOSTED_TYPES)
+    assert sorted(types) == sorted((*HOSTED_TYPES, *CONFORMANCE_TYPES))
     assert cs["format"] == ["json"] or set(cs["format"]) <= {"json", "application/fhir+json"}
     assert cs["fhirVersion"] == "4.0.1"
 
@@ -143,6 +146,9 @@ async def test_conditional_flags_match_the_conditional_routes(
         fhir: httpx.AsyncClient, app_routes: list[Any]) -> None:
     routed = {(m, r.path) for r in app_routes if r.path not in NOT_FHIR for m in r.methods}
     for r in (await fhir.get("/metadata")).json()["rest"][0]["resource"]:
+        if r["type"] in CONFORMANCE_TYPES:  # read-only: no conditional writes at all
+            assert (r["conditionalUpdate"], r["conditionalDelete"]) == (False, "not-supported")
+            continue
         assert r["conditionalUpdate"] is (("PUT", f"{BASE}/{{type}}") in routed)
         assert (r["conditionalDelete"] != "not-supported") is (
             ("DELETE", f"{BASE}/{{type}}") in routed)

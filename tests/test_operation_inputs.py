@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.scheduling import names_parameter, parameters
+from tests.support.scheduling import names_parameter, outcome, parameters
 
 WINDOW = [{"name": "start", "valueDateTime": "2031-01-06T09:00:00Z"},
           {"name": "end", "valueDateTime": "2031-01-07T09:00:00Z"}]
@@ -40,7 +40,7 @@ async def test_appointment_resource_with_a_string_element_is_a_422(
                         json=parameters(("appointment-resource", appt)))
     assert r.status_code == 422, r.text
     assert names_parameter(r, "appointment-resource")
-    assert f"Appointment.{element}" in r.json()["issue"][0]["expression"]
+    assert f"Appointment.{element}" in outcome(r)["issue"][0]["expression"]
 
 
 async def test_participant_actor_given_as_a_string_is_a_422(fhir: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..context import RequestContext
@@ -14,6 +15,7 @@ from .definition import operation
 DEFINITION = operation("appointment-find")
 _DAYS = frozenset({"mon", "tue", "wed", "thu", "fri", "sat", "sun"})
 _WHEN = frozenset({"MORN", "AFT", "EVE", "NIGHT"})
+_REFERENCE = re.compile(r"^[A-Z][A-Za-z]+(/|\?)\S+$")
 
 
 def _timing(value: Any) -> dict[str, Any] | None:
@@ -38,8 +40,15 @@ def _timing(value: Any) -> dict[str, Any] | None:
     return timing
 
 
+def _is_reference(value: str) -> bool:
+    """Whether a location value names a resource (``Location/1``, an absolute URL, a conditional
+    reference) rather than being text: the Argonaut examples send ``location=Napa``."""
+    return bool(_REFERENCE.match(value)) or "://" in value or value.startswith("urn:")
+
+
 def parse(values: Inputs, _instance: str | None) -> FindRequest:
     count = one(values, "_count")
+    locations = values.get("location-reference", [])
     return FindRequest(
         start=one(values, "start"),
         end=one(values, "end"),
@@ -47,11 +56,14 @@ def parse(values: Inputs, _instance: str | None) -> FindRequest:
         visit_type=values.get("visit-type", []),
         practitioner=values.get("practitioner", []),
         organization=values.get("organization", []),
-        location=values.get("location", []),
-        location_string=values.get("location-string", []),
-        patient=values.get("patient", []),
+        location=[v for v in locations if _is_reference(v)],
+        location_string=[*values.get("location-string", []),
+                         *(v for v in locations if not _is_reference(v))],
+        patient=values.get("patient-reference", []),
         timing=_timing(one(values, "timing")),
         count=min(MAX_COUNT, DEFAULT_COUNT if count is None else count),
+        appointment_type=values.get("appointment-type", []),
+        insurance=values.get("insurance-reference", []),
     )
 
 

@@ -29,7 +29,18 @@ class RouteSpec:
     definition: str | None = None  # canonical URL of the OperationDefinition
 
 
-def capability_statement(routes: list[RouteSpec], base_url: str) -> dict[str, Any]:
+# Profiles the server's resources conform to, beyond the base: proposals and booked
+# Appointments follow IHE ITI Scheduling's Appointment profile (participant actor types,
+# start, end, one requestedPeriod; see scheduling/participants.py).
+SUPPORTED_PROFILES = {
+    "Appointment": ["https://profiles.ihe.net/ITI/Scheduling/StructureDefinition/ihe-sched-appt"],
+}
+
+
+def capability_statement(routes: list[RouteSpec], base_url: str,
+                         read_only: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``read_only``: entries for routed types that are not hosted (the conformance
+    definitions), by type; their interactions still come from the routes."""
     cs = dict(load("CapabilityStatement-base.json"))
     cs["date"] = now_instant()
     cs["software"] = {**cs.get("software", {}), "version": __version__}
@@ -77,10 +88,15 @@ def capability_statement(routes: list[RouteSpec], base_url: str) -> dict[str, An
                 for c, sp in sorted(params_for(t).items()) if sp.url
             ],
         }
+        if t in SUPPORTED_PROFILES:
+            entry["supportedProfile"] = SUPPORTED_PROFILES[t]
         if type_ops[t]:
             entry["operation"] = [{"name": n, "definition": d}
                                   for n, d in sorted(type_ops[t].items())]
         resources.append(entry)
+    for t, fixed in sorted((read_only or {}).items()):
+        resources.append({**fixed, "interaction": [{"code": c}
+                                                   for c in sorted(type_interactions[t])]})
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": "FHIR R4 JSON only (no XML). Dates with a time need an offset.",

@@ -13,10 +13,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import bad_request
+from ..errors import FhirError, bad_request
 from ..operations import OPERATIONS
-from ..operations.base import Inputs, Operation, Outcome
-from ..operations.definition import OperationDef, from_parameters, from_query
+from ..operations.base import Operation, Outcome
+from ..operations.definition import Checked, OperationDef, from_parameters, from_query
+from ..operations.logical import resolve
 from ..service.services import Services
 from ..timeutil import parse_instant
 from .bundles import bundle, entry
@@ -29,17 +30,25 @@ from .http import (
     check_content_type,
     context_for,
     parse_json,
+    prefer_strict,
     read_body,
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def inputs(request: Request, op: OperationDef, limit: int) -> Inputs:
-    """A GET's query string, or a POST's Parameters resource (or form, for GET-able ops)."""
+# Search-result parameters a POST may carry in its query string beside a Parameters body: the
+# Argonaut IG invokes ``POST [base]/Appointment/$find?{_count}``.
+_QUERY_ON_POST = frozenset({"_count"})
+
+
+async def inputs(request: Request, op: OperationDef, limit: int) -> Checked:
+    """A GET's query string, or a POST's Parameters resource (or form, for GET-able ops).
+    Unknown names are ignored and reported, or refused under ``Prefer: handling=strict``."""
+    strict = prefer_strict(request)
     query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format",)]
     if request.method == "GET":
-        return from_query(op, query)
+        return from_query(op, query, strict)
     ctype = check_content_type(request, (*JSON_TYPES, FORM))
     raw = await read_body(request, limit)
     if ctype == FORM:
@@ -47,14 +56,24 @@ async def inputs(request: Request, op: OperationDef, limit: int) -> Inputs:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError:
             raise bad_request("the form body is not UTF-8") from None
-        return from_query(op, query + form)
-    if query:
+        return from_query(op, query + form, strict)
+    stray = [k for k, _ in query if k not in _QUERY_ON_POST or op.lookup(k) is None]
+    if stray:
         raise bad_request(f"POST ${op.code} takes its inputs in the Parameters body, not the "
-                          "query string", [query[0][0]])
-    return from_parameters(op, parse_json(raw))
+                          "query string", [stray[0]])
+    return from_parameters(op, parse_json(raw), strict, extra=query)
 
 
-def render(base: str, type_: str, outcome: Outcome) -> FhirResponse:
+def ignored_issues(op: OperationDef, ignored: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Warnings for unknown inputs that were ignored, as FHIR search reports them."""
+    return [{"severity": "warning", "code": "not-supported",
+             "diagnostics": f"parameter {name!r} is not known to ${op.code} and was ignored "
+                            "(send Prefer: handling=strict to have it refused)",
+             "expression": [name]} for name in ignored]
+
+
+def render(base: str, type_: str, outcome: Outcome,
+           warnings: list[dict[str, Any]] | None = None) -> FhirResponse:
     entries = []
     for res in outcome.resources:
         body = res if isinstance(res, bytes) else orjson.dumps(res)
@@ -62,12 +81,50 @@ def render(base: str, type_: str, outcome: Outcome) -> FhirResponse:
         entries.append(entry(base, type_, rid, body, search={"mode": "match"}) if rid else {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": orjson.Fragment(body),
             "search": {"mode": "match"}})
+    total = len(entries)
+    if warnings:
+        entries.append(_outcome_entry({"resourceType": "OperationOutcome", "issue": warnings}))
     headers: dict[str, str] = {}
     if outcome.version is not None:
         headers["ETag"] = f'W/"{outcome.version}"'
     if outcome.expires is not None:
         headers["Expires"] = format_datetime(parse_instant(outcome.expires), usegmt=True)
-    return FhirResponse(bundle("searchset", entries, total=len(entries)), headers=headers)
+    return FhirResponse(bundle("searchset", entries, total=total), headers=headers)
+
+
+def _outcome_entry(oo: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": oo, "search": {"mode": "outcome"}}
+
+
+def refusal(op: OperationDef, exc: FhirError, warnings: list[dict[str, Any]]) -> FhirResponse:
+    """How an operation says no, in the shape IHE ITI Scheduling gives each transaction; the
+    HTTP status stays the error's (4xx), so plain FHIR clients read it as any failure.
+
+    - ``$hold``, ITI-116 2:3.116.4.2.3: "For the case where the Appointment is not available to
+      be held, the server SHALL return an OperationOutcome with at least one issue with severity
+      of fatal and code of not-found for the Appointment resource", and 2:3.116.4.2.2: an
+      unsuccessful $hold "SHALL return only an OperationOutcome resource". Not available is a
+      409 (the time is taken, the hold expired, the appointment is no longer proposed): the
+      cause stays the first issue and the IHE issue follows it.
+    - ``$book``, ITI-117 2:3.117.4.2.2: "An unsuccessful $book operation SHALL return only an
+      OperationOutcome resource within the Bundle": a searchset Bundle whose one entry is the
+      OperationOutcome (search.mode outcome), total 0.
+    - ``$find`` (ITI-115 2:3.115.4.2.4: 4xx with an OperationOutcome) keeps the plain shape.
+    """
+    oo = exc.outcome()
+    oo["issue"] += warnings
+    if op.code == "hold" and exc.status == 409:
+        for issue in oo["issue"]:
+            if issue.get("severity") == "error":
+                issue["severity"] = "fatal"
+        oo["issue"].insert(1, {
+            "severity": "fatal", "code": "not-found",
+            "diagnostics": "the appointment is not available to be held: " + exc.diagnostics,
+            "expression": ["Appointment"]})
+    body: dict[str, Any] | bytes = oo
+    if op.code == "book":
+        body = bundle("searchset", [_outcome_entry(oo)], total=0)
+    return FhirResponse(body, status_code=exc.status, headers=dict(exc.headers))
 
 
 def _handler(services: Services, op: Operation[Any]) -> Handler:
@@ -77,9 +134,16 @@ def _handler(services: Services, op: Operation[Any]) -> Handler:
         check_accept(request)
         ctx = context_for(request, settings.public_base, settings.base_path).through(
             "operation")
-        values = await inputs(request, op.definition, settings.max_body_bytes)
-        req = op.parse(values, request.path_params.get("id"))
-        return render(ctx.base_url, op.resource_type, await op.run(services, ctx, req))
+        warnings: list[dict[str, Any]] = []
+        try:
+            checked = await inputs(request, op.definition, settings.max_body_bytes)
+            warnings = ignored_issues(op.definition, checked.ignored)
+            values = await resolve(services, ctx, op.definition, checked.values)
+            req = op.parse(values, request.path_params.get("id"))
+            outcome = await op.run(services, ctx, req)
+        except FhirError as exc:
+            return refusal(op.definition, exc, warnings)
+        return render(ctx.base_url, op.resource_type, outcome, warnings)
 
     return handle
 

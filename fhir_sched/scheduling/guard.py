@@ -22,34 +22,16 @@ from ..errors import FhirError
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
-from . import claims
+from . import claims, participants
 from .admission import Breach, availability_breach, in_past
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested
 from .status import SLOT_STATUS, TAKING, check_transition
 
-# Participant actor types whose time is a bookable resource, with a capacity. A patient's time
-# is claimed too, with room for one appointment at a time (``patient_actors``).
-RESOURCE_TYPES = frozenset(
-    {"Practitioner", "PractitionerRole", "Location", "Device", "HealthcareService", "RelatedPerson"}
-)
-
-
 
 def resource_actors(appointment: dict[str, Any]) -> list[str]:
-    actors = []
-    for p in appointment.get("participant") or []:
-        if (
-            not isinstance(p, dict)
-            or p.get("status") == "declined"
-            or p.get("required") == "information-only"
-        ):
-            continue
-        actor = p.get("actor")
-        ref = actor.get("reference") if isinstance(actor, dict) else None
-        if isinstance(ref, str) and "://" not in ref and ref.split("/")[0] in RESOURCE_TYPES:
-            actors.append(ref)
-    return list(dict.fromkeys(actors))
+    """Every bookable actor, participant or device-participant extension (``participants``)."""
+    return participants.resource_actors(appointment)
 
 
 def patient_actors(appointment: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from ..scheduling import claims
 from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
 from ..scheduling.capacity import Policy, resource_policy, schedules_of, templates_policy
 from ..scheduling.extensions import hold_expiry
+from ..scheduling.participants import with_actor
 from ..scheduling.status import TAKING
 from ..scheduling.templates import Template, TemplateError, horizon, iter_units, parse_templates
 from ..scheduling.visit_types import (
@@ -66,6 +67,8 @@ class FindRequest:
     patient: list[str] = field(default_factory=list)
     timing: dict[str, Any] | None = None
     count: int = DEFAULT_COUNT
+    appointment_type: list[str] = field(default_factory=list)  # Argonaut appt-type; copied
+    insurance: list[Any] = field(default_factory=list)  # references or Coverage resources
 
 
 @dataclass(slots=True)
@@ -449,11 +452,10 @@ class FindService:
         appt["slot"] = slot_refs
         appt["requestedPeriod"] = [{"start": _iso_in(req.start, zone),
                                     "end": _iso_in(req.end, zone)}]
-        participants = [{"actor": {"reference": p}, "required": "required",
-                         "status": "needs-action"} for p in req.patient]
-        participants += [{"actor": {"reference": key}, "required": "required",
-                          "status": "needs-action"} for key in opt.resources]
-        appt["participant"] = participants
+        if req.appointment_type:
+            appt["appointmentType"] = {"coding": [_coding(req.appointment_type[0])]}
+        for actor in [*req.patient, *opt.resources]:  # a Device goes where ihe-sched-appt allows
+            appt = with_actor(appt, actor)
         return appt
 
 

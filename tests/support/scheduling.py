@@ -205,7 +205,13 @@ def bundle_resource(response: httpx.Response) -> Json:
 
 
 def outcome(response: httpx.Response) -> Json:
+    """The OperationOutcome of a refusal: the body, or for ``$book`` the one entry of the
+    Bundle that IHE ITI-117 (2:3.117.4.2.2) says carries only the OperationOutcome."""
     body = response.json()
+    if body.get("resourceType") == "Bundle":
+        [only] = body.get("entry", [])
+        assert only["search"]["mode"] == "outcome", body
+        body = only["resource"]
     assert body["resourceType"] == "OperationOutcome", body
     assert body["issue"], body
     return body
@@ -222,8 +228,16 @@ def starts(options: list[Json]) -> list[str]:
     return [o["start"] for o in options]
 
 
+DEVICE_PARTICIPANT_URL = EXT + "device-participant"
+
+
 def actors(appointment: Json) -> list[str]:
-    return [p["actor"]["reference"] for p in appointment.get("participant", [])]
+    """Participants, then the devices (which ihe-sched-appt keeps out of participant, so they
+    travel in the device-participant extension)."""
+    devices = [sub["valueReference"]["reference"]
+               for e in appointment.get("extension", []) if e["url"] == DEVICE_PARTICIPANT_URL
+               for sub in e["extension"] if sub["url"] == "actor"]
+    return [p["actor"]["reference"] for p in appointment.get("participant", [])] + devices
 
 
 def utc(value: str) -> datetime:
