@@ -293,3 +293,11 @@ async def test_absolute_reference_to_this_server_is_the_same_practitioner(
     absolute = await fhir.get("/Appointment/$find", params={
         "start": START, "end": END, "practitioner": f"{fhir.base_url}{doctor}", "_count": "2"})
     assert matches(relative) and matches(absolute) == matches(relative)
+
+
+async def test_formatting_parameters_are_not_unknown_inputs(fhir: httpx.AsyncClient) -> None:
+    r = await fhir.get("/Appointment/$find", params={
+        "start": START, "end": END, "_format": "json", "_pretty": "true"},
+        headers={"prefer": "handling=strict"})
+    assert r.status_code == 200, r.text
+    assert outcome_entries(r) == []

@@ -161,3 +161,17 @@ async def test_malformed_book_is_a_bundle_with_only_the_outcome(
     oo = refusal_outcome(r)
     assert issue_codes(oo)[0] == ("error", "invalid")
     assert oo["issue"][0]["expression"][0].startswith("appointment-")
+
+
+async def test_unknown_parameter_under_strict_handling_is_a_refusal_naming_it(
+        fhir: httpx.AsyncClient) -> None:
+    cal = await calendar(fhir)
+    body = book_body(("appointment-resource", example(cal, await patient(fhir), "pending")),
+                     ("x-priority", "high"))
+    r = await fhir.post("/Appointment/$book", json=body, headers={"prefer": "handling=strict"})
+    assert r.status_code == 400, r.text
+    assert refusal_outcome(r)["issue"][0]["expression"] == ["x-priority"]
+    lenient = await fhir.post("/Appointment/$book", json=body)
+    assert appointment_of(lenient)["status"] == "booked"
+    [oo] = outcome_entries(lenient)
+    assert issue_codes(oo) == [("warning", "not-supported")]

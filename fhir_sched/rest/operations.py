@@ -40,13 +40,15 @@ Handler = Callable[[Request], Awaitable[Response]]
 # Search-result parameters a POST may carry in its query string beside a Parameters body: the
 # Argonaut IG invokes ``POST [base]/Appointment/$find?{_count}``.
 _QUERY_ON_POST = frozenset({"_count"})
+# How to render the answer, not inputs of the operation (FHIR http.html general parameters).
+_FORMATTING = frozenset({"_format", "_pretty"})
 
 
 async def inputs(request: Request, op: OperationDef, limit: int) -> Checked:
     """A GET's query string, or a POST's Parameters resource (or form, for GET-able ops).
     Unknown names are ignored and reported, or refused under ``Prefer: handling=strict``."""
     strict = prefer_strict(request)
-    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format",)]
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in _FORMATTING]
     if request.method == "GET":
         return from_query(op, query, strict)
     ctype = check_content_type(request, (*JSON_TYPES, FORM))

@@ -94,16 +94,3 @@ def resource_actors(appointment: dict[str, Any]) -> list[str]:
             actors.append(ref)
     return list(dict.fromkeys(actors))
 
-
-def off_profile_participants(appointment: dict[str, Any]) -> list[str]:
-    """Participant actors ``ihe-sched-appt`` does not allow (empty for a conforming one), plus
-    participants with no actor at all, which it does not allow either (actor is 1..1)."""
-    out = []
-    for n, p in enumerate(appointment.get("participant") or []):
-        actor = p.get("actor") if isinstance(p, dict) else None
-        ref = actor.get("reference") if isinstance(actor, dict) else None
-        if not isinstance(actor, dict):
-            out.append(f"participant[{n}] (no actor)")
-        elif isinstance(ref, str) and _type_of(ref) not in PROFILE_ACTOR_TYPES:
-            out.append(ref)
-    return out
