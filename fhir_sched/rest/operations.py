@@ -28,7 +28,7 @@ from .http import (
     check_accept,
     check_content_type,
     context_for,
-    parse_json,
+    parse_body,
     read_body,
 )
 
@@ -51,7 +51,7 @@ async def inputs(request: Request, op: OperationDef, limit: int) -> Inputs:
     if query:
         raise bad_request(f"POST ${op.code} takes its inputs in the Parameters body, not the "
                           "query string", [query[0][0]])
-    return from_parameters(op, parse_json(raw))
+    return from_parameters(op, parse_body(raw, ctype))
 
 
 def render(base: str, type_: str, outcome: Outcome) -> FhirResponse:
