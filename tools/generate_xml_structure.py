@@ -42,6 +42,7 @@ JSON_KINDS = {"boolean": "boolean", "integer": "integer", "positiveInt": "intege
               "unsignedInt": "integer", "decimal": "decimal"}
 # Constraint profiles used as types name their base type on the wire.
 PROFILE_BASE = {"SimpleQuantity": "Quantity", "MoneyQuantity": "Quantity"}
+RESOURCE = "Resource"
 
 
 def _assets() -> ModuleType:
@@ -73,7 +74,7 @@ def _type_code(t: dict[str, Any]) -> str:
     return PROFILE_BASE.get(code, code)
 
 
-def _structures(sd: dict[str, Any]) -> dict[str, list[list[Any]]]:
+def _structures(sd: dict[str, Any], resources: set[str]) -> dict[str, list[list[Any]]]:
     """Every structure of one definition (itself and its nested backbones), children in
     snapshot order."""
     elements = sd["snapshot"]["element"]
@@ -99,7 +100,10 @@ def _structures(sd: dict[str, Any]) -> dict[str, list[list[Any]]]:
         elif "contentReference" in el:
             types = [el["contentReference"].lstrip("#")]
         else:
-            types = [_type_code(t) for t in el["type"]]
+            # XML wraps every resource-valued element alike; the redistribution types
+            # Bundle.entry.response.outcome as OperationOutcome where R4 says Resource
+            types = [RESOURCE if code in resources else code
+                     for code in (_type_code(t) for t in el["type"])]
         out.setdefault(parent, []).append([name, types, flags])
     return out
 
@@ -108,7 +112,9 @@ def build() -> dict[str, Any]:
     primitives: dict[str, str] = {}
     resources: list[str] = []
     structures: dict[str, list[list[Any]]] = {}
-    for sd in _definitions():
+    definitions = _definitions()
+    resource_names = {sd["type"] for sd in definitions if sd["kind"] == "resource"}
+    for sd in definitions:
         if sd.get("derivation") == "constraint":
             continue
         if sd["kind"] == "primitive-type":
@@ -118,7 +124,11 @@ def build() -> dict[str, Any]:
             continue
         if sd["kind"] == "resource":
             resources.append(sd["type"])
-        structures.update(_structures(sd))
+        structures.update(_structures(sd, resource_names))
+    unknown = {t for rows in structures.values() for _, types, _ in rows for t in types
+               if t not in structures and t not in primitives and t != RESOURCE}
+    if unknown:
+        raise SystemExit(f"types with no definition: {sorted(unknown)}")
     return {"source": "FHIR R4 4.0.1 StructureDefinition snapshots",
             "primitives": dict(sorted(primitives.items())), "resources": sorted(resources),
             "structures": dict(sorted(structures.items()))}
