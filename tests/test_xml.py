@@ -459,3 +459,13 @@ async def test_an_operation_with_a_malformed_xml_parameters_body_is_a_400(
                        b'<valueDateTime value="2031-05-06"/></parameter></Parameters>')
     assert r.status_code == 400
     assert "only once" in read(r, fhir_schema)["issue"][0]["diagnostics"]
+
+
+async def test_a_narrative_the_json_door_took_is_still_answered_in_xml(
+        fhir: httpx.AsyncClient, xml: httpx.AsyncClient, fhir_schema: SchemaValidator) -> None:
+    pid = await created(fhir, {"resourceType": "Patient", "identifier": [ident()],
+                               "text": {"status": "generated", "div": "<div>a&nbsp;b</div>"}})
+    r = await xml.get(f"/Patient/{pid}")
+    assert r.status_code == 200
+    assert read(r, fhir_schema)["text"]["div"] == (
+        '<div xmlns="http://www.w3.org/1999/xhtml">a\u00a0b</div>')

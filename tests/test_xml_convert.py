@@ -22,6 +22,7 @@ import pytest
 from fhir_sched.rest.fhirxml import XmlError, json_to_xml, parse_xml, to_xml, xml_to_json
 from tests.support.fhir_assets import r4_examples_dir
 
+Json = dict[str, Any]
 FHIR = "{http://hl7.org/fhir}"
 XHTML = "http://www.w3.org/1999/xhtml"
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,3 +300,29 @@ def test_writing_refuses_json_that_is_not_fhir() -> None:
         to_xml({"resourceType": "Patient", "nickname": "x"})
     with pytest.raises(XmlError, match="not a valid JSON value for a boolean"):
         to_xml({"resourceType": "Patient", "active": "yes"})
+
+
+# -- narrative the JSON door stored that is not strict XHTML: answered, never refused --------
+def _div_of(xml: bytes) -> Any:
+    node = fromstring(xml).find(f"{FHIR}text/{{{XHTML}}}div")
+    assert node is not None
+    return node
+
+
+def _with_div(div: str) -> Json:
+    return {"resourceType": "Patient", "text": {"status": "generated", "div": div}}
+
+
+def test_a_stored_div_without_the_xhtml_namespace_is_put_in_it() -> None:
+    node = _div_of(to_xml(_with_div("<div><p>hi</p></div>")))
+    assert [c.tag for c in node] == [f"{{{XHTML}}}p"]
+
+
+def test_html_entity_names_in_a_stored_div_become_characters() -> None:
+    node = _div_of(to_xml(_with_div(f'<div xmlns="{XHTML}">a&nbsp;b &amp; c</div>')))
+    assert node.text == "a\u00a0b & c"
+
+
+def test_a_stored_div_that_is_not_xhtml_is_carried_as_text() -> None:
+    node = _div_of(to_xml(_with_div("plain <b>text")))
+    assert (node.text, list(node)) == ("plain <b>text", [])
