@@ -138,7 +138,7 @@ async def test_statement_lists_every_hosted_type_once(fhir: httpx.AsyncClient) -
     cs = (await fhir.get("/metadata")).json()
     types = [r["type"] for r in cs["rest"][0]["resource"]]
     assert sorted(types) == sorted((*HOSTED_TYPES, *CONFORMANCE_TYPES))
-    assert cs["format"] == ["json"] or set(cs["format"]) <= {"json", "application/fhir+json"}
+    assert set(cs["format"]) == {"json", "application/fhir+json", "xml", "application/fhir+xml"}
     assert cs["fhirVersion"] == "4.0.1"
 
 

@@ -99,7 +99,7 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
                                                    for c in sorted(type_interactions[t])]})
     rest: dict[str, Any] = {
         "mode": "server",
-        "documentation": "FHIR R4 JSON only (no XML). Dates with a time need an offset.",
+        "documentation": "FHIR R4 JSON and XML. Dates with a time need an offset.",
         "resource": resources,
         "interaction": [{"code": c} for c in sorted(system_interactions)],
     }

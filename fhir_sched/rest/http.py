@@ -1,32 +1,139 @@
 """HTTP details of the FHIR API: media types, body limits, version headers, Prefer.
 
 Kept apart from the route handlers so that operations and interactions share one reading of
-the rules (RFC 7232 weak ETags as FHIR uses them, ``Prefer: return=``, XML refused clearly).
+the rules (RFC 7232 weak ETags as FHIR uses them, ``Prefer: return=``, JSON or XML).
+
+Handlers speak JSON only. The format is negotiated once per request (``_format``, then
+``Accept`` with quality values, then the request body's own type) and applied at the edges:
+``parse_body`` reads an XML body into the JSON form before any validation, and
+``FhirResponse`` converts its JSON to XML as it is sent, for every answer including errors.
+A JSON answer never pays for this beyond one scan of the request headers.
 """
 
 from __future__ import annotations
 
 from datetime import UTC
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request
 from ..storage.base import Record
 from ..timeutil import parse_instant
+from .fhirxml import XmlError, json_to_xml, parse_xml
 
 FHIR_JSON = "application/fhir+json"
+FHIR_XML = "application/fhir+xml"
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
 XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir")
 PATCH_JSON = "application/json-patch+json"
 FORM = "application/x-www-form-urlencoded"
-_FORMAT_JSON = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+_FORMAT_JSON = {"json", *JSON_TYPES}
+_FORMAT_XML = {"xml", *XML_TYPES}
+_XML_CONTENT_TYPE = (FHIR_XML + "; charset=utf-8").encode("latin-1")
+_STATE_KEY = "fhir_format"
+
+Format = Literal["json", "xml"]
+
+
+def _format_param(query_string: bytes) -> str | None:
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key == "_format":
+            return value
+    return None
+
+
+def _format_of(value: str) -> Format | None:
+    # an unencoded "+" in "_format=application/fhir+xml" arrives as a space
+    kind = value.split(";")[0].strip().lower().replace(" ", "+")
+    if kind in _FORMAT_JSON:
+        return "json"
+    if kind in _FORMAT_XML:
+        return "xml"
+    return None
+
+
+def _media_format(kind: str) -> Format | Literal["any"] | None:
+    if kind in JSON_TYPES or kind.endswith("+json"):
+        return "json"
+    if kind in XML_TYPES or kind.endswith("+xml"):
+        return "xml"
+    if kind in ("*/*", "application/*", "text/*", ""):
+        return "any"
+    return None
+
+
+def _accept_format(accept: str) -> Format | Literal["any"] | None:
+    """The best acceptable format by quality; at equal quality a named type wins over a
+    wildcard, then the one listed first. ``None``: nothing we produce is acceptable."""
+    best: tuple[float, int, int] | None = None
+    chosen: Format | Literal["any"] | None = None
+    for i, part in enumerate(accept.split(",")):
+        kind, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        fmt = _media_format(kind.lower())
+        if fmt is None or q <= 0:
+            continue
+        rank = (q, 0 if fmt == "any" else 1, -i)
+        if best is None or rank > best:
+            best, chosen = rank, fmt
+    return chosen
+
+
+def negotiate(scope: Scope) -> Format | None:
+    """The request's answer format: ``_format``, else ``Accept``, else the format of its body
+    (a client that sent XML and named no preference reads XML back), else JSON. ``None`` when
+    the client asked only for formats this server does not produce."""
+    state = scope.setdefault("state", {})
+    if _STATE_KEY in state:
+        return state[_STATE_KEY]  # type: ignore[no-any-return]
+    accept = content_type = None
+    for key, value in scope.get("headers", ()):
+        if key == b"accept":
+            accept = value.decode("latin-1")
+        elif key == b"content-type":
+            content_type = value.decode("latin-1")
+    result: Format | None
+    fmt = _format_param(scope.get("query_string", b"")) if b"_format" in scope.get(
+        "query_string", b"") else None
+    if fmt is not None:
+        result = _format_of(fmt)
+    else:
+        chosen = _accept_format(accept) if accept and accept.strip() else "any"
+        if chosen == "any":
+            body_is_xml = (content_type is not None
+                           and content_type.split(";")[0].strip().lower() in XML_TYPES)
+            result = "xml" if body_is_xml else "json"
+        else:
+            result = chosen
+    state[_STATE_KEY] = result
+    return result
+
+
+def _may_want_xml(scope: Scope) -> bool:
+    """A cheap test that is false for every request that certainly gets JSON."""
+    if b"_format" in scope.get("query_string", b""):
+        return True
+    return any(key in (b"accept", b"content-type") and b"xml" in value.lower()
+               for key, value in scope.get("headers", ()))
 
 
 class FhirResponse(Response):
+    """A FHIR answer: built from JSON (stored bytes or values), sent as XML when the request
+    negotiated XML."""
+
     media_type = FHIR_JSON + "; charset=utf-8"
 
     def render(self, content: Any) -> bytes:
@@ -35,6 +142,17 @@ class FhirResponse(Response):
         if isinstance(content, bytes):
             return content
         return orjson.dumps(content)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.body and _may_want_xml(scope) and negotiate(scope) == "xml":
+            self.body = json_to_xml(bytes(self.body))
+            self.raw_headers = [
+                *((k, v) for k, v in self.raw_headers
+                  if k not in (b"content-type", b"content-length")),
+                (b"content-length", str(len(self.body)).encode("latin-1")),
+                (b"content-type", _XML_CONTENT_TYPE),
+            ]
+        await super().__call__(scope, receive, send)
 
 
 def base_url(request: Request, configured: str, base_path: str) -> str:
@@ -64,36 +182,28 @@ def context_for(request: Request, configured_base: str, base_path: str) -> Reque
 
 
 def check_accept(request: Request) -> None:
+    if negotiate(request.scope) is not None:
+        return
     fmt = request.query_params.get("_format")
-    if fmt is not None and fmt.split(";")[0].strip() not in _FORMAT_JSON:
-        if "xml" in fmt:
-            raise FhirError(406, "not-supported", "XML is not supported; this server speaks "
-                            "FHIR JSON only (_format=json)")
-        raise FhirError(406, "not-supported", f"_format {fmt!r} is not supported; use json")
-    accept = request.headers.get("accept")
-    if not accept:
-        return
-    kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
-    if any(k in JSON_TYPES or k in ("*/*", "application/*", "") or k.endswith("+json")
-           for k in kinds):
-        return
-    if any(k in XML_TYPES for k in kinds):
-        raise FhirError(406, "not-supported",
-                        "XML is not supported; ask for application/fhir+json")
-    raise FhirError(406, "not-supported",
-                    f"cannot produce {accept!r}; this server produces application/fhir+json")
+    if fmt is not None:
+        raise FhirError(406, "not-supported", f"_format {fmt!r} is not supported; use json "
+                        "or xml")
+    raise FhirError(406, "not-supported", f"cannot produce {request.headers.get('accept')!r}; "
+                    f"this server produces {FHIR_JSON} and {FHIR_XML}")
 
 
 def check_content_type(request: Request, allowed: tuple[str, ...] = JSON_TYPES) -> str:
+    """The body's media type; wherever a FHIR JSON resource is taken, FHIR XML is too (read
+    by ``parse_body``)."""
     raw = request.headers.get("content-type")
     if raw is None:
         return allowed[0]
     kind = raw.split(";")[0].strip().lower()
-    if kind in allowed:
+    if kind in allowed or (kind in XML_TYPES and FHIR_JSON in allowed):
         return kind
-    if kind in XML_TYPES:
-        raise FhirError(415, "not-supported",
-                        "XML is not supported; send application/fhir+json")
+    if kind in XML_TYPES and PATCH_JSON in allowed:
+        raise FhirError(415, "not-supported", f"PATCH takes a JSON Patch ({PATCH_JSON}); "
+                        "FHIRPath Patch in XML is not supported")
     raise FhirError(415, "not-supported",
                     f"content type {kind!r} is not accepted here; use {' or '.join(allowed)}")
 
@@ -122,6 +232,20 @@ def parse_json(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
+
+
+def parse_body(raw: bytes, kind: str) -> Any:
+    """A request body of the media type ``check_content_type`` returned, in the JSON form, so
+    that one validation path serves both formats."""
+    if kind not in XML_TYPES:
+        return parse_json(raw)
+    if not raw.strip():
+        raise bad_request("the request body is empty; a FHIR XML resource was expected")
+    try:
+        return parse_xml(raw)
+    except XmlError as exc:
+        raise FhirError(400, "structure", f"invalid FHIR XML: {exc.message}",
+                        expression=[exc.location] if exc.location else None) from None
 
 
 def parse_etag(value: str | None, header: str) -> int | None:

@@ -29,7 +29,7 @@ from .http import (
     check_accept,
     check_content_type,
     context_for,
-    parse_json,
+    parse_body,
     prefer_strict,
     read_body,
 )
@@ -63,7 +63,7 @@ async def inputs(request: Request, op: OperationDef, limit: int) -> Checked:
     if stray:
         raise bad_request(f"POST ${op.code} takes its inputs in the Parameters body, not the "
                           "query string", [stray[0]])
-    return from_parameters(op, parse_json(raw), strict, extra=query)
+    return from_parameters(op, parse_body(raw, ctype), strict, extra=query)
 
 
 def ignored_issues(op: OperationDef, ignored: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -33,8 +33,8 @@ from .http import (
     check_accept,
     check_content_type,
     context_for,
+    parse_body,
     parse_etag,
-    parse_json,
     prefer_return,
     prefer_strict,
     read_body,
@@ -67,8 +67,8 @@ class FhirRoutes:
         return str(type_)
 
     async def _json_body(self, request: Request, allowed: tuple[str, ...] = JSON_TYPES) -> Any:
-        check_content_type(request, allowed)
-        return parse_json(await read_body(request, self.settings.max_body_bytes))
+        kind = check_content_type(request, allowed)
+        return parse_body(await read_body(request, self.settings.max_body_bytes), kind)
 
     def _saved(self, request: Request, saved: Saved, status: int | None = None) -> Response:
         ctx = self.ctx(request)
@@ -158,7 +158,7 @@ class FhirRoutes:
         ctype = check_content_type(request, (*JSON_TYPES, FORM))
         if ctype == FORM:
             raise bad_request("form bodies are only accepted at [type]/_search")
-        body = parse_json(await read_body(request, self.settings.max_body_bytes))
+        body = parse_body(await read_body(request, self.settings.max_body_bytes), ctype)
         inx = request.headers.get("if-none-exist")
         q = None
         if inx:
