@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -19,7 +20,7 @@ from fhir_sched.context import RequestContext
 from fhir_sched.errors import FhirError
 from fhir_sched.settings import Settings
 from tests.support.scheduling import hours, schedule, template, uid
-from tests.support.server import cleanup_dir, store_url
+from tests.support.server import cleanup_dir, servers, store_url
 
 FLAG = "https://fhir-sched.org/fhir/StructureDefinition/booking-flag"
 FEED = RequestContext.system("test-feed")
@@ -105,3 +106,26 @@ async def test_the_same_booking_from_an_ordinary_caller_is_refused(core: Core) -
                                              appointment(dr, SATURDAY))
     assert refused.value.status == 409
     assert "not available" in str(refused.value)
+
+
+async def test_staff_find_flagged_bookings_by_the_rule_they_break(
+        store_kind: str, mongo_uri: str | None) -> None:
+    url = store_url(store_kind, mongo_uri, "of_record_search")
+    c = build(Settings(store=url))
+    await c.start()
+    try:
+        dr = await practitioner(c)
+        res = c.services.resources
+        clean = await res.create(FEED, "Appointment", appointment(dr, TUESDAY))
+        flagged = await res.create(FEED, "Appointment", appointment(dr, SATURDAY))
+    finally:
+        await c.close()
+    with servers(url) as [server]:
+        async with httpx.AsyncClient(base_url=server.base) as fhir:
+            by_rule = await fhir.get("/Appointment", params={
+                "actor": dr, "booking-flag": "outside-availability"})
+            any_flag = await fhir.get("/Appointment", params={
+                "actor": dr, "booking-flag:missing": "false"})
+    assert [e["resource"]["id"] for e in by_rule.json()["entry"]] == [flagged.record.id]
+    assert [e["resource"]["id"] for e in any_flag.json()["entry"]] == [flagged.record.id]
+    assert clean.record.id != flagged.record.id

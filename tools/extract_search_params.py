@@ -164,7 +164,31 @@ def compact(resource: dict[str, Any], base: str) -> dict[str, Any]:
 
 def custom_search_parameters() -> list[dict[str, Any]]:
     """Our own parameters: R4 has ``start`` but no ``end`` search on Slot and Appointment,
-    and "slots ending before X" is a core scheduling query."""
+    and "slots ending before X" is a core scheduling query; staff find the bookings a calendar
+    of record made against the rules by ``booking-flag``."""
+    return [*_end_parameters(), {
+        "resourceType": "SearchParameter",
+        "id": "Appointment-booking-flag",
+        "url": f"{CUSTOM_URL}Appointment-booking-flag",
+        "name": "AppointmentBookingFlag",
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-sched",
+        "description": (
+            "The rules a booking recorded from a calendar of record breaks (past, "
+            "outside-availability, patient-overlap, capacity), from its booking-flag "
+            "extensions; `booking-flag:missing=false` finds every flagged booking."
+        ),
+        "code": "booking-flag",
+        "base": ["Appointment"],
+        "type": "token",
+        "expression": "Appointment.extension('https://fhir-sched.org/fhir/StructureDefinition/"
+                      "booking-flag').extension('rule').value",
+        "xpathUsage": "normal",
+    }]
+
+
+def _end_parameters() -> list[dict[str, Any]]:
     return [
         {
             "resourceType": "SearchParameter",
