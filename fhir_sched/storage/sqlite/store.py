@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -218,3 +218,34 @@ class SqliteStore:
                 (lo, hi)))
 
         return await self._read(run)
+
+    # -- $find proposals ---------------------------------------------------------------------
+    async def put_proposals(self, proposals: Sequence[tuple[str, bytes]], expires: str,
+                            now: str) -> None:
+        rows = [(id_, body, expires) for id_, body in proposals]
+
+        async def run(unit: SqliteUnit) -> None:
+            # Queued with the atomic units so it shares their group commit (one fsync), but
+            # touches only its own table.
+            conn = unit.connection
+            conn.execute("DELETE FROM proposals WHERE id IN (SELECT id FROM proposals WHERE "
+                         "expires < ? LIMIT ?)", (now, _PRUNE))
+            conn.executemany(
+                "INSERT INTO proposals(id, body, expires) VALUES (?, ?, ?) ON CONFLICT(id) "
+                "DO UPDATE SET body = excluded.body, expires = excluded.expires", rows)
+
+        if rows:
+            await self.atomic(run)
+
+    async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
+        def run(c: sqlite3.Connection) -> tuple[bytes, str] | None:
+            row = c.execute("SELECT body, expires FROM proposals WHERE id = ?",
+                            (id_,)).fetchone()
+            return (bytes(row[0]), row[1]) if row else None
+
+        return await self._read(run)
+
+
+# Expired proposals dropped per put: bounded work on the find path, and proposals expire at the
+# rate they are made, so pruning keeps pace.
+_PRUNE = 2000
