@@ -54,7 +54,11 @@ async def inputs(request: Request, op: OperationDef, limit: int) -> Inputs:
     return from_parameters(op, parse_json(raw))
 
 
-def render(base: str, type_: str, outcome: Outcome) -> FhirResponse:
+def render(base: str, type_: str, outcome: Outcome,
+           warnings: list[dict[str, Any]] | None = None) -> FhirResponse:
+    """The Outcome as a searchset Bundle: its resources as matches, its total (a page's result
+    size, or the entry count), its links under the FHIR base, and any warnings (the outcome's
+    and the door's) as one OperationOutcome entry with search.mode outcome."""
     entries = []
     for res in outcome.resources:
         body = res if isinstance(res, bytes) else orjson.dumps(res)
@@ -62,12 +66,31 @@ def render(base: str, type_: str, outcome: Outcome) -> FhirResponse:
         entries.append(entry(base, type_, rid, body, search={"mode": "match"}) if rid else {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": orjson.Fragment(body),
             "search": {"mode": "match"}})
+    total = outcome.total if outcome.paged else len(entries)
+    issues = [*outcome.issues, *(warnings or [])]
+    if issues:
+        entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": {
+            "resourceType": "OperationOutcome", "issue": issues}, "search": {"mode": "outcome"}})
     headers: dict[str, str] = {}
     if outcome.version is not None:
         headers["ETag"] = f'W/"{outcome.version}"'
     if outcome.expires is not None:
         headers["Expires"] = format_datetime(parse_instant(outcome.expires), usegmt=True)
-    return FhirResponse(bundle("searchset", entries, total=len(entries)), headers=headers)
+    links = [(rel, f"{base}/{url}") for rel, url in outcome.links]
+    return FhirResponse(bundle("searchset", entries, total=total, links=links),
+                        headers=headers)
+
+
+def _resumed(request: Request, op: Operation[Any]) -> Any:
+    """The request a paging link carries, or None when this is not one (``_cursor``)."""
+    if op.resume is None or "_cursor" not in request.query_params:
+        return None
+    names = [k for k in request.query_params if k != "_format"]
+    if request.method != "GET" or names != ["_cursor"] or len(
+            request.query_params.getlist("_cursor")) != 1:
+        raise bad_request("a _cursor carries the whole request: GET it alone, exactly as the "
+                          "Bundle link gives it", ["_cursor"])
+    return op.resume(request.query_params["_cursor"])
 
 
 def _handler(services: Services, op: Operation[Any]) -> Handler:
@@ -77,8 +100,10 @@ def _handler(services: Services, op: Operation[Any]) -> Handler:
         check_accept(request)
         ctx = context_for(request, settings.public_base, settings.base_path).through(
             "operation")
-        values = await inputs(request, op.definition, settings.max_body_bytes)
-        req = op.parse(values, request.path_params.get("id"))
+        req = _resumed(request, op)
+        if req is None:
+            values = await inputs(request, op.definition, settings.max_body_bytes)
+            req = op.parse(values, request.path_params.get("id"))
         return render(ctx.base_url, op.resource_type, await op.run(services, ctx, req))
 
     return handle
