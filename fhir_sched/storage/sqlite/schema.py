@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS claims(
 CREATE INDEX IF NOT EXISTS claims_owner ON claims(owner_type, owner_id);
 -- $find proposals a client may reference by id until they expire (not resources: no history).
 CREATE TABLE IF NOT EXISTS proposals(
-  id TEXT PRIMARY KEY, body BLOB NOT NULL, expires TEXT NOT NULL) WITHOUT ROWID;
+  id TEXT PRIMARY KEY, body BLOB NOT NULL, expires TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS proposals_expires ON proposals(expires);
 """
 

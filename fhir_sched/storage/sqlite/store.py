@@ -224,18 +224,38 @@ class SqliteStore:
                             now: str) -> None:
         rows = [(id_, body, expires) for id_, body in proposals]
 
-        async def run(unit: SqliteUnit) -> None:
-            # Queued with the atomic units so it shares their group commit (one fsync), but
-            # touches only its own table.
-            conn = unit.connection
-            conn.execute("DELETE FROM proposals WHERE id IN (SELECT id FROM proposals WHERE "
-                         "expires < ? LIMIT ?)", (now, _PRUNE))
-            conn.executemany(
-                "INSERT INTO proposals(id, body, expires) VALUES (?, ?, ?) ON CONFLICT(id) "
-                "DO UPDATE SET body = excluded.body, expires = excluded.expires", rows)
+        def run() -> None:
+            # On the writer thread, between batches of units. Without the fsync a resource
+            # commit pays (synchronous=NORMAL for this transaction only: WAL then still survives
+            # a killed process, and the next full commit makes it durable): a proposal is only
+            # an offer, and this write sits on every $find. Measured: ~5 ms -> <1 ms.
+            conn = self._wconn
+            assert conn is not None
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("DELETE FROM proposals WHERE id IN (SELECT id FROM proposals "
+                                 "WHERE expires < ? LIMIT ?)", (now, _PRUNE))
+                    conn.executemany(
+                        "INSERT INTO proposals(id, body, expires) VALUES (?, ?, ?) ON "
+                        "CONFLICT(id) DO UPDATE SET body = excluded.body, "
+                        "expires = excluded.expires", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                error = translate(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
 
         if rows:
-            await self.atomic(run)
+            await self._in_writer(run)
 
     async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
         def run(c: sqlite3.Connection) -> tuple[bytes, str] | None:

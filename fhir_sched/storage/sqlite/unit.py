@@ -20,12 +20,6 @@ class SqliteUnit:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    @property
-    def connection(self) -> sqlite3.Connection:
-        """The writer connection, for this adapter's own statements on tables outside the
-        port's unit vocabulary (``proposals``)."""
-        return self._conn
-
     async def get(self, type_: str, id_: str) -> Record | None:
         return get_current(self._conn, type_, id_)
 
