@@ -24,8 +24,12 @@ is the fallback for everyone, which keeps one path:
 What is held or booked from a proposal gets a fresh stored id: the proposal stays what it was
 (others may still hold it, and the booking guard decides who gets the time).
 
-Cost, measured with ``bench/scheduling_bench.py`` (see the report in the commit): one extra
-write per ``$find`` page, batched into one statement and queued with the store's group commit.
+Cost: one extra write per ``$find`` page (one statement for the page's rows), never inside an
+atomic unit, so it does not queue behind bookings or take MongoDB's unit counter. Measured
+in-process on SQLite (50 practitioners of one specialty, 31-day window, a loaded 2-core box):
+``_count=10``, $find p50 11.8 ms of which keeping the ids 0.5 ms; ``_count=100``, 13.0 ms of
+which 1.9 ms. With the resource commit's fsync the write was 5-7 ms, which is why SQLite keeps
+proposals without it (``SqliteStore.put_proposals``). Digest and serialisation: ~9 us each.
 """
 
 from __future__ import annotations
