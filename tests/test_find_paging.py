@@ -301,3 +301,19 @@ async def test_a_link_from_one_worker_works_on_another(own_store: str,
     assert len(matches(second)) == 10
     assert second["total"] == IN_TWO_WEEKS
     assert not set(starts(first)) & set(starts(second))
+
+
+async def test_paging_stops_at_the_stated_limit_with_a_warning(fhir: httpx.AsyncClient) -> None:
+    cal = await practitioner_calendar(fhir, days=ALL_DAYS, start="00:00:00", end="00:00:00",
+                                      slot=15)
+    last = cursor({"start": "2037-12-01T00:00:00Z", "end": "2037-12-31T00:00:00Z",
+                   "specialty": [cal.specialty], "count": 50, "offset": 950})
+    bundle = await page(fhir, f"/Appointment/$find?_cursor={last}")
+    assert len(matches(bundle)) == 50
+    assert link(bundle, "next") is None
+    assert link(bundle, "previous") is not None
+    assert any("1000" in i["diagnostics"] for i in outcome_issues(bundle))
+    beyond = cursor({"start": "2037-12-01T00:00:00Z", "end": "2037-12-31T00:00:00Z",
+                     "specialty": [cal.specialty], "offset": 1001})
+    r = await fhir.get("/Appointment/$find", params={"_cursor": beyond})
+    assert r.status_code == 400 and names_parameter(r, "_cursor")

@@ -144,3 +144,11 @@ async def test_posting_the_proposal_back_still_holds_it(fhir: httpx.AsyncClient)
     assert held["status"] == "pending"
     assert held["id"] != chosen["id"]
     assert held["start"] == chosen["start"]
+
+
+async def test_a_proposal_holds_at_its_instance_url(fhir: httpx.AsyncClient) -> None:
+    chosen = (await options(fhir, 1))[0]
+    r = await fhir.post(f"/Appointment/{chosen['id']}/$hold",
+                        json={"resourceType": "Parameters"})
+    held = bundle_resource(r)
+    assert held["status"] == "pending" and held["start"] == chosen["start"]

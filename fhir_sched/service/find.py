@@ -263,7 +263,11 @@ class FindService:
         page = [o for o in options[req.offset:req.offset + req.count] if o.start >= now]
         proposals = [self._proposal(o, by_key, visit, req) for o in page]
         await self.proposals.keep(proposals)
-        more = len(options) > req.offset + req.count and req.offset + req.count < MAX_TOTAL
+        more = len(options) > req.offset + req.count
+        if more and req.count and req.offset + req.count >= MAX_TOTAL:
+            more = False
+            warnings.append(_warning(f"paging stops at {MAX_TOTAL} options; narrow the window "
+                                     "(start later) to see the options after these", "_cursor"))
         return FindResult(proposals, req, total, more, warnings)
 
     async def _search(self, groups: list[list[_Calendar]], start: datetime, end: datetime,
