@@ -317,3 +317,12 @@ async def test_paging_stops_at_the_stated_limit_with_a_warning(fhir: httpx.Async
                      "specialty": [cal.specialty], "offset": 1001})
     r = await fhir.get("/Appointment/$find", params={"_cursor": beyond})
     assert r.status_code == 400 and names_parameter(r, "_cursor")
+
+
+async def test_the_capability_statement_states_the_find_limits(fhir: httpx.AsyncClient) -> None:
+    cs = (await fhir.get("/metadata")).json()
+    [appointment] = [r for r in cs["rest"][0]["resource"] if r["type"] == "Appointment"]
+    [find_op] = [o for o in appointment["operation"] if o["name"] == "find"]
+    text = find_op["documentation"]
+    for fact in ("maximum 100", "up to 1000", "_cursor", "365", "before now"):
+        assert fact in text, fact
