@@ -888,3 +888,25 @@ async def test_write_all_stops_at_a_version_conflict_keeping_the_writes_before_i
     assert await store.atomic(run) == 1
     assert await store.get("Patient", "wc-1") is not None
     assert await store.get("Patient", "wc-2") is None
+
+
+async def test_proposals_are_kept_until_they_expire_and_shared_across_stores(
+        open_store: StoreFactory) -> None:
+    one, two = await open_store(), await open_store()
+    await one.put_proposals([("p-1", b'{"a":1}'), ("p-2", b'{"a":2}')],
+                            "2026-03-01T10:00:00.000Z", "2026-03-01T09:00:00.000Z")
+    assert await two.get_proposal("p-1") == (b'{"a":1}', "2026-03-01T10:00:00.000Z")
+    assert await two.get_proposal("unknown") is None
+    # offered again: same id, content and expiry replaced
+    await two.put_proposals([("p-1", b'{"a":3}')], "2026-03-01T11:00:00.000Z",
+                            "2026-03-01T09:30:00.000Z")
+    assert await one.get_proposal("p-1") == (b'{"a":3}', "2026-03-01T11:00:00.000Z")
+    # an expired proposal stays readable (so "expired" can be told from "unknown") until a
+    # later put passes its expiry, which drops it
+    assert await one.get_proposal("p-2") == (b'{"a":2}', "2026-03-01T10:00:00.000Z")
+    await one.put_proposals([("p-3", b"{}")], "2026-03-01T12:00:00.000Z",
+                            "2026-03-01T10:30:00.000Z")
+    assert await two.get_proposal("p-2") is None
+    assert await two.get_proposal("p-1") is not None
+    await one.put_proposals([], "2026-03-01T12:00:00.000Z", "2026-03-01T23:00:00.000Z")
+    assert await two.get_proposal("p-3") is not None  # an empty put writes nothing

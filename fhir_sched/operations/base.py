@@ -24,6 +24,14 @@ class Outcome:
     resources: tuple[bytes | dict[str, Any], ...]
     version: int | None = None  # the written resource's version (REST: ETag)
     expires: str | None = None  # a hold's expiry instant (REST: Expires)
+    # A page of a larger result ($find): ``total`` is then the whole result's size when known
+    # (None: not counted), not the page's; otherwise the resources are the whole result.
+    paged: bool = False
+    total: int | None = None
+    # (relation, URL relative to the FHIR base): self, next, previous (REST: Bundle.link).
+    links: tuple[tuple[str, str], ...] = ()
+    # Warnings about how the request was served (a capped _count, an uncounted total).
+    issues: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +44,9 @@ class Operation(Generic[Req]):
     # the instance id for an instance-level call; raises FhirError 400/422 naming the parameter.
     parse: Callable[[Inputs, str | None], Req]
     run: Callable[[Services, RequestContext, Req], Awaitable[Outcome]]
+    # A request from a paging link (``_cursor``, then its only input), raising 400 naming
+    # ``_cursor`` when it is not one; None for an operation whose results do not page.
+    resume: Callable[[str], Req] | None = None
 
 
 def one(values: Inputs, name: str) -> Any:

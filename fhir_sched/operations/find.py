@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any
 
 from ..context import RequestContext
 from ..errors import FhirError
-from ..service.find import DEFAULT_COUNT, MAX_COUNT, FindRequest
+from ..service import find_cursor
+from ..service.find import DEFAULT_COUNT, FindRequest, FindResult
 from ..service.services import Services
 from .base import Inputs, Operation, Outcome, one
 from .definition import operation
@@ -48,6 +50,9 @@ def _is_reference(value: str) -> bool:
 
 def parse(values: Inputs, _instance: str | None) -> FindRequest:
     count = one(values, "_count")
+    if count is not None and count < 0:  # a Parameters valueInteger may be negative
+        raise FhirError(400, "invalid", "parameter '_count' must not be negative",
+                        expression=["_count"])
     locations = values.get("location-reference", [])
     return FindRequest(
         start=one(values, "start"),
@@ -61,14 +66,41 @@ def parse(values: Inputs, _instance: str | None) -> FindRequest:
                          *(v for v in locations if not _is_reference(v))],
         patient=values.get("patient-reference", []),
         timing=_timing(one(values, "timing")),
-        count=min(MAX_COUNT, DEFAULT_COUNT if count is None else count),
+        count=DEFAULT_COUNT if count is None else count,  # the service caps it, with a warning
+        total=one(values, "_total"),
         appointment_type=values.get("appointment-type", []),
         insurance=values.get("insurance-reference", []),
     )
 
 
+def resume(token: str) -> FindRequest:
+    """A request from a paging link's ``_cursor``, checked as ``parse`` checks its inputs
+    (the service then checks it as any request)."""
+    req = find_cursor.decode(token)
+    req.timing = _timing(req.timing)
+    return req
+
+
+def _links(result: FindResult) -> tuple[tuple[str, str], ...]:
+    req = result.request
+
+    def at(offset: int) -> str:
+        token = find_cursor.encode(dataclasses.replace(req, offset=offset))
+        return f"Appointment/$find?_cursor={token}"
+
+    links = [("self", at(req.offset))]
+    if result.more and req.count:
+        links.append(("next", at(req.offset + req.count)))
+    if req.offset > 0 and req.count:
+        links.append(("previous", at(max(0, req.offset - req.count))))
+    return tuple(links)
+
+
 async def run(services: Services, ctx: RequestContext, req: FindRequest) -> Outcome:
-    return Outcome(tuple(await services.find.find(ctx, req)))
+    result = await services.find.find(ctx, req)
+    return Outcome(tuple(result.proposals), paged=True, total=result.total,
+                   links=_links(result), issues=tuple(result.warnings))
 
 
-OPERATION = Operation(DEFINITION, "Appointment", (("type", ("GET", "POST")),), parse, run)
+OPERATION = Operation(DEFINITION, "Appointment", (("type", ("GET", "POST")),), parse, run,
+                      resume=resume)

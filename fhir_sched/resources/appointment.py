@@ -10,6 +10,8 @@ from ..scheduling.guard import guard_appointment
 from ._common import end_not_before_start
 
 WRITE_RULE = guard_appointment
+# $find proposal ids (service/proposals.py) live here, outside every stored Appointment's id.
+PROPOSAL_ID_PREFIX = "proposal-"
 
 STATUS = (
     "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow",

@@ -15,6 +15,7 @@ from .. import __version__
 from ..conformance_files import load
 from ..resources import HOSTED_TYPES
 from ..search.params import params_for
+from ..service.find import LIMITS as FIND_LIMITS
 from ..timeutil import now_instant
 
 
@@ -91,8 +92,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
         if t in SUPPORTED_PROFILES:
             entry["supportedProfile"] = SUPPORTED_PROFILES[t]
         if type_ops[t]:
-            entry["operation"] = [{"name": n, "definition": d}
-                                  for n, d in sorted(type_ops[t].items())]
+            entry["operation"] = [{"name": n, "definition": d, **(
+                {"documentation": FIND_LIMITS} if n == "find" else {})}
+                for n, d in sorted(type_ops[t].items())]
         resources.append(entry)
     for t, fixed in sorted((read_only or {}).items()):
         resources.append({**fixed, "interaction": [{"code": c}

@@ -39,7 +39,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 # Search-result parameters a POST may carry in its query string beside a Parameters body: the
 # Argonaut IG invokes ``POST [base]/Appointment/$find?{_count}``.
-_QUERY_ON_POST = frozenset({"_count"})
+_QUERY_ON_POST = frozenset({"_count", "_total"})
 # How to render the answer, not inputs of the operation (FHIR http.html general parameters).
 _FORMATTING = frozenset({"_format", "_pretty"})
 
@@ -76,6 +76,9 @@ def ignored_issues(op: OperationDef, ignored: tuple[str, ...]) -> list[dict[str,
 
 def render(base: str, type_: str, outcome: Outcome,
            warnings: list[dict[str, Any]] | None = None) -> FhirResponse:
+    """The Outcome as a searchset Bundle: its resources as matches, its total (a page's result
+    size, or the entry count), its links under the FHIR base, and any warnings (the outcome's
+    and the door's) as one OperationOutcome entry with search.mode outcome."""
     entries = []
     for res in outcome.resources:
         body = res if isinstance(res, bytes) else orjson.dumps(res)
@@ -83,15 +86,18 @@ def render(base: str, type_: str, outcome: Outcome,
         entries.append(entry(base, type_, rid, body, search={"mode": "match"}) if rid else {
             "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": orjson.Fragment(body),
             "search": {"mode": "match"}})
-    total = len(entries)
-    if warnings:
-        entries.append(_outcome_entry({"resourceType": "OperationOutcome", "issue": warnings}))
+    total = outcome.total if outcome.paged else len(entries)
+    issues = [*outcome.issues, *(warnings or [])]
+    if issues:
+        entries.append(_outcome_entry({"resourceType": "OperationOutcome", "issue": issues}))
     headers: dict[str, str] = {}
     if outcome.version is not None:
         headers["ETag"] = f'W/"{outcome.version}"'
     if outcome.expires is not None:
         headers["Expires"] = format_datetime(parse_instant(outcome.expires), usegmt=True)
-    return FhirResponse(bundle("searchset", entries, total=total), headers=headers)
+    links = [(rel, f"{base}/{url}") for rel, url in outcome.links]
+    return FhirResponse(bundle("searchset", entries, total=total, links=links),
+                        headers=headers)
 
 
 def _outcome_entry(oo: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +135,18 @@ def refusal(op: OperationDef, exc: FhirError, warnings: list[dict[str, Any]]) ->
     return FhirResponse(body, status_code=exc.status, headers=dict(exc.headers))
 
 
+def _resumed(request: Request, op: Operation[Any]) -> Any:
+    """The request a paging link carries, or None when this is not one (``_cursor``)."""
+    if op.resume is None or "_cursor" not in request.query_params:
+        return None
+    names = [k for k in request.query_params if k != "_format"]
+    if request.method != "GET" or names != ["_cursor"] or len(
+            request.query_params.getlist("_cursor")) != 1:
+        raise bad_request("a _cursor carries the whole request: GET it alone, exactly as the "
+                          "Bundle link gives it", ["_cursor"])
+    return op.resume(request.query_params["_cursor"])
+
+
 def _handler(services: Services, op: Operation[Any]) -> Handler:
     settings = services.settings
 
@@ -138,10 +156,12 @@ def _handler(services: Services, op: Operation[Any]) -> Handler:
             "operation")
         warnings: list[dict[str, Any]] = []
         try:
-            checked = await inputs(request, op.definition, settings.max_body_bytes)
-            warnings = ignored_issues(op.definition, checked.ignored)
-            values = await resolve(services, ctx, op.definition, checked.values)
-            req = op.parse(values, request.path_params.get("id"))
+            req = _resumed(request, op)
+            if req is None:
+                checked = await inputs(request, op.definition, settings.max_body_bytes)
+                warnings = ignored_issues(op.definition, checked.ignored)
+                values = await resolve(services, ctx, op.definition, checked.values)
+                req = op.parse(values, request.path_params.get("id"))
             outcome = await op.run(services, ctx, req)
         except FhirError as exc:
             return refusal(op.definition, exc, warnings)

@@ -20,6 +20,7 @@ from ..scheduling.extensions import HOLD_EXPIRES, set_ext
 from ..storage.base import Record, Unit
 from ..timeutil import format_instant
 from .authorization import Interaction
+from .proposals import Proposals, is_proposal_id
 from .resources import ResourceService, Saved, new_id
 
 
@@ -61,6 +62,7 @@ class BookingService:
         self.resources = resources
         self.store = resources.store
         self.hold_seconds = hold_seconds
+        self.proposals = Proposals(self.store)
 
     # -- $hold ---------------------------------------------------------------------------
     async def hold(self, ctx: RequestContext, req: HoldRequest) -> Held:
@@ -208,6 +210,8 @@ class BookingService:
                               "(appt-resource)", ["appointment-reference"])
         if appt_ref is not None:
             id_ = _id_of(appt_ref, "appointment-reference")
+            if is_proposal_id(id_):  # a $find proposal: acted on under a fresh stored id
+                return (appt or await self.proposals.get(id_)), fresh
             rec = await unit.get("Appointment", id_)
             if rec is None or rec.deleted or rec.body is None:
                 raise FhirError(404, "not-found", f"Appointment/{id_} is not known",
@@ -223,7 +227,8 @@ class BookingService:
         given_id = given.get("id")
         if isinstance(given_id, str) and given_id:
             rec = await unit.get("Appointment", given_id)
-            if (rec is None or rec.deleted) and given.get("status") == "proposed":
+            if (rec is None or rec.deleted) and (given.get("status") == "proposed"
+                                                 or is_proposal_id(given_id)):
                 given_id = None
         return given, given_id if isinstance(given_id, str) and given_id else fresh
 

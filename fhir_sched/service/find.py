@@ -5,21 +5,51 @@ time) and turns its options into proposed Appointments. Busy time is read from t
 guard's claims (spelled by ``scheduling.claims``) and every resource's capacity and buffers come
 from ``scheduling.capacity.resource_policy``, the rule the guard enforces: what $find offers is
 exactly what $book will accept.
+
+Rules a client can rely on (also stated in the OperationDefinition and the CapabilityStatement):
+
+- **No past time.** The window is clamped to start at ``now`` (rounded up to the second), never
+  refused for lying partly or wholly in the past; a window wholly past has no options.
+- **Window.** ``end`` after ``start``, at most ``MAX_WINDOW`` (365 days) apart, as asked.
+- **Paging.** Options are deterministic for the same data: earliest start first, then the
+  first need's preference order. A page is ``_count`` of them (default 10, at most
+  ``MAX_COUNT`` = 100: more is capped with a warning) from ``offset``. The server computes the
+  page plus one: when that exhausts the window ``total`` is exact (the whole window's count),
+  otherwise it is left out and a ``next`` link given, unless ``_total=accurate`` asks for the
+  count, which is made up to ``MAX_TOTAL`` (1000) options (past it: no total, a warning).
+  ``_count=0`` counts only, the same way. Paging reaches at most the first ``MAX_TOTAL`` options
+  of a window (a narrower window shows later ones). Links carry the whole request
+  (``find_cursor``) including the instant the first page was clamped to, so every page of a
+  search reads the same option list. When the data changes between pages (a booking, a
+  cancellation), each page is computed on the data of its own moment: every option offered is
+  free then, but an option can move across a page boundary and be seen twice or not at all; an
+  option whose start has passed since the first page is left out of later pages.
+- **Filters.** ``location``, ``location-string`` and ``organization`` place a calendar through
+  its Schedule's actors (a Location, a HealthcareService) and, for a Schedule that lists no
+  place, through the active PractitionerRoles of its practitioner (their location, their
+  organization, and the location and providing organization of the HealthcareServices they
+  serve). A practitioner with no such role is not offered under a place filter. At most
+  ``MAX_PLACES`` Locations, ``MAX_PLACES`` HealthcareServices and ``MAX_PLACES``
+  PractitionerRoles are read per search; a filter that matches more is a 422 too-costly.
+- **practitioner=PractitionerRole/x** offers the role's own Schedules and the Schedules of its
+  practitioner; of the latter, a Schedule that lists Locations must list one of the role's (when
+  the role names any), so the practitioner is offered where that role works.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
 
 from ..context import RequestContext
-from ..errors import bad_request
+from ..errors import FhirError, bad_request
 from ..query import AnyOf, Cond, Entry, Expr, Query
 from ..scheduling import claims
 from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
@@ -38,12 +68,28 @@ from ..scheduling.visit_types import (
 )
 from ..search.parse import parse_param
 from ..storage.base import DocumentStore
-from ..timeutil import format_instant, now_instant, parse_instant
+from ..timeutil import date_range, format_instant, now_instant, parse_instant, to_us
 from .authorization import Authorizer, Interaction
+from .proposals import Proposals
 
-MAX_WINDOW = timedelta(days=366)
+MAX_WINDOW = timedelta(days=365)
 DEFAULT_COUNT = 10
 MAX_COUNT = 100
+MAX_TOTAL = 1000  # options counted for a total, and the furthest a page may reach
+MAX_PLACES = 1000  # Locations, HealthcareServices and PractitionerRoles read per search
+TOTAL_MODES = ("none", "estimate", "accurate")
+# What the CapabilityStatement says of $find (the module docstring has the reasons).
+LIMITS = (
+    f"Never offers time before now (the window is clamped). Window at most {MAX_WINDOW.days} "
+    f"days. _count default {DEFAULT_COUNT}, maximum {MAX_COUNT} (more is capped with a "
+    "warning entry); _count=0 counts only. Bundle.total is exact when the page plus one "
+    "exhausts the window; otherwise it is omitted and a next link given, unless "
+    f"_total=accurate, which counts up to {MAX_TOTAL} options. Paging links "
+    "(Appointment/$find?_cursor=...) are stateless and reach the first "
+    f"{MAX_TOTAL} options of a window. Each proposal has an id, valid for an hour, to pass "
+    "to $hold or $book as appointment-reference. Place filters read at most "
+    f"{MAX_PLACES} Locations, HealthcareServices and PractitionerRoles.")
+_CHUNK = 200  # references per AnyOf sent to the store
 _SCAN = 100_000
 # $find reads busy time for the first _FIRST_SPAN of the window, then _GROWTH times as much each
 # round (see FindService._search).
@@ -69,6 +115,49 @@ class FindRequest:
     count: int = DEFAULT_COUNT
     appointment_type: list[str] = field(default_factory=list)  # Argonaut appt-type; copied
     insurance: list[Any] = field(default_factory=list)  # references or Coverage resources
+    offset: int = 0  # options skipped: the page's place in the search
+    total: str | None = None  # _total: none | estimate | accurate
+    not_before: datetime | None = None  # the first page's clamp instant (from a cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class FindResult:
+    """One page of $find: the proposals, what is known of the whole window, and the request
+    as served (count capped, clamp instant fixed) from which the door makes its links."""
+
+    proposals: list[dict[str, Any]]
+    request: FindRequest
+    total: int | None
+    more: bool  # options exist past this page (and paging may reach them)
+    warnings: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    """Where and for whom a resource works: from a Schedule's Location or HealthcareService
+    actor, or from one of its practitioner's PractitionerRoles."""
+
+    locations: frozenset[str]
+    organizations: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Places:
+    """The place filters, resolved: the Locations allowed (None: any), the organizations
+    allowed (None: any) and the Locations those organizations manage; plus what was read to
+    place practitioners (by actor reference)."""
+
+    locations: frozenset[str] | None
+    organizations: frozenset[str] | None
+    managed: frozenset[str]
+    services: dict[str, _Placement]
+    roles: dict[str, list[_Placement]]
+
+    def allows(self, p: _Placement) -> bool:
+        if self.locations is not None and not p.locations & self.locations:
+            return False
+        return self.organizations is None or bool(
+            p.organizations & self.organizations or p.locations & self.managed)
 
 
 @dataclass(slots=True)
@@ -124,32 +213,71 @@ class FindService:
     def __init__(self, store: DocumentStore, authorizer: Authorizer) -> None:
         self.store = store
         self.authorizer = authorizer
+        self.proposals = Proposals(store)
         self._schedules: dict[bytes, _ScheduleInfo | None] = {}
 
-    async def find(self, ctx: RequestContext, req: FindRequest) -> list[dict[str, Any]]:
+    async def find(self, ctx: RequestContext, req: FindRequest) -> FindResult:
         self.authorizer.check(ctx, Interaction.OPERATION, "Appointment", operation="find")
         if req.end <= req.start:
             raise bad_request("end must be after start", ["end"])
         if req.end - req.start > MAX_WINDOW:
-            raise bad_request("the window may span at most 365 days", ["end"])
-        visit, needs = await self._needs(req)
-        groups = await self._candidates(req, needs, defined=visit is not None)
-        if any(not g for g in groups):
-            return []
-        duration = visit.duration if visit else timedelta(
-            minutes=min((c.templates[0].slot_minutes for g in groups for c in g if c.templates),
-                        default=30))
-        avoid = await self._patient_busy(req)
-        zone = groups[0][0].zone
-        prefer = _timing_preference(req.timing, zone)
-        options = await self._search(groups, req, duration, avoid, prefer)
-        by_key = {c.actor: c for g in groups for c in g}
-        return [self._proposal(o, by_key, visit, req, n) for n, o in enumerate(options)]
+            raise bad_request(f"the window may span at most {MAX_WINDOW.days} days", ["end"])
+        if req.count < 0:
+            raise bad_request("parameter '_count' must not be negative", ["_count"])
+        if req.offset < 0 or req.offset > MAX_TOTAL:
+            raise bad_request(f"a $find page starts at most {MAX_TOTAL} options in (asked: "
+                              f"{req.offset}); narrow the window", ["_cursor"])
+        if req.total is not None and req.total not in TOTAL_MODES:
+            raise bad_request(f"parameter '_total' must be one of {', '.join(TOTAL_MODES)}",
+                              ["_total"])
+        warnings: list[dict[str, Any]] = []
+        if req.count > MAX_COUNT:
+            warnings.append(_warning(f"_count {req.count} is more than this server's maximum; "
+                                     f"pages hold {MAX_COUNT} options", "_count"))
+            req = dataclasses.replace(req, count=MAX_COUNT)
+        now = datetime.now(UTC)
+        if req.not_before is None:  # the first page: fix the clamp for every later page
+            req = dataclasses.replace(req, not_before=_second_up(now))
+        assert req.not_before is not None
+        lo = max(req.start, req.not_before)
+        counting = req.count == 0 or req.total == "accurate"
+        want = max(req.offset + req.count + 1, MAX_TOTAL + 1 if counting else 0)
+        options: list[Option] = []
+        visit: VisitType | None = None
+        by_key: dict[str, _Calendar] = {}
+        if lo < req.end:
+            visit, needs = await self._needs(req)
+            groups = await self._candidates(req, needs, defined=visit is not None)
+            if all(groups):
+                duration = visit.duration if visit else timedelta(minutes=min(
+                    (c.templates[0].slot_minutes for g in groups for c in g if c.templates),
+                    default=30))
+                avoid = await self._patient_busy(req)
+                prefer = _timing_preference(req.timing, groups[0][0].zone)
+                options = await self._search(groups, lo, req.end, duration, want, avoid,
+                                             prefer)
+                by_key = {c.actor: c for g in groups for c in g}
+        exhausted = len(options) < want
+        total = len(options) if exhausted and req.total != "none" else None
+        if counting and not exhausted and req.total != "none":
+            warnings.append(_warning(f"more than {MAX_TOTAL} options in the window: the total "
+                                     "is not counted; narrow the window to count them",
+                                     "_total" if req.count else "_count"))
+        page = [o for o in options[req.offset:req.offset + req.count] if o.start >= now]
+        proposals = [self._proposal(o, by_key, visit, req) for o in page]
+        await self.proposals.keep(proposals)
+        more = len(options) > req.offset + req.count
+        if more and req.count and req.offset + req.count >= MAX_TOTAL:
+            more = False
+            warnings.append(_warning(f"paging stops at {MAX_TOTAL} options; narrow the window "
+                                     "(start later) to see the options after these", "_cursor"))
+        return FindResult(proposals, req, total, more, warnings)
 
-    async def _search(self, groups: list[list[_Calendar]], req: FindRequest,
-                      duration: timedelta, avoid: list[tuple[datetime, datetime]],
+    async def _search(self, groups: list[list[_Calendar]], start: datetime, end: datetime,
+                      duration: timedelta, count: int, avoid: list[tuple[datetime, datetime]],
                       prefer: Callable[[datetime], bool] | None) -> list[Option]:
-        """Earliest options, reading busy time only as far ahead as the answer needs.
+        """The first ``count`` options of [start, end), reading busy time only as far ahead as
+        the answer needs.
 
         Loading a year of claims for every candidate costs far more than computing on them, and
         the answer usually lies in the first days. So the search runs on a leading part of the
@@ -162,21 +290,21 @@ class FindService:
         unique = list({id(c): c for g in groups for c in g}.values())
         margin = _margin(unique, duration)
         pad = _pad(unique)
-        loaded = req.start - pad
+        loaded = start - pad
         # Start the first part at the first open template hour, so a window opening on a
         # weekend or a holiday does not spend its first round on closed days.
-        upto = min(_first_open(unique, req.start, req.end) + _FIRST_SPAN, req.end)
+        upto = min(_first_open(unique, start, end) + _FIRST_SPAN, end)
         first = True
         while True:
             await self._load(unique, loaded, upto + pad, first=first)
             loaded, first = upto + pad, False
             options = await asyncio.to_thread(
-                find_options, cals, req.start, upto, duration, req.count, avoid, prefer)
-            if upto >= req.end or (
-                    len(options) >= req.count and options[-1].start + margin <= upto
+                find_options, cals, start, upto, duration, count, avoid, prefer)
+            if upto >= end or (
+                    len(options) >= count and options[-1].start + margin <= upto
                     and (prefer is None or all(prefer(o.start) for o in options))):
                 return options
-            upto = min(req.start + (upto - req.start) * _GROWTH, req.end)
+            upto = min(start + (upto - start) * _GROWTH, end)
 
     async def _needs(self, req: FindRequest) -> tuple[VisitType | None, list[Need]]:
         specialty = _token_codings(req.specialty)
@@ -199,38 +327,47 @@ class FindService:
 
     async def _candidates(self, req: FindRequest, needs: list[Need],
                           defined: bool = True) -> list[list[_Calendar]]:
-        locations = list(req.location)
-        if req.location_string or req.organization:
-            locations += await self._locations(req)
-            if not locations:
-                return [[] for _ in needs]
+        places = await self._places(req) if (
+            req.location or req.location_string or req.organization) else None
+        wanted = await self._wanted_practitioners(req)
+        roles_asked = sorted(a for a in wanted if a.startswith("PractitionerRole/"))
         groups: list[list[_Calendar]] = []
         seen: dict[tuple[str, str], _Calendar] = {}  # one calendar per Schedule and actor
         for need in needs:
-            page = await self.store.search(Query("Schedule", _schedule_filter(need),
-                                                 count=10_000))
+            rows = list((await self.store.search(Query("Schedule", _schedule_filter(need),
+                                                       count=10_000))).rows)
+            person = need.actor_type in ("Practitioner", "PractitionerRole")
+            if person and roles_asked and need.actor_type == "Practitioner":
+                # practitioner=PractitionerRole/x: the role's own Schedules serve this need
+                for chunk in _chunks(roles_asked):
+                    rows += (await self.store.search(Query("Schedule", (AnyOf(tuple(
+                        Entry("actor", (Cond("val", "=", r),)) for r in chunk)),),
+                        count=10_000))).rows
+            if places is not None and person:
+                places = await self._place_people(places, rows, need)
             cands: list[tuple[tuple[int, str], _Calendar]] = []
-            for _sid, body in page.rows:
+            for _sid, body in rows:
                 info = self._schedule_info(body)
                 if info is None:
                     continue
                 sched, actors = info.schedule, info.actors
-                actor = next((a for a in actors if a.startswith(need.actor_type + "/")), None)
+                types = (need.actor_type, "PractitionerRole") if person else (need.actor_type,)
+                actor = next((a for t in types for a in actors if a.startswith(t + "/")), None)
                 if actor is None or not need.accepts(need.actor_type, info.specialty, info.kind):
                     continue
                 rank = 0
-                if need.actor_type in ("Practitioner", "PractitionerRole") and req.practitioner:
-                    if actor not in req.practitioner:
+                if person and wanted:
+                    if actor not in wanted:
                         continue
-                    rank = req.practitioner.index(actor)
-                if locations:
-                    if need.actor_type == "Location":
-                        if actor not in locations:
-                            continue
-                        rank = locations.index(actor)
-                    elif any(a.startswith("Location/") for a in actors) and not any(
-                            a in locations for a in actors):
-                        continue
+                    rank, role_places = wanted[actor]
+                    listed = {a for a in actors if a.startswith("Location/")}
+                    if role_places and listed and not listed & role_places:
+                        continue  # this practitioner's calendar elsewhere than the role asked
+                if places is not None and not self._placed(places, actor, actors):
+                    continue
+                if need.actor_type == "Location" and req.location:
+                    rank = req.location.index(actor) if actor in req.location else len(
+                        req.location)
                 if not self._serves(sched, req, defined):
                     continue
                 known = seen.get((sched["id"], actor))
@@ -241,9 +378,139 @@ class FindService:
                         sched, actor, info.templates, info.zone, cal)
                 cands.append(((rank, sched["id"]), known))
             cands.sort(key=lambda c: c[0])
-            groups.append([c for _, c in cands])
+            groups.append(list({id(c): c for _, c in cands}.values()))
         await self._apply_policies(list(seen.values()))
         return groups
+
+    async def _wanted_practitioners(self, req: FindRequest
+                                    ) -> dict[str, tuple[int, frozenset[str]]]:
+        """``practitioner`` as actor -> (preference rank, Locations a role confines it to).
+
+        A PractitionerRole stands for itself and for its practitioner at the role's Locations
+        (none listed: anywhere); a practitioner named directly is not confined."""
+        wanted: dict[str, tuple[int, frozenset[str]]] = {}
+        for rank, ref in enumerate(req.practitioner):
+            if ref not in wanted or wanted[ref][1]:
+                wanted[ref] = (rank, frozenset())
+        roles = [r for r in req.practitioner if r.startswith("PractitionerRole/")]
+        for ref in roles[:MAX_COUNT]:
+            rec = await self.store.get("PractitionerRole", ref.split("/", 1)[1])
+            if rec is None or rec.deleted or rec.body is None:
+                continue
+            role = orjson.loads(rec.body)
+            who = _ref(role.get("practitioner"))
+            if not who or not _active(role):
+                continue
+            rank = wanted[ref][0]
+            locs = frozenset(_refs(role.get("location")))
+            if who not in wanted:
+                wanted[who] = (rank, locs)
+            elif wanted[who][1]:
+                old_rank, old_locs = wanted[who]
+                wanted[who] = (min(rank, old_rank), old_locs | locs if locs else frozenset())
+        return wanted
+
+    @staticmethod
+    def _placed(places: _Places, actor: str, actors: tuple[str, ...]) -> bool:
+        """Whether a Schedule's calendar lies within the place filters: its listed Locations or
+        HealthcareServices decide; with none listed, the actor's own placement (a Location is
+        its own place; a person is placed by PractitionerRoles)."""
+        listed = [_Placement(frozenset({a}), frozenset()) for a in actors
+                  if a.startswith("Location/")]
+        listed += [places.services[a] for a in actors
+                   if a.startswith("HealthcareService/") and a in places.services]
+        if any(a.startswith("HealthcareService/") for a in actors) or listed:
+            return any(places.allows(p) for p in listed)
+        return any(places.allows(p) for p in places.roles.get(actor, []))
+
+    async def _places(self, req: FindRequest) -> _Places:
+        """The place filters as sets of references, read with bounded queries."""
+        locations: set[str] | None = None
+        if req.location or req.location_string:
+            locations = set(req.location)
+            if req.location_string:
+                where = AnyOf(tuple(e for text in req.location_string for e in (
+                    parse_param("Location", "name", text),
+                    parse_param("Location", "address", text)) if e is not None))
+                locations |= {f"Location/{i}" for i, _ in await self._bounded(
+                    Query("Location", (where,)), "Locations match location-string")}
+        orgs = frozenset(req.organization) if req.organization else None
+        managed: set[str] = set()
+        for chunk in _chunks(sorted(orgs or ())):
+            managed |= {f"Location/{i}" for i, _ in await self._bounded(Query("Location", (
+                AnyOf(tuple(Entry("organization", (Cond("val", "=", o),)) for o in chunk)),)),
+                "Locations belong to the organization")}
+        # HealthcareServices at the allowed places (or of the organizations)
+        services: dict[str, _Placement] = {}
+        keys = ([("location", sorted(locations))] if locations is not None else
+                [("organization", sorted(orgs or ())), ("location", sorted(managed))])
+        for param, refs in keys:
+            for chunk in _chunks(refs):
+                for i, body in await self._bounded(Query("HealthcareService", (AnyOf(tuple(
+                        Entry(param, (Cond("val", "=", r),)) for r in chunk)),)),
+                        "HealthcareServices match the place filters"):
+                    hs = orjson.loads(body)
+                    if hs.get("active") is not False:
+                        services[f"HealthcareService/{i}"] = _Placement(
+                            frozenset(_refs(hs.get("location"))),
+                            frozenset(_refs([hs.get("providedBy")])))
+        return _Places(frozenset(locations) if locations is not None else None, orgs,
+                       frozenset(managed), services, {})
+
+    async def _place_people(self, places: _Places, rows: list[tuple[str, bytes]],
+                            need: Need) -> _Places:
+        """Read the PractitionerRoles that could place the people of these Schedules who have
+        no place on their Schedule: the roles at the allowed places (by location, by service,
+        or by organization), so what is read is bounded by the filter, not by the server."""
+        people: set[str] = set()
+        for _sid, body in rows:
+            info = self._schedule_info(body)
+            if info is None or any(a.startswith(("Location/", "HealthcareService/"))
+                                   for a in info.actors):
+                continue
+            people |= {a for a in info.actors if a.startswith(("Practitioner/",
+                                                                "PractitionerRole/"))}
+        people -= set(places.roles)
+        if not people:
+            return places
+        keys: list[tuple[str, list[str]]] = [("service", sorted(places.services))]
+        if places.locations is not None:
+            keys.append(("location", sorted(places.locations)))
+        else:
+            keys += [("organization", sorted(places.organizations or ())),
+                     ("location", sorted(places.managed))]
+        roles = dict(places.roles)
+        for person in people:
+            roles.setdefault(person, [])
+        found: dict[str, dict[str, Any]] = {}
+        for param, refs in keys:
+            for chunk in _chunks(refs):
+                for i, body in await self._bounded(Query("PractitionerRole", (AnyOf(tuple(
+                        Entry(param, (Cond("val", "=", r),)) for r in chunk)),)),
+                        "PractitionerRoles match the place filters"):
+                    found[i] = orjson.loads(body)
+        if len(found) > MAX_PLACES:
+            raise _too_costly("PractitionerRoles match the place filters")
+        for rid, role in found.items():
+            if not _active(role):
+                continue
+            mine = [_Placement(frozenset(_refs(role.get("location"))),
+                               frozenset(_refs([role.get("organization")])))]
+            for hs in _refs(role.get("healthcareService")):
+                at = places.services.get(hs)
+                if at is not None:
+                    mine.append(_Placement(at.locations or mine[0].locations,
+                                           at.organizations | mine[0].organizations))
+            for who in (f"PractitionerRole/{rid}", _ref(role.get("practitioner"))):
+                if who in roles:
+                    roles[who] = [*roles[who], *mine]
+        return dataclasses.replace(places, roles=roles)
+
+    async def _bounded(self, query: Query, what: str) -> list[tuple[str, bytes]]:
+        page = await self.store.search(dataclasses.replace(query, count=MAX_PLACES + 1))
+        if len(page.rows) > MAX_PLACES:
+            raise _too_costly(what)
+        return list(page.rows)
 
     async def _apply_policies(self, calendars: list[_Calendar]) -> None:
         """Give each calendar its resource's capacity and buffers, by the guard's rule
@@ -311,18 +578,6 @@ class FindService:
         wanted = _token_codings(req.visit_type)
         return any(code == c and (system is None or system == s)
                    for system, code in wanted for s, c in listed)
-
-    async def _locations(self, req: FindRequest) -> list[str]:
-        where: list[Expr] = []
-        for text in req.location_string:
-            where.append(AnyOf(tuple(e for e in (
-                parse_param("Location", "name", text), parse_param("Location", "address", text))
-                if e is not None)))
-        if req.organization:
-            where.append(AnyOf(tuple(Entry("organization", (Cond("val", "=", o),))
-                                     for o in req.organization)))
-        page = await self.store.search(Query("Location", tuple(where), count=1000))
-        return [f"Location/{i}" for i, _ in page.rows]
 
     async def _load(self, calendars: list[_Calendar], lo: datetime, hi: datetime,
                     first: bool) -> None:
@@ -420,7 +675,7 @@ class FindService:
         return sorted(out)
 
     def _proposal(self, opt: Option, by_key: dict[str, _Calendar], visit: VisitType | None,
-                  req: FindRequest, n: int) -> dict[str, Any]:
+                  req: FindRequest) -> dict[str, Any]:
         zone = by_key[opt.resources[0]].zone
         appt: dict[str, Any] = {"resourceType": "Appointment", "status": "proposed"}
         contained, slot_refs = [], []
@@ -457,6 +712,49 @@ class FindService:
         for actor in [*req.patient, *opt.resources]:  # a Device goes where ihe-sched-appt allows
             appt = with_actor(appt, actor)
         return appt
+
+
+def _too_costly(what: str) -> FhirError:
+    return FhirError(422, "too-costly", f"more than {MAX_PLACES} {what}; narrow the search "
+                     "(a location, a practitioner, a specialty)",
+                     expression=["location-reference"])
+
+
+def _chunks(refs: list[str]) -> list[list[str]]:
+    return [refs[i:i + _CHUNK] for i in range(0, len(refs), _CHUNK)]
+
+
+def _ref(value: Any) -> str:
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return ref if isinstance(ref, str) else ""
+
+
+def _refs(values: Any) -> list[str]:
+    return [r for r in (_ref(v) for v in values or [] if v) if r]
+
+
+def _active(role: dict[str, Any]) -> bool:
+    """A PractitionerRole in force: not marked inactive, and its period not over."""
+    if role.get("active") is False:
+        return False
+    end = (role.get("period") or {}).get("end")
+    if isinstance(end, str):
+        try:
+            return date_range(end)[1] >= to_us(datetime.now(UTC))
+        except ValueError:
+            return True
+    return True
+
+
+def _second_up(dt: datetime) -> datetime:
+    """``dt`` rounded up to a whole second: the clamp instant a cursor carries exactly."""
+    whole = dt.replace(microsecond=0)
+    return whole if whole == dt else whole + timedelta(seconds=1)
+
+
+def _warning(text: str, name: str) -> dict[str, Any]:
+    return {"severity": "warning", "code": "informational", "diagnostics": text,
+            "expression": [name]}
 
 
 def _us(dt: datetime) -> int:

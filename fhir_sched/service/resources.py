@@ -21,6 +21,7 @@ from ..errors import bad_request, gone, not_found, precondition_failed, unproces
 from ..ids import unique_id
 from ..query import Query
 from ..resources import get_type, is_hosted
+from ..resources.appointment import PROPOSAL_ID_PREFIX
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
 from ..search.extract import extract
@@ -112,6 +113,10 @@ class ResourceService:
                 raise bad_request(f"body id {body_id!r} does not match the URL id {id_!r}",
                                   expression=[f"{type_}.id"])
             check_id(id_)
+            if type_ == "Appointment" and id_.startswith(PROPOSAL_ID_PREFIX):
+                raise unprocessable(f"ids beginning {PROPOSAL_ID_PREFIX!r} name $find "
+                                    "proposals, never a stored Appointment; hold or book the "
+                                    "proposal, or choose another id", [f"{type_}.id"])
         validate(body)
         return body
 

@@ -154,6 +154,19 @@ class DocumentStore(Protocol):
         reads exactly the capacity the booking guard enforces."""
         ...
 
+    async def put_proposals(self, proposals: Sequence[tuple[str, bytes]], expires: str,
+                            now: str) -> None:
+        """Keep ``$find`` proposals, ``(id, body)``, until ``expires`` (``now_instant`` format);
+        a kept id is overwritten and its expiry moved. Proposals whose expiry is before ``now``
+        are dropped on the way. This is no resource write: outside every atomic unit, no
+        version, no change-log row, and losing them (a restore) only means finding again."""
+        ...
+
+    async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
+        """``(body, expires)`` of a kept proposal, expired or not (an expired one stays until
+        a later ``put_proposals`` drops it, so the caller can say "expired", not "unknown")."""
+        ...
+
     async def ping(self) -> None: ...
 
 

@@ -12,6 +12,8 @@ Collections (see ``docs/scaling.md`` for indexes and shard keys):
 - ``changes``: the change log, ``_id`` = a global sequence number, each with the ``origin``
   (subject, client_id, door, request_id) of its write; ``changes_since`` reads it as a feed.
 - ``claims``: unique keys (``_id``) with their owner, for booking guards and idempotency.
+- ``proposals``: ``$find`` proposals by id (``_id``) with their body and expiry; written
+  outside transactions (they are not resources and need no counter).
 - ``counters``: one document, ``seq``, the source of change sequence numbers and of ``pos``
   (creation order, the default keyset sort).
 
@@ -204,6 +206,7 @@ class MongoStore:
     changes = _Collection()
     claims = _Collection()
     counters = _Collection()
+    proposals = _Collection()
 
     async def start(self) -> None:
         # Created here, not in __init__: the client binds to the running event loop.
@@ -243,6 +246,7 @@ class MongoStore:
         await c.create_index([("type", 1), ("_id", -1)], name="changes_type")
         await c.create_index([("updated", 1)], name="changes_updated")
         await self.claims.create_index([("owner_type", 1), ("owner_id", 1)], name="claims_owner")
+        await self.proposals.create_index([("expires", 1)], name="proposals_expires")
         with suppress(DuplicateKeyError):  # another worker created it at the same moment
             await self.counters.update_one({"_id": "seq"}, {"$setOnInsert": {"n": 0, "w": 0}},
                                            upsert=True)
@@ -405,6 +409,22 @@ class MongoStore:
             docs = await self.claims.find({"_id": {"$gte": lo, "$lt": hi}},
                                           {"expires": 1}).sort("_id", 1).to_list()
         return [(d["_id"], d.get("expires")) for d in docs]
+
+    # -- $find proposals ---------------------------------------------------------------------
+    async def put_proposals(self, proposals: Sequence[tuple[str, bytes]], expires: str,
+                            now: str) -> None:
+        if not proposals:
+            return
+        ops = [pymongo.UpdateOne({"_id": id_}, {"$set": {"body": body, "expires": expires}},
+                                 upsert=True) for id_, body in proposals]
+        async with _available():
+            await self.proposals.delete_many({"expires": {"$lt": now}})
+            await self.proposals.bulk_write(ops, ordered=False)
+
+    async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
+        async with _available():
+            doc = await self.proposals.find_one({"_id": id_})
+        return (bytes(doc["body"]), doc["expires"]) if doc else None
 
 
 async def _abort_quietly(session: AsyncClientSession) -> None:

@@ -33,6 +33,10 @@ CREATE TABLE IF NOT EXISTS claims(
   key TEXT PRIMARY KEY, owner_type TEXT NOT NULL, owner_id TEXT NOT NULL,
   expires TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_owner ON claims(owner_type, owner_id);
+-- $find proposals a client may reference by id until they expire (not resources: no history).
+CREATE TABLE IF NOT EXISTS proposals(
+  id TEXT PRIMARY KEY, body BLOB NOT NULL, expires TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS proposals_expires ON proposals(expires);
 """
 
 # Columns later releases added to a table, with their definitions (additive changes only: an

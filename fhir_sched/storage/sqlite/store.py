@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -218,3 +218,54 @@ class SqliteStore:
                 (lo, hi)))
 
         return await self._read(run)
+
+    # -- $find proposals ---------------------------------------------------------------------
+    async def put_proposals(self, proposals: Sequence[tuple[str, bytes]], expires: str,
+                            now: str) -> None:
+        rows = [(id_, body, expires) for id_, body in proposals]
+
+        def run() -> None:
+            # On the writer thread, between batches of units. Without the fsync a resource
+            # commit pays (synchronous=NORMAL for this transaction only: WAL then still survives
+            # a killed process, and the next full commit makes it durable): a proposal is only
+            # an offer, and this write sits on every $find. Measured: ~5 ms -> <1 ms.
+            conn = self._wconn
+            assert conn is not None
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute("DELETE FROM proposals WHERE id IN (SELECT id FROM proposals "
+                                 "WHERE expires < ? LIMIT ?)", (now, _PRUNE))
+                    conn.executemany(
+                        "INSERT INTO proposals(id, body, expires) VALUES (?, ?, ?) ON "
+                        "CONFLICT(id) DO UPDATE SET body = excluded.body, "
+                        "expires = excluded.expires", rows)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                error = translate(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            finally:
+                conn.execute(f"PRAGMA synchronous={self.synchronous}")
+
+        if rows:
+            await self._in_writer(run)
+
+    async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
+        def run(c: sqlite3.Connection) -> tuple[bytes, str] | None:
+            row = c.execute("SELECT body, expires FROM proposals WHERE id = ?",
+                            (id_,)).fetchone()
+            return (bytes(row[0]), row[1]) if row else None
+
+        return await self._read(run)
+
+
+# Expired proposals dropped per put: bounded work on the find path, and proposals expire at the
+# rate they are made, so pruning keeps pace.
+_PRUNE = 2000
