@@ -70,7 +70,8 @@ async def test_a_proposal_id_holds_and_the_hold_books(fhir: httpx.AsyncClient) -
     assert booked["id"] == held["id"] and booked["status"] == "booked"
     stored = (await fhir.get(f"/Appointment/{held['id']}")).json()
     assert stored["status"] == "booked"
-    assert (await fhir.get(f"/Appointment/{chosen['id']}")).status_code == 404
+    offer = await fhir.get(f"/Appointment/{chosen['id']}")  # the offer, as made: not the booking
+    assert offer.json()["status"] == "proposed" and offer.json()["id"] == chosen["id"]
 
 
 async def test_a_proposal_id_books_directly(fhir: httpx.AsyncClient) -> None:
@@ -152,3 +153,21 @@ async def test_a_proposal_holds_at_its_instance_url(fhir: httpx.AsyncClient) -> 
                         json={"resourceType": "Parameters"})
     held = bundle_resource(r)
     assert held["status"] == "pending" and held["start"] == chosen["start"]
+
+
+async def test_a_proposal_can_be_read_at_its_full_url(fhir: httpx.AsyncClient) -> None:
+    cal = await practitioner_calendar(fhir)
+    r = await fhir.get("/Appointment/$find", params={**WINDOW, "specialty": cal.specialty,
+                                                      "_count": "1"})
+    [entry] = [e for e in r.json()["entry"] if e["search"]["mode"] == "match"]
+    read = await fhir.get(entry["fullUrl"])
+    assert read.status_code == 200, read.text
+    assert read.json() == entry["resource"]
+    assert "etag" not in read.headers  # not a stored version
+
+
+async def test_reading_a_proposal_id_the_server_never_made_is_404(
+        fhir: httpx.AsyncClient) -> None:
+    r = await fhir.get("/Appointment/proposal-" + "a" * 26)
+    assert r.status_code == 404, r.text
+    assert outcome(r)["issue"][0]["code"] == "not-found"

@@ -20,6 +20,7 @@ from ..errors import FhirError, bad_request, outcome
 from ..query import Expr
 from ..resources import is_hosted
 from ..search.parse import ParsedSearch, query_for
+from ..service.proposals import is_proposal_id
 from ..service.resources import Saved
 from ..service.search import SearchResult, shape
 from ..service.services import Services
@@ -99,6 +100,9 @@ class FhirRoutes:
     async def read(self, request: Request) -> Response:
         check_accept(request)
         type_ = self._type(request)
+        if type_ == "Appointment" and is_proposal_id(request.path_params["id"]):
+            return FhirResponse(await self.service.read_proposal(
+                self.ctx(request), request.path_params["id"]))
         rec = await self.service.read(self.ctx(request), type_, request.path_params["id"])
         headers = version_headers(rec, self.ctx(request).base_url)
         del headers["Content-Location"]

@@ -17,7 +17,7 @@ import jsonpatch
 import orjson
 
 from ..context import RequestContext
-from ..errors import bad_request, gone, not_found, precondition_failed, unprocessable
+from ..errors import FhirError, bad_request, gone, not_found, precondition_failed, unprocessable
 from ..ids import unique_id
 from ..query import Query
 from ..resources import get_type, is_hosted
@@ -30,6 +30,7 @@ from ..storage.errors import VersionConflict
 from ..timeutil import now_instant
 from ..writes import FollowUp, WriteConfig, WriteEvent
 from .authorization import Authorizer, Interaction, OpenPolicy
+from .proposals import Proposals
 
 Json = dict[str, Any]
 T = TypeVar("T")
@@ -65,6 +66,7 @@ class ResourceService:
         self.store = store
         self.authorizer: Authorizer = authorizer or OpenPolicy()
         self.config = config or WriteConfig()
+        self._proposals = Proposals(store)
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
@@ -72,6 +74,23 @@ class ResourceService:
         rec = await self.store.get(type_, id_)
         return self._readable(ctx, Interaction.READ, rec, f"{type_}/{id_} is not known",
                               f"{type_}/{id_} was deleted")
+
+    async def read_proposal(self, ctx: RequestContext, id_: str) -> Json:
+        """A ``$find`` proposal read at its ``fullUrl``: what was offered, while it is kept.
+        Not a stored resource (no version, no history): an expired one is 410, an id this
+        server did not make 404."""
+        self.authorizer.check(ctx, Interaction.READ, "Appointment", id_)
+        try:
+            body = await self._proposals.get(id_)
+        except FhirError as exc:
+            if exc.status == 409:
+                raise gone(f"Appointment/{id_} was a $find proposal and has expired; run $find "
+                           "again") from None
+            raise not_found(f"Appointment/{id_} is not known") from None
+        proposal = {"resourceType": "Appointment", "id": id_, **body}
+        if self.authorizer.needs_content(ctx, "Appointment"):
+            self.authorizer.check(ctx, Interaction.READ, "Appointment", id_, resource=proposal)
+        return proposal
 
     def _readable(self, ctx: RequestContext, interaction: Interaction, rec: Record | None,
                   missing: str, deleted: str) -> Record:
