@@ -11,6 +11,7 @@ door a client can book by: plain POST and PUT, JSON Patch moving a good booking,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -296,3 +297,20 @@ async def test_book_of_a_second_visit_for_a_booked_patient_is_refused(
         ("appointment-resource", clash), ("patient-id", pat)))
     assert r.status_code == 409, r.text  # ... and $book refuses it when asked anyway
     assert bundle_resource(booked)["status"] == "booked"
+
+
+async def test_concurrent_bookings_of_one_patient_at_one_time_admit_exactly_one(
+        fhir: httpx.AsyncClient) -> None:
+    """The patient's time is a claim in the database, like a resource's: 20 practitioners
+    racing to book one patient at one time leave one booking."""
+    pat = await patient(fhir)
+    key = uid()
+    doctors = [f"Practitioner/race-{n}-{key}" for n in range(20)]
+    await put_all(fhir, *({"resourceType": "Practitioner", "id": d.split("/")[1]}
+                          for d in doctors))
+    at = ("2037-12-02T09:00:00-05:00", "2037-12-02T09:30:00-05:00")
+    results = await asyncio.gather(*(fhir.post("/Appointment", json=appointment(
+        d, *at, patient_ref=pat)) for d in doctors))
+    assert sorted(r.status_code for r in results) == [201] + [409] * 19
+    r = await fhir.get("/Appointment", params={"patient": pat, "status": "booked"})
+    assert len(r.json().get("entry", [])) == 1
