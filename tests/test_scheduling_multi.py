@@ -398,3 +398,14 @@ async def test_visit_type_listed_only_on_schedules_offers_those_schedules(
     assert (await fhir.put(f"/Schedule/{listed.schedule}", json=body)).status_code == 200
     options = await find(fhir, **DAY, visit_type=f"http://example.org/vt|{key}", _count=50)
     assert options and {actors(o)[0] for o in options} == {listed.ref}
+
+
+async def test_a_booked_device_is_found_by_actor_search(fhir: httpx.AsyncClient) -> None:
+    """The device travels in the device-participant extension (ihe-sched-appt allows no Device
+    participant); Appointment?actor still finds the bookings that take it."""
+    c = await clinic(fhir)
+    [first] = await find(fhir, **DAY, visit_type=c.visit, _count=1)
+    booked = bundle_resource(await book_option(fhir, first))
+    assert c.device not in [p["actor"]["reference"] for p in booked["participant"]]
+    r = await fhir.get("/Appointment", params={"actor": c.device})
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [booked["id"]]

@@ -168,6 +168,29 @@ def custom_search_parameters() -> list[dict[str, Any]]:
     of record made against the rules by ``booking-flag``."""
     return [*_end_parameters(), {
         "resourceType": "SearchParameter",
+        "id": "Appointment-actor",
+        "url": f"{CUSTOM_URL}Appointment-actor",
+        "name": "AppointmentActor",
+        "derivedFrom": "http://hl7.org/fhir/SearchParameter/Appointment-actor",
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-sched",
+        "description": (
+            "Any one of the individuals participating in the appointment, and the devices it "
+            "takes: R4's Appointment-actor, which also reads the device-participant extension "
+            "(devices travel there so that Appointments conform to IHE ihe-sched-appt)."
+        ),
+        "code": "actor",
+        "base": ["Appointment"],
+        "type": "reference",
+        "expression": "Appointment.participant.actor | Appointment.extension('https://"
+                      "fhir-sched.org/fhir/StructureDefinition/device-participant')"
+                      ".extension('actor').value",
+        "xpathUsage": "normal",
+        "target": ["Practitioner", "Device", "Patient", "HealthcareService",
+                   "PractitionerRole", "RelatedPerson", "Location"],
+    }, {
+        "resourceType": "SearchParameter",
         "id": "Appointment-booking-flag",
         "url": f"{CUSTOM_URL}Appointment-booking-flag",
         "name": "AppointmentBookingFlag",
@@ -226,9 +249,11 @@ def extract(bundle: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
             raise ValueError(f"duplicate search parameter {key}: {rows[key]['url']}, {row['url']}")
         rows[key] = row
 
+    # Our own definitions that replace an official one (``derivedFrom``) take its place.
+    replaced = {c["derivedFrom"] for c in custom_search_parameters() if "derivedFrom" in c}
     for entry in bundle.get("entry", []):
         resource = entry.get("resource", {})
-        if resource.get("resourceType") != "SearchParameter":
+        if resource.get("resourceType") != "SearchParameter" or resource.get("url") in replaced:
             continue
         bases = resource.get("base", [])
         if "Resource" in bases or "DomainResource" in bases:
