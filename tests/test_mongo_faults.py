@@ -172,3 +172,19 @@ def test_standalone_server_is_refused_with_a_fix(tmp_path: Any) -> None:
         assert "--replSet" in message and "rs.initiate()" in message
     finally:
         standalone.cleanup()
+
+
+async def test_book_during_an_outage_is_a_503_in_the_iti_117_refusal_shape(
+        database: SecantusServer, server_on: ServerProcess, fhir_schema: object) -> None:
+    async with fhir_client(server_on.base, fhir_schema) as fhir:
+        database.stop()
+        r = await fhir.post("/Appointment/$book", json={"resourceType": "Parameters",
+                                                        "parameter": [{
+            "name": "appointment-reference", "valueReference": {"reference": "Appointment/x"}}]})
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"].isdigit()
+        body = r.json()
+        assert body["resourceType"] == "Bundle"
+        [only] = body["entry"]
+        assert only["resource"]["resourceType"] == "OperationOutcome"
+        assert only["resource"]["issue"][0]["code"] == "transient"

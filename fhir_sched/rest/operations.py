@@ -3,6 +3,7 @@ operation's typed request, its Outcome out as a Bundle with the headers it impli
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from email.utils import format_datetime
@@ -19,6 +20,8 @@ from ..operations.base import Operation, Outcome
 from ..operations.definition import Checked, OperationDef, from_parameters, from_query
 from ..operations.logical import resolve
 from ..service.services import Services
+from ..service.store_errors import as_fhir_error
+from ..storage.errors import StoreUnavailable
 from ..timeutil import parse_instant
 from .bundles import bundle, entry
 from .capability import RouteSpec
@@ -35,6 +38,7 @@ from .http import (
 )
 
 Handler = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("fhir_sched")
 
 
 # Search-result parameters a POST may carry in its query string beside a Parameters body: the
@@ -165,6 +169,9 @@ def _handler(services: Services, op: Operation[Any]) -> Handler:
             outcome = await op.run(services, ctx, req)
         except FhirError as exc:
             return refusal(op.definition, exc, warnings)
+        except StoreUnavailable as exc:  # still a refusal in the transaction's shape (ITI-117)
+            log.warning("store unavailable for request %s: %s", ctx.request_id, exc)
+            return refusal(op.definition, as_fhir_error(exc), warnings)
         return render(ctx.base_url, op.resource_type, outcome, warnings)
 
     return handle
