@@ -412,7 +412,7 @@ def _notes(msg: Message) -> dict[int, list[str]]:
             )
             if text:
                 out.setdefault(owner, []).append(text)
-        else:
+        elif not seg.name.startswith("Z"):  # a Z-segment (Epic's ZCS after SCH) owns no notes
             owner = i
     return out
 
