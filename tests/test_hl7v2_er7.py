@@ -126,6 +126,11 @@ def test_escape_sequences_are_unescaped(escaped: str, plain: str) -> None:
     assert msg.segment("NTE").get(3) == plain  # type: ignore[union-attr]
 
 
+def test_a_huge_line_skip_is_capped() -> None:
+    msg = er7.parse(frame(MSH, r"NTE|1||a\.sp999999999\b"))
+    assert msg.segment("NTE").get(3) == "a" + "\n" * 10 + "b"  # type: ignore[union-attr]
+
+
 def test_escaped_separators_do_not_split() -> None:
     msg = er7.parse(frame(MSH, r"PID|1||1||Smith\S\Jones^Anne"))
     pid = msg.segment("PID")

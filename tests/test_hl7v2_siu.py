@@ -7,6 +7,7 @@ written here against the values the specs give."""
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,12 @@ def test_s24_opens_a_rooms_time_from_its_own_start_and_duration() -> None:
 MSH = r"MSH|^~\&|APP|FAC|RCV|RFAC|20260101120000||{type}|C1|P|2.5.1"
 
 
+def sch(**fields: str) -> str:
+    """An SCH segment from numbered fields: sch(f1="P1", f11="^^^2026...")."""
+    values = {int(k[1:]): v for k, v in fields.items()}
+    return "SCH|" + "|".join(values.get(i, "") for i in range(1, max(values) + 1))
+
+
 def mapped(msg_type: str, *segments: str, sender: Sender | None = None) -> siu.SiuChange:
     raw = "\r".join([MSH.format(type=msg_type), *segments]) + "\r"
     return siu.map_message(er7.parse(raw.encode()), sender or Sender("APP", "FAC"))
@@ -374,17 +381,75 @@ def test_no_sch_or_no_id_raises_101() -> None:
         mapped("SIU^S12", "PID|1||1")
     assert (no_sch.value.code, no_sch.value.segment) == (101, "SCH")
     with pytest.raises(er7.Er7Error) as no_id:
-        mapped("SIU^S14", "SCH|||||||||||^^^20260101100000")
+        mapped("SIU^S14", sch(f11="^^^20260101100000"))
     assert (no_id.value.code, no_id.value.field) == (101, 1)
 
 
 def test_an_unknown_filler_status_warns_and_books() -> None:
-    c = mapped("SIU^S12", "SCH|P1|F1||||||||||^^^20260101100000+0000|||||||||||||Wobbly")
+    c = mapped("SIU^S12", sch(f1="P1", f2="F1", f11="^^^20260101100000+0000", f25="Wobbly"))
     assert c.appointment["status"] == "booked"
-    assert any("Wobbly" in w for w in c.warnings)
+    assert c.appointment["start"] == "2026-01-01T10:00:00+00:00"
+    assert [w for w in c.warnings if "Wobbly" in w] == c.warnings
 
 
 def test_resource_start_plus_offset_and_duration_when_no_tq1_or_sch11() -> None:
     c = mapped("SIU^S12", "SCH|P1|F1", "AIS|1||X^Visit|20260101100000+0100|15|MIN|30|MIN")
     assert c.appointment["start"] == "2026-01-01T10:15:00+01:00"
     assert c.appointment["end"] == "2026-01-01T10:45:00+01:00"
+
+
+@pytest.mark.parametrize(
+    ("segment", "where"),
+    [
+        ("TQ1|1||||||tomorrow", ("TQ1", 7)),
+        ("TQ1|1||||||20260101100000|20261301", ("TQ1", 8)),
+        ("AIL|1||R1|||20260230100000", ("AIL", 6)),
+        ("TQ1|1||||||20260101100000+2500", ("TQ1", 7)),
+    ],
+)
+def test_an_unreadable_time_raises_102_naming_the_field(
+    segment: str, where: tuple[str, int]
+) -> None:
+    with pytest.raises(er7.Er7Error) as caught:
+        mapped("SIU^S12", "SCH|P1|F1", segment)
+    assert caught.value.code == 102
+    assert (caught.value.segment, caught.value.field) == where
+
+
+def test_sch11_unreadable_start_names_its_component() -> None:
+    with pytest.raises(er7.Er7Error, match=r"SCH-11\.4") as caught:
+        mapped("SIU^S12", sch(f1="P1", f2="F1", f11="^^^notatime"))
+    assert (caught.value.code, caught.value.field) == (102, 11)
+
+
+def test_absurd_durations_are_ignored_not_overflowed() -> None:
+    c = mapped("SIU^S12", sch(f1="P1", f2="F1", f11="^^H99999999^99991231230000+0000"))
+    assert c.appointment["start"] == "9999-12-31T23:00:00+00:00" and "end" not in c.appointment
+
+
+def test_mangled_fixtures_raise_only_er7error() -> None:
+    """Seeded byte mutations of every fixture: each either maps or raises Er7Error (an ACK
+    with ERR), never anything else."""
+    rng = random.Random(11)
+    files = [p.read_bytes() for p in (*REAL, *sorted(VENDOR.glob("*.hl7")))]
+    alphabet = b'|^~\\&\r\n"0123456789+-.MSHSCTQ1AIGLP xX\xc3\xa9\x92'
+    outcomes = {"mapped": 0, "refused": 0}
+    for _ in range(1500):
+        data = bytearray(rng.choice(files))
+        for _ in range(rng.randint(1, 6)):
+            pos = rng.randrange(len(data))
+            op = rng.random()
+            if op < 0.4:
+                data[pos] = rng.choice(alphabet)
+            elif op < 0.7:
+                del data[pos : pos + rng.randint(1, 10)]
+            else:
+                data[pos:pos] = bytes(rng.choice(alphabet) for _ in range(rng.randint(1, 8)))
+        try:
+            msg = er7.parse(bytes(data))
+            siu.map_message(msg, Sender("A", "F", timezone="America/New_York"))
+            outcomes["mapped"] += 1
+        except er7.Er7Error as e:
+            assert 100 <= e.code <= 207
+            outcomes["refused"] += 1
+    assert outcomes["mapped"] > 100 and outcomes["refused"] > 10

@@ -271,7 +271,7 @@ def _escape_text(seq: str, simple: dict[str, str], charset: str) -> str | None:
     m = _FORMATTING.match(seq)
     if m:
         if m[1] == "sp":
-            return "\n" * (int(m[2]) if m[2].isdigit() else 1)
+            return "\n" * (min(int(m[2]), 10) if m[2].isdigit() else 1)  # no memory bombs
         return ""
     if seq[:1] == "X" and len(seq) > 1 and len(seq) % 2 == 1:
         try:

@@ -127,16 +127,14 @@ class Senders:
         """The entry for MSH-3/MSH-4: exact first, then by first components (a sender that
         adds an OID to MSH-4 one day should not lose its settings); None when unknown and
         unknown senders are refused."""
-        first = (application.split("^", 1)[0], facility.split("^", 1)[0])
-        for exact in (True, False):
+
+        def first(value: str) -> str:
+            return value.split("^", 1)[0]
+
+        for norm in (str, first):  # exact, then by first components
+            app, fac = norm(application), norm(facility)
             for s in self.entries:
-                app, fac = (application, facility) if exact else first
-                s_app, s_fac = (
-                    (s.application, s.facility)
-                    if exact
-                    else (s.application.split("^", 1)[0], s.facility.split("^", 1)[0])
-                )
-                if s_app == app and (not s_fac or s_fac == fac):
+                if norm(s.application) == app and (not s.facility or norm(s.facility) == fac):
                     return s
         if self.refuse_unknown:
             return None

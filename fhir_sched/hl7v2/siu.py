@@ -14,9 +14,10 @@ segment order and Z-segments do not matter.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from fhir_sched.hl7v2 import siu_tables as t
@@ -35,7 +36,7 @@ CODE_SYSTEMS: dict[str, str] = {
     "CPT": "http://www.ama-assn.org/go/cpt",
     "C4": "http://www.ama-assn.org/go/cpt",
 }
-RESOURCE_SEGMENTS = ("AIS", "AIG", "AIL", "AIP")
+MAX_MINUTES = 366 * 24 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,30 +104,52 @@ class SiuChange:
 # --- values -----------------------------------------------------------------------------------
 
 
-def read_dtm(value: str, zone: tzinfo) -> tuple[datetime | None, bool]:
-    """(instant, had_time). DTM/TS to an aware datetime; no offset -> ``zone``. A date alone is
-    its midnight in ``zone``. None when it is not a DTM."""
+def read_dtm(value: str, zone: tzinfo) -> datetime | None:
+    """DTM/TS to an aware datetime; no offset -> ``zone``; a date alone is its midnight there.
+    None when it is not a DTM (or names no real date, offset or time)."""
     m = _DTM.match(value.strip())
     if not m:
-        return None, False
+        return None
     y, mo, d, h, mi, s, frac, off = m.groups()
-    dt = datetime(
-        int(y),
-        int(mo or 1),
-        int(d or 1),
-        int(h or 0),
-        int(mi or 0),
-        int(s or 0),
-        int((frac or "0").ljust(6, "0")),
-    )
-    if off:
-        sign = 1 if off[0] == "+" else -1
+    try:
+        dt = datetime(
+            int(y),
+            int(mo or 1),
+            int(d or 1),
+            int(h or 0),
+            int(mi or 0),
+            int(s or 0),
+            int((frac or "0").ljust(6, "0")),
+        )
+        if not off:
+            return dt.replace(tzinfo=zone)
         if off == "Z":
-            delta = timedelta(0)
-        else:
-            delta = sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
-        return dt.replace(tzinfo=timezone(delta)), h is not None
-    return dt.replace(tzinfo=zone), h is not None
+            return dt.replace(tzinfo=UTC)
+        sign = 1 if off[0] == "+" else -1
+        delta = sign * timedelta(hours=int(off[1:3]), minutes=int(off[3:5]))
+        return dt.replace(tzinfo=timezone(delta))
+    except ValueError:
+        return None
+
+
+def _when(seg: Segment, fld: int, zone: tzinfo, component: int = 1) -> datetime | None:
+    """A timing value: absent -> None; present but unreadable -> 102 naming the field, because
+    booking the wrong time is worse than refusing the message."""
+    value = seg.get(fld, component)
+    if not value.strip():
+        return None
+    dt = read_dtm(value, zone)
+    if dt is None:
+        where = f"{seg.name}-{fld}" + (f".{component}" if component > 1 else "")
+        raise Er7Error(102, f"{where} {value!r} is not a date/time", segment=seg.name, field=fld)
+    return dt
+
+
+def _plus(dt: datetime, mins: float) -> datetime | None:
+    try:
+        return dt + timedelta(minutes=mins)
+    except OverflowError:
+        return None
 
 
 def instant(dt: datetime) -> str:
@@ -135,12 +158,16 @@ def instant(dt: datetime) -> str:
 
 
 def minutes(quantity: str, unit: str) -> float | None:
+    """A quantity in ``unit`` as minutes; None when either is unreadable or it is not a sane
+    duration (negative, not finite, or over a year)."""
     try:
         q = float(quantity)
     except ValueError:
         return None
     factor = t.MINUTES_PER_UNIT.get(unit.strip().casefold(), 1 if not unit.strip() else None)
-    return None if factor is None else q * factor
+    if factor is None or not math.isfinite(q) or not 0 <= q * factor <= MAX_MINUTES:
+        return None
+    return q * factor
 
 
 def tq_duration(value: str) -> float | None:
@@ -148,8 +175,10 @@ def tq_duration(value: str) -> float | None:
     v = value.strip()
     if not v:
         return None
-    if v[0].upper() in t.TQ_DURATION_PREFIX and v[1:].isdigit():
-        return int(v[1:]) * t.TQ_DURATION_PREFIX[v[0].upper()]
+    digits = v[1:]
+    if v[0].upper() in t.TQ_DURATION_PREFIX and digits.isascii() and digits.isdigit():
+        total = int(digits) * t.TQ_DURATION_PREFIX[v[0].upper()]
+        return total if total <= MAX_MINUTES else None
     parts = v.split(None, 1)
     return minutes(parts[0], parts[1] if len(parts) > 1 else "min")
 
@@ -260,7 +289,7 @@ def patient(msg: Message, sender: Sender) -> ResourceRef | None:
         body["name"] = [name]
     if pid.get(8):
         body["gender"] = t.GENDER.get(pid.get(8).upper(), "unknown")
-    birth, _ = read_dtm(pid.get(7), sender.zone)
+    birth = read_dtm(pid.get(7), sender.zone)
     if birth is not None:
         body["birthDate"] = birth.date().isoformat()
     display = name["text"] if name else ""
@@ -350,17 +379,17 @@ class Timing:
 
 def segment_period(seg: Segment, zone: tzinfo) -> Timing:
     lay = t.RESOURCES[seg.name]
-    start, _ = read_dtm(seg.get(lay.start), zone)
+    start = _when(seg, lay.start, zone)
     if start is not None and seg.get(lay.offset):
         off = minutes(seg.get(lay.offset), seg.get(lay.offset_units) or "min")
         if off is not None:
-            start += timedelta(minutes=off)
+            start = _plus(start, off)
     dur = (
         minutes(seg.get(lay.duration), seg.get(lay.duration_units))
         if seg.get(lay.duration)
         else None
     )
-    end = start + timedelta(minutes=dur) if start is not None and dur is not None else None
+    end = _plus(start, dur) if start is not None and dur is not None else None
     return Timing(start, end, dur, seg.name if start else "", seg.get(lay.start))
 
 
@@ -372,13 +401,11 @@ def timing(msg: Message, zone: tzinfo) -> Timing:
     tq1 = msg.segment("TQ1")
     found: Timing | None = None
     if tq1 is not None and tq1.get(7):
-        start, _ = read_dtm(tq1.get(7), zone)
-        end, _ = read_dtm(tq1.get(8), zone) if tq1.get(8) else (None, False)
+        start, end = _when(tq1, 7, zone), _when(tq1, 8, zone)
         dur = minutes(tq1.get(6, 1), tq1.get(6, 2)) if tq1.get(6, 1) else None
         found = Timing(start, end, dur, "TQ1", tq1.get(7))
     elif sch is not None and sch.get(11, 4):
-        start, _ = read_dtm(sch.get(11, 4), zone)
-        end, _ = read_dtm(sch.get(11, 5), zone) if sch.get(11, 5) else (None, False)
+        start, end = _when(sch, 11, zone, 4), _when(sch, 11, zone, 5)
         found = Timing(start, end, tq_duration(sch.get(11, 3)), "SCH-11", sch.get(11, 4))
     else:
         for seg in msg.segments():
@@ -394,7 +421,7 @@ def timing(msg: Message, zone: tzinfo) -> Timing:
         dur = minutes(sch.get(9), sch.get(10, 1))
     end = found.end
     if end is None and found.start is not None and dur is not None:
-        end = found.start + timedelta(minutes=dur)
+        end = _plus(found.start, dur)
     return Timing(found.start, end, dur, found.source, found.raw)
 
 

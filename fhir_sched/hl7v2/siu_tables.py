@@ -136,12 +136,10 @@ TQ_DURATION_PREFIX: Final[dict[str, float]] = {"S": 1 / 60, "M": 1, "H": 60, "D"
 
 @dataclass(frozen=True, slots=True)
 class ResourceLayout:
-    """Where one AIx segment keeps its values (v2.5 numbering; the same from 2.3 to 2.8)."""
+    """Where one AIx segment keeps its values (v2.5 numbering; the same from 2.3 to 2.8). The
+    resource id is field 3 in all four."""
 
-    resource_type: str  # the FHIR resource the identifier names
-    system_kind: str  # which of the sender's namespaces its identifiers live in
-    id_field: int
-    type_field: int | None
+    type_field: int | None  # the resource's type or role, a CE/CWE
     start: int
     offset: int
     offset_units: int
@@ -151,10 +149,10 @@ class ResourceLayout:
 
 
 RESOURCES: Final[dict[str, ResourceLayout]] = {
-    "AIS": ResourceLayout("ServiceType", "service", 3, None, 4, 5, 6, 7, 8, 10),
-    "AIG": ResourceLayout("Device", "device", 3, 4, 8, 9, 10, 11, 12, 14),
-    "AIL": ResourceLayout("Location", "location", 3, 4, 6, 7, 8, 9, 10, 12),
-    "AIP": ResourceLayout("Practitioner", "practitioner", 3, 4, 6, 7, 8, 9, 10, 12),
+    "AIS": ResourceLayout(None, 4, 5, 6, 7, 8, 10),
+    "AIG": ResourceLayout(4, 8, 9, 10, 11, 12, 14),
+    "AIL": ResourceLayout(4, 6, 7, 8, 9, 10, 12),
+    "AIP": ResourceLayout(4, 6, 7, 8, 9, 10, 12),
 }
 # AIG-4 resource types that name a person rather than equipment (AIG then means Practitioner).
 STAFF_RESOURCE_TYPES: Final = frozenset(
