@@ -453,3 +453,8 @@ def test_mangled_fixtures_raise_only_er7error() -> None:
             assert 100 <= e.code <= 207
             outcomes["refused"] += 1
     assert outcomes["mapped"] > 100 and outcomes["refused"] > 10
+
+
+def test_free_text_reason_is_text_not_a_code() -> None:
+    a = vendor("athena_S14_v231_aig.hl7").appointment
+    assert a["reasonCode"] == [{"text": "Annual physical"}]

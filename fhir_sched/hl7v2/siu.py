@@ -195,12 +195,13 @@ def _code_system(name: str, sender: Sender) -> str:
 
 
 def concept(seg: Segment, fld: int, sender: Sender, rep: int = 0) -> dict[str, Any] | None:
-    """CE/CWE/CNE -> CodeableConcept; coding and alternate coding kept, original text too."""
+    """CE/CWE/CNE -> CodeableConcept; coding and alternate coding kept, original text too. A
+    lone CE.1 with spaces and no system is what senders do with free text: it becomes text."""
     codings = []
     for code_c, text_c, sys_c in ((1, 2, 3), (4, 5, 6)):
         code, display = seg.get(fld, code_c, rep), seg.get(fld, text_c, rep)
-        if not code:
-            continue
+        if not code or (not display and not seg.get(fld, sys_c, rep) and " " in code.strip()):
+            continue  # free text in the identifier ("Nephrology New"): text, not a code
         coding: dict[str, Any] = {"code": code}
         system = _code_system(seg.get(fld, sys_c, rep), sender)
         if system:
@@ -519,9 +520,47 @@ def _service_requests(
     return [body]
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    msg: Message
+    sch: Segment
+    sender: Sender
+    zone: tzinfo
+    trigger: str
+    kind: str
+    keys: list[dict[str, Any]]
+    patient: ResourceRef | None
+    when: Timing
+    resources: dict[tuple[str, str, str], ResourceRef]
+    warnings: list[str]
+
+    def add(self, ref: ResourceRef | None) -> ResourceRef | None:
+        if ref is not None:
+            self.resources.setdefault(ref.key, ref)
+        return ref
+
+    def change(self, appointment: dict[str, Any], **rest: Any) -> SiuChange:
+        return SiuChange(
+            kind=self.kind,
+            trigger=self.trigger,
+            appointment=appointment,
+            keys=self.keys,
+            patient=self.patient,
+            resources=list(self.resources.values()),
+            service_requests=rest.pop("service_requests", []),
+            warnings=self.warnings,
+            **rest,
+        )
+
+    @property
+    def key_only(self) -> dict[str, Any]:
+        return {"resourceType": "Appointment", "identifier": self.keys}
+
+
 def map_message(msg: Message, sender: Sender) -> SiuChange:
     """The change one SIU message describes. Raises ``Er7Error`` (200/201) for what is not SIU
-    or an event this bridge or this sender does not take, 101 when SCH or both ids are missing."""
+    or an event this bridge or this sender does not take, 101 when SCH or both ids are missing,
+    102 for a time that is present but unreadable."""
     h = msg.header
     if h.message_code != "SIU":
         raise Er7Error(200, f"message type {h.message_code!r} is not SIU", field=9, header=h)
@@ -534,14 +573,12 @@ def map_message(msg: Message, sender: Sender) -> SiuChange:
     sch = msg.segment("SCH")
     if sch is None:
         raise Er7Error(101, "the SCH segment is missing", segment="SCH", header=h)
-    warnings = list(msg.warnings)
-    zone = sender.zone
     keys = [
         i
         for i in (ei_identifier(sch, 2, sender, "FILL"), ei_identifier(sch, 1, sender, "PLAC"))
         if i
     ]
-    if not keys and kind != "block" and kind != "open":
+    if not keys and kind in ("appointment", "participants"):
         raise Er7Error(
             101,
             "SCH-1 and SCH-2 are both empty: no appointment id",
@@ -549,126 +586,106 @@ def map_message(msg: Message, sender: Sender) -> SiuChange:
             field=1,
             header=h,
         )
+    zone = sender.zone
     pat = patient(msg, sender)
-    when = timing(msg, zone)
-    resources: dict[tuple[str, str, str], ResourceRef] = {}
-    if pat is not None:
-        resources[pat.key] = pat
-
-    ident_only: dict[str, Any] = {"resourceType": "Appointment", "identifier": keys}
+    ctx = _Context(
+        msg,
+        sch,
+        sender,
+        zone,
+        trigger,
+        kind,
+        keys,
+        pat,
+        timing(msg, zone),
+        {pat.key: pat} if pat is not None else {},
+        list(msg.warnings),
+    )
     if kind == "participants":
-        deltas = []
-        for seg in msg.segments():
-            if seg.name not in t.RESOURCES:
-                continue
-            ref = actor(seg, sender)
-            if ref is not None:
-                resources.setdefault(ref.key, ref)
-            deltas.append(
-                ParticipantDelta(
-                    action=t.DELTA_ACTION[trigger],
-                    segment=seg.name,
-                    segment_action=t.SEGMENT_ACTION.get(seg.get(2).strip().upper(), ""),
-                    resource=ref,
-                    participant=_participant(ref, seg, zone, sender) if ref else None,
-                    service_type=concept(seg, 3, sender) if seg.name == "AIS" else None,
-                )
-            )
-        return SiuChange(
-            kind,
-            trigger,
-            ident_only,
-            keys,
-            pat,
-            list(resources.values()),
-            [],
-            deltas=deltas,
-            warnings=warnings,
-        )
-
+        return _participant_deltas(ctx)
     if kind in ("block", "open"):
-        blocks = []
-        reason_c = concept(sch, 6, sender) or concept(sch, 7, sender)
-        reason = (reason_c or {}).get("text") or ""
-        for seg in msg.segments():
-            if seg.name not in ("AIG", "AIL", "AIP"):
-                continue
-            ref = actor(seg, sender)
-            own = segment_period(seg, zone)
-            start, end = own.start or when.start, own.end or when.end
-            if start is None or end is None:
-                warnings.append(f"{seg.name} has no start and end; block ignored")
-                continue
-            if ref is not None:
-                resources.setdefault(ref.key, ref)
-            blocks.append(
-                Block(
-                    "blocked" if kind == "block" else "opened",
-                    ref,
-                    instant(start),
-                    instant(end),
-                    reason,
-                    concept(sch, 5, sender),
-                )
-            )
-        if not blocks and when.start is not None and when.end is not None and sch.get(5):
-            blocks.append(
-                Block(
-                    "blocked" if kind == "block" else "opened",
-                    None,
-                    instant(when.start),
-                    instant(when.end),
-                    reason,
-                    concept(sch, 5, sender),
-                )
-            )
-        return SiuChange(
-            kind,
-            trigger,
-            ident_only,
-            keys,
-            pat,
-            list(resources.values()),
-            [],
-            blocks=blocks,
-            warnings=warnings,
-        )
+        return _blocks(ctx)
+    return _appointment(ctx)
 
+
+def _participant_deltas(ctx: _Context) -> SiuChange:
+    """S18-S22: one delta per resource segment; the appointment is named, not restated."""
+    deltas = []
+    for seg in ctx.msg.segments():
+        if seg.name not in t.RESOURCES:
+            continue
+        ref = ctx.add(actor(seg, ctx.sender))
+        deltas.append(
+            ParticipantDelta(
+                action=t.DELTA_ACTION[ctx.trigger],
+                segment=seg.name,
+                segment_action=t.SEGMENT_ACTION.get(seg.get(2).strip().upper(), ""),
+                resource=ref,
+                participant=_participant(ref, seg, ctx.zone, ctx.sender) if ref else None,
+                service_type=concept(seg, 3, ctx.sender) if seg.name == "AIS" else None,
+            )
+        )
+    return ctx.change(ctx.key_only, deltas=deltas)
+
+
+def _blocks(ctx: _Context) -> SiuChange:
+    """S23/S24: time blocked or opened on each named resource (its own period first, else the
+    message's), or on the SCH-5 schedule when no resource is named."""
+    label = "blocked" if ctx.kind == "block" else "opened"
+    reason = ((concept(ctx.sch, 6, ctx.sender) or concept(ctx.sch, 7, ctx.sender)) or {}).get(
+        "text", ""
+    )
+    schedule = concept(ctx.sch, 5, ctx.sender)
+    blocks = []
+    for seg in ctx.msg.segments():
+        if seg.name not in ("AIG", "AIL", "AIP"):
+            continue
+        own = segment_period(seg, ctx.zone)
+        start, end = own.start or ctx.when.start, own.end or ctx.when.end
+        if start is None or end is None:
+            ctx.warnings.append(f"{seg.name} has no start and end; nothing {label}")
+            continue
+        ref = ctx.add(actor(seg, ctx.sender))
+        blocks.append(Block(label, ref, instant(start), instant(end), reason, schedule))
+    when = ctx.when
+    if not blocks and when.start is not None and when.end is not None and schedule is not None:
+        blocks.append(Block(label, None, instant(when.start), instant(when.end), reason, schedule))
+    return ctx.change(ctx.key_only, blocks=blocks)
+
+
+def _appointment(ctx: _Context) -> SiuChange:
+    sch, sender, when = ctx.sch, ctx.sender, ctx.when
     appt: dict[str, Any] = {
         "resourceType": "Appointment",
-        "extension": [_source_extension(msg, trigger, when)],
-        "identifier": keys,
-        "status": _status(trigger, sch, sender, warnings),
+        "extension": [_source_extension(ctx.msg, ctx.trigger, when)],
+        "identifier": ctx.keys,
+        "status": _status(ctx.trigger, sch, sender, ctx.warnings),
     }
-    if trigger in ("S15", "S16"):
+    if ctx.trigger in ("S15", "S16"):
         cancel = concept(sch, 6, sender)
         if cancel:
             appt["cancelationReason"] = cancel
-    services = [c for s in msg.segments("AIS") if (c := concept(s, 3, sender))]
+    services = [c for s in ctx.msg.segments("AIS") if (c := concept(s, 3, sender))]
     if services:
         appt["serviceType"] = services
     reason = concept(sch, 7, sender)
     if reason:
         appt["reasonCode"] = [reason]
     appt_type = concept(sch, 8, sender)
-    if (
-        appt_type is None
-        and reason is not None
-        and sch.get(7).upper() in {"ROUTINE", "WALKIN", "CHECKUP", "FOLLOWUP", "EMERGENCY"}
-    ):
+    if appt_type is None and sch.get(7).upper() in t.TABLE_0276:
         appt_type = {"coding": [{"system": t.V2_0276, "code": sch.get(7).upper()}]}
     if appt_type:
         appt["appointmentType"] = appt_type
-    tq1 = msg.segment("TQ1")
-    prio = (tq1.get(9) if tq1 is not None else "") or sch.get(11, 6)
-    if prio.upper() in t.PRIORITY:
-        appt["priority"] = t.PRIORITY[prio.upper()]
+    tq1 = ctx.msg.segment("TQ1")
+    prio = ((tq1.get(9) if tq1 is not None else "") or sch.get(11, 6)).upper()
+    if prio in t.PRIORITY:
+        appt["priority"] = t.PRIORITY[prio]
     if when.start is not None:
         appt["start"] = instant(when.start)
         if when.end is not None:
             appt["end"] = instant(when.end)
     else:
-        warnings.append("no start time in TQ1, SCH-11 or the resource segments")
+        ctx.warnings.append("no start time in TQ1, SCH-11 or the resource segments")
     dur = minutes(sch.get(9), sch.get(10, 1)) if sch.get(9) else None
     if dur is None:
         dur = when.minutes
@@ -676,25 +693,36 @@ def map_message(msg: Message, sender: Sender) -> SiuChange:
         dur = (when.end - when.start).total_seconds() / 60
     if dur is not None and dur >= 1:
         appt["minutesDuration"] = round(dur)
-    notes = _notes(msg)
-    segs = msg.segments()
+    segs = ctx.msg.segments()
     sch_notes = [
-        n for i, ns in notes.items() if i >= 0 and segs[i].name in ("SCH", "TQ1") for n in ns
+        n
+        for i, ns in _notes(ctx.msg).items()
+        if i >= 0 and segs[i].name in ("SCH", "TQ1")
+        for n in ns
     ]
     if sch_notes:
         appt["comment"] = "\n".join(sch_notes)
+    participants = _participants(ctx)
+    if participants:
+        appt["participant"] = participants
+    requests = _service_requests(sch, sender, ctx.patient)
+    if requests:
+        appt["basedOn"] = [
+            {"type": "ServiceRequest", "identifier": r["identifier"][-1]} for r in requests
+        ]
+    return ctx.change(appt, service_requests=requests)
 
-    participants: dict[tuple[str, str, str], dict[str, Any]] = {}
-    if pat is not None:
-        participants[pat.key] = _participant(pat, None, zone, sender)
-    pv1 = msg.segment("PV1")
-    if pv1 is not None:
-        for fld, code in t.PV1_PERSONS.items():
-            ref = xcn_practitioner(pv1, fld, sender)
-            if ref is None:
-                continue
-            resources.setdefault(ref.key, ref)
-            participants.setdefault(
+
+def _participants(ctx: _Context) -> list[dict[str, Any]]:
+    """Patient, PV1 attending/referring/consulting, then AIG/AIL/AIP; one per actor."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    if ctx.patient is not None:
+        out[ctx.patient.key] = _participant(ctx.patient, None, ctx.zone, ctx.sender)
+    pv1 = ctx.msg.segment("PV1")
+    for fld, code in t.PV1_PERSONS.items():
+        ref = ctx.add(xcn_practitioner(pv1, fld, ctx.sender)) if pv1 is not None else None
+        if ref is not None:
+            out.setdefault(
                 ref.key,
                 {
                     "actor": ref.reference(),
@@ -702,22 +730,9 @@ def map_message(msg: Message, sender: Sender) -> SiuChange:
                     "status": "accepted",
                 },
             )
-    for seg in segs:
-        if seg.name not in ("AIG", "AIL", "AIP"):
-            continue
-        ref = actor(seg, sender)
-        if ref is None:
-            continue
-        resources.setdefault(ref.key, ref)
-        participants.setdefault(ref.key, _participant(ref, seg, zone, sender))
-    if participants:
-        appt["participant"] = list(participants.values())
-    requests = _service_requests(sch, sender, pat)
-    if requests:
-        appt["basedOn"] = [
-            {"type": "ServiceRequest", "identifier": {k: v for k, v in r["identifier"][-1].items()}}
-            for r in requests
-        ]
-    return SiuChange(
-        kind, trigger, appt, keys, pat, list(resources.values()), requests, warnings=warnings
-    )
+    for seg in ctx.msg.segments():
+        if seg.name in ("AIG", "AIL", "AIP"):
+            ref = ctx.add(actor(seg, ctx.sender))
+            if ref is not None:
+                out.setdefault(ref.key, _participant(ref, seg, ctx.zone, ctx.sender))
+    return list(out.values())

@@ -107,6 +107,9 @@ PARTICIPANT_STATUS: Final[dict[str, str]] = {
 DEFAULT_PARTICIPANT_STATUS: Final = "tentative"  # FHIR-Converter's default for AIx
 PATIENT_PARTICIPANT_STATUS: Final = "accepted"
 
+# HL7 table 0276 (appointment reason): SCH-7 coded from it can stand in for a missing SCH-8.
+TABLE_0276: Final = frozenset({"ROUTINE", "WALKIN", "CHECKUP", "FOLLOWUP", "EMERGENCY"})
+
 # TQ1-9 / SCH-11.6 priority (table 0485) -> Appointment.priority (FHIR-Converter's scale).
 PRIORITY: Final[dict[str, int]] = {"S": 1, "A": 2, "R": 3, "P": 4, "C": 5, "T": 6, "PRN": 7}
 
