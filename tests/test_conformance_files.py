@@ -24,9 +24,9 @@ def test_every_extension_url_in_the_code_has_a_structure_definition() -> None:
     used: set[str] = set()
     for source in (ROOT / "fhir_sched").rglob("*.py"):
         text = source.read_text()
-        used |= set(re.findall(r'"(https://fhir-sched\.org/fhir/StructureDefinition/[a-z-]+)"',
+        used |= set(re.findall(r'"(https://fhir-sched\.org/fhir/StructureDefinition/[a-z0-9-]+)"',
                                text))
-        for base_name in re.findall(r'BASE \+ "([a-z-]+)"', text):
+        for base_name in re.findall(r'BASE \+ "([a-z0-9-]+)"', text):
             used.add("https://fhir-sched.org/fhir/StructureDefinition/" + base_name)
     assert used, "the scan found no extension URLs at all"
     assert used - defined == set()
