@@ -1,0 +1,175 @@
+"""ACK messages as bytes, from the inbound MSH values and an outcome.
+
+MSA-2 echoes MSH-10 verbatim (a leading space included: senders match on it). The ERR segment
+follows the message's version: ERR-1 (ELD, code as a CE in its fourth component) before 2.5,
+ERR-3 (table 0357) with ERR-4 severity from 2.5. MSA-3 text is sent only before 2.4, where
+receivers read it. The ACK uses the message's own delimiters, version and character set.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from fhir_sched.hl7v2.header import Header
+
+
+class AckCode(StrEnum):
+    AA = "AA"
+    AE = "AE"
+    AR = "AR"
+    CA = "CA"
+    CE = "CE"
+    CR = "CR"
+
+
+# HL7 table 0357, the codes this door sends.
+ERROR_TEXT = {
+    0: "Message accepted",
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    202: "Unsupported processing id",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    206: "Application record locked",
+    207: "Application internal error",
+}
+
+# HL7 table 0211 values to Python codecs; unknown values fall back to UTF-8.
+_CHARSETS = {
+    "": "utf-8",
+    "ASCII": "ascii",
+    "8859/1": "latin-1",
+    "8859/15": "iso8859-15",
+    "UNICODE UTF-8": "utf-8",
+    "UTF-8": "utf-8",
+    "WINDOWS-1252": "cp1252",
+}
+
+
+def codec_for(character_set: str) -> str:
+    return _CHARSETS.get(character_set.strip().upper(), "utf-8")
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for part in version.strip().split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts) or (2, 5)
+
+
+def escape(text: str, field_separator: str, encoding_characters: str) -> str:
+    """Delimiters in free text become HL7 escape sequences; the escape character first."""
+    enc = encoding_characters if len(encoding_characters) >= 4 else "^~\\&"
+    component, repetition, esc, subcomponent = enc[0], enc[1], enc[2], enc[3]
+    text = text.replace(esc, f"{esc}E{esc}")
+    for char, name in (
+        (field_separator, "F"),
+        (component, "S"),
+        (repetition, "R"),
+        (subcomponent, "T"),
+    ):
+        text = text.replace(char, f"{esc}{name}{esc}")
+    return text.replace("\r", f"{esc}X0D{esc}").replace("\n", f"{esc}X0A{esc}")
+
+
+def build_ack(
+    header: Header,
+    code: AckCode,
+    *,
+    control_id: str,
+    timestamp: str,
+    text: str = "",
+    error_code: int | None = None,
+    severity: str = "E",
+) -> bytes:
+    """One ACK message (no MLLP framing), CR after each segment."""
+    fs, enc = header.field_separator or "|", header.encoding_characters or "^~\\&"
+    comp, sub = enc[0], enc[3] if len(enc) > 3 else "&"
+    version = header.version or "2.5.1"
+    vt = version_tuple(version)
+    ack_type = comp.join(["ACK", header.trigger_event, "ACK"]) if vt >= (2, 3, 1) else "ACK"
+    msh = [
+        "MSH",
+        enc,
+        header.receiving_application,
+        header.receiving_facility,
+        header.sending_application,
+        header.sending_facility,
+        timestamp,
+        "",
+        ack_type,
+        control_id,
+        header.processing_id or "P",
+        version,
+    ]
+    if header.character_set:
+        msh += ["", "", "", "", "", header.character_set]
+    safe = escape(text, fs, enc)
+    msa = ["MSA", str(code), header.control_id]
+    if vt < (2, 4) and safe:
+        msa.append(safe)
+    segments = [fs.join(msh[:1]) + fs + fs.join(msh[1:]), fs.join(msa)]
+    if code not in (AckCode.AA, AckCode.CA) and error_code is not None:
+        meaning = ERROR_TEXT.get(error_code, "")
+        if vt >= (2, 5):
+            err = ["ERR", "", "", comp.join([str(error_code), meaning, "HL70357"]), severity]
+            if safe:
+                err += ["", "", "", safe]
+            segments.append(fs.join(err))
+        else:
+            ce = sub.join([str(error_code), meaning, "HL70357"])
+            segments.append(fs.join(["ERR", comp.join(["", "", "", ce])]))
+    message = "\r".join(segments) + "\r"
+    return message.encode(codec_for(header.character_set), errors="replace")
+
+
+def recover_header(raw: bytes) -> Header:
+    """What can be read of an MSH that the parser refused: enough to address an AR."""
+    text = raw.decode("latin-1")
+    first = text.replace("\n", "\r").split("\r", 1)[0]
+    fs = first[3] if first.startswith("MSH") and len(first) > 3 else "|"
+    fields = first.split(fs) if first.startswith("MSH") else ["MSH"]
+
+    def at(n: int) -> str:  # MSH-n; MSH-1 is the separator itself, so MSH-n is fields[n-1]
+        return fields[n - 1] if 1 < n <= len(fields) else ""
+
+    enc = at(2) if 4 <= len(at(2)) <= 5 else "^~\\&"
+    msg_type = at(9).split(enc[0])
+    return Header(
+        field_separator=fs,
+        encoding_characters=enc,
+        sending_application=at(3),
+        sending_facility=at(4),
+        receiving_application=at(5),
+        receiving_facility=at(6),
+        timestamp=at(7),
+        message_code=msg_type[0],
+        trigger_event=msg_type[1] if len(msg_type) > 1 else "",
+        message_structure=msg_type[2] if len(msg_type) > 2 else "",
+        control_id=at(10),
+        processing_id=at(11).split(enc[0])[0],
+        version=at(12).split(enc[0])[0] or "2.5.1",
+        character_set="",
+    )
+
+
+def reject_unparseable(
+    raw: bytes, *, control_id: str, timestamp: str, text: str, error_code: int = 200
+) -> bytes:
+    """A minimal AR for a frame whose MSH could not be parsed, echoing what could be recovered."""
+    header = recover_header(raw)
+    return build_ack(
+        header,
+        AckCode.AR,
+        control_id=control_id,
+        timestamp=timestamp,
+        text=text,
+        error_code=error_code,
+    )
