@@ -21,13 +21,19 @@ def get_ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:
 
 def set_ext(resource: dict[str, Any], url: str, value: dict[str, Any] | None) -> dict[str, Any]:
     """A copy of ``resource`` with extension ``url`` set to ``value`` (removed when None)."""
+    return set_exts(resource, url, [] if value is None else [value])
+
+
+def set_exts(resource: dict[str, Any], url: str, values: list[dict[str, Any]]
+             ) -> dict[str, Any]:
+    """A copy of ``resource`` whose extensions ``url`` are exactly ``values`` (a repeatable
+    extension; none left when ``values`` is empty)."""
     exts = [
         e
         for e in resource.get("extension") or []
         if not (isinstance(e, dict) and e.get("url") == url)
     ]
-    if value is not None:
-        exts.append({"url": url, **value})
+    exts += [{"url": url, **v} for v in values]
     out = dict(resource)
     if exts:
         out["extension"] = exts

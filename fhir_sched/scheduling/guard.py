@@ -25,7 +25,7 @@ from ..writes import FollowUp, WriteEvent
 from . import claims, participants
 from .admission import Breach, availability_breach, in_past
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
-from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested
+from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
 
 
@@ -187,17 +187,9 @@ async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
 def flag(appt: dict[str, Any], breaches: list[Breach]) -> dict[str, Any]:
     """``appt`` carrying one booking-flag extension per rule it breaks (none when it breaks
     none: a corrected booking loses its flags)."""
-    exts = [e for e in appt.get("extension") or []
-            if not (isinstance(e, dict) and e.get("url") == BOOKING_FLAG)]
-    exts += [{"url": BOOKING_FLAG, "extension": [
+    return set_exts(appt, BOOKING_FLAG, [{"extension": [
         {"url": "rule", "valueCode": b.code}, {"url": "detail", "valueString": b.message}]}
-        for b in breaches]
-    out = dict(appt)
-    if exts:
-        out["extension"] = exts
-    else:
-        out.pop("extension", None)
-    return out
+        for b in breaches])
 
 
 async def _slot_capacity(unit: Unit, slot: dict[str, Any]) -> int:
