@@ -1,9 +1,14 @@
 """MLLP framing checked by code nobody here wrote: python-hl7's asyncio MLLP client sends to our
-Listener and reads our ACKs; our MllpClient sends to python-hl7's MLLP server."""
+Listener and reads our ACKs; our MllpClient sends to python-hl7's MLLP server; and @medplum/hl7's
+Node client (tests/peers/medplum, installed with npm from its lock file on first use) sends
+every fixture to our Listener."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import hl7
@@ -15,6 +20,7 @@ from fhir_sched.hl7v2.client import MllpClient
 from tests.support.mllp import Recorder, running, siu
 
 FIXTURES = Path(__file__).parent / "fixtures"
+MEDPLUM = Path(__file__).parent / "peers" / "medplum"
 MESSAGES = sorted([*FIXTURES.glob("siu/*.hl7"), *FIXTURES.glob("siu-vendor/*.hl7")])
 
 
@@ -101,3 +107,31 @@ async def test_python_hl7_server_reads_our_latin1_message_byte_exact() -> None:
         ack = await client.send(raw)
     assert seen == [raw]
     assert str(hl7.parse(ack.decode("latin-1"))["MSA.F2"]) == er7.parse(raw).header.control_id
+
+
+def _medplum_installed() -> Path:
+    """The Node peer, installed from its lock file when missing (npm registry needed once)."""
+    node = shutil.which("node")
+    assert node, "node is needed for the @medplum/hl7 peer test"
+    if not (MEDPLUM / "node_modules" / "@medplum" / "hl7").is_dir():
+        npm = shutil.which("npm")
+        assert npm, "npm is needed to install the @medplum/hl7 peer"
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+                       cwd=MEDPLUM, check=True, capture_output=True, timeout=300)
+    return Path(node)
+
+
+async def test_medplum_hl7_client_gets_an_aa_for_every_fixture_on_one_connection() -> None:
+    node = _medplum_installed()
+    rec = Recorder()
+    async with running(handler=rec) as lst:
+        proc = await asyncio.create_subprocess_exec(
+            str(node), str(MEDPLUM / "send.mjs"), "127.0.0.1", str(lst.port),
+            *map(str, MESSAGES), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    expected = [er7.parse(p.read_bytes()).header.control_id for p in MESSAGES]
+    assert [(d["msa1"], d["msa2"]) for d in lines] == [("AA", cid) for cid in expected]
+    assert [d["sent"] for d in lines] == expected
+    assert len(rec.payloads) == len(MESSAGES)  # one connection, one frame per message
