@@ -64,7 +64,7 @@ def codec_for(character_set: str) -> str:
 def version_tuple(version: str) -> tuple[int, ...]:
     parts: list[int] = []
     for part in version.strip().split("."):
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):  # "1¹".isdigit() is True; int() refuses
             break
         parts.append(int(part))
     return tuple(parts) or (2, 5)
@@ -144,6 +144,14 @@ def _msh_line(raw: bytes) -> bytes:
 _MSH_LIMIT = 8192  # an MSH longer than this is not worth reading for an AR
 
 
+def _usable_char(ch: str) -> bool:
+    return ch.isprintable() and not ch.isalnum() and not ch.isspace() and ch.isascii()
+
+
+def _usable(separator: bytes) -> bool:
+    return _usable_char(separator.decode("latin-1"))
+
+
 def recover_header(raw: bytes) -> Header:
     """What can be read of an MSH that the parser refused: enough to address an AR.
 
@@ -151,7 +159,9 @@ def recover_header(raw: bytes) -> Header:
     line is then decoded by it, so the AR goes back in the sender's own charset and MSA-2 is
     MSH-10 as sent. Undeclared: UTF-8 when the bytes are, else Latin-1 (which never fails)."""
     line = _msh_line(raw)
-    is_msh = line.startswith(b"MSH") and len(line) > 3
+    # A separator no reader could use (a letter, a digit, white space) means nothing after
+    # "MSH" can be trusted: answer with the standard delimiters and no echoed fields.
+    is_msh = line.startswith(b"MSH") and len(line) > 3 and _usable(line[3:4])
     fs_byte = line[3:4] if is_msh else b"|"
     parts = line.split(fs_byte) if is_msh else [b"MSH"]
     enc_raw = parts[1] if len(parts) > 1 else b""
@@ -171,7 +181,9 @@ def recover_header(raw: bytes) -> Header:
     def at(n: int) -> str:  # MSH-n; MSH-1 is the separator itself, so MSH-n is fields[n-1]
         return fields[n - 1] if 1 < n <= len(fields) else ""
 
-    enc = at(2) if 4 <= len(at(2)) <= 5 and fs not in at(2) else "^~\\&"
+    chars = at(2)
+    distinct = len(set(chars + fs)) == len(chars) + 1
+    enc = chars if 4 <= len(chars) <= 5 and distinct and all(map(_usable_char, chars)) else "^~\\&"
     msg_type = at(9).split(enc[0])
     return Header(
         field_separator=fs,

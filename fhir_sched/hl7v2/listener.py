@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from fhir_sched.hl7v2.ack import AckCode, build_ack, recover_header, reject_unparseable
+from fhir_sched.hl7v2.ack import AckCode, build_ack, recover_header
 from fhir_sched.hl7v2.mllp import Decoder, Event, Frame, Restarted, Skipped, TooLarge, encode
 
 log = logging.getLogger("fhir_sched.hl7v2.mllp")
@@ -80,16 +80,20 @@ def _control_id() -> str:
     return "R" + datetime.now(UTC).strftime("%Y%m%d%H%M%S%f")
 
 
-def internal_error_ack(frame: bytes, text: str) -> bytes:
-    """AE 207 for a frame the application failed on: the sender may retry it later."""
-    return build_ack(
-        recover_header(frame),
-        AckCode.AE,
-        control_id=_control_id(),
-        timestamp=_now(),
-        text=text,
-        error_code=207,
-    )
+def internal_error_ack(frame: bytes, text: str, code: AckCode = AckCode.AE) -> bytes:
+    """AE 207 for a frame the application failed on: the sender may retry it later.
+
+    Built from whatever ``recover_header`` reads; should even that fail on some header nobody
+    foresaw, the reply is a bare ACK with the standard delimiters, because a frame without an
+    answer stalls the sender's queue."""
+    try:
+        header = recover_header(frame)
+        return build_ack(header, code, control_id=_control_id(), timestamp=_now(), text=text,
+                         error_code=207)
+    except Exception as exc:
+        log.error("mllp could not address an ACK from the frame's MSH: %s", type(exc).__name__)
+        return build_ack(recover_header(b""), code, control_id=_control_id(), timestamp=_now(),
+                         text=text, error_code=207)
 
 
 @dataclass(slots=True)
@@ -185,6 +189,14 @@ class Listener:
             await self._serve(reader, writer, conn, decoder)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError) as exc:
             log.info("mllp connection %s lost: %s", peer, type(exc).__name__)
+        except Exception as exc:  # a bug here must cost one connection, never the listener
+            log.error("mllp connection %s failed: %s at\n%s", peer, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__, limit=-3)))
+        except asyncio.CancelledError:
+            # stop() closing an idle connection. This task is the server's own callback task
+            # and nothing awaits it but stop(), so ending quietly is right (asyncio would
+            # otherwise log the cancellation as an error in its stream callback).
+            pass
         finally:
             self._connections.discard(conn)
             for event in decoder.flush_skipped():
@@ -247,8 +259,7 @@ class Listener:
             self.stats.too_large += 1
             log.warning("mllp frame of %d bytes over the %d-byte limit from %s", event.size,
                         self.settings.max_frame_bytes, conn.peer)
-            return reject_unparseable(event.head, control_id=_control_id(), timestamp=_now(),
-                                      text="frame too large", error_code=207)
+            return internal_error_ack(event.head, "frame too large", AckCode.AR)
         self._note(event, conn)
         return None
 
@@ -270,6 +281,9 @@ class Listener:
         task = asyncio.ensure_future(self.handler(payload, peer))
         try:
             done, _pending = await asyncio.wait({task}, timeout=self.settings.handler_seconds)
+        except Exception as exc:  # a bug here must cost one connection, never the listener
+            log.error("mllp connection %s failed: %s at\n%s", peer, type(exc).__name__,
+                      "".join(traceback.format_tb(exc.__traceback__, limit=-3)))
         except asyncio.CancelledError:
             # stop() past its grace, or the loop is going down: let the handler end on its own.
             task.add_done_callback(_swallow)
