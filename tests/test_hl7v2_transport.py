@@ -341,3 +341,50 @@ async def test_graceful_stop_cancels_a_handler_past_the_grace_period() -> None:
     await asyncio.wait_for(lst.stop(), 5)
     assert loop.time() - t0 < 2
     assert await closed_by_peer(reader, 2.0)
+
+
+async def test_mllp_release2_commit_blocks_from_a_peer_are_not_answered() -> None:
+    async with running() as lst:
+        reader, writer = await connect(lst)
+        writer.write(encode(siu("R2A")))
+        assert msa((await read_frames(reader, 1))[0]) == ("AA", "R2A")
+        # The peer commit-acknowledges our ACK (and NAKs something), then sends a message.
+        writer.write(b"\x0b\x06\x1c\r" + b"\x0b\x15\x1c\r" + encode(siu("R2B")))
+        (ack,) = await read_frames(reader, 1)
+        assert msa(ack) == ("AA", "R2B")  # the very next frame is R2B's ACK, nothing before it
+        assert lst.stats.commit_blocks == 2
+        assert lst.stats.acks == 2
+        writer.close()
+
+
+async def test_a_peer_that_never_reads_its_acks_is_closed_and_others_go_on() -> None:
+    big_ack = b"MSH|^~\\&|S|F|R|F|1||ACK|1|P|2.5.1\rMSA|AA|x\rNTE|" + b"x" * 65536 + b"\r"
+
+    async def bulky(frame: bytes, peer: PeerInfo) -> bytes:
+        return parse_and_ack(frame) if b"|FAST" in frame else big_ack
+
+    async with running(ListenerSettings(port=0, idle_seconds=0.5), bulky) as lst:
+        import socket as socket_mod
+
+        sock = socket_mod.socket()
+        sock.setsockopt(socket_mod.SOL_SOCKET, socket_mod.SO_RCVBUF, 4096)
+        sock.connect((HOST, lst.port))
+        sock.setblocking(False)
+        _deaf_reader, deaf = await asyncio.open_connection(sock=sock)
+        deaf.write(b"".join(encode(siu(f"D{i}")) for i in range(400)))  # never reads a byte
+        reader, writer = await connect(lst)
+        fast = 0
+        for _ in range(30):  # up to 3 s: the other sender is served while the deaf one stalls
+            writer.write(encode(siu(f"FAST{fast}")))
+            assert msa((await read_frames(reader, 1, timeout=2))[0]) == ("AA", f"FAST{fast}")
+            fast += 1
+            if lst.stats.stalled_closed:
+                break
+            await asyncio.sleep(0.1)
+        assert lst.stats.stalled_closed == 1
+        assert lst.stats.acks < 400 + fast
+        assert lst.stats.idle_closed == 0
+        writer.write(encode(siu("FAST-AFTER")))
+        assert msa((await read_frames(reader, 1, timeout=2))[0]) == ("AA", "FAST-AFTER")
+        writer.close()
+        deaf.close()

@@ -17,6 +17,10 @@ peer that never reads, so a slow or hostile sender holds one task and at most on
 memory, never the event loop. ``stop`` stops accepting, closes idle connections, lets one with a
 frame in hand finish it and write its ACK (bounded by ``stop_grace_seconds``), then closes.
 
+MLLP release 2 (commit acknowledgement blocks) is not spoken: the listener answers with HL7
+ACK messages, as release 1 does. A release 2 peer's ``<VT><ACK><FS><CR>`` or NAK block for one
+of those ACKs is recognised and ignored, never answered as a message.
+
 Logs carry counts, peer addresses and at most the control id, never message content.
 """
 
@@ -37,6 +41,7 @@ from fhir_sched.hl7v2.mllp import Decoder, Event, Frame, Restarted, Skipped, Too
 log = logging.getLogger("fhir_sched.hl7v2.mllp")
 
 _READ_BYTES = 65536
+_COMMIT_BLOCKS = (b"\x06", b"\x15")  # MLLP release 2 commit acknowledgement / negative
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +112,10 @@ class ListenerStats:
     too_large: int = 0
     handler_errors: int = 0
     handler_timeouts: int = 0
-    idle_closed: int = 0
+    idle_closed: int = 0  # sent nothing for idle_seconds
+    stalled_closed: int = 0  # read none of its ACKs for idle_seconds
     skipped_bytes: int = 0
+    commit_blocks: int = 0  # MLLP release 2 <VT>ACK<FS> / <VT>NAK<FS> blocks, not answered
 
 
 @dataclass(eq=False, slots=True)
@@ -209,7 +216,7 @@ class Listener:
                 writer.transport.abort()
             else:
                 writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -237,7 +244,7 @@ class Listener:
                     try:
                         await asyncio.wait_for(writer.drain(), idle)
                     except TimeoutError:
-                        self.stats.idle_closed += 1
+                        self.stats.stalled_closed += 1
                         log.info("mllp %s does not read its ACKs; closed", conn.peer)
                         return
                     self.stats.acks += 1
@@ -249,6 +256,13 @@ class Listener:
                 conn.busy = False
 
     async def _answer(self, event: Event, conn: _Connection) -> bytes | None:
+        if isinstance(event, Frame) and event.payload in _COMMIT_BLOCKS:
+            # An MLLP release 2 peer commit-acknowledging our ACK. Not a message: answering it
+            # with an AR would start an endless exchange of rejections.
+            self.stats.commit_blocks += 1
+            log.info("mllp release 2 %s block from %s ignored",
+                     "ACK" if event.payload == b"\x06" else "NAK", conn.peer)
+            return None
         if isinstance(event, Frame):
             conn.frames += 1
             self.stats.frames += 1
