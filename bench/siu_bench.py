@@ -1,6 +1,7 @@
 """SIU ingest benchmark (issue 11): sustained S12 over MLLP against parse-only baselines.
 
     python bench/siu_bench.py --transport-only          # listener + parse/map/ACK, no store
+    python bench/siu_bench.py --transport-only --commit # ... + one SQLite commit per message
     python bench/siu_bench.py --spawn                    # a real fhir-sched serve --mllp-port
     python bench/siu_bench.py --target 127.0.0.1:2575    # a server already running
 
@@ -129,7 +130,33 @@ def parse_baselines(messages: list[bytes]) -> dict[str, float]:
 # --- the transport-only server ----------------------------------------------------------------
 
 
-def transport_handler() -> object:
+class CommitLog:
+    """A stand-in for the bridge's commit: the message and its ACK stored under the idempotency
+    key (MSH-3, MSH-4, MSH-10) in one SQLite transaction (WAL, synchronous=FULL, as the store
+    runs), on one writer thread, before the ACK is sent. It shows what one durable commit per
+    message costs on this disk; the real door does more in that transaction."""
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS inbound (app TEXT, fac TEXT, cid TEXT, "
+                        "raw BLOB, ack BLOB, PRIMARY KEY (app, fac, cid))")
+
+    def _write(self, key: tuple[str, str, str], raw: bytes, ack: bytes) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT OR IGNORE INTO inbound VALUES (?, ?, ?, ?, ?)", (*key, raw, ack))
+        self.db.execute("COMMIT")
+
+    async def commit(self, key: tuple[str, str, str], raw: bytes, ack: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.pool, self._write, key, raw, ack)
+
+
+def transport_handler(commit: CommitLog | None = None) -> object:
     senders = default_senders()
     counter = iter(range(1, 1 << 62))
 
@@ -147,16 +174,22 @@ def transport_handler() -> object:
                                           text=str(exc), error_code=exc.code)
             return build_ack(exc.header, AckCode.AR, control_id=control_id, timestamp=stamp,
                              text=str(exc), error_code=exc.code)
-        return build_ack(msg.header, AckCode.AA, control_id=control_id, timestamp=stamp)
+        ack = build_ack(msg.header, AckCode.AA, control_id=control_id, timestamp=stamp)
+        if commit is not None:
+            h = msg.header
+            await commit.commit((h.sending_application, h.sending_facility, h.control_id),
+                                frame, ack)
+        return ack
 
     return handle
 
 
-async def _serve_transport(port: int) -> None:
+async def _serve_transport(port: int, commit_path: str) -> None:
     from fhir_sched.hl7v2.listener import Listener, ListenerSettings
 
+    commit = CommitLog(commit_path) if commit_path else None
     lst = Listener(ListenerSettings(port=port, max_connections=256),
-                   transport_handler())  # type: ignore[arg-type]
+                   transport_handler(commit))  # type: ignore[arg-type]
     await lst.start()
     print(f"PORT {lst.port}", flush=True)
     await asyncio.Event().wait()
@@ -266,8 +299,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, seconds: flo
     raise SystemExit(f"nothing listening on MLLP port {port} after {seconds:.0f} s")
 
 
-def spawn_transport() -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-transport-only"],
+def spawn_transport(commit_path: str) -> tuple[subprocess.Popen[bytes], int]:
+    extra = ["--commit-db", commit_path] if commit_path else []
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-transport-only", *extra],
                             stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
@@ -314,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--transport-only", action="store_true",
                        help="a listener in a child process with a parse+map+ACK handler")
     where.add_argument("--serve-transport-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--commit", action="store_true",
+                    help="with --transport-only: one SQLite commit (WAL, FULL) per message "
+                         "before its ACK, a stand-in for the bridge's durable write")
+    ap.add_argument("--commit-db", default="", help=argparse.SUPPRESS)
     ap.add_argument("--messages", type=int, default=3000, help="messages per ingest run")
     ap.add_argument("--parse-messages", type=int, default=2000)
     ap.add_argument("--connections", default="1,4")
@@ -321,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200)
     args = ap.parse_args(argv)
     if args.serve_transport_only:
-        asyncio.run(_serve_transport(0))
+        asyncio.run(_serve_transport(0, args.commit_db))
         return 0
 
     run = f"{int(time.time() * 1000) % 10**10:x}"
@@ -344,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.spawn:
             proc, port = spawn_server(Path(tmp.name))
             host, what = "127.0.0.1", "fhir-sched serve --mllp-port (SQLite, commit before ACK)"
+        elif args.commit:
+            proc, port = spawn_transport(str(Path(tmp.name) / "commit.db"))
+            host, what = "127.0.0.1", ("transport + parse + map + one SQLite commit (WAL, FULL)"
+                                       " per message before its ACK")
         else:
-            proc, port = spawn_transport()
+            proc, port = spawn_transport("")
             host, what = "127.0.0.1", "transport only: listener + parse + map + ACK, no store"
         print(f"ingest against {what}:")
         asyncio.run(ingest(host, port, make_messages(args.warmup, run + "w"), 1, 1))

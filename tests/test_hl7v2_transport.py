@@ -7,6 +7,7 @@ import asyncio
 import resource
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 from fhir_sched.hl7v2.listener import Listener, ListenerSettings, PeerInfo
@@ -388,3 +389,18 @@ async def test_a_peer_that_never_reads_its_acks_is_closed_and_others_go_on() -> 
         assert msa((await read_frames(reader, 1, timeout=2))[0]) == ("AA", "FAST-AFTER")
         writer.close()
         deaf.close()
+
+
+def test_siu_bench_transport_only_runs_and_every_message_is_acked() -> None:
+    # The benchmark's own plumbing (no times asserted): spawn, send over 1 and 4 connections
+    # and pipelined, check every ACK, report.
+    bench = Path(__file__).resolve().parent.parent / "bench" / "siu_bench.py"
+    out = subprocess.run(
+        [sys.executable, str(bench), "--transport-only", "--commit", "--messages", "40",
+         "--parse-messages", "10", "--warmup", "5", "--pipeline", "4"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    runs = [line for line in out.splitlines() if "msg/s   ACK p50" in line]
+    assert len(runs) == 4, out
+    assert all("refused 0/40" in line for line in runs), out
+    for name in ("hl7apy parse_message", "python-hl7 hl7.parse", "ours er7.parse + siu"):
+        assert name in out
