@@ -256,6 +256,15 @@ async def test_tls_listener_answers_a_verifying_ssl_client(tmp_path: Path) -> No
         writer.close()
 
 
+async def test_tls_client_that_never_completes_the_handshake_is_dropped(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    settings = ListenerSettings(port=0, tls_cert=str(cert), tls_key=str(key), idle_seconds=0.5)
+    async with running(settings) as lst:
+        reader, writer = await connect(lst)  # plain TCP, says nothing
+        assert await closed_by_peer(reader, 3.0)
+        writer.close()
+
+
 async def test_handler_exception_is_answered_ae_207_and_the_connection_goes_on() -> None:
     async def flaky(frame: bytes, peer: PeerInfo) -> bytes:
         if b"|BOOM|" in frame:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 import traceback
 from collections.abc import Awaitable, Callable
@@ -148,11 +149,16 @@ class Listener:
 
     async def start(self) -> None:
         self._stopping = False
+        ctx = self.settings.ssl_context()
+        # A TLS client that never finishes its handshake is not yet a connection (it is not
+        # counted against max_connections), so it gets the idle limit too, not asyncio's 60 s.
+        handshake = min(60.0, self.settings.idle_seconds) if ctx is not None else None
         self._server = await asyncio.start_server(
             self._accept,
             self.settings.host,
             self.settings.port,
-            ssl=self.settings.ssl_context(),
+            ssl=ctx,
+            ssl_handshake_timeout=handshake,
             limit=_READ_BYTES,
         )
 
@@ -186,6 +192,10 @@ class Listener:
                         len(self._connections), self.settings.max_connections)
             writer.transport.abort()
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # dead peers behind NAT or a VPN are found even when idle is long
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         task = asyncio.current_task()
         assert task is not None
         conn = _Connection(peer, task)
