@@ -337,8 +337,14 @@ async def test_graceful_stop_answers_the_frame_in_hand_then_closes() -> None:
 
 
 async def test_graceful_stop_cancels_a_handler_past_the_grace_period() -> None:
+    cancelled = asyncio.Event()
+
     async def forever(frame: bytes, peer: PeerInfo) -> bytes:
-        await asyncio.sleep(60)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         return b""
 
     lst = Listener(ListenerSettings(port=0, stop_grace_seconds=0.3), forever)
@@ -351,6 +357,7 @@ async def test_graceful_stop_cancels_a_handler_past_the_grace_period() -> None:
     await asyncio.wait_for(lst.stop(), 5)
     assert loop.time() - t0 < 2
     assert await closed_by_peer(reader, 2.0)
+    await asyncio.wait_for(cancelled.wait(), 1)  # the handler does not outlive the listener
 
 
 async def test_mllp_release2_commit_blocks_from_a_peer_are_not_answered() -> None:

@@ -299,9 +299,10 @@ class Listener:
     async def _handle(self, payload: bytes, peer: PeerInfo) -> bytes:
         """The handler's ACK, or AE 207 when it fails or hangs: never an unanswered frame.
 
-        The handler runs as its own task so ``stop`` cancelling the connection cannot interrupt
-        it mid-commit; only its own timeout cancels it (commit-before-ACK makes that safe: a
-        cancelled handler either committed, and a resend finds the stored ACK, or did not)."""
+        Only the handler's own timeout, or ``stop`` past its grace period, cancels it; a
+        connection with a frame in hand is never cancelled before that. Commit-before-ACK
+        makes a cancel safe: the handler either committed, and a resend finds the stored ACK,
+        or it did not, and the resend is applied."""
         task = asyncio.ensure_future(self.handler(payload, peer))
         try:
             done, _pending = await asyncio.wait({task}, timeout=self.settings.handler_seconds)
@@ -309,7 +310,9 @@ class Listener:
             log.error("mllp connection %s failed: %s at\n%s", peer, type(exc).__name__,
                       "".join(traceback.format_tb(exc.__traceback__, limit=-3)))
         except asyncio.CancelledError:
-            # stop() past its grace, or the loop is going down: let the handler end on its own.
+            # stop() past its grace (or the loop going down): the handler goes too, so nothing
+            # of it outlives the store the server closes next.
+            task.cancel()
             task.add_done_callback(_swallow)
             raise
         if not done:
