@@ -420,3 +420,39 @@ def test_siu_bench_transport_only_runs_and_every_message_is_acked() -> None:
     assert all("refused 0/40" in line for line in runs), out
     for name in ("hl7apy parse_message", "python-hl7 hl7.parse", "ours er7.parse + siu"):
         assert name in out
+
+
+async def test_empty_handler_reply_writes_nothing_and_the_next_frame_is_answered() -> None:
+    async def no_ack_for_ne(frame: bytes, peer: PeerInfo) -> bytes:
+        return b"" if b"|QUIET|" in frame else parse_and_ack(frame)
+
+    async with running(handler=no_ack_for_ne) as lst:
+        reader, writer = await connect(lst)
+        writer.write(encode(siu("QUIET")) + encode(siu("LOUD")))
+        (ack,) = await read_frames(reader, 1)
+        assert msa(ack) == ("AA", "LOUD")  # nothing came before it
+        assert lst.stats.frames == 2
+        writer.close()
+
+
+async def test_release2_commit_block_then_ack_content_and_nak_when_not_committed() -> None:
+    async def flaky(frame: bytes, peer: PeerInfo) -> bytes:
+        if b"|BOOM|" in frame:
+            raise RuntimeError("not committed")
+        return parse_and_ack(frame)
+
+    settings = ListenerSettings(port=0, release2=True, max_frame_bytes=4096)
+    async with running(settings, flaky) as lst:
+        reader, writer = await connect(lst)
+        writer.write(encode(siu("OK1")))
+        commit, content = await read_frames(reader, 2)
+        assert commit == b"\x06"
+        assert msa(content) == ("AA", "OK1")
+        # The peer commit-acknowledges our ACK, then sends a failing, an oversize and a good one.
+        big = siu("BIG").replace(b"NTE|1||", b"NTE|1||" + b"x" * 9000)
+        writer.write(b"\x0b\x06\x1c\r" + encode(siu("BOOM")) + encode(big) + encode(siu("OK2")))
+        nak_boom, nak_big, commit2, content2 = await read_frames(reader, 4)
+        assert (nak_boom, nak_big, commit2) == (b"\x15", b"\x15", b"\x06")
+        assert msa(content2) == ("AA", "OK2")
+        assert (lst.stats.naks, lst.stats.commit_blocks) == (2, 1)
+        writer.close()

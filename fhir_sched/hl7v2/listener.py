@@ -17,9 +17,13 @@ peer that never reads, so a slow or hostile sender holds one task and at most on
 memory, never the event loop. ``stop`` stops accepting, closes idle connections, lets one with a
 frame in hand finish it and write its ACK (bounded by ``stop_grace_seconds``), then closes.
 
-MLLP release 2 (commit acknowledgement blocks) is not spoken: the listener answers with HL7
-ACK messages, as release 1 does. A release 2 peer's ``<VT><ACK><FS><CR>`` or NAK block for one
-of those ACKs is recognised and ignored, never answered as a message.
+The handler's reply is the ACK message; an empty reply means the sender asked for none
+(enhanced mode, MSH-15/16 NE) and nothing is written. MLLP release 2 is opt-in
+(``release2``): each frame the handler returned for is answered with a commit acknowledgement
+block ``<VT><ACK><FS><CR>`` then the ACK message as content; a frame that was not committed
+(handler error or timeout, too large) gets a NAK block ``<VT><NAK><FS><CR>`` alone, which asks
+for a resend. In either mode a peer's commit ACK/NAK block (its receipt for one of our ACKs) is
+recognised and ignored, never answered as a message.
 
 Logs carry counts, peer addresses and at most the control id, never message content.
 """
@@ -42,7 +46,8 @@ from fhir_sched.hl7v2.mllp import Decoder, Event, Frame, Restarted, Skipped, Too
 log = logging.getLogger("fhir_sched.hl7v2.mllp")
 
 _READ_BYTES = 65536
-_COMMIT_BLOCKS = (b"\x06", b"\x15")  # MLLP release 2 commit acknowledgement / negative
+_COMMIT_ACK, _COMMIT_NAK = b"\x06", b"\x15"  # MLLP release 2 commit blocks' content
+_COMMIT_BLOCKS = (_COMMIT_ACK, _COMMIT_NAK)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class ListenerSettings:
     max_connections: int = 64
     handler_seconds: float = 30.0
     stop_grace_seconds: float = 10.0
+    release2: bool = False  # MLLP release 2: commit ACK/NAK blocks (see Listener._wire)
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -117,6 +123,7 @@ class ListenerStats:
     stalled_closed: int = 0  # read none of its ACKs for idle_seconds
     skipped_bytes: int = 0
     commit_blocks: int = 0  # MLLP release 2 <VT>ACK<FS> / <VT>NAK<FS> blocks, not answered
+    naks: int = 0  # release 2 NAK blocks sent
 
 
 @dataclass(eq=False, slots=True)
@@ -247,10 +254,10 @@ class Listener:
             conn.busy = True
             try:
                 for event in events:
-                    ack = await self._answer(event, conn)
-                    if ack is None:
+                    wire = await self._answer(event, conn)
+                    if wire is None:
                         continue
-                    writer.write(encode(ack))
+                    writer.write(wire)
                     try:
                         await asyncio.wait_for(writer.drain(), idle)
                     except TimeoutError:
@@ -266,26 +273,42 @@ class Listener:
                 conn.busy = False
 
     async def _answer(self, event: Event, conn: _Connection) -> bytes | None:
+        """The bytes to write for one decoder event, framed; None when nothing is owed."""
         if isinstance(event, Frame) and event.payload in _COMMIT_BLOCKS:
             # An MLLP release 2 peer commit-acknowledging our ACK. Not a message: answering it
             # with an AR would start an endless exchange of rejections.
             self.stats.commit_blocks += 1
             log.info("mllp release 2 %s block from %s ignored",
-                     "ACK" if event.payload == b"\x06" else "NAK", conn.peer)
+                     "ACK" if event.payload == _COMMIT_ACK else "NAK", conn.peer)
             return None
         if isinstance(event, Frame):
             conn.frames += 1
             self.stats.frames += 1
-            return await self._handle(event.payload, conn.peer)
+            ack, committed = await self._handle(event.payload, conn.peer)
+            return self._wire(ack, committed)
         if isinstance(event, TooLarge):
             conn.frames += 1
             self.stats.frames += 1
             self.stats.too_large += 1
             log.warning("mllp frame of %d bytes over the %d-byte limit from %s", event.size,
                         self.settings.max_frame_bytes, conn.peer)
-            return internal_error_ack(event.head, "frame too large", AckCode.AR)
+            return self._wire(internal_error_ack(event.head, "frame too large", AckCode.AR),
+                              committed=False)
         self._note(event, conn)
         return None
+
+    def _wire(self, ack: bytes, committed: bool) -> bytes | None:
+        """Release 1: the ACK message (nothing when the handler wants none, b""). Release 2:
+        a commit acknowledgement block once the handler has returned (it commits before it
+        returns), then the ACK message as content; a NAK block alone when nothing was
+        committed (the handler failed or hung, or the frame was too large), so the sender
+        resends it."""
+        if not self.settings.release2:
+            return encode(ack) if ack else None
+        if not committed:
+            self.stats.naks += 1
+            return encode(_COMMIT_NAK)
+        return encode(_COMMIT_ACK) + (encode(ack) if ack else b"")
 
     def _note(self, event: Event, conn: _Connection) -> None:
         if isinstance(event, Skipped):
@@ -296,7 +319,7 @@ class Listener:
             log.info("mllp dropped a %d-byte partial frame from %s (start block inside it)",
                      event.dropped, conn.peer)
 
-    async def _handle(self, payload: bytes, peer: PeerInfo) -> bytes:
+    async def _handle(self, payload: bytes, peer: PeerInfo) -> tuple[bytes, bool]:
         """The handler's ACK, or AE 207 when it fails or hangs: never an unanswered frame.
 
         Only the handler's own timeout, or ``stop`` past its grace period, cancels it; a
@@ -321,16 +344,16 @@ class Listener:
             self.stats.handler_timeouts += 1
             log.error("mllp handler for %s (control id %r) took over %.1f s; answered AE",
                       peer, _control_id_of(payload), self.settings.handler_seconds)
-            return internal_error_ack(payload, "timed out processing the message")
+            return internal_error_ack(payload, "timed out processing the message"), False
         try:
-            return task.result()
+            return task.result(), True
         except Exception as exc:
             self.stats.handler_errors += 1
             # The type and where, not str(exc): an exception text may quote the message.
             where = "".join(traceback.format_tb(exc.__traceback__, limit=-3))
             log.error("mllp handler failed for %s (control id %r): %s at\n%s", peer,
                       _control_id_of(payload), type(exc).__name__, where)
-            return internal_error_ack(payload, "application internal error")
+            return internal_error_ack(payload, "application internal error"), False
 
 
 def _swallow(task: asyncio.Future[bytes]) -> None:
