@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hl7
 
-from fhir_sched.hl7v2.ack import AckCode, build_ack, reject_unparseable
+from fhir_sched.hl7v2.ack import AckCode, build_ack, codec_for, recover_header, reject_unparseable
 from fhir_sched.hl7v2.header import Header
 
 
@@ -98,3 +98,26 @@ def test_no_msh_at_all_still_gets_an_ar() -> None:
     msg = parse(reject_unparseable(b"\xff\xfe junk", control_id="A", timestamp="", text="x"))
     assert str(msg["MSA.F1"]) == "AR"
     assert str(msg["MSA.F2"]) == ""
+
+
+def test_recover_header_reads_msh18_and_the_ar_is_in_that_charset() -> None:
+    raw = "MSH|^~\\&|EHR|CLINIC|SCHED|HOSP|2024||SIU^S12|Ü1|P|2.5.1|||||DE|8859/1\rSCH|ü\r"
+    header = recover_header(raw.encode("latin-1"))
+    assert (header.control_id, header.character_set) == ("Ü1", "8859/1")
+    ack = reject_unparseable(raw.encode("latin-1"), control_id="A", timestamp="", text="é")
+    assert b"MSA|AR|\xdc1\r" in ack
+    assert ack.split(b"\r")[0].endswith(b"|8859/1")
+    assert b"\xe9" in ack  # the text too, in Latin-1
+
+
+def test_recover_header_undeclared_utf8_control_id_comes_back_as_sent() -> None:
+    raw = "MSH|^~\\&|EHR|CLINIC|SCHED|HOSP|2024||SIU^S12|Ü2|P|2.5.1\r".encode()
+    ack = reject_unparseable(raw, control_id="A", timestamp="", text="x")
+    assert "MSA|AR|Ü2\r".encode() in ack
+
+
+def test_a_non_text_or_non_ascii_msh18_codec_gives_a_utf8_reply() -> None:
+    for charset in ("base64", "rot13", "UTF-16", "no-such-charset"):
+        assert codec_for(charset) == "utf-8"
+    assert codec_for("8859/15") == "iso8859-15"
+    assert codec_for("windows-1252") == "cp1252"

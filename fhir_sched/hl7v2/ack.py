@@ -8,8 +8,10 @@ receivers read it. The ACK uses the message's own delimiters, version and charac
 
 from __future__ import annotations
 
+import codecs
 from enum import StrEnum
 
+from fhir_sched.hl7v2.er7 import CHARSETS
 from fhir_sched.hl7v2.header import Header
 
 
@@ -39,26 +41,30 @@ ERROR_TEXT = {
     207: "Application internal error",
 }
 
-# HL7 table 0211 values to Python codecs; unknown values fall back to UTF-8.
-_CHARSETS = {
-    "": "utf-8",
-    "ASCII": "ascii",
-    "8859/1": "latin-1",
-    "8859/15": "iso8859-15",
-    "UNICODE UTF-8": "utf-8",
-    "UTF-8": "utf-8",
-    "WINDOWS-1252": "cp1252",
-}
-
-
 def codec_for(character_set: str) -> str:
-    return _CHARSETS.get(character_set.strip().upper(), "utf-8")
+    """The Python codec for an MSH-18 value (the parser's table, so both read it alike); an
+    unknown or empty value is UTF-8."""
+    value = character_set.strip()
+    if not value:
+        return "utf-8"
+    codec = CHARSETS.get(value.upper())
+    if codec is not None:
+        return codec
+    try:
+        name = codecs.lookup(value).name
+        # Only text codecs that keep ASCII as ASCII: "base64", "rot13" or UTF-16 would turn
+        # the reply into something no MLLP peer reads.
+        if "MSH|^~\\&".encode(name) == b"MSH|^~\\&":
+            return name
+    except (LookupError, TypeError, ValueError, UnicodeError):
+        pass
+    return "utf-8"
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
     parts: list[int] = []
     for part in version.strip().split("."):
-        if not part.isdigit():
+        if not (part.isascii() and part.isdigit()):  # "1¹".isdigit() is True; int() refuses
             break
         parts.append(int(part))
     return tuple(parts) or (2, 5)
@@ -130,17 +136,54 @@ def build_ack(
     return message.encode(codec_for(header.character_set), errors="replace")
 
 
+def _msh_line(raw: bytes) -> bytes:
+    data = raw.lstrip(b"\x00\r\n\t \xef\xbb\xbf")
+    return data.replace(b"\n", b"\r").split(b"\r", 1)[0][:_MSH_LIMIT]
+
+
+_MSH_LIMIT = 8192  # an MSH longer than this is not worth reading for an AR
+
+
+def _usable_char(ch: str) -> bool:
+    return ch.isprintable() and not ch.isalnum() and not ch.isspace() and ch.isascii()
+
+
+def _usable(separator: bytes) -> bool:
+    return _usable_char(separator.decode("latin-1"))
+
+
 def recover_header(raw: bytes) -> Header:
-    """What can be read of an MSH that the parser refused: enough to address an AR."""
-    text = raw.decode("latin-1")
-    first = text.replace("\n", "\r").split("\r", 1)[0]
-    fs = first[3] if first.startswith("MSH") and len(first) > 3 else "|"
-    fields = first.split(fs) if first.startswith("MSH") else ["MSH"]
+    """What can be read of an MSH that the parser refused: enough to address an AR.
+
+    MSH-18 is read from the bytes first (the header is ASCII in every charset allowed), the
+    line is then decoded by it, so the AR goes back in the sender's own charset and MSA-2 is
+    MSH-10 as sent. Undeclared: UTF-8 when the bytes are, else Latin-1 (which never fails)."""
+    line = _msh_line(raw)
+    # A separator no reader could use (a letter, a digit, white space) means nothing after
+    # "MSH" can be trusted: answer with the standard delimiters and no echoed fields.
+    is_msh = line.startswith(b"MSH") and len(line) > 3 and _usable(line[3:4])
+    fs_byte = line[3:4] if is_msh else b"|"
+    parts = line.split(fs_byte) if is_msh else [b"MSH"]
+    enc_raw = parts[1] if len(parts) > 1 else b""
+    rep = enc_raw[1:2] if len(enc_raw) >= 2 else b"~"
+    comp_b = enc_raw[0:1] if enc_raw else b"^"
+    charset = ""
+    if len(parts) > 17:
+        charset = parts[17].split(rep, 1)[0].split(comp_b, 1)[0].decode("ascii", "replace").strip()
+    codec = codec_for(charset) if charset else "utf-8"
+    try:
+        text = line.decode(codec)
+    except UnicodeDecodeError:
+        text = line.decode("latin-1")
+    fs = text[3] if is_msh else "|"
+    fields = text.split(fs) if is_msh else ["MSH"]
 
     def at(n: int) -> str:  # MSH-n; MSH-1 is the separator itself, so MSH-n is fields[n-1]
         return fields[n - 1] if 1 < n <= len(fields) else ""
 
-    enc = at(2) if 4 <= len(at(2)) <= 5 else "^~\\&"
+    chars = at(2)
+    distinct = len(set(chars + fs)) == len(chars) + 1
+    enc = chars if 4 <= len(chars) <= 5 and distinct and all(map(_usable_char, chars)) else "^~\\&"
     msg_type = at(9).split(enc[0])
     return Header(
         field_separator=fs,
@@ -156,7 +199,10 @@ def recover_header(raw: bytes) -> Header:
         control_id=at(10),
         processing_id=at(11).split(enc[0])[0],
         version=at(12).split(enc[0])[0] or "2.5.1",
-        character_set="",
+        sequence_number=at(13),
+        accept_ack_type=at(15).strip(),
+        application_ack_type=at(16).strip(),
+        character_set=charset,
     )
 
 

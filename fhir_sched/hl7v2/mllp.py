@@ -53,6 +53,7 @@ class Restarted:
 Event = Frame | Skipped | TooLarge | Restarted
 
 _HEAD_BYTES = 4096
+_SILENT = bytes([CR, 0x0A, FS, 0x00])
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ class Decoder:
 
     def _garbage(self, chunk: bytes, lo: int, hi: int) -> int:
         """Bytes between frames: whitespace (CR, LF) and NULs are silent, the rest is counted."""
-        return sum(1 for b in chunk[lo:hi] if b not in (CR, 0x0A, FS, 0x00))
+        return len(chunk[lo:hi].translate(None, _SILENT)) if hi > lo else 0
 
     def _flush_skipped(self, events: list[Event]) -> None:
         if self._skipped:
