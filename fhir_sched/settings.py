@@ -30,6 +30,20 @@ class Settings:
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"
     log_level: str = "info"
+    # HL7 v2: the MLLP listener (0: none), on ``host``; TLS when a certificate is given.
+    mllp_port: int = 0
+    mllp_tls_cert: str = ""
+    mllp_tls_key: str = ""
+    mllp_max_frame_bytes: int = 1024 * 1024
+    mllp_idle_seconds: int = 300
+    mllp_max_connections: int = 64
+    # A message whose handling takes longer gets AE 207; the connection carries on.
+    mllp_handler_seconds: int = 30
+    # MLLP release 1 (the common one) or 2 (commit acknowledgement blocks before each ACK).
+    mllp_release: int = 1
+    # Per-sender settings (TOML, see hl7v2/senders.py) and the zone for times without offset.
+    hl7v2_config: str = ""
+    hl7v2_timezone: str = "UTC"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

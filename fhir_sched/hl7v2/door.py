@@ -35,6 +35,8 @@ class MllpDoor:
     """The listener on ``settings.mllp_port``, started and stopped with the server."""
 
     def __init__(self, settings: Settings, handler: MessageHandler) -> None:
+        if settings.mllp_release not in (1, 2):
+            raise ValueError(f"FHIR_SCHED_MLLP_RELEASE must be 1 or 2, not {settings.mllp_release}")
         self.handler = handler
         self.listener = Listener(
             ListenerSettings(
@@ -45,6 +47,8 @@ class MllpDoor:
                 max_connections=settings.mllp_max_connections,
                 tls_cert=settings.mllp_tls_cert,
                 tls_key=settings.mllp_tls_key,
+                handler_seconds=float(settings.mllp_handler_seconds),
+                release2=settings.mllp_release == 2,
             ),
             self._handle,
         )
