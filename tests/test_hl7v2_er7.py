@@ -257,3 +257,11 @@ def test_every_value_matches_python_hl7(path: Path) -> None:
                         assert seg.get(f, c + 1, r, s + 1) == expected, (seg.name, f, r, c, s)
                         compared += 1
     assert compared > 20
+
+
+@pytest.mark.parametrize("charset", ["base64", "rot13", "zlib", "UTF-16", "hex"])
+def test_msh18_naming_a_non_text_codec_falls_back_instead_of_failing(charset: str) -> None:
+    raw = f"MSH|^~\\&|A|B|C|D|20370101||SIU^S12|1|P|2.5||||||{charset}\rSCH|1\r".encode()
+    message = er7.parse(raw)
+    assert message.header.control_id == "1"
+    assert any(charset in w for w in message.warnings)

@@ -179,6 +179,21 @@ def declared_charset(normalised: bytes) -> str:
     return value.decode("ascii", "replace").strip()
 
 
+def _text_codec(name: str) -> str | None:
+    """A Python codec for ``name`` only if it is a character set that keeps ASCII as ASCII:
+    ``codecs`` also knows ``base64``, ``rot13``, ``zlib`` and UTF-16, none of which can be the
+    charset of a message whose MSH segment we just read as ASCII."""
+    try:
+        info = codecs.lookup(name)
+        if not getattr(info, "_is_text_encoding", True):
+            return None
+        if "MSH|^~\\&".encode(info.name) != b"MSH|^~\\&":
+            return None
+    except (LookupError, UnicodeError, TypeError, ValueError):
+        return None
+    return info.name
+
+
 def decode(normalised: bytes, declared: str, default_charset: str) -> tuple[str, str, list[str]]:
     """(text, codec, warnings). A declared charset is honoured; one the bytes contradict, or
     one we do not know, falls back to ``default_charset`` then Latin-1 with a warning, because
@@ -186,14 +201,13 @@ def decode(normalised: bytes, declared: str, default_charset: str) -> tuple[str,
     warnings: list[str] = []
     codec = CHARSETS.get(declared.upper()) if declared else None
     if declared and codec is None:
-        try:
-            codec = codecs.lookup(declared).name
-        except LookupError:
+        codec = _text_codec(declared)
+        if codec is None:
             warnings.append(f"MSH-18 {declared!r} is not a known character set")
     if codec is not None:
         try:
             return normalised.decode(codec), codec, warnings
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, LookupError, TypeError, ValueError):
             warnings.append(f"MSH-18 says {declared!r} but the bytes are not; decoded by fallback")
     for candidate in (default_charset, "latin-1"):
         try:
