@@ -14,10 +14,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .compose import Core, build
+from .hl7v2.door import handle_body
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
 from .rest.http import FhirResponse, check_accept, context_for
+from .rest.messages import hl7v2_endpoint
 from .rest.middleware import RequestIdMiddleware
 from .rest.operations import operation_routes
 from .rest.router import FhirRouter
@@ -89,6 +91,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         finally:
             for t in tasks:
                 t.cancel()
+            # Let each job finish its cancellation (a write in hand) before the store closes.
+            await asyncio.gather(*tasks, return_exceptions=True)
             await core.close()
 
     app = FastAPI(title="fhir-sched", description="HL7 FHIR R4 scheduling server",
@@ -102,6 +106,12 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
     # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
     app.router.routes.append(Route(settings.base_path + "{rest:path}", router))
+
+    async def hl7v2_body(body: bytes, peer: str) -> bytes | None:
+        return await handle_body(core.hl7v2, body, peer, settings.mllp_max_frame_bytes)
+
+    app.router.routes.append(Route(
+        "/hl7v2", hl7v2_endpoint(hl7v2_body, settings.max_body_bytes), methods=["POST"]))
     app.add_middleware(RequestIdMiddleware)
     app.state.core = core
     app.state.fhir_router = router

@@ -14,7 +14,9 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     settings = Settings.from_env(host=args.host, port=args.port, store=args.store,
-                                 public_base=args.public_base)
+                                 public_base=args.public_base, mllp_port=args.mllp_port,
+                                 mllp_tls_cert=args.mllp_tls_cert,
+                                 mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.demo:
@@ -27,6 +29,9 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     print(f"fhir-sched serving FHIR R4 at http://{settings.host}:{settings.port}"
           f"{settings.base_path} (store {settings.store})", file=sys.stderr, flush=True)
+    if settings.mllp_port:
+        print(f"fhir-sched receiving HL7 v2 over MLLP{'/TLS' if settings.mllp_tls_cert else ''}"
+              f" at {settings.host}:{settings.mllp_port}", file=sys.stderr, flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=args.access_log, workers=1)
     return 0
@@ -39,6 +44,17 @@ def _demo(args: argparse.Namespace) -> int:
     created = asyncio.run(load_demo(settings))
     print(f"demo data loaded into {settings.store}: {created} resources created")
     return 0
+
+
+def _hl7v2_send(args: argparse.Namespace) -> int:
+    from .hl7v2.send import send_file
+
+    try:
+        return asyncio.run(send_file(args.file, args.to, timeout=args.timeout, tls=args.tls,
+                                     ca_file=args.tls_ca))
+    except ValueError as exc:  # a bad --to address
+        print(str(exc), file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--demo", action="store_true",
                        help="load the demo clinic before serving (idempotent)")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--mllp-port", type=int, default=None,
+                       help="also receive HL7 v2 over MLLP on this port (default: off)")
+    serve.add_argument("--mllp-tls-cert", default=None,
+                       help="PEM certificate (chain) for MLLP over TLS")
+    serve.add_argument("--mllp-tls-key", default=None,
+                       help="PEM private key for --mllp-tls-cert (if not in the same file)")
+    serve.add_argument("--hl7v2-config", default=None,
+                       help="TOML file of per-sender HL7 v2 settings (zones, namespaces, ...)")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)
     demo.set_defaults(fn=_demo)
+    hl7v2 = sub.add_parser("hl7v2", help="HL7 v2 tools").add_subparsers(
+        dest="hl7v2_command", required=True)
+    send = hl7v2.add_parser("send", help="send a file of HL7 v2 messages over MLLP, print ACKs")
+    send.add_argument("file", help="messages: MLLP-framed, blank-line separated or back to back")
+    send.add_argument("--to", required=True, help="host:port or mllp://host:port")
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an ACK")
+    send.add_argument("--tls", action="store_true", help="connect with TLS")
+    send.add_argument("--tls-ca", default=None, help="CA file to verify the peer with")
+    send.set_defaults(fn=_hl7v2_send)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

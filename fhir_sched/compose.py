@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
+from .hl7v2.bridge import Bridge
+from .hl7v2.door import MllpDoor, load_senders
 from .service.authorization import Authorizer, OpenPolicy
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
@@ -26,12 +29,24 @@ from .storage.base import DocumentStore
 from .writes import WriteConfig
 
 
+class Door(Protocol):
+    """A listener the process runs beside HTTP (the MLLP door): started after the store, so its
+    first message finds the store open, and stopped before it, so no message is cut short."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Core:
-    """Everything a process runs: the services, and the background jobs to start with it."""
+    """Everything a process runs: the services, the HL7 v2 bridge, the listeners beside HTTP
+    and the background jobs to start with it."""
 
     services: Services
     background: tuple[Callable[[], Awaitable[None]], ...]
+    hl7v2: Bridge
+    doors: tuple[Door, ...] = ()
 
     @property
     def store(self) -> DocumentStore:
@@ -39,8 +54,20 @@ class Core:
 
     async def start(self) -> None:
         await self.store.start()
+        started: list[Door] = []
+        try:
+            for door in self.doors:
+                await door.start()
+                started.append(door)
+        except BaseException:
+            for door in reversed(started):
+                await door.stop()
+            await self.store.close()
+            raise
 
     async def close(self) -> None:
+        for door in reversed(self.doors):
+            await door.stop()
         await self.store.close()
 
 
@@ -57,4 +84,6 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         settings=settings, store=store, resources=resources, search=search,
         bundles=BundleProcessor(resources, search), find=FindService(store, policy),
         booking=booking, sweeper=sweeper)
-    return Core(services, (sweeper.run,))
+    bridge = Bridge(services, load_senders(settings))
+    doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
+    return Core(services, (sweeper.run,), bridge, doors)

@@ -60,6 +60,28 @@ class Record:
     origin: Origin = SYSTEM_ORIGIN
 
 
+@dataclass(slots=True)
+class InboundEntry:
+    """One message that came in by the HL7 v2 door, with the answer it got.
+
+    ``key`` is the idempotency key (sender and control id; a generated one when the message
+    named none). Kept in the same unit as the writes the message made, so a stored entry means
+    the message was applied (or refused) and its ``ack`` is the answer to repeat."""
+
+    key: str
+    received: str  # now_instant format
+    sender: str  # "MSH-3/MSH-4" as sent
+    control_id: str
+    event: str  # "SIU^S12" as sent, "" when unreadable
+    peer: str
+    outcome: str  # applied | stale | rejected
+    ack_code: str  # AA CA AE AR ...
+    ack: bytes
+    error: str = ""
+    resources: tuple[str, ...] = ()  # "Type/id" written
+    raw: bytes | None = None  # dropped after the retention period
+
+
 # One write of a unit: the record, its index entries and the version it expects (see ``write``).
 Write = tuple[Record, list[IndexEntry], int | None]
 
@@ -106,6 +128,22 @@ class Unit(Protocol):
         ...
 
     async def count_claims(self, prefix: str) -> int: ...
+
+    async def inbound_get(self, key: str) -> InboundEntry | None:
+        """The entry kept under ``key``, read inside the unit: with the unit's serial writes
+        this is the idempotency check that makes a duplicate message a no-op."""
+        ...
+
+    async def inbound_put(self, entry: InboundEntry) -> None:
+        """Keep ``entry`` (replacing one under the same key: a replayed dead letter)."""
+        ...
+
+    async def mark_get(self, key: str) -> str | None:
+        """A small named value kept with the data (the last message time applied to one
+        appointment from one sender; a reader's position in the change feed)."""
+        ...
+
+    async def mark_put(self, key: str, value: str) -> None: ...
 
 
 class DocumentStore(Protocol):
@@ -165,6 +203,17 @@ class DocumentStore(Protocol):
     async def get_proposal(self, id_: str) -> tuple[bytes, str] | None:
         """``(body, expires)`` of a kept proposal, expired or not (an expired one stays until
         a later ``put_proposals`` drops it, so the caller can say "expired", not "unknown")."""
+        ...
+
+    async def inbound_list(self, *, outcomes: Sequence[str] | None = None, limit: int = 100,
+                           before: str | None = None) -> list[InboundEntry]:
+        """Kept inbound messages, newest first, optionally only some outcomes and only those
+        received before an instant (the next page)."""
+        ...
+
+    async def inbound_purge_raw(self, before: str) -> int:
+        """Drop the raw bytes of messages received before ``before``; how many were dropped.
+        The entry, its outcome and its ACK stay (replays still answer the same)."""
         ...
 
     async def ping(self) -> None: ...

@@ -59,8 +59,9 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...query import IndexEntry, Page, Query
-from ..base import Record, Write, stored_origin
+from ..base import InboundEntry, Record, Write, stored_origin
 from ..errors import StoreUnavailable, VersionConflict
+from . import inbox
 from .query import (
     Compiler,
     Filter,
@@ -207,6 +208,8 @@ class MongoStore:
     claims = _Collection()
     counters = _Collection()
     proposals = _Collection()
+    hl7v2_inbox = _Collection()
+    marks = _Collection()
 
     async def start(self) -> None:
         # Created here, not in __init__: the client binds to the running event loop.
@@ -247,6 +250,9 @@ class MongoStore:
         await c.create_index([("updated", 1)], name="changes_updated")
         await self.claims.create_index([("owner_type", 1), ("owner_id", 1)], name="claims_owner")
         await self.proposals.create_index([("expires", 1)], name="proposals_expires")
+        await self.hl7v2_inbox.create_index([("received", -1)], name="inbox_received")
+        await self.hl7v2_inbox.create_index([("outcome", 1), ("received", -1)],
+                                            name="inbox_outcome")
         with suppress(DuplicateKeyError):  # another worker created it at the same moment
             await self.counters.update_one({"_id": "seq"}, {"$setOnInsert": {"n": 0, "w": 0}},
                                            upsert=True)
@@ -425,6 +431,25 @@ class MongoStore:
         async with _available():
             doc = await self.proposals.find_one({"_id": id_})
         return (bytes(doc["body"]), doc["expires"]) if doc else None
+
+    # -- HL7 v2 inbox --------------------------------------------------------------------------
+    async def inbound_list(self, *, outcomes: Sequence[str] | None = None, limit: int = 100,
+                           before: str | None = None) -> list[InboundEntry]:
+        match: Filter = {}
+        if outcomes:
+            match["outcome"] = {"$in": list(outcomes)}
+        if before is not None:
+            match["received"] = {"$lt": before}
+        async with _available():
+            docs = await self.hl7v2_inbox.find(match).sort(
+                [("received", -1), ("_id", 1)]).limit(limit).to_list()
+        return [inbox.from_doc(d) for d in docs]
+
+    async def inbound_purge_raw(self, before: str) -> int:
+        async with _available():
+            result = await self.hl7v2_inbox.update_many(
+                {"received": {"$lt": before}, "raw": {"$ne": None}}, {"$set": {"raw": None}})
+        return int(result.modified_count)
 
 
 async def _abort_quietly(session: AsyncClientSession) -> None:
@@ -629,6 +654,22 @@ class MongoUnit:
 
     async def count_claims(self, prefix: str) -> int:
         return await self._store.claims.count_documents(_prefix(prefix), session=self._s)
+
+    async def inbound_get(self, key: str) -> InboundEntry | None:
+        doc = await self._store.hl7v2_inbox.find_one({"_id": key}, session=self._s)
+        return None if doc is None else inbox.from_doc(doc)
+
+    async def inbound_put(self, entry: InboundEntry) -> None:
+        await self._store.hl7v2_inbox.replace_one({"_id": entry.key}, inbox.to_doc(entry),
+                                                  upsert=True, session=self._s)
+
+    async def mark_get(self, key: str) -> str | None:
+        doc = await self._store.marks.find_one({"_id": key}, session=self._s)
+        return None if doc is None else str(doc["v"])
+
+    async def mark_put(self, key: str, value: str) -> None:
+        await self._store.marks.update_one({"_id": key}, {"$set": {"v": value}}, upsert=True,
+                                           session=self._s)
 
 
 async def _aggregate(coll: AsyncCollection[Doc], session: AsyncClientSession | None,

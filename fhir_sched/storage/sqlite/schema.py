@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from . import inbox
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources(
   pos INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -56,6 +58,7 @@ def create(conn: sqlite3.Connection) -> None:
     """Create whatever is missing and bring an older file up to ``SCHEMA``; idempotent, and safe
     when several processes open the same file at once (the upgrade holds the write lock)."""
     conn.executescript(SCHEMA)
+    conn.executescript(inbox.SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, added in ADDED_COLUMNS.items():

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...query import Page, Query
-from ..base import Record
+from ..base import InboundEntry, Record
 from ..errors import StoreUnavailable
-from . import changes, schema
+from . import changes, inbox, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
 from .checkpoint import Checkpointer
 from .faults import translate
@@ -264,6 +264,20 @@ class SqliteStore:
             return (bytes(row[0]), row[1]) if row else None
 
         return await self._read(run)
+
+    # -- HL7 v2 inbox --------------------------------------------------------------------------
+    async def inbound_list(self, *, outcomes: Sequence[str] | None = None, limit: int = 100,
+                           before: str | None = None) -> list[InboundEntry]:
+        def run(c: sqlite3.Connection) -> list[InboundEntry]:
+            return inbox.listing(c, outcomes, limit, before)
+
+        return await self._read(run)
+
+    async def inbound_purge_raw(self, before: str) -> int:
+        async def run(unit: SqliteUnit) -> int:
+            return inbox.purge_raw(unit._conn, before)
+
+        return int(await self.atomic(run))
 
 
 # Expired proposals dropped per put: bounded work on the find path, and proposals expire at the

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from ...query import IndexEntry, Query
-from ..base import Record, Write
+from ..base import InboundEntry, Record, Write
 from ..errors import VersionConflict
-from . import changes
+from . import changes, inbox
 from .faults import translate
 from .query import select_sql
 
@@ -92,6 +92,18 @@ class SqliteUnit:
             return count
 
         return run()
+
+    async def inbound_get(self, key: str) -> InboundEntry | None:
+        return inbox.get(self._conn, key)
+
+    async def inbound_put(self, entry: InboundEntry) -> None:
+        inbox.put(self._conn, entry)
+
+    async def mark_get(self, key: str) -> str | None:
+        return inbox.mark_get(self._conn, key)
+
+    async def mark_put(self, key: str, value: str) -> None:
+        inbox.mark_put(self._conn, key, value)
 
 
 # -- SQL helpers (module level so they run in executor threads without closures) -------------
