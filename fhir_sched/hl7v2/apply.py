@@ -5,8 +5,9 @@ What each kind of change does to the store:
 - **appointment** (S12-S17, S26): upsert by the sender's filler id, then its placer id. An
   update restates the appointment: what it restates replaces what was stored, what it leaves
   out is kept (an S15 that only names the appointment still cancels it, with its time and
-  people), and identifiers only accumulate. An S13/S14/S26 for an appointment nobody has is
-  created (feeds start mid-stream); an S15/S16/S17 for one is refused (nothing to cancel).
+  people), and identifiers only accumulate. Any of them for an appointment nobody has here
+  creates it in the status it reports: feeds start mid-stream, and an appointment the sender
+  cancelled before we heard of it is still a fact worth keeping in step with.
 - **participants** (S18-S22): the one resource each delta names is added, changed or removed
   on the stored appointment, which must exist.
 - **block** / **open** (S23/S24): blocked time becomes a ``busy-unavailable`` Slot on the
@@ -29,12 +30,12 @@ from fhir_sched.errors import FhirError
 from fhir_sched.hl7v2.resolve import Resolver, find_one
 from fhir_sched.hl7v2.siu import Block, ParticipantDelta, SiuChange
 from fhir_sched.query import Query
+from fhir_sched.scheduling.extensions import BLOCKED_TIME_ONLY
 from fhir_sched.search.parse import parse_param
 from fhir_sched.service.resources import ResourceService, new_id
 from fhir_sched.storage.base import Unit
 
 Json = dict[str, Any]
-_CANCELS = frozenset({"S15", "S16", "S17"})
 _REMOVES = frozenset({"cancel", "discontinue", "delete"})
 
 
@@ -99,8 +100,6 @@ class Apply:
         new = self.resolver.link(self.change.appointment)
         id_ = await self._find_appointment()
         if id_ is None:
-            if self.change.trigger in _CANCELS:
-                raise self._unknown()
             await self._put("Appointment", new_id(), new)
             return
         await self._put("Appointment", id_, restate(await self._current(id_), new))
@@ -135,15 +134,20 @@ class Apply:
         return out
 
     # -- blocked time --------------------------------------------------------------------------
-    async def _schedule_of(self, actor: str) -> str:
+    async def _schedules_of(self, actor: str, create: bool) -> list[str]:
+        """Every active Schedule of ``actor`` (a block must hold on each, as ``$find`` reads
+        each); when it has none, one marked ``blocked-time-only`` is made, so the block holds
+        without the resource becoming bookable only inside a calendar it does not have."""
         ids = await self.unit.find_ids(_query("Schedule", ("actor", actor), ("active", "true")),
-                                       limit=1)
-        if ids:
-            return ids[0]
+                                       limit=50)
+        if ids or not create:
+            return ids
         id_ = new_id()
-        await self._put("Schedule", id_, {"resourceType": "Schedule", "active": True,
-                                          "actor": [{"reference": actor}]})
-        return id_
+        await self._put("Schedule", id_, {
+            "resourceType": "Schedule", "active": True, "actor": [{"reference": actor}],
+            "extension": [{"url": BLOCKED_TIME_ONLY, "valueBoolean": True}],
+            "comment": "blocked time received over HL7 v2; offers no time of its own"})
+        return [id_]
 
     async def _block(self, block: Block) -> None:
         ref = block.resource
@@ -152,7 +156,10 @@ class Apply:
             self.warnings.append(
                 f"{block.kind} time names no resource this server keeps a calendar for")
             return
-        schedule = f"Schedule/{await self._schedule_of(actor)}"
+        for sid in await self._schedules_of(actor, create=block.kind == "blocked"):
+            await self._block_on(f"Schedule/{sid}", block)
+
+    async def _block_on(self, schedule: str, block: Block) -> None:
         key = self.change.keys[0] if self.change.keys else None
         if block.kind == "blocked":
             slot: Json = {"resourceType": "Slot", "schedule": {"reference": schedule},
@@ -224,4 +231,5 @@ def _same_concept(a: Any, b: Any) -> bool:
     def codes(c: Any) -> set[tuple[Any, Any]]:
         return {(x.get("system"), x.get("code")) for x in (c or {}).get("coding") or []}
 
-    return bool(codes(a) & codes(b)) or (a or {}).get("text") == (b or {}).get("text") != None  # noqa: E711
+    text = (a or {}).get("text")
+    return bool(codes(a) & codes(b)) or (text is not None and text == (b or {}).get("text"))

@@ -33,7 +33,9 @@ store is back. Logs name the sender, control id and outcome, never message conte
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -74,6 +76,18 @@ def subject_of(header: Header) -> str:
 
 def key_of(header: Header) -> str:
     return f"{header.sending_application}/{header.sending_facility}/{header.control_id}"
+
+
+def digest_of(frame: bytes) -> str:
+    """The message's content, MSH-7 aside (an engine that resends may stamp it anew), so a
+    resend matches and a different message under a reused control id does not."""
+    segments = [s for s in re.split(rb"\r\n|\r|\n", frame) if s.strip()]
+    if segments and segments[0].startswith(b"MSH") and len(segments[0]) > 3:
+        fields = segments[0].split(segments[0][3:4])
+        if len(fields) > 6:
+            fields[6] = b""
+        segments[0] = segments[0][3:4].join(fields)
+    return hashlib.sha256(b"\r".join(segments)).hexdigest()
 
 
 def _hl7_now() -> str:
@@ -139,8 +153,15 @@ class Bridge:
                  f"{k.get('system', '')}|{k.get('value', '')}" for k in change.keys]
         resources = self.services.resources
 
+        digest = digest_of(frame)
+
         async def run(unit: Unit) -> bytes:
             kept = await unit.inbound_get(key)
+            if kept is not None and kept.digest and kept.digest != digest:
+                # Not a resend: another message under a control id this sender already used.
+                return self._ack(h, Answer(
+                    AckCode.AE, "rejected", f"MSH-10 {h.control_id!r} was already used by "
+                    "another message from this sender; not applied", 205))
             if kept is not None and not (replay and kept.outcome == "rejected"):
                 return kept.ack
             if stamp is not None and change.kind in ("appointment", "participants"):
@@ -195,7 +216,7 @@ class Bridge:
             control_id=header.control_id,
             event=f"{header.message_code}^{header.trigger_event}".strip("^"), peer=peer,
             outcome=answer.outcome, ack_code=str(answer.code), ack=ack, error=answer.text,
-            resources=answer.resources, raw=frame))
+            resources=answer.resources, raw=frame, digest=digest_of(frame)))
         return ack
 
     async def _refuse(self, frame: bytes, peer: str, header: Header, received: str,

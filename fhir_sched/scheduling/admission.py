@@ -13,6 +13,10 @@ calendar with nobody else booked. So the rule cannot drift from what ``$find`` o
   the claims decide how much is left) cover the visit without a gap, inside the horizon;
 - a resource with no active Schedule here is not scheduled by this server: only capacity
   applies to it (a plain FHIR store of appointments keeps working);
+- a Schedule marked ``blocked-time-only`` (the HL7 v2 bridge's, for a resource a feed blocked
+  time on while it has no calendar here) offers nothing and limits nothing but its blocks:
+  a booking overlapping one of its ``busy-unavailable`` Slots is refused, the rest is as for
+  a resource with no Schedule;
 - nothing that involves a resource scheduled here starts in the past (less a configured
   grace).
 
@@ -32,6 +36,7 @@ from ..query import AnyOf, Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import parse_instant, to_us
 from .availability import Busy, ResourceCalendar, free_units
+from .extensions import BLOCKED_TIME_ONLY
 from .templates import Template, TemplateError, horizon, parse_templates
 
 # How many Slots of one resource's calendars a single booking may overlap and still be checked;
@@ -57,11 +62,19 @@ class _Calendar:
 
 
 @lru_cache(maxsize=4096)
+def _blocks_only(body: bytes) -> bool:
+    schedule = orjson.loads(body)
+    return schedule.get("active") is not False and any(
+        isinstance(e, dict) and e.get("url") == BLOCKED_TIME_ONLY and e.get("valueBoolean")
+        for e in schedule.get("extension") or [])
+
+
+@lru_cache(maxsize=4096)
 def _calendar(body: bytes) -> _Calendar | None:
     """A stored Schedule's templates and horizon, parsed once per stored version; None for an
-    inactive one (it offers nothing and constrains nothing)."""
+    inactive one (it offers nothing and constrains nothing) or one that only carries blocks."""
     schedule = orjson.loads(body)
-    if schedule.get("active") is False:
+    if schedule.get("active") is False or _blocks_only(body):
         return None
     try:
         return _Calendar(tuple(parse_templates(schedule)), horizon(schedule))
@@ -86,6 +99,14 @@ async def availability_breach(unit: Unit, actor: str, schedules: list[tuple[str,
         cal = _calendar(body)
         if cal is not None:
             calendars[sid] = cal
+    blocking = sorted(sid for sid, body in schedules if _blocks_only(body))
+    if blocking:
+        held = await _slots(unit, blocking, start, end)
+        if held is None or any(s.get("status") in _BLOCKING_SLOT
+                               for slots in held.values() for s in slots):
+            return bool(calendars), Breach(
+                "outside-availability", f"{actor} is blocked from {start.isoformat()} to "
+                f"{end.isoformat()} (time blocked by its owner's calendar)")
     if not calendars:
         return False, None
     slots = await _slots(unit, sorted(calendars), start, end)

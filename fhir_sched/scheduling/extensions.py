@@ -10,6 +10,8 @@ HOLD_EXPIRES = BASE + "hold-expires"
 OVERBOOKED = BASE + "overbooked"
 # A booking recorded from a calendar of record although it breaks a rule (repeatable).
 BOOKING_FLAG = BASE + "booking-flag"
+# On a Schedule: it offers nothing, it only carries blocked time (see admission).
+BLOCKED_TIME_ONLY = BASE + "blocked-time-only"
 
 
 def get_ext(resource: dict[str, Any], url: str) -> dict[str, Any] | None:

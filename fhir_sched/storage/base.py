@@ -80,6 +80,7 @@ class InboundEntry:
     error: str = ""
     resources: tuple[str, ...] = ()  # "Type/id" written
     raw: bytes | None = None  # dropped after the retention period
+    digest: str = ""  # of the content, MSH-7 aside: tells a resend from a reused control id
 
 
 # One write of a unit: the record, its index entries and the version it expects (see ``write``).

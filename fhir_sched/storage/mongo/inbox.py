@@ -17,11 +17,13 @@ Doc = dict[str, Any]
 def to_doc(e: InboundEntry) -> Doc:
     return {"_id": e.key, "received": e.received, "sender": e.sender, "control_id": e.control_id,
             "event": e.event, "peer": e.peer, "outcome": e.outcome, "ack_code": e.ack_code,
-            "ack": e.ack, "error": e.error, "resources": list(e.resources), "raw": e.raw}
+            "ack": e.ack, "error": e.error, "resources": list(e.resources), "raw": e.raw,
+            "digest": e.digest}
 
 
 def from_doc(d: Doc) -> InboundEntry:
     raw = d.get("raw")
     return InboundEntry(d["_id"], d["received"], d["sender"], d["control_id"], d["event"],
                         d["peer"], d["outcome"], d["ack_code"], bytes(d["ack"]), d["error"],
-                        tuple(d.get("resources") or ()), None if raw is None else bytes(raw))
+                        tuple(d.get("resources") or ()), None if raw is None else bytes(raw),
+                        d.get("digest", ""))

@@ -12,24 +12,24 @@ CREATE TABLE IF NOT EXISTS hl7v2_inbox(
   key TEXT PRIMARY KEY, received TEXT NOT NULL, sender TEXT NOT NULL,
   control_id TEXT NOT NULL, event TEXT NOT NULL, peer TEXT NOT NULL, outcome TEXT NOT NULL,
   ack_code TEXT NOT NULL, ack BLOB NOT NULL, error TEXT NOT NULL, resources TEXT NOT NULL,
-  raw BLOB);
+  raw BLOB, digest TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS hl7v2_inbox_received ON hl7v2_inbox(received);
 CREATE INDEX IF NOT EXISTS hl7v2_inbox_outcome ON hl7v2_inbox(outcome, received);
 CREATE TABLE IF NOT EXISTS marks(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 """
 
 _COLUMNS = ("key, received, sender, control_id, event, peer, outcome, ack_code, ack, error, "
-            "resources, raw")
+            "resources, raw, digest")
 
 
 def _entry(row: sqlite3.Row | tuple[object, ...]) -> InboundEntry:
     (key, received, sender, control_id, event, peer, outcome, ack_code, ack, error, resources,
-     raw) = row
+     raw, digest) = row
     return InboundEntry(
         str(key), str(received), str(sender), str(control_id), str(event), str(peer),
         str(outcome), str(ack_code), bytes(ack),  # type: ignore[arg-type]
         str(error), tuple(r for r in str(resources).split(" ") if r),
-        None if raw is None else bytes(raw))  # type: ignore[arg-type]
+        None if raw is None else bytes(raw), str(digest))  # type: ignore[arg-type]
 
 
 def get(c: sqlite3.Connection, key: str) -> InboundEntry | None:
@@ -39,9 +39,9 @@ def get(c: sqlite3.Connection, key: str) -> InboundEntry | None:
 
 def put(c: sqlite3.Connection, e: InboundEntry) -> None:
     c.execute(
-        f"INSERT OR REPLACE INTO hl7v2_inbox({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        f"INSERT OR REPLACE INTO hl7v2_inbox({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (e.key, e.received, e.sender, e.control_id, e.event, e.peer, e.outcome, e.ack_code,
-         e.ack, e.error, " ".join(e.resources), e.raw))
+         e.ack, e.error, " ".join(e.resources), e.raw, e.digest))
 
 
 def listing(c: sqlite3.Connection, outcomes: Sequence[str] | None, limit: int,
