@@ -57,6 +57,37 @@ def _hl7v2_send(args: argparse.Namespace) -> int:
         return 2
 
 
+def _hl7v2_dead_letters(args: argparse.Namespace) -> int:
+    from .compose import build
+    from .hl7v2 import inbox
+
+    settings = Settings.from_env(store=args.store, hl7v2_config=args.hl7v2_config)
+
+    async def run() -> int:
+        core = build(settings)
+        await core.start()
+        try:
+            if args.replay:
+                replayed = await inbox.replay_dead_letters(core.hl7v2, args.limit)
+                for r in replayed:
+                    print(f"{r.entry.received}  {r.entry.sender:<24} {r.entry.control_id:<20} "
+                          f"{r.entry.event:<8} {r.entry.ack_code} -> {r.code or 'raw purged'}")
+                left = len(await inbox.dead_letters(core.store, args.limit))
+                print(f"{len(replayed)} replayed, {left} still refused")
+                return 0 if left == 0 else 1
+            letters = await inbox.dead_letters(core.store, args.limit)
+            for e in letters:
+                print(f"{e.received}  {e.sender:<24} {e.control_id:<20} {e.event:<8} "
+                      f"{e.ack_code}  {e.error}")
+            print(f"{len(letters)} refused inbound message(s)"
+                  + (f" (newest {args.limit} shown)" if len(letters) == args.limit else ""))
+            return 0
+        finally:
+            await core.close()
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-sched", description="FHIR R4 scheduling server")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--tls", action="store_true", help="connect with TLS")
     send.add_argument("--tls-ca", default=None, help="CA file to verify the peer with")
     send.set_defaults(fn=_hl7v2_send)
+    dead = hl7v2.add_parser("dead-letters",
+                            help="list refused inbound messages (AE/AR); --replay runs them again")
+    dead.add_argument("--store", default=None, help="the store, as for serve")
+    dead.add_argument("--hl7v2-config", default=None, help="sender settings, as for serve")
+    dead.add_argument("--replay", action="store_true",
+                      help="run each again through the bridge; applied ones leave the list")
+    dead.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+    dead.set_defaults(fn=_hl7v2_dead_letters)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

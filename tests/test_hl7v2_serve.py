@@ -319,3 +319,33 @@ def test_kill_9_while_streaming_loses_no_acked_message_and_applies_each_once(
             assert sorted(seen) == sorted(f"F{n}" for n in range(total))
     finally:
         cleanup_dir(directory)
+
+
+def test_dead_letters_lists_refused_messages_and_replay_applies_them(
+        store_kind: str, mongo_uri: str | None, tmp_path: Path) -> None:
+    url = store_url(store_kind, mongo_uri, "fhir_sched_dead")
+    try:
+        with hl7_server(store_kind, mongo_uri, url=url) as (proc, port):
+            peer = RawPeer(port)
+            try:
+                assert msa(peer.send(s12(1)))[1] == "AA"
+                # 08:30-08:45, inside message 1's 08:30-09:00 with the same doctor: AE
+                assert msa(peer.send(s12(2, minutes=15)))[1] == "AE"
+            finally:
+                peer.close()
+            cli = [sys.executable, "-m", "fhir_sched.cli", "hl7v2", "dead-letters", "--store", url]
+            listed = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+            assert listed.returncode == 0, listed.stderr
+            assert "MSG2" in listed.stdout and "1 refused" in listed.stdout
+            # staff cancel the booking in the way, then replay
+            first = appointments(proc.base, identifier=f"{FILLER}|F1")[0]
+            httpx.put(f"{proc.base}/Appointment/{first['id']}",
+                      json={**first, "status": "cancelled"}, timeout=30).raise_for_status()
+            replayed = subprocess.run([*cli, "--replay"], capture_output=True, text=True,
+                                      timeout=60)
+            assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+            assert "AE -> AA" in replayed.stdout
+            assert len(appointments(proc.base, identifier=f"{FILLER}|F2")) == 1
+    finally:
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
