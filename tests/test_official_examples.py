@@ -31,6 +31,10 @@ Key = tuple[str, str]
 # naming the first such element (document order). The reason says what is missing.
 REJECTED: dict[Key, tuple[str, str]] = {
     ("Coverage", "7546D"): ("Coverage.subscriber.reference", "Patient/5 is in no example"),
+    ("Endpoint", "direct-endpoint"): ("Endpoint.managingOrganization.reference",
+                                      "Organization/299 is in no example"),
+    ("Provenance", "consent-signature"): ("Provenance.agent[0].who.reference",
+                                          "Patient/72 is in no example"),
     ("Coverage", "7547E"): ("Coverage.subscriber.reference", "Patient/5 is in no example"),
     ("Coverage", "9876B1"): ("Coverage.subscriber.reference", "Patient/4 is in no example"),
     ("Coverage", "SP1234"): ("Coverage.subscriber.reference", "Patient/5 is in no example"),

@@ -108,6 +108,8 @@ HOSTED_TYPES: tuple[str, ...] = (
     "Appointment",
     "Coverage",
     "ServiceRequest",
+    "Endpoint",
+    "Provenance",
 )
 
 

@@ -1,0 +1,3 @@
+"""Endpoint: no required bindings beyond the model's own checks."""
+
+BINDINGS: dict[str, tuple[str, ...]] = {}
