@@ -431,3 +431,16 @@ async def test_enhanced_mode_ne_gets_no_ack_but_is_applied(core: Core) -> None:
     ack = await bridge(core).handle(s12(31, extra_msh="|||NE|NE"), "t")
     assert ack == b""
     assert await find(core, "Appointment", "urn:fhir-sched:hl7v2:CLINIC:NORTH:filler|F31")
+
+
+async def test_an_applied_message_leaves_a_provenance_naming_the_sender(core: Core) -> None:
+    await bridge(core).handle(s12(40), "t")
+    stored = await appointment_by_filler(core, "urn:fhir-sched:hl7v2:CLINIC:NORTH:filler", "F40")
+    _, page = await core.services.search.search(
+        RequestContext(), "Provenance", [("target", f"Appointment/{stored['id']}")], strict=True,
+        base_url="")
+    assert len(page.rows) == 1
+    prov = orjson.loads(page.rows[0][1])
+    assert prov["agent"][0]["who"]["identifier"]["value"] == "CLINIC/NORTH"
+    assert prov["entity"][0]["what"]["identifier"]["value"] == "CLINIC/NORTH/S12-40"
+    assert f"Appointment/{stored['id']}" in [t["reference"] for t in prov["target"]]

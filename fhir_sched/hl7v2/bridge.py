@@ -90,6 +90,35 @@ def digest_of(frame: bytes) -> str:
     return hashlib.sha256(b"\r".join(segments)).hexdigest()
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+SENDER_SYSTEM = "urn:fhir-sched:hl7v2:sender"
+MESSAGE_SYSTEM = "urn:fhir-sched:hl7v2:message"
+_ACTIVITY = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+_AGENT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+
+
+def provenance(header: Header, key: str, written: list[str], recorded: str) -> dict[str, object]:
+    """Who said so: the sending system (MSH-3/MSH-4) as the author of every resource the
+    message wrote, and the message itself (by its idempotency key) as the source entity. Built
+    from our own values only, so it is written without a model round trip."""
+    sender = _CONTROL.sub("", f"{header.sending_application}/{header.sending_facility}")
+    return {
+        "resourceType": "Provenance",
+        "target": [{"reference": ref} for ref in written],
+        "recorded": recorded,
+        "activity": {"coding": [{"system": _ACTIVITY, "code": "UPDATE"}]},
+        "agent": [{
+            "type": {"coding": [{"system": _AGENT_TYPE, "code": "author"}]},
+            "who": {"identifier": {"system": SENDER_SYSTEM, "value": sender},
+                    "display": _CONTROL.sub("", header.sending_application) or sender},
+        }],
+        "entity": [{"role": "source", "what": {
+            "identifier": {"system": MESSAGE_SYSTEM, "value": _CONTROL.sub("", key)},
+            "display": _CONTROL.sub("", f"{header.message_code}^{header.trigger_event} "
+                                         f"{header.control_id}")}}],
+    }
+
+
 def _hl7_now() -> str:
     return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
 
@@ -172,6 +201,10 @@ class Bridge:
                                         "applied to this appointment; not applied")
                         return await self._keep(unit, frame, peer, h, received, key, answer)
             written = await Apply(resources, unit, ctx, change).run()
+            if written:
+                prov = provenance(h, key, written, received)
+                await resources.put_in_unit(unit, ctx, "Provenance", unique_id(), prov,
+                                            check_refs=False)
             if stamp is not None:
                 for mark in marks:
                     await unit.mark_put(mark, stamp)
