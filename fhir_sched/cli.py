@@ -59,7 +59,7 @@ def _hl7v2_send(args: argparse.Namespace) -> int:
 
 def _hl7v2_dead_letters(args: argparse.Namespace) -> int:
     from .compose import build
-    from .hl7v2 import inbox
+    from .hl7v2 import inbox, outbox
 
     settings = Settings.from_env(store=args.store, hl7v2_config=args.hl7v2_config)
 
@@ -70,17 +70,27 @@ def _hl7v2_dead_letters(args: argparse.Namespace) -> int:
             if args.replay:
                 replayed = await inbox.replay_dead_letters(core.hl7v2, args.limit)
                 for r in replayed:
-                    print(f"{r.entry.received}  {r.entry.sender:<24} {r.entry.control_id:<20} "
-                          f"{r.entry.event:<8} {r.entry.ack_code} -> {r.code or 'raw purged'}")
+                    print(f"inbound  {r.entry.received}  {r.entry.sender:<24} "
+                          f"{r.entry.control_id:<20} {r.entry.event:<8} {r.entry.ack_code} -> "
+                          f"{r.code or 'raw purged'}")
                 left = len(await inbox.dead_letters(core.store, args.limit))
-                print(f"{len(replayed)} replayed, {left} still refused")
+                queued = await outbox.replay_outbound(core.services, args.limit)
+                for o in queued:
+                    print(f"outbound {o.created}  Endpoint/{o.endpoint:<15} {o.id:<30} "
+                          f"{o.event:<4} queued again (was: {o.error})")
+                print(f"{len(replayed)} inbound replayed, {left} still refused; "
+                      f"{len(queued)} outbound queued again (a running server delivers them)")
                 return 0 if left == 0 else 1
             letters = await inbox.dead_letters(core.store, args.limit)
             for e in letters:
-                print(f"{e.received}  {e.sender:<24} {e.control_id:<20} {e.event:<8} "
+                print(f"inbound  {e.received}  {e.sender:<24} {e.control_id:<20} {e.event:<8} "
                       f"{e.ack_code}  {e.error}")
-            print(f"{len(letters)} refused inbound message(s)"
-                  + (f" (newest {args.limit} shown)" if len(letters) == args.limit else ""))
+            dead = await outbox.outbound_dead_letters(core.services, args.limit)
+            for o in dead:
+                print(f"outbound {o.created}  Endpoint/{o.endpoint:<15} {o.id:<30} {o.event:<4} "
+                      f"{o.attempts} attempts  {o.error}")
+            print(f"{len(letters)} refused inbound message(s), {len(dead)} undelivered outbound"
+                  " message(s)")
             return 0
         finally:
             await core.close()

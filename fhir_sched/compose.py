@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
+from .hl7v2.outbox import Outbound
 from .service.authorization import Authorizer, OpenPolicy
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
@@ -86,4 +87,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         booking=booking, sweeper=sweeper)
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
-    return Core(services, (sweeper.run,), bridge, doors)
+    outbound = Outbound(services, application=settings.hl7v2_application,
+                        facility=settings.hl7v2_facility,
+                        retry_seconds=settings.hl7v2_retry_ms / 1000,
+                        max_attempts=max(1, settings.hl7v2_max_attempts))
+    return Core(services, (sweeper.run, outbound.run), bridge, doors)

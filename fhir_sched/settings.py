@@ -44,6 +44,12 @@ class Settings:
     # Per-sender settings (TOML, see hl7v2/senders.py) and the zone for times without offset.
     hl7v2_config: str = ""
     hl7v2_timezone: str = "UTC"
+    # Outbound SIU to subscribed Endpoints: who we say we are (MSH-3/MSH-4), the first retry's
+    # delay (doubling each time, at most 5 minutes) and the attempts before a dead letter.
+    hl7v2_application: str = "FHIR-SCHED"
+    hl7v2_facility: str = ""
+    hl7v2_retry_ms: int = 1000
+    hl7v2_max_attempts: int = 10
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

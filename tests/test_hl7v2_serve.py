@@ -336,7 +336,7 @@ def test_dead_letters_lists_refused_messages_and_replay_applies_them(
             cli = [sys.executable, "-m", "fhir_sched.cli", "hl7v2", "dead-letters", "--store", url]
             listed = subprocess.run(cli, capture_output=True, text=True, timeout=60)
             assert listed.returncode == 0, listed.stderr
-            assert "MSG2" in listed.stdout and "1 refused" in listed.stdout
+            assert "MSG2" in listed.stdout and "1 refused inbound" in listed.stdout
             # staff cancel the booking in the way, then replay
             first = appointments(proc.base, identifier=f"{FILLER}|F1")[0]
             httpx.put(f"{proc.base}/Appointment/{first['id']}",

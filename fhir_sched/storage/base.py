@@ -83,6 +83,27 @@ class InboundEntry:
     digest: str = ""  # of the content, MSH-7 aside: tells a resend from a reused control id
 
 
+@dataclass(slots=True)
+class OutboundEntry:
+    """One HL7 v2 message owed to one subscriber (an Endpoint), for one change.
+
+    ``id`` is ``{seq:020d}/{endpoint}``: enqueueing the same change twice makes one row, and
+    string order is change order, which is the order a subscriber receives its messages in."""
+
+    id: str
+    endpoint: str  # Endpoint id
+    seq: int  # the change's position in the change log
+    appointment: str  # Appointment id
+    event: str  # "S12" ...
+    message: bytes  # the ER7 bytes, built when the change was read
+    status: str = "pending"  # pending | done | dead
+    attempts: int = 0
+    next_at: str = ""  # now_instant format: not before
+    error: str = ""
+    ack: bytes | None = None
+    created: str = ""
+
+
 # One write of a unit: the record, its index entries and the version it expects (see ``write``).
 Write = tuple[Record, list[IndexEntry], int | None]
 
@@ -145,6 +166,14 @@ class Unit(Protocol):
         ...
 
     async def mark_put(self, key: str, value: str) -> None: ...
+
+    async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
+        """Queue messages; an id already queued is left as it is."""
+        ...
+
+    async def outbox_set(self, entry: OutboundEntry) -> None:
+        """Record a delivery attempt's result (status, attempts, next_at, error, ack)."""
+        ...
 
 
 class DocumentStore(Protocol):
@@ -215,6 +244,11 @@ class DocumentStore(Protocol):
     async def inbound_purge_raw(self, before: str) -> int:
         """Drop the raw bytes of messages received before ``before``; how many were dropped.
         The entry, its outcome and its ACK stay (replays still answer the same)."""
+        ...
+
+    async def outbox_list(self, *, statuses: Sequence[str], limit: int = 100,
+                          endpoint: str | None = None) -> list[OutboundEntry]:
+        """Queued messages with these statuses, in queue (change) order."""
         ...
 
     async def ping(self) -> None: ...

@@ -59,9 +59,9 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...query import IndexEntry, Page, Query
-from ..base import InboundEntry, Record, Write, stored_origin
+from ..base import InboundEntry, OutboundEntry, Record, Write, stored_origin
 from ..errors import StoreUnavailable, VersionConflict
-from . import inbox
+from . import inbox, outbox
 from .query import (
     Compiler,
     Filter,
@@ -209,6 +209,7 @@ class MongoStore:
     counters = _Collection()
     proposals = _Collection()
     hl7v2_inbox = _Collection()
+    hl7v2_outbox = _Collection()
     marks = _Collection()
 
     async def start(self) -> None:
@@ -250,6 +251,7 @@ class MongoStore:
         await c.create_index([("updated", 1)], name="changes_updated")
         await self.claims.create_index([("owner_type", 1), ("owner_id", 1)], name="claims_owner")
         await self.proposals.create_index([("expires", 1)], name="proposals_expires")
+        await self.hl7v2_outbox.create_index([("status", 1), ("_id", 1)], name="outbox_status")
         await self.hl7v2_inbox.create_index([("received", -1)], name="inbox_received")
         await self.hl7v2_inbox.create_index([("outcome", 1), ("received", -1)],
                                             name="inbox_outcome")
@@ -444,6 +446,15 @@ class MongoStore:
             docs = await self.hl7v2_inbox.find(match).sort(
                 [("received", -1), ("_id", 1)]).limit(limit).to_list()
         return [inbox.from_doc(d) for d in docs]
+
+    async def outbox_list(self, *, statuses: Sequence[str], limit: int = 100,
+                          endpoint: str | None = None) -> list[OutboundEntry]:
+        match: Filter = {"status": {"$in": list(statuses)}}
+        if endpoint is not None:
+            match["endpoint"] = endpoint
+        async with _available():
+            docs = await self.hl7v2_outbox.find(match).sort("_id", 1).limit(limit).to_list()
+        return [outbox.from_doc(d) for d in docs]
 
     async def inbound_purge_raw(self, before: str) -> int:
         async with _available():
@@ -670,6 +681,18 @@ class MongoUnit:
     async def mark_put(self, key: str, value: str) -> None:
         await self._store.marks.update_one({"_id": key}, {"$set": {"v": value}}, upsert=True,
                                            session=self._s)
+
+    async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
+        coll = self._store.hl7v2_outbox
+        for e in entries:
+            doc = outbox.to_doc(e)
+            await coll.update_one({"_id": e.id}, {"$setOnInsert": doc}, upsert=True,
+                                  session=self._s)
+
+    async def outbox_set(self, entry: OutboundEntry) -> None:
+        await self._store.hl7v2_outbox.update_one({"_id": entry.id}, {"$set": {
+            "status": entry.status, "attempts": entry.attempts, "next_at": entry.next_at,
+            "error": entry.error, "ack": entry.ack}}, session=self._s)
 
 
 async def _aggregate(coll: AsyncCollection[Doc], session: AsyncClientSession | None,

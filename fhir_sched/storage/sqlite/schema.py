@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from . import inbox
+from . import inbox, outbox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources(
@@ -59,6 +59,7 @@ def create(conn: sqlite3.Connection) -> None:
     when several processes open the same file at once (the upgrade holds the write lock)."""
     conn.executescript(SCHEMA)
     conn.executescript(inbox.SCHEMA)
+    conn.executescript(outbox.SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, added in ADDED_COLUMNS.items():

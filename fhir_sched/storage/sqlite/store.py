@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...query import Page, Query
-from ..base import InboundEntry, Record
+from ..base import InboundEntry, OutboundEntry, Record
 from ..errors import StoreUnavailable
-from . import changes, inbox, schema
+from . import changes, inbox, outbox, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
 from .checkpoint import Checkpointer
 from .faults import translate
@@ -278,6 +278,13 @@ class SqliteStore:
             return inbox.purge_raw(unit._conn, before)
 
         return int(await self.atomic(run))
+
+    async def outbox_list(self, *, statuses: Sequence[str], limit: int = 100,
+                          endpoint: str | None = None) -> list[OutboundEntry]:
+        def run(c: sqlite3.Connection) -> list[OutboundEntry]:
+            return outbox.listing(c, statuses, limit, endpoint)
+
+        return await self._read(run)
 
 
 # Expired proposals dropped per put: bounded work on the find path, and proposals expire at the

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from ...query import IndexEntry, Query
-from ..base import InboundEntry, Record, Write
+from ..base import InboundEntry, OutboundEntry, Record, Write
 from ..errors import VersionConflict
-from . import changes, inbox
+from . import changes, inbox, outbox
 from .faults import translate
 from .query import select_sql
 
@@ -104,6 +104,12 @@ class SqliteUnit:
 
     async def mark_put(self, key: str, value: str) -> None:
         inbox.mark_put(self._conn, key, value)
+
+    async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
+        outbox.add(self._conn, entries)
+
+    async def outbox_set(self, entry: OutboundEntry) -> None:
+        outbox.set_result(self._conn, entry)
 
 
 # -- SQL helpers (module level so they run in executor threads without closures) -------------
