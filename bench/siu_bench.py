@@ -43,6 +43,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from fhir_sched.hl7v2 import er7, siu
 from fhir_sched.hl7v2.ack import AckCode, build_ack, reject_unparseable
@@ -310,7 +311,7 @@ def spawn_transport(commit_path: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, int(line.split()[1])
 
 
-def spawn_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+def spawn_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int, int]:
     http_port, mllp_port = _free_port(), _free_port()
     log = tmp / "server.log"
     env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning"}
@@ -321,7 +322,64 @@ def spawn_server(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
              "--mllp-port", str(mllp_port)],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     _wait_port(mllp_port, proc, log)
-    return proc, mllp_port
+    return proc, mllp_port, http_port
+
+
+# --- outbound round trip ------------------------------------------------------------------
+
+
+async def outbound_round_trip(http_port: int, count: int) -> tuple[list[float], list[float]]:
+    """(change -> ACKed SIU seconds, the PUT's own response seconds) for ``count`` sequential
+    Appointment writes through REST, received by python-hl7's MLLP server in this process."""
+    import hl7.mllp
+    import httpx
+
+    arrived: dict[str, float] = {}
+    waiters: dict[str, asyncio.Event] = {}
+
+    async def handle(reader: Any, writer: Any) -> None:
+        try:
+            while not writer.is_closing():
+                message = await reader.readmessage()
+                appt = str(message.segment("SCH")[2][0][0])
+                arrived.setdefault(appt, time.perf_counter())
+                writer.writemessage(message.create_ack("AA"))
+                await writer.drain()
+                if appt in waiters:
+                    waiters[appt].set()
+        except asyncio.IncompleteReadError:
+            pass
+
+    port = _free_port()
+    server = await hl7.mllp.start_hl7_server(handle, host="127.0.0.1", port=port)
+    base = f"http://127.0.0.1:{http_port}/fhir"
+    round_trips, puts = [], []
+    async with server, httpx.AsyncClient(base_url=base, timeout=30) as client:
+        ext = "https://fhir-sched.org/fhir/StructureDefinition/hl7v2-version"
+        r = await client.put("/Endpoint/bench", json={
+            "resourceType": "Endpoint", "id": "bench", "status": "active",
+            "connectionType": {"code": "hl7v2-mllp"}, "payloadType": [{"text": "SIU"}],
+            "address": f"mllp://127.0.0.1:{port}",
+            "extension": [{"url": ext, "valueCode": "2.5.1"}]})
+        r.raise_for_status()
+        await client.put("/Practitioner/rt", json={"resourceType": "Practitioner", "id": "rt"})
+        start = datetime(2033, 1, 3, 8, 0, tzinfo=UTC)
+        for i in range(count):
+            appt = f"rt{i}"
+            waiters[appt] = asyncio.Event()
+            begin = start + timedelta(minutes=10 * i)
+            body = {"resourceType": "Appointment", "id": appt, "status": "booked",
+                    "start": begin.isoformat(), "end": (begin + timedelta(minutes=10)).isoformat(),
+                    "participant": [{"actor": {"reference": "Practitioner/rt"},
+                                     "status": "accepted"}]}
+            t0 = time.perf_counter()
+            r = await client.put(f"/Appointment/{appt}", json=body)
+            t1 = time.perf_counter()
+            r.raise_for_status()
+            await asyncio.wait_for(waiters[appt].wait(), 30)
+            round_trips.append(arrived[appt] - t0)
+            puts.append(t1 - t0)
+    return round_trips, puts
 
 
 # --- report -------------------------------------------------------------------------------
@@ -357,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", default="1,4")
     ap.add_argument("--pipeline", type=int, default=0, help="also run with W in flight")
     ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--outbound", type=int, default=0,
+                    help="with --spawn: also time N FHIR changes until their SIU is ACKed")
     args = ap.parse_args(argv)
     if args.serve_transport_only:
         asyncio.run(_serve_transport(0, args.commit_db))
@@ -380,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             host, port = host or "127.0.0.1", int(port_text)
             what = f"target {args.target}"
         elif args.spawn:
-            proc, port = spawn_server(Path(tmp.name))
+            proc, port, http_port = spawn_server(Path(tmp.name))
             host, what = "127.0.0.1", "fhir-sched serve --mllp-port (SQLite, commit before ACK)"
         elif args.commit:
             proc, port = spawn_transport(str(Path(tmp.name) / "commit.db"))
@@ -399,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
                 mode = "ACK before next" if window == 1 else f"{window} in flight"
                 label = f"{connections} connection{'s' if connections > 1 else ''}, {mode}"
                 _report(label, rate, result, baselines)
+        if args.spawn and args.outbound:
+            trips, puts = asyncio.run(outbound_round_trip(http_port, args.outbound))
+            print(f"outbound: {args.outbound} Appointment PUTs over REST, each until its SIU "
+                  "was received and ACKed by python-hl7's MLLP server:")
+            print(f"  change -> ACKed SIU      p50 {pct(trips, 50) * 1e3:7.1f} ms  "
+                  f"p95 {pct(trips, 95) * 1e3:7.1f} ms  p99 {pct(trips, 99) * 1e3:7.1f} ms")
+            print(f"  the PUT alone (baseline) p50 {pct(puts, 50) * 1e3:7.1f} ms  "
+                  f"p95 {pct(puts, 95) * 1e3:7.1f} ms  -> round trip / PUT at p95: "
+                  f"{pct(trips, 95) / pct(puts, 95):.1f}x")
     finally:
         if proc is not None:
             proc.terminate()
