@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
+from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
 from .service.authorization import Authorizer, OpenPolicy
 from .service.booking import BookingService
@@ -91,4 +92,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                         facility=settings.hl7v2_facility,
                         retry_seconds=settings.hl7v2_retry_ms / 1000,
                         max_attempts=max(1, settings.hl7v2_max_attempts))
-    return Core(services, (sweeper.run, outbound.run), bridge, doors)
+    async def retention() -> None:
+        await keep_raw_for(store, settings.hl7v2_raw_retention_days)
+
+    return Core(services, (sweeper.run, outbound.run, retention), bridge, doors)

@@ -50,6 +50,8 @@ class Settings:
     hl7v2_facility: str = ""
     hl7v2_retry_ms: int = 1000
     hl7v2_max_attempts: int = 10
+    # How long the raw bytes of inbound messages are kept (0: for good); outcomes and ACKs stay.
+    hl7v2_raw_retention_days: int = 30
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

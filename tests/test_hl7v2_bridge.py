@@ -444,3 +444,13 @@ async def test_an_applied_message_leaves_a_provenance_naming_the_sender(core: Co
     assert prov["agent"][0]["who"]["identifier"]["value"] == "CLINIC/NORTH"
     assert prov["entity"][0]["what"]["identifier"]["value"] == "CLINIC/NORTH/S12-40"
     assert f"Appointment/{stored['id']}" in [t["reference"] for t in prov["target"]]
+
+
+async def test_raw_bytes_are_dropped_after_retention_but_the_answer_stays(core: Core) -> None:
+    b = bridge(core)
+    first = await b.handle(s12(50), "t")
+    assert (await kept(core, "/S12-50")).raw is not None
+    assert await inbox.purge_raw(core.services.store, "2999-01-01T00:00:00Z") >= 1
+    entry = await kept(core, "/S12-50")
+    assert entry.raw is None and entry.outcome == "applied"
+    assert await b.handle(s12(50), "t") == first

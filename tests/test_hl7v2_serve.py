@@ -12,7 +12,6 @@ import contextlib
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -279,12 +278,10 @@ def test_mllp_over_tls_with_the_send_command(store_kind: str, mongo_uri: str | N
         assert len(appointments(proc.base, identifier=f"{FILLER}|F5")) == 0
 
 
-@pytest.mark.parametrize("store_kind", ["sqlite"], indirect=True, scope="session")
 def test_kill_9_while_streaming_loses_no_acked_message_and_applies_each_once(
         store_kind: str, mongo_uri: str | None) -> None:
     total, kill_after = 2000, 700
-    directory = tempfile.mkdtemp(prefix="fhir-sched-kill-")
-    url = f"sqlite:///{directory}/fhir.db"
+    url = store_url(store_kind, mongo_uri, "fhir_sched_kill")
     acked: set[int] = set()
     try:
         with hl7_server(store_kind, mongo_uri, url=url) as (proc, port):
@@ -318,7 +315,8 @@ def test_kill_9_while_streaming_loses_no_acked_message_and_applies_each_once(
                              if lk["relation"] == "next"), None)
             assert sorted(seen) == sorted(f"F{n}" for n in range(total))
     finally:
-        cleanup_dir(directory)
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
 
 
 def test_dead_letters_lists_refused_messages_and_replay_applies_them(

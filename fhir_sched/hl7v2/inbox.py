@@ -8,11 +8,18 @@ an applied one and it leaves the list; if not, it stays with the new answer.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from fhir_sched.hl7v2.bridge import Bridge
 from fhir_sched.hl7v2.send import ack_code
 from fhir_sched.storage.base import DocumentStore, InboundEntry
+from fhir_sched.storage.errors import StoreUnavailable
+from fhir_sched.timeutil import format_instant
+
+log = logging.getLogger("fhir_sched.hl7v2")
 
 DEAD = ("rejected",)
 
@@ -55,3 +62,17 @@ async def purge_raw(store: DocumentStore, before: str) -> int:
     """Drop the raw bytes of messages received before ``before`` (retention); outcomes and
     ACKs stay, so a late resend still gets its answer."""
     return await store.inbound_purge_raw(before)
+
+
+async def keep_raw_for(store: DocumentStore, days: int, every_seconds: float = 3600.0) -> None:
+    """The retention job: raw message bytes (which hold PHI) are kept ``days`` days, then
+    dropped; ``days`` <= 0 keeps them for good."""
+    while days > 0:
+        before = format_instant(datetime.now(UTC) - timedelta(days=days))
+        try:
+            dropped = await store.inbound_purge_raw(before)
+            if dropped:
+                log.info("hl7v2 retention: raw bytes of %d message(s) dropped", dropped)
+        except StoreUnavailable:
+            pass
+        await asyncio.sleep(every_seconds)
