@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -280,7 +281,11 @@ def test_mllp_over_tls_with_the_send_command(store_kind: str, mongo_uri: str | N
 
 def test_kill_9_while_streaming_loses_no_acked_message_and_applies_each_once(
         store_kind: str, mongo_uri: str | None) -> None:
-    total, kill_after = 2000, 700
+    # 2,000 messages as the issue asks on SQLite and on a real mongod (MONGODB_URI); SecantusDB,
+    # a Python server, takes minutes per thousand, so the test stream there is shorter: the same
+    # kill in mid-stream, the same resend, the same exactly-once check.
+    slow = store_kind == "mongo" and not os.environ.get("MONGODB_URI")
+    total, kill_after = (400, 150) if slow else (2000, 700)
     url = store_url(store_kind, mongo_uri, "fhir_sched_kill")
     acked: set[int] = set()
     try:

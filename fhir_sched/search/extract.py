@@ -1,7 +1,8 @@
 """Index extraction: the searchable values of a resource, as ``IndexEntry`` rows.
 
 Nearly every R4 search expression for the hosted types is a plain path, sometimes with a
-``where(resolve() is T)`` target filter or a ``where(system='x')`` filter. Those are compiled here
+``where(resolve() is T)`` target filter, a ``where(system='x')`` filter or an
+``extension('url')`` step. Those are compiled here
 into small path walkers (fast, and they understand choice types such as ``occurrence[x]``, which
 a model-less FHIRPath engine does not). Anything else falls back to fhirpathpy with its R4 model.
 """
@@ -28,6 +29,17 @@ _REF_RE = re.compile(r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_hist
 _STEP_WHERE_RESOLVE = re.compile(r"^where\(resolve\(\) is ([A-Za-z]+)\)$")
 _STEP_WHERE_EQ = re.compile(r"^where\(([a-z]+)\s*=\s*'([^']*)'\)$")
 _STEP_AS = re.compile(r"^([a-zA-Z]+) as ([a-zA-Z]+)$")
+# The R4 data types a choice element ``x[x]`` may take, as JSON name suffixes (``valueString``).
+_CHOICE_SUFFIXES = frozenset({
+    "Base64Binary", "Boolean", "Canonical", "Code", "Date", "DateTime", "Decimal", "Id",
+    "Instant", "Integer", "Markdown", "Oid", "PositiveInt", "String", "Time", "UnsignedInt",
+    "Uri", "Url", "Uuid", "Address", "Age", "Annotation", "Attachment", "CodeableConcept",
+    "Coding", "ContactPoint", "Count", "Distance", "Duration", "HumanName", "Identifier", "Money",
+    "Period", "Quantity", "Range", "Ratio", "Reference", "SampledData", "Signature", "Timing",
+    "ContactDetail", "Contributor", "DataRequirement", "Expression", "ParameterDefinition",
+    "RelatedArtifact", "TriggerDefinition", "UsageContext", "Dosage", "Meta",
+})
+_STEP_EXTENSION = re.compile(r"^extension\('([^']+)'\)$")
 
 
 # Letters that Unicode does not decompose into a base letter plus accent, folded by hand so that
@@ -76,9 +88,10 @@ def _children(node: Any, name: str, as_type: str | None) -> Iterator[Value]:
         for v in value if isinstance(value, list) else [value]:
             yield v, None
         return
-    # choice type: occurrence -> occurrenceDateTime / occurrencePeriod / ...
+    # choice type: occurrence -> occurrenceDateTime / occurrencePeriod / ...; the suffix must
+    # name a data type, so ServiceRequest.performer never picks up performerType
     for key, value in node.items():
-        if key.startswith(name) and len(key) > len(name) and key[len(name)].isupper():
+        if key.startswith(name) and key[len(name):] in _CHOICE_SUFFIXES:
             suffix = key[len(name) :]
             if as_type is not None and suffix.lower() != as_type.lower():
                 continue
@@ -99,6 +112,9 @@ def _compile_path(part: str, base: str) -> Walker | None:
             ops.append(("target", m[1], None))
         elif m := _STEP_WHERE_EQ.match(step):
             ops.append(("eq", m[1], m[2]))
+        elif m := _STEP_EXTENSION.match(step):
+            ops.append(("child", "extension", None))
+            ops.append(("eq", "url", m[1]))
         elif m := _STEP_AS.match(step):
             ops.append(("child", m[1], m[2]))
         elif re.fullmatch(r"[a-zA-Z]+", step):
