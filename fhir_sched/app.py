@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,6 +25,7 @@ from .rest.middleware import RequestIdMiddleware
 from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
+from .rest.smart import BearerGate, configuration_endpoint, endpoints, hl7v2_gate
 from .search.compartment import PATIENT_COMPARTMENT
 from .service.authorization import Authorizer
 from .settings import Settings
@@ -43,7 +45,8 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
         ctx = context_for(request, settings.public_base, settings.base_path)
         return FhirResponse(capability_statement(
             [spec for spec, _ in table], ctx.base_url,
-            {t: capability_entry(t) for t in CONFORMANCE_TYPES}))
+            {t: capability_entry(t) for t in CONFORMANCE_TYPES},
+            core.auth.oauth_uris() if core.auth else None))
 
     # (path, method, FHIR interaction, level, handler, fixed types), most specific first
     rows: list[tuple[str, str, str, str, Handler, tuple[str, ...]]] = [
@@ -80,6 +83,10 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if core.auth is None:
+            logging.getLogger("fhir_sched").warning(
+                "AUTH IS OFF (FHIR_SCHED_AUTH=none): anyone who can reach this port can read "
+                "and change every record. For development only.")
         await core.start()
         # Everything loaded so far (models, definitions, routes) lives as long as the process;
         # moving it out of the collector's reach keeps full collections short (they showed as
@@ -103,16 +110,26 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     router = FhirRouter(settings.base_path)
     for spec, route_handler in build_routes(core):
         router.add(spec.path, spec.methods, route_handler)
+    fhir: Any = router
+    if core.auth is not None:
+        app.router.routes.append(Route(settings.base_path + "/.well-known/smart-configuration",
+                                       configuration_endpoint(core.auth), methods=["GET"]))
+        for path, (method, endpoint) in endpoints(core.auth).items():
+            app.router.routes.append(Route(path, endpoint, methods=[method]))
+        fhir = BearerGate(router, core.auth, settings.base_path, settings.public_base)
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
     # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
-    app.router.routes.append(Route(settings.base_path + "{rest:path}", router))
+    app.router.routes.append(Route(settings.base_path + "{rest:path}", fhir))
 
     async def hl7v2_body(body: bytes, peer: str) -> bytes | None:
         return await handle_body(core.hl7v2, body, peer, settings.mllp_max_frame_bytes)
 
-    app.router.routes.append(Route(
-        "/hl7v2", hl7v2_endpoint(hl7v2_body, settings.max_body_bytes), methods=["POST"]))
-    app.add_middleware(RequestIdMiddleware)
+    hl7v2: Any = hl7v2_endpoint(hl7v2_body, settings.max_body_bytes)
+    if core.auth is not None:
+        hl7v2 = hl7v2_gate(hl7v2, core.auth)
+    app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
+    app.add_middleware(RequestIdMiddleware,
+                       extra_headers=() if core.auth else ((b"x-fhir-sched-auth", b"none"),))
     app.state.core = core
     app.state.fhir_router = router
     return app

@@ -16,7 +16,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(host=args.host, port=args.port, store=args.store,
                                  public_base=args.public_base, mllp_port=args.mllp_port,
                                  mllp_tls_cert=args.mllp_tls_cert,
-                                 mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config)
+                                 mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config,
+                                 auth=args.auth)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.demo:
@@ -24,6 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         created = asyncio.run(load_demo(settings))
         logging.getLogger("fhir_sched").info("demo data: %d resources created", created)
+        if settings.auth == "smart":
+            _print_demo_token(settings)
     from .app import create_app
 
     app = create_app(settings)
@@ -35,6 +38,54 @@ def _serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=args.access_log, workers=1)
     return 0
+
+
+DEMO_TOKEN_FILE = "fhir-sched-demo.token"
+
+
+def _print_demo_token(settings: Settings) -> None:
+    """The demo's one step: a ready token, printed and kept in ./fhir-sched-demo.token."""
+    import os
+
+    from .auth.admin import DEMO_HOURS, DEMO_SCOPE, demo_token
+
+    token = asyncio.run(demo_token(settings))
+    fd = os.open(DEMO_TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    base = f"http://{settings.host}:{settings.port}{settings.base_path}"
+    print(f"demo access token ({DEMO_SCOPE}, {DEMO_HOURS} hours), also in ./{DEMO_TOKEN_FILE}:"
+          f"\n  {token}\ntry:\n  curl -H \"Authorization: Bearer $(cat {DEMO_TOKEN_FILE})\" "
+          f"'{base}/Appointment?_count=5'", file=sys.stderr, flush=True)
+
+
+def _client(args: argparse.Namespace) -> int:
+    from .auth import admin
+
+    settings = Settings.from_env(store=args.store)
+    try:
+        if args.client_command == "add":
+            secret = sys.stdin.readline().rstrip("\n") if args.secret_stdin else None
+            client = admin.client_from_args(
+                args.client_id, args.scope, jwks_file=args.jwks_file, jwks_url=args.jwks_url,
+                redirect_uris=args.redirect_uri or [], public=args.public, secret=secret)
+            asyncio.run(admin.add_client(settings, client))
+            print(f"client {client.client_id} registered ({client.kind}, scope {client.scope})")
+            return 0
+        if args.client_command == "list":
+            for c in asyncio.run(admin.list_clients(settings)):
+                keys = c.jwks_url or ("inline JWKS" if c.jwks else
+                                      " ".join(c.redirect_uris))
+                print(f"{c.client_id}\t{c.kind}\t{c.scope}\t{keys}\t{c.created}")
+            return 0
+        if asyncio.run(admin.remove_client(settings, args.client_id)):
+            print(f"client {args.client_id} removed")
+            return 0
+        print(f"no client {args.client_id!r} is registered", file=sys.stderr)
+        return 1
+    except admin.AdminError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -119,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="PEM private key for --mllp-tls-cert (if not in the same file)")
     serve.add_argument("--hl7v2-config", default=None,
                        help="TOML file of per-sender HL7 v2 settings (zones, namespaces, ...)")
+    serve.add_argument("--auth", choices=("smart", "none"), default=None,
+                       help="smart (default): bearer tokens required; none: anonymous, for "
+                            "development only")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)
@@ -140,6 +194,27 @@ def main(argv: list[str] | None = None) -> int:
                       help="run each again through the bridge; applied ones leave the list")
     dead.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
     dead.set_defaults(fn=_hl7v2_dead_letters)
+    client = sub.add_parser("client", help="SMART clients of the embedded authorization "
+                            "server").add_subparsers(dest="client_command", required=True)
+    add = client.add_parser("add", help="register a client")
+    add.add_argument("--client-id", required=True)
+    add.add_argument("--scope", required=True,
+                     help='the scopes it may be granted, e.g. "system/*.rs system/Slot.cruds"')
+    keys = add.add_mutually_exclusive_group()
+    keys.add_argument("--jwks-file", default=None,
+                      help="backend client: its public JWKS (RS384/ES384 keys)")
+    keys.add_argument("--jwks-url", default=None, help="backend client: where its JWKS lives")
+    add.add_argument("--redirect-uri", action="append", default=None,
+                     help="an app's redirect URI (repeatable)")
+    add.add_argument("--public", action="store_true", help="a public app (PKCE, no secret)")
+    add.add_argument("--secret-stdin", action="store_true",
+                     help="a confidential app: read its secret from standard input")
+    listing = client.add_parser("list", help="list registered clients")
+    remove = client.add_parser("remove", help="remove a client")
+    remove.add_argument("--client-id", required=True)
+    for p in (add, listing, remove):
+        p.add_argument("--store", default=None, help="the store, as for serve")
+        p.set_defaults(fn=_client)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Protocol
 
+from .auth.policy import SmartPolicy
+from .auth.server import SmartAuth
 from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
-from .service.authorization import Authorizer, OpenPolicy
+from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
 from .service.find import FindService
@@ -49,6 +51,8 @@ class Core:
     background: tuple[Callable[[], Awaitable[None]], ...]
     hl7v2: Bridge
     doors: tuple[Door, ...] = ()
+    # The embedded SMART server and token check; None when auth is off.
+    auth: SmartAuth | None = None
 
     @property
     def store(self) -> DocumentStore:
@@ -58,6 +62,8 @@ class Core:
         await self.store.start()
         started: list[Door] = []
         try:
+            if self.auth is not None:
+                await self.auth.start()
             for door in self.doors:
                 await door.start()
                 started.append(door)
@@ -76,7 +82,9 @@ class Core:
 def build(settings: Settings, authorizer: Authorizer | None = None,
           store: DocumentStore | None = None) -> Core:
     store = store or open_store(settings)
-    policy = authorizer or OpenPolicy()
+    # The scope policy; a context without a token (auth off, MLLP, the server's own jobs)
+    # falls back to the open policy's compartment rule inside it.
+    policy = authorizer or SmartPolicy()
     resources = ResourceService(
         store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds)))
     search = SearchService(store, policy, settings.default_count, settings.max_count)
@@ -95,4 +103,5 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     async def retention() -> None:
         await keep_raw_for(store, settings.hl7v2_raw_retention_days)
 
-    return Core(services, (sweeper.run, outbound.run, retention), bridge, doors)
+    auth = SmartAuth(store, settings) if settings.auth == "smart" else None
+    return Core(services, (sweeper.run, outbound.run, retention), bridge, doors, auth)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .ids import unique_id
+from .scopes import Grant
 
 # The doors a change can come in by; recorded on every change row.
 Door = Literal["rest", "operation", "mllp", "system"]
@@ -22,9 +23,9 @@ class RequestContext:
     # Who is calling: a SMART client id, a user, an MLLP peer; "anonymous" until auth exists.
     subject: str = "anonymous"
     client_id: str | None = None
-    # Granted scopes (SMART v2 syntax); None means no restrictions (no auth configured).
-    scopes: frozenset[str] | None = None
-    # Patient compartment the caller is confined to (SMART patient launch), if any.
+    # The token's scopes, parsed; None means no restrictions (auth off, or the server itself).
+    grant: Grant | None = None
+    # Patient compartment the caller is confined to (a token with patient/ scopes only), if any.
     patient: str | None = None
     door: Door = "rest"
     base_url: str = ""

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+AUTH_MODES = ("smart", "none")
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -52,6 +54,9 @@ class Settings:
     hl7v2_max_attempts: int = 10
     # How long the raw bytes of inbound messages are kept (0: for good); outcomes and ACKs stay.
     hl7v2_raw_retention_days: int = 30
+    # "smart": every request but discovery needs a bearer token; "none": anonymous, for
+    # development only (a warning at start and an ``X-FHIR-Sched-Auth: none`` header).
+    auth: str = "smart"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +70,9 @@ class Settings:
             if raw is not None:
                 values[f.name] = _coerce(f.type, raw, f.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("auth", "smart") not in AUTH_MODES:
+            raise SystemExit(f"FHIR_SCHED_AUTH / --auth must be one of {', '.join(AUTH_MODES)}, "
+                             f"got {values['auth']!r}")
         return cls(**values)
 
 

@@ -6,6 +6,7 @@ when the adapter and a server are available), so one suite covers both.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -15,6 +16,12 @@ from tests.support.client import fhir_client
 from tests.support.server import ServerProcess, cleanup_dir, store_url
 
 pytest_plugins = ["tests.support.fhir_assets", "tests.support.mongo_fixture"]
+
+# Everything but the SMART tests checks FHIR behaviour, so the servers the suite starts (and the
+# Settings it builds from the environment) run with auth off unless a test turns it on: the
+# SMART tests start theirs with FHIR_SCHED_AUTH=smart, and one starts a server with no setting
+# at all to prove that smart is the default.
+os.environ.setdefault("FHIR_SCHED_AUTH", "none")
 
 
 @pytest.fixture(scope="session")

@@ -271,6 +271,34 @@ async def test_atomic_rolls_back_on_exception(store: DocumentStore) -> None:
     assert after.seq > before[0].seq
 
 
+async def test_marks_are_listed_by_prefix_in_key_order_and_deleted_once(
+        store: DocumentStore) -> None:
+    async def fill(unit: Unit) -> None:
+        for key in ("auth/jti/b", "auth/jti/a", "auth/jtx", "auth/client/z", "auth/jti/c"):
+            await unit.mark_put(key, key.upper())
+
+    await store.atomic(fill)
+
+    async def listing(unit: Unit) -> list[tuple[str, str]]:
+        return await unit.mark_list("auth/jti/")
+
+    assert await store.atomic(listing) == [("auth/jti/a", "AUTH/JTI/A"),
+                                           ("auth/jti/b", "AUTH/JTI/B"),
+                                           ("auth/jti/c", "AUTH/JTI/C")]
+
+    async def limited(unit: Unit) -> list[tuple[str, str]]:
+        return await unit.mark_list("auth/", limit=2)
+
+    assert [k for k, _ in await store.atomic(limited)] == ["auth/client/z", "auth/jti/a"]
+
+    async def take(unit: Unit) -> tuple[bool, bool, str | None]:
+        return (await unit.mark_delete("auth/jti/b"), await unit.mark_delete("auth/jti/b"),
+                await unit.mark_get("auth/jti/b"))
+
+    assert await store.atomic(take) == (True, False, None)
+    assert [k for k, _ in await store.atomic(listing)] == ["auth/jti/a", "auth/jti/c"]
+
+
 async def test_a_failing_unit_among_concurrent_ones_undoes_only_itself(
         store: DocumentStore) -> None:
     """Concurrent units may share a commit (SQLite group commit); each still stands alone."""

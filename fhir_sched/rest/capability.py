@@ -39,9 +39,12 @@ SUPPORTED_PROFILES = {
 
 
 def capability_statement(routes: list[RouteSpec], base_url: str,
-                         read_only: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                         read_only: dict[str, dict[str, Any]] | None = None,
+                         oauth_uris: dict[str, str] | None = None) -> dict[str, Any]:
     """``read_only``: entries for routed types that are not hosted (the conformance
-    definitions), by type; their interactions still come from the routes."""
+    definitions), by type; their interactions still come from the routes. ``oauth_uris``: the
+    SMART endpoints when auth is on, published in ``rest.security`` (the oauth-uris extension is
+    deprecated in SMART 2 but is all that Python fhirclient reads)."""
     cs = dict(load("CapabilityStatement-base.json"))
     cs["date"] = now_instant()
     cs["software"] = {**cs.get("software", {}), "version": __version__}
@@ -107,5 +110,17 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
     }
     if system_ops:
         rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops.items())]
+    if oauth_uris:
+        rest["security"] = {
+            "cors": True,
+            "service": [{"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR"}], "text": "SMART on FHIR (App Launch 2.2)"}],
+            "description": "Every request except the CapabilityStatement and the SMART "
+                           "configuration needs a bearer token from the token endpoint.",
+            "extension": [{
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": k, "valueUri": v} for k, v in oauth_uris.items()]}],
+        }
     cs["rest"] = [rest]
     return cs

@@ -16,8 +16,11 @@ from ..ids import unique_id as new_request_id
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, extra_headers: tuple[tuple[bytes, bytes], ...] = ()
+                 ) -> None:
         self.app = app
+        # Sent on every response (``x-fhir-sched-auth: none`` when auth is off).
+        self.extra_headers = list(extra_headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,6 +44,7 @@ class RequestIdMiddleware:
                 started = True
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 headers.append((b"x-request-id", raw))
+                headers.extend(self.extra_headers)
                 message["headers"] = headers
             await send(message)
 

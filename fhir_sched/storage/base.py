@@ -167,6 +167,14 @@ class Unit(Protocol):
 
     async def mark_put(self, key: str, value: str) -> None: ...
 
+    async def mark_delete(self, key: str) -> bool:
+        """Remove a mark; whether there was one (so a one-time value is taken only once)."""
+        ...
+
+    async def mark_list(self, prefix: str, limit: int = 1000) -> list[tuple[str, str]]:
+        """(key, value) of the marks whose key starts with ``prefix``, in key order."""
+        ...
+
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         """Queue messages; an id already queued is left as it is."""
         ...

@@ -682,6 +682,16 @@ class MongoUnit:
         await self._store.marks.update_one({"_id": key}, {"$set": {"v": value}}, upsert=True,
                                            session=self._s)
 
+    async def mark_delete(self, key: str) -> bool:
+        done = await self._store.marks.delete_one({"_id": key}, session=self._s)
+        return done.deleted_count > 0
+
+    async def mark_list(self, prefix: str, limit: int = 1000) -> list[tuple[str, str]]:
+        cursor = self._store.marks.find(
+            {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}, session=self._s
+        ).sort("_id", 1).limit(limit)
+        return [(str(d["_id"]), str(d["v"])) async for d in cursor]
+
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         coll = self._store.hl7v2_outbox
         for e in entries:

@@ -69,6 +69,16 @@ def mark_get(c: sqlite3.Connection, key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
+def mark_delete(c: sqlite3.Connection, key: str) -> bool:
+    return c.execute("DELETE FROM marks WHERE key=?", (key,)).rowcount > 0
+
+
+def mark_list(c: sqlite3.Connection, prefix: str, limit: int) -> list[tuple[str, str]]:
+    rows = c.execute("SELECT key, value FROM marks WHERE key >= ? AND key < ? ORDER BY key "
+                     "LIMIT ?", (prefix, prefix + "\U0010ffff", limit))
+    return [(str(k), str(v)) for k, v in rows]
+
+
 def mark_put(c: sqlite3.Connection, key: str, value: str) -> None:
     c.execute("INSERT INTO marks(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
               "value=excluded.value", (key, value))

@@ -105,6 +105,12 @@ class SqliteUnit:
     async def mark_put(self, key: str, value: str) -> None:
         inbox.mark_put(self._conn, key, value)
 
+    async def mark_delete(self, key: str) -> bool:
+        return inbox.mark_delete(self._conn, key)
+
+    async def mark_list(self, prefix: str, limit: int = 1000) -> list[tuple[str, str]]:
+        return inbox.mark_list(self._conn, prefix, limit)
+
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         outbox.add(self._conn, entries)
 

@@ -1,0 +1,104 @@
+"""What the ``client`` commands and the demo do to the registry: framework-free coroutines."""
+
+from __future__ import annotations
+
+import orjson
+
+from ..scopes import Grant, ScopeError
+from ..settings import Settings
+from ..storage import open_store
+from .registry import Client, hash_secret
+from .server import SmartAuth
+
+DEMO_SCOPE = "system/*.cruds"
+DEMO_HOURS = 8
+
+
+class AdminError(Exception):
+    """A command-line mistake, printed as is (exit 2)."""
+
+
+def check_scopes(scope: str) -> None:
+    try:
+        grant = Grant.parse(scope)
+    except ScopeError as exc:
+        raise AdminError(str(exc)) from None
+    if not grant.resource:
+        raise AdminError(f"--scope {scope!r} names no resource scope (for example "
+                         "system/*.rs or patient/Appointment.cruds)")
+
+
+async def add_client(settings: Settings, client: Client) -> None:
+    store = open_store(settings)
+    await store.start()
+    try:
+        auth = SmartAuth(store, settings)
+        if not await auth.registry.add_client(client):
+            raise AdminError(f"client {client.client_id!r} is already registered; remove it "
+                             "first to change it")
+    finally:
+        await store.close()
+
+
+async def list_clients(settings: Settings) -> list[Client]:
+    store = open_store(settings)
+    await store.start()
+    try:
+        return await SmartAuth(store, settings).registry.clients()
+    finally:
+        await store.close()
+
+
+async def remove_client(settings: Settings, client_id: str) -> bool:
+    store = open_store(settings)
+    await store.start()
+    try:
+        return await SmartAuth(store, settings).registry.remove_client(client_id)
+    finally:
+        await store.close()
+
+
+async def demo_token(settings: Settings) -> str:
+    """A ready access token for the demo clinic (``system/*.cruds``, valid for a working
+    day), signed with the store's own key, so the server about to start accepts it."""
+    store = open_store(settings)
+    await store.start()
+    try:
+        auth = SmartAuth(store, settings)
+        await auth.start()
+        token, _ = auth.tokens.issue(subject="demo", client_id="demo", scope=DEMO_SCOPE,
+                                     lifetime=DEMO_HOURS * 3600, max_lifetime=DEMO_HOURS * 3600)
+        return token
+    finally:
+        await store.close()
+
+
+def client_from_args(client_id: str, scope: str, *, jwks_file: str | None,
+                     jwks_url: str | None, redirect_uris: list[str], public: bool,
+                     secret: str | None) -> Client:
+    check_scopes(scope)
+    if jwks_file or jwks_url:
+        jwks = None
+        if jwks_file:
+            try:
+                with open(jwks_file, "rb") as fh:
+                    jwks = orjson.loads(fh.read())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                raise AdminError(f"--jwks-file {jwks_file}: {exc}") from None
+            keys = jwks.get("keys") if isinstance(jwks, dict) else None
+            if not isinstance(keys, list) or not keys:
+                raise AdminError(f"--jwks-file {jwks_file} is not a JWKS with keys")
+            if any("d" in k for k in keys if isinstance(k, dict)):
+                raise AdminError(f"--jwks-file {jwks_file} holds a private key; register the "
+                                 "public keys only")
+        return Client(client_id, scope, "backend", jwks=jwks, jwks_url=jwks_url)
+    if not redirect_uris:
+        raise AdminError("give --jwks-file or --jwks-url (a backend client), or "
+                         "--redirect-uri (an app)")
+    if public:
+        return Client(client_id, scope, "public", redirect_uris=tuple(redirect_uris))
+    if not secret:
+        raise AdminError("a confidential app needs --secret-stdin (or --public for a public "
+                         "app using PKCE)")
+    return Client(client_id, scope, "confidential", redirect_uris=tuple(redirect_uris),
+                  secret_hash=hash_secret(secret))

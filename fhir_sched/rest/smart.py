@@ -1,0 +1,167 @@
+"""SMART over HTTP: the bearer gate in front of the FHIR base, discovery and the OAuth endpoints.
+
+``BearerGate`` wraps the FHIR router: every request but the public ones (the
+CapabilityStatement and the SMART configuration) needs a valid bearer token, which becomes the
+request's context (scopes, patient, client) before any handler runs. A missing or bad token is
+a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750); what the scopes do not allow is a 403 from
+the service's policy.
+
+The OAuth endpoints answer RFC 6749 JSON errors with ``Cache-Control: no-store`` and
+``Pragma: no-cache`` on every token response, as SMART and Inferno require.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..auth.errors import OAuthError
+from ..auth.server import SmartAuth
+from ..auth.tokens import InvalidToken
+from ..errors import FhirError
+from .http import base_url
+
+PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
+MAX_FORM_BYTES = 64 * 1024
+_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+def unauthorized(reason: str) -> FhirError:
+    challenge = 'Bearer realm="fhir-sched"'
+    if reason:
+        safe = reason.replace('"', "'").replace("\\", "/")
+        challenge += f', error="invalid_token", error_description="{safe}"'
+    return FhirError(401, "login", reason or "this server needs a bearer access token (SMART "
+                     "on FHIR); see .well-known/smart-configuration",
+                     headers={"www-authenticate": challenge})
+
+
+class BearerGate:
+    """ASGI wrapper: authenticates, then hands the request to ``app`` with its context."""
+
+    def __init__(self, app: ASGIApp, auth: SmartAuth, base_path: str, public_base: str) -> None:
+        self.app = app
+        self.auth = auth
+        self.base_path = base_path
+        self.public_base = public_base
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rel = scope["path"][len(self.base_path):]
+        if rel.rstrip("/") in PUBLIC or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        authorization = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        state = scope.setdefault("state", {})
+        try:
+            ctx = self.auth.context(
+                authorization, request_id=state.get("request_id"),
+                base_url=base_url(Request(scope), self.public_base, self.base_path))
+        except InvalidToken as exc:
+            raise unauthorized(str(exc)) from None
+        state["fhir_ctx"] = ctx
+        await self.app(scope, receive, send)
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+          ) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers,
+                    media_type="application/json")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise OAuthError("invalid_request", f"the body is larger than {MAX_FORM_BYTES} bytes")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise OAuthError("invalid_request", "the body is not UTF-8") from None
+    form: dict[str, str] = {}
+    for k, v in pairs:
+        if k in form:  # RFC 6749 3.2: parameters MUST NOT be repeated
+            raise OAuthError("invalid_request", f"parameter {k!r} is repeated")
+        form[k] = v
+    return form
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
+    """path -> (method, handler) for the SMART endpoints outside the FHIR base."""
+
+    async def token(request: Request) -> Response:
+        try:
+            body = await auth.token(await _form(request))
+        except OAuthError as exc:
+            return _json(exc.body(), exc.status, _NO_STORE)
+        return _json(body, 200, _NO_STORE)
+
+    async def introspect(request: Request) -> Response:
+        # RFC 7662 2.1: the caller must be authorized; here, with any valid token of ours
+        try:
+            auth.context(request.headers.get("authorization"), base_url="", request_id=None)
+        except InvalidToken as exc:
+            return _json({"error": "invalid_token", "error_description": str(exc) or
+                          "introspection needs a bearer access token"}, 401,
+                         {**_NO_STORE, "www-authenticate": 'Bearer realm="fhir-sched"'})
+        try:
+            form = await _form(request)
+        except OAuthError as exc:
+            return _json(exc.body(), exc.status, _NO_STORE)
+        if not form.get("token"):
+            return _json(OAuthError("invalid_request", "token is required").body(), 400,
+                         _NO_STORE)
+        return _json(auth.introspect(form["token"]), 200, _NO_STORE)
+
+    async def jwks(request: Request) -> Response:
+        return _json(auth.tokens.public_jwks(), 200, {"cache-control": "max-age=300"})
+
+    return {"/auth/token": ("POST", token), "/auth/introspect": ("POST", introspect),
+            "/auth/jwks": ("GET", jwks)}
+
+
+def configuration_endpoint(auth: SmartAuth) -> Endpoint:
+    async def configuration(request: Request) -> Response:
+        # SMART: application/json whatever Accept says, and reachable from browser apps
+        return _json(auth.configuration(), 200, {"access-control-allow-origin": "*"})
+
+    return configuration
+
+
+def hl7v2_gate(endpoint: Endpoint, auth: SmartAuth) -> Endpoint:
+    """``POST /hl7v2`` with auth on: an interface engine's token must allow creating and
+    updating Appointments beyond one patient (a ``system/`` or ``user/`` scope), since one
+    message can book, move or cancel anyone's visit."""
+
+    async def gated(request: Request) -> Response:
+        try:
+            ctx = auth.context(request.headers.get("authorization"), base_url="",
+                               request_id=getattr(request.state, "request_id", None))
+        except InvalidToken as exc:
+            raise unauthorized(str(exc)) from None
+        grant = ctx.grant
+        assert grant is not None
+        if not all(any(s.level != "patient" and not s.where
+                       for s in grant.matching("Appointment", letter)) for letter in "cu"):
+            raise FhirError(403, "forbidden", "HL7 v2 over HTTP needs a token whose scopes "
+                            "create and update any Appointment (for example "
+                            "system/Appointment.cu or system/*.cruds)")
+        return await endpoint(request)
+
+    return gated
