@@ -88,6 +88,30 @@ def _client(args: argparse.Namespace) -> int:
         return 2
 
 
+def _user(args: argparse.Namespace) -> int:
+    from .auth import admin
+
+    settings = Settings.from_env(store=args.store)
+    try:
+        if args.user_command == "add":
+            if not args.password_stdin:
+                print("give the password on standard input with --password-stdin",
+                      file=sys.stderr)
+                return 2
+            password = sys.stdin.readline().rstrip("\n")
+            asyncio.run(admin.add_user(settings, args.username, password, args.fhir_user))
+            print(f"user {args.username} added ({args.fhir_user})")
+            return 0
+        if asyncio.run(admin.remove_user(settings, args.username)):
+            print(f"user {args.username} removed")
+            return 0
+        print(f"no user {args.username!r}", file=sys.stderr)
+        return 1
+    except admin.AdminError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import load_demo
 
@@ -215,6 +239,19 @@ def main(argv: list[str] | None = None) -> int:
     for p in (add, listing, remove):
         p.add_argument("--store", default=None, help="the store, as for serve")
         p.set_defaults(fn=_client)
+    user = sub.add_parser("user", help="local users who sign in at the authorize step"
+                          ).add_subparsers(dest="user_command", required=True)
+    uadd = user.add_parser("add", help="add a user (password hashed with Argon2id)")
+    uadd.add_argument("--username", required=True)
+    uadd.add_argument("--password-stdin", action="store_true",
+                      help="read the password from standard input (never a flag)")
+    uadd.add_argument("--fhir-user", required=True,
+                      help="who the user is: Patient/<id>, Practitioner/<id>, RelatedPerson/..")
+    uremove = user.add_parser("remove", help="remove a user")
+    uremove.add_argument("--username", required=True)
+    for p in (uadd, uremove):
+        p.add_argument("--store", default=None, help="the store, as for serve")
+        p.set_defaults(fn=_user)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

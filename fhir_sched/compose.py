@@ -104,4 +104,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         await keep_raw_for(store, settings.hl7v2_raw_retention_days)
 
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
-    return Core(services, (sweeper.run, outbound.run, retention), bridge, doors, auth)
+    jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention)
+    if auth is not None:
+        jobs += (auth.follow_revocations,)
+    return Core(services, jobs, bridge, doors, auth)

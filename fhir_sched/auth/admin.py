@@ -9,6 +9,7 @@ from ..settings import Settings
 from ..storage import open_store
 from .registry import Client, hash_secret
 from .server import SmartAuth
+from .users import UserError
 
 DEMO_SCOPE = "system/*.cruds"
 DEMO_HOURS = 8
@@ -54,6 +55,26 @@ async def remove_client(settings: Settings, client_id: str) -> bool:
     await store.start()
     try:
         return await SmartAuth(store, settings).registry.remove_client(client_id)
+    finally:
+        await store.close()
+
+
+async def add_user(settings: Settings, username: str, password: str, fhir_user: str) -> None:
+    store = open_store(settings)
+    await store.start()
+    try:
+        await SmartAuth(store, settings).users.add(username, password, fhir_user)
+    except UserError as exc:
+        raise AdminError(str(exc)) from None
+    finally:
+        await store.close()
+
+
+async def remove_user(settings: Settings, username: str) -> bool:
+    store = open_store(settings)
+    await store.start()
+    try:
+        return await SmartAuth(store, settings).users.remove(username)
     finally:
         await store.close()
 

@@ -11,6 +11,9 @@ client uses; a server behind a proxy should set ``--public-base``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from ..context import RequestContext
@@ -18,13 +21,20 @@ from ..scopes import Grant
 from ..settings import Settings
 from ..storage.base import DocumentStore
 from .backend import ALGORITHMS, BackendServices
+from .code_flow import REVOKED, CodeFlow
 from .errors import OAuthError
 from .registry import Registry
 from .tokens import InvalidToken, Tokens
+from .users import Users
 
 TOKEN_PATH = "/auth/token"
+AUTHORIZE_PATH = "/auth/authorize"
 INTROSPECT_PATH = "/auth/introspect"
+REVOKE_PATH = "/auth/revoke"
+LAUNCH_PATH = "/auth/launch"
 JWKS_PATH = "/auth/jwks"
+REVOCATION_POLL_SECONDS = 5.0
+log = logging.getLogger("fhir_sched.auth")
 SCOPES_SUPPORTED = ("system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs",
                     "patient/*.cruds", "patient/*.rs", "system/*.read", "user/*.read",
                     "patient/*.read")
@@ -44,13 +54,39 @@ class SmartAuth:
         self.registry = Registry(store)
         self.issuer = issuer_of(settings)
         self.audience = self.issuer + settings.base_path
+        self.users = Users(self.registry)
         self._tokens: Tokens | None = None
         self._backend: BackendServices | None = None
+        self._code: CodeFlow | None = None
 
     async def start(self) -> None:
         keys = await self.registry.signing_keys()
         self._tokens = Tokens(keys, self.issuer, self.audience)
         self._backend = BackendServices(self.registry, self._tokens, self.issuer + TOKEN_PATH)
+        self._code = CodeFlow(self.registry, self.users, self._tokens, self.audience,
+                              self.issuer)
+
+    @property
+    def code(self) -> CodeFlow:
+        assert self._code is not None, "SmartAuth.start() not called"
+        return self._code
+
+    async def follow_revocations(self) -> None:
+        """Background job: tokens revoked through any process sharing the store stop working
+        here within ``REVOCATION_POLL_SECONDS``; expired records are dropped."""
+        while True:
+            try:
+                now = time.time()
+                live: set[str] = set()
+                for key, doc in await self.registry.docs(REVOKED):
+                    if float(doc.get("expires", 0)) + 60 < now:
+                        await self.registry.delete_doc(key)
+                    else:
+                        live.add(key.removeprefix(REVOKED))
+                self.tokens.revoked |= live
+            except Exception as exc:  # store trouble: try again next round
+                log.warning("reading revoked tokens failed: %s", exc)
+            await asyncio.sleep(REVOCATION_POLL_SECONDS)
 
     @property
     def tokens(self) -> Tokens:
@@ -76,15 +112,22 @@ class SmartAuth:
             base_url=base_url, **extra)
 
     # -- authorization server ----------------------------------------------------------------
-    async def token(self, form: dict[str, str]) -> dict[str, Any]:
+    async def token(self, form: dict[str, str], basic: tuple[str, str] | None = None
+                    ) -> dict[str, Any]:
         assert self._backend is not None, "SmartAuth.start() not called"
         grant_type = form.get("grant_type")
         if grant_type == "client_credentials":
             return await self._backend.token(form)
+        if grant_type in ("authorization_code", "refresh_token"):
+            client = await self.code.authenticate(form, basic)
+            if grant_type == "authorization_code":
+                return await self.code.exchange(form, client)
+            return await self.code.refresh(form, client)
         if not grant_type:
             raise OAuthError("invalid_request", "grant_type is required")
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not "
-                         "supported here (client_credentials is)")
+                         "supported here (authorization_code, refresh_token and "
+                         "client_credentials are)")
 
     def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662 with SMART's fields; an unusable token is simply ``active: false``."""
@@ -105,19 +148,49 @@ class SmartAuth:
     def configuration(self) -> dict[str, Any]:
         """``.well-known/smart-configuration`` (SMART App Launch 2.2, conformance.md)."""
         return {
+            "issuer": self.issuer,
+            "jwks_uri": self.issuer + JWKS_PATH,
+            "authorization_endpoint": self.issuer + AUTHORIZE_PATH,
             "token_endpoint": self.issuer + TOKEN_PATH,
             "introspection_endpoint": self.issuer + INTROSPECT_PATH,
-            "jwks_uri": self.issuer + JWKS_PATH,
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "revocation_endpoint": self.issuer + REVOKE_PATH,
+            "grant_types_supported": ["authorization_code", "client_credentials",
+                                      "refresh_token"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic",
+                                                      "client_secret_post", "none"],
             "token_endpoint_auth_signing_alg_values_supported": sorted(ALGORITHMS),
-            "scopes_supported": list(SCOPES_SUPPORTED),
-            "response_types_supported": ["token"],
-            "capabilities": ["client-confidential-asymmetric", "permission-v1",
-                             "permission-v2", "permission-patient", "permission-user"],
+            "scopes_supported": [*SCOPES_SUPPORTED, "openid", "fhirUser", "launch",
+                                 "launch/patient", "offline_access", "online_access"],
+            "response_types_supported": ["code"],
+            "capabilities": [
+                "launch-ehr", "launch-standalone", "authorize-post", "client-public",
+                "client-confidential-symmetric", "client-confidential-asymmetric",
+                "sso-openid-connect", "context-ehr-patient", "context-standalone-patient",
+                "context-banner", "permission-offline", "permission-online",
+                "permission-patient", "permission-user", "permission-v1", "permission-v2"],
+            "code_challenge_methods_supported": ["S256"],
+        }
+
+    async def public_jwks(self) -> dict[str, Any]:
+        """The public signing keys as the store has them now (a key another process added or
+        rotated in is published at once), without the private parts."""
+        keys = await self.registry.signing_keys()
+        self.tokens.keys = keys
+        return self.tokens.public_jwks()
+
+    def openid_configuration(self) -> dict[str, Any]:
+        """OpenID Connect discovery at the issuer (what Inferno's OIDC tests fetch)."""
+        return {
+            "issuer": self.issuer, "authorization_endpoint": self.issuer + AUTHORIZE_PATH,
+            "token_endpoint": self.issuer + TOKEN_PATH, "jwks_uri": self.issuer + JWKS_PATH,
+            "response_types_supported": ["code"], "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "fhirUser", "profile"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
             "code_challenge_methods_supported": ["S256"],
         }
 
     def oauth_uris(self) -> dict[str, str]:
         """For the CapabilityStatement's oauth-uris extension (what Python fhirclient reads)."""
-        return {"token": self.issuer + TOKEN_PATH, "introspect": self.issuer + INTROSPECT_PATH}
+        return {"authorize": self.issuer + AUTHORIZE_PATH, "token": self.issuer + TOKEN_PATH,
+                "introspect": self.issuer + INTROSPECT_PATH, "revoke": self.issuer + REVOKE_PATH}

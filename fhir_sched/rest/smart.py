@@ -12,15 +12,19 @@ The OAuth endpoints answer RFC 6749 JSON errors with ``Cache-Control: no-store``
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..auth import pages
+from ..auth.code_flow import BackToApp, ErrorPage
 from ..auth.errors import OAuthError
 from ..auth.server import SmartAuth
 from ..auth.tokens import InvalidToken
@@ -28,6 +32,10 @@ from ..errors import FhirError
 from .http import base_url
 
 PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
+FLOW_COOKIE = "fhir_sched_flow"
+_PAGE_HEADERS = {"content-security-policy": pages.CSP, "x-frame-options": "DENY",
+                 "cache-control": "no-store", "referrer-policy": "no-referrer",
+                 "x-content-type-options": "nosniff"}
 MAX_FORM_BYTES = 64 * 1024
 _NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
@@ -72,10 +80,45 @@ class BearerGate:
         await self.app(scope, receive, send)
 
 
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status, headers=_PAGE_HEADERS)
+
+
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
           ) -> Response:
     return Response(orjson.dumps(body), status, headers=headers,
                     media_type="application/json")
+
+
+async def _pairs(request: Request) -> list[tuple[str, str]]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise OAuthError("invalid_request", f"the body is larger than {MAX_FORM_BYTES} bytes")
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise OAuthError("invalid_request", "the body is not UTF-8") from None
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    """HTTP Basic client credentials (RFC 6749 2.3.1: both parts form-urlencoded)."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise OAuthError("invalid_client", "the Basic credentials cannot be read", 401) from None
+    user, sep, password = raw.partition(":")
+    if not sep:
+        raise OAuthError("invalid_client", "the Basic credentials cannot be read", 401)
+
+    return unquote_plus(user), unquote_plus(password)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -107,10 +150,111 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
 
     async def token(request: Request) -> Response:
         try:
-            body = await auth.token(await _form(request))
+            body = await auth.token(await _form(request), _basic(request))
+        except OAuthError as exc:
+            headers = dict(_NO_STORE)
+            if exc.status == 401:
+                headers["www-authenticate"] = 'Basic realm="fhir-sched"'
+            return _json(exc.body(), exc.status, headers)
+        return _json(body, 200, _NO_STORE)
+
+    async def authorize(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                params = dict(await _pairs(request))
+            except OAuthError as exc:
+                return _html(pages.error(exc.description), 400)
+        else:
+            params = dict(request.query_params)
+        try:
+            pending = await auth.code.authorize(params)
+        except ErrorPage as exc:
+            return _html(pages.error(str(exc)), 400)
+        except BackToApp as exc:
+            return RedirectResponse(exc.url, 303)
+        app = params.get("client_id", "")
+        response = _html(pages.login(pending.id, app))
+        response.set_cookie(FLOW_COOKIE, pending.id, max_age=600, path="/auth", httponly=True,
+                            samesite="lax", secure=request.url.scheme == "https")
+        return response
+
+    async def _bound(request: Request) -> tuple[dict[str, list[str]], Any]:
+        """The form and its pending flow, which must be the one this browser started."""
+        form: dict[str, list[str]] = {}
+        for k, v in await _pairs(request):
+            form.setdefault(k, []).append(v)
+        pending_id = (form.get("pending") or [""])[0]
+        if not pending_id or request.cookies.get(FLOW_COOKIE) != pending_id:
+            raise ErrorPage("This form does not belong to a sign-in started in this browser; "
+                            "start again from the app.")
+        return form, await auth.code.pending(pending_id)
+
+    async def login(request: Request) -> Response:
+        try:
+            form, pending = await _bound(request)
+        except ErrorPage as exc:
+            return _html(pages.error(str(exc)), 400)
+        except OAuthError as exc:
+            return _html(pages.error(exc.description), 400)
+        user = await auth.code.login(pending, (form.get("username") or [""])[0],
+                                     (form.get("password") or [""])[0])
+        app = str(pending.doc["client_id"])
+        if user is None:
+            return _html(pages.login(pending.id, app, "Wrong username or password, or the "
+                                     "account is locked for a while after too many tries."),
+                         401)
+        pending = await auth.code.pending(pending.id)
+        return _html(pages.consent(pending.id, app, f"{user.username} ({user.fhir_user})",
+                                   pending.scopes, pending.needs_patient_pick))
+
+    async def consent(request: Request) -> Response:
+        try:
+            form, pending = await _bound(request)
+            url = await auth.code.consent(
+                pending, (form.get("decision") or [""])[0], form.get("scope") or [],
+                next(iter(form.get("patient") or []), None))
+        except ErrorPage as exc:
+            return _html(pages.error(str(exc)), 400)
+        except OAuthError as exc:
+            return _html(pages.error(exc.description), 400)
+        response = RedirectResponse(url, 303)
+        response.delete_cookie(FLOW_COOKIE, path="/auth")
+        return response
+
+    async def revoke(request: Request) -> Response:
+        try:
+            form = await _form(request)
         except OAuthError as exc:
             return _json(exc.body(), exc.status, _NO_STORE)
-        return _json(body, 200, _NO_STORE)
+        if not form.get("token"):
+            return _json(OAuthError("invalid_request", "token is required").body(), 400,
+                         _NO_STORE)
+        await auth.code.revoke(form["token"])
+        return Response(b"", 200, headers=_NO_STORE)
+
+    async def launch(request: Request) -> Response:
+        """The EHR asks for a launch id bound to the patient it has open."""
+        try:
+            ctx = auth.context(request.headers.get("authorization"), base_url="",
+                               request_id=None)
+        except InvalidToken as exc:
+            raise unauthorized(str(exc)) from None
+        grant = ctx.grant
+        assert grant is not None
+        if not any(s.level != "patient" for s in grant.matching("Patient", "r")):
+            raise FhirError(403, "forbidden", "creating a launch needs a user/ or system/ "
+                            "scope that reads Patient")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise FhirError(400, "invalid", "the body must be JSON: {\"patient\": "
+                            "\"Patient/<id>\"}") from None
+        patient = body.get("patient") if isinstance(body, dict) else None
+        if not isinstance(patient, str) or not patient.startswith("Patient/"):
+            raise FhirError(400, "invalid", "patient must be \"Patient/<id>\"")
+        encounter = body.get("encounter") if isinstance(body.get("encounter"), str) else None
+        return _json({"launch": await auth.code.new_launch(patient, encounter)}, 201,
+                     _NO_STORE)
 
     async def introspect(request: Request) -> Response:
         # RFC 7662 2.1: the caller must be authorized; here, with any valid token of ours
@@ -130,10 +274,16 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
         return _json(auth.introspect(form["token"]), 200, _NO_STORE)
 
     async def jwks(request: Request) -> Response:
-        return _json(auth.tokens.public_jwks(), 200, {"cache-control": "max-age=300"})
+        return _json(await auth.public_jwks(), 200, {"cache-control": "max-age=300"})
+
+    async def openid(request: Request) -> Response:
+        return _json(auth.openid_configuration(), 200, {"access-control-allow-origin": "*"})
 
     return {"/auth/token": ("POST", token), "/auth/introspect": ("POST", introspect),
-            "/auth/jwks": ("GET", jwks)}
+            "/auth/jwks": ("GET", jwks), "/auth/authorize": ("GET POST", authorize),
+            "/auth/login": ("POST", login), "/auth/consent": ("POST", consent),
+            "/auth/revoke": ("POST", revoke), "/auth/launch": ("POST", launch),
+            "/.well-known/openid-configuration": ("GET", openid)}
 
 
 def configuration_endpoint(auth: SmartAuth) -> Endpoint:
