@@ -128,8 +128,13 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if core.auth is not None:
         hl7v2 = hl7v2_gate(hl7v2, core.auth)
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
-    app.add_middleware(RequestIdMiddleware,
-                       extra_headers=() if core.auth else ((b"x-fhir-sched-auth", b"none"),))
+    # On every response: no MIME sniffing, no framing, no referrer carrying URLs (search
+    # parameters, codes) to other sites; and a loud marker when auth is off.
+    headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+               (b"referrer-policy", b"no-referrer")]
+    if core.auth is None:
+        headers.append((b"x-fhir-sched-auth", b"none"))
+    app.add_middleware(RequestIdMiddleware, extra_headers=tuple(headers))
     app.state.core = core
     app.state.fhir_router = router
     return app

@@ -112,6 +112,16 @@ def _user(args: argparse.Namespace) -> int:
         return 2
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from .auth import admin
+
+    settings = Settings.from_env(store=args.store)
+    kids = asyncio.run(admin.rotate_keys(settings))
+    print(f"signing keys now: {' '.join(kids)} (new first; running servers switch within "
+          "seconds; tokens signed with the previous generation stay valid until they expire)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import load_demo
 
@@ -252,6 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     for p in (uadd, uremove):
         p.add_argument("--store", default=None, help="the store, as for serve")
         p.set_defaults(fn=_user)
+    keys = sub.add_parser("keys", help="the authorization server's signing keys"
+                          ).add_subparsers(dest="keys_command", required=True)
+    rotate = keys.add_parser("rotate", help="make new signing keys, keeping the previous ones "
+                             "for verification")
+    rotate.add_argument("--store", default=None, help="the store, as for serve")
+    rotate.set_defaults(fn=_keys)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,9 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jws import extract_compact
 
+from tests.support.scheduling import hours, schedule, template
 from tests.support.server import ServerProcess, cleanup_dir, store_url
 from tests.support.smart import ASSERTION_TYPE, BackendClient, get_token, register, token_form
 
@@ -30,6 +34,7 @@ ES = BackendClient.new("backend-es", "ES384")
 RS = BackendClient.new("backend-rs", "RS384")
 SLOTS_ONLY = BackendClient.new("slots-only", "ES384")
 V1 = BackendClient.new("v1-reader", "ES384")
+DESK = BackendClient.new("front-desk", "ES384")
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,8 @@ def smart(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
     keys = tmp_path_factory.mktemp("jwks")
     for client, scope in ((ES, "system/*.cruds"), (RS, "system/*.cruds"),
                           (SLOTS_ONLY, "system/Slot.rs system/Schedule.rs"),
-                          (V1, "system/*.read")):
+                          (V1, "system/*.read"),
+                          (DESK, "system/*.cruds fhir-sched/overbook")):
         path = keys / f"{client.client_id}.json"
         path.write_text(json.dumps(client.public_jwks()))
         done = register(url, client.client_id, scope, "--jwks-file", str(path))
@@ -386,3 +392,94 @@ def test_auth_none_says_so_on_every_response_and_in_the_log(tmp_path: Path) -> N
         assert "AUTH IS OFF" in proc.log()
     finally:
         proc.stop()
+
+
+# --- staff powers as scopes ---------------------------------------------------------------------
+OVERBOOKED = "https://fhir-sched.org/fhir/StructureDefinition/overbooked"
+
+
+def test_overbooking_needs_the_overbook_scope(smart: ServerProcess) -> None:
+    desk = get_token(smart.base, DESK, "system/*.cruds fhir-sched/overbook")
+    plain = get_token(smart.base, ES, "system/*.cruds")
+    assert httpx.put(f"{smart.base}/Practitioner/pr-ob", headers=bearer(desk), json={
+        "resourceType": "Practitioner", "id": "pr-ob"}).status_code in (200, 201)
+    sched = schedule("sch-ob", "Practitioner/pr-ob", template(
+        "UTC", hours(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "08:00:00", "18:00:00"),
+        capacity=1))
+    assert httpx.put(f"{smart.base}/Schedule/sch-ob", headers=bearer(desk),
+                     json=sched).status_code in (200, 201)
+    visit = {"resourceType": "Appointment", "status": "booked",
+             "start": "2031-01-07T09:00:00Z", "end": "2031-01-07T09:30:00Z",
+             "participant": [{"actor": {"reference": "Practitioner/pr-ob"},
+                              "status": "accepted"}]}
+    assert httpx.post(f"{smart.base}/Appointment", headers=bearer(plain),
+                      json=visit).status_code == 201
+    assert httpx.post(f"{smart.base}/Appointment", headers=bearer(plain),
+                      json=visit).status_code == 409
+    extra = {**visit, "extension": [{"url": OVERBOOKED, "valueBoolean": True}]}
+    refused = httpx.post(f"{smart.base}/Appointment", headers=bearer(plain), json=extra)
+    assert refused.status_code == 403
+    allowed = httpx.post(f"{smart.base}/Appointment", headers=bearer(desk), json=extra)
+    assert allowed.status_code == 201, allowed.text
+    assert {"url": OVERBOOKED, "valueBoolean": True} in allowed.json()["extension"]
+
+
+def test_rotated_keys_sign_new_tokens_while_old_tokens_stay_valid(smart: ServerProcess) -> None:
+    old = get_token(smart.base, ES, "system/*.rs")
+    old_kid = extract_compact(old.encode()).headers()["kid"]
+    done = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "keys", "rotate", "--store",
+                           smart.store], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 15
+    new = old
+    while time.monotonic() < deadline:
+        new = get_token(smart.base, ES, "system/*.rs")
+        if extract_compact(new.encode()).headers()["kid"] != old_kid:
+            break
+        time.sleep(0.5)
+    assert extract_compact(new.encode()).headers()["kid"] != old_kid
+    for token in (old, new):
+        assert httpx.get(f"{smart.base}/Slot", headers=bearer(token)).status_code == 200
+    jwks = httpx.get(config(smart)["jwks_uri"]).json()
+    assert {k["kid"] for k in jwks["keys"]} >= {old_kid,
+                                                 extract_compact(new.encode()).headers()["kid"]}
+    assert all("d" not in k for k in jwks["keys"])
+
+
+def test_responses_carry_the_security_headers(smart: ServerProcess) -> None:
+    response = httpx.get(f"{smart.base}/metadata")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+# --- third-party clients with a backend token -----------------------------------------------
+def test_fhirpy_reads_and_writes_with_a_backend_token(smart: ServerProcess) -> None:
+    from fhirpy import SyncFHIRClient
+
+    token = get_token(smart.base, ES, "system/*.cruds")
+    client = SyncFHIRClient(smart.base, authorization=f"Bearer {token}")
+    patient = client.resource("Patient", name=[{"family": "Fhirpy-Backend"}])
+    patient.save()
+    found = client.resources("Patient").search(family="Fhirpy-Backend").fetch()
+    assert [p["id"] for p in found] == [patient["id"]]
+    anonymous = SyncFHIRClient(smart.base)
+    with pytest.raises(Exception, match=r"401|Unauthorized|login"):
+        anonymous.resources("Patient").fetch()
+
+
+def test_python_fhirclient_gets_a_backend_token_from_the_capability_statement(
+        smart: ServerProcess) -> None:
+    from fhirclient import client
+    from fhirclient.models.schedule import Schedule
+
+    url = token_url(smart)
+    smart_client = client.FHIRClient(settings={
+        "app_id": ES.client_id, "api_base": smart.base, "scope": "system/*.rs",
+        "jwt_token": ES.assertion(url)})
+    smart_client.prepare()
+    assert smart_client.server.auth.__class__.__name__ == "FHIROAuth2Auth"
+    smart_client.authorize()
+    assert smart_client.ready
+    bundle = next(Schedule.where(struct={}).perform_iter(smart_client.server))
+    assert bundle.type == "searchset"

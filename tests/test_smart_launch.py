@@ -10,6 +10,8 @@ compartment let a token see and do.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,8 +68,6 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
              "patient/*.cruds user/*.cruds")
     assert register(url, "app-public", scope, "--redirect-uri", REDIRECT, "--public"
                     ).returncode == 0
-    import subprocess
-    import sys
     done = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "client", "add",
                            "--client-id", "app-secret", "--scope", scope, "--redirect-uri",
                            REDIRECT, "--secret-stdin", "--store", url],
@@ -437,3 +437,27 @@ def test_python_fhirclient_completes_a_standalone_launch_with_pkce(world: World)
     assert f"Patient/{smart.patient_id}" == world.alice
     patient = Patient.read(smart.patient_id, smart.server)
     assert patient.name[0].family == "Alvarez"
+
+
+def test_a_patient_token_finds_time_only_for_its_own_patient(world: World) -> None:
+    access = tokens_for(world, "launch/patient patient/Appointment.cruds")["access_token"]
+    params = {"resourceType": "Parameters", "parameter": [
+        {"name": "start", "valueDateTime": "2031-05-01T08:00:00Z"},
+        {"name": "end", "valueDateTime": "2031-05-02T18:00:00Z"},
+        {"name": "patient", "valueReference": {"reference": world.bob}}]}
+    other = httpx.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
+    assert other.status_code == 403, other.text
+    params["parameter"][2] = {"name": "patient", "valueReference": {"reference": world.alice}}
+    own = httpx.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
+    assert own.status_code == 200, own.text
+
+
+def test_a_patient_token_cannot_book_for_another_patient(world: World) -> None:
+    access = tokens_for(world, "launch/patient patient/Appointment.cruds")["access_token"]
+    appointment = {"resourceType": "Appointment", "status": "proposed",
+                   "start": "2031-06-01T09:00:00Z", "end": "2031-06-01T09:30:00Z",
+                   "participant": [{"actor": {"reference": world.bob}, "status": "accepted"}]}
+    response = httpx.post(f"{world.server.base}/Appointment/$book", headers=h(access), json={
+        "resourceType": "Parameters",
+        "parameter": [{"name": "appointment-resource", "resource": appointment}]})
+    assert response.status_code == 403, response.text

@@ -79,6 +79,15 @@ async def remove_user(settings: Settings, username: str) -> bool:
         await store.close()
 
 
+async def rotate_keys(settings: Settings) -> list[str]:
+    store = open_store(settings)
+    await store.start()
+    try:
+        return await SmartAuth(store, settings).registry.rotate_keys()
+    finally:
+        await store.close()
+
+
 async def demo_token(settings: Settings) -> str:
     """A ready access token for the demo clinic (``system/*.cruds``, valid for a working
     day), signed with the store's own key, so the server about to start accepts it."""

@@ -36,6 +36,9 @@ from .jwks import JwksCache, JwksError
 from .registry import Client, Registry
 from .tokens import Tokens
 
+# The front-desk override: book past capacity or availability (the Appointment's overbooked
+# extension). Granted only to clients registered for it, never with a patient-only token.
+OVERBOOK_SCOPE = "fhir-sched/overbook"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ALGORITHMS = {"RS384": "RSA", "ES384": "EC"}
 MAX_ASSERTION_SECONDS = 300
@@ -63,8 +66,8 @@ class BackendServices:
             granted = grantable(requested, client.scope)
         except ScopeError as exc:
             raise OAuthError("invalid_scope", str(exc)) from None
-        granted = [s for s in granted if s.startswith("system/")]
-        if not granted:
+        granted = [s for s in granted if s.startswith("system/") or s == OVERBOOK_SCOPE]
+        if not any(s.startswith("system/") for s in granted):
             raise OAuthError("invalid_scope", f"none of the requested scopes ({requested}) is "
                              f"within what client {client.client_id} is registered for "
                              f"({client.scope})")

@@ -141,10 +141,18 @@ class Registry:
     async def rotate_keys(self, keep: int = 1) -> list[str]:
         """New signing keys in front; the ``keep`` previous generations still verify tokens
         already issued. Returns the kids now published."""
+        rsa = RSAKey.generate_key(2048, parameters={
+            "kid": f"rs256-{secrets.token_hex(6)}", "use": "sig", "alg": "RS256"}, private=True)
+
         async def run(unit: Unit) -> list[dict[str, Any]]:
             text = await unit.mark_get(KEYS)
-            old = orjson.loads(text)["keys"] if text else []
-            keys = [k.as_dict(private=True) for k in new_keys()] + old[:keep]
+            old: list[dict[str, Any]] = orjson.loads(text)["keys"] if text else []
+            algs = sorted({str(k.get("alg")) for k in old})
+            fresh = [k.as_dict(private=True) for k in new_keys()]
+            if "RS256" in algs:
+                fresh.append(rsa.as_dict(private=True))
+            kept = [k for alg in algs for k in [o for o in old if o.get("alg") == alg][:keep]]
+            keys = fresh + kept
             await unit.mark_put(KEYS, orjson.dumps({"keys": keys}).decode())
             return keys
 

@@ -20,7 +20,7 @@ from ..context import RequestContext
 from ..scopes import Grant
 from ..settings import Settings
 from ..storage.base import DocumentStore
-from .backend import ALGORITHMS, BackendServices
+from .backend import ALGORITHMS, OVERBOOK_SCOPE, BackendServices
 from .code_flow import REVOKED, CodeFlow
 from .errors import OAuthError
 from .registry import Registry
@@ -73,9 +73,11 @@ class SmartAuth:
 
     async def follow_revocations(self) -> None:
         """Background job: tokens revoked through any process sharing the store stop working
-        here within ``REVOCATION_POLL_SECONDS``; expired records are dropped."""
+        here within ``REVOCATION_POLL_SECONDS`` (expired records are dropped), and keys
+        rotated with ``fhir-sched keys rotate`` are used and trusted as quickly."""
         while True:
             try:
+                self.tokens.keys = await self.registry.signing_keys()
                 now = time.time()
                 live: set[str] = set()
                 for key, doc in await self.registry.docs(REVOKED):
@@ -109,7 +111,8 @@ class SmartAuth:
         return RequestContext(
             subject=claims.fhir_user or claims.subject, client_id=claims.client_id,
             grant=grant, patient=claims.patient if grant.patient_only else None,
-            base_url=base_url, **extra)
+            base_url=base_url,
+            may_overbook=OVERBOOK_SCOPE in grant.other and not grant.patient_only, **extra)
 
     # -- authorization server ----------------------------------------------------------------
     async def token(self, form: dict[str, str], basic: tuple[str, str] | None = None
@@ -160,7 +163,8 @@ class SmartAuth:
                                                       "client_secret_post", "none"],
             "token_endpoint_auth_signing_alg_values_supported": sorted(ALGORITHMS),
             "scopes_supported": [*SCOPES_SUPPORTED, "openid", "fhirUser", "launch",
-                                 "launch/patient", "offline_access", "online_access"],
+                                 "launch/patient", "offline_access", "online_access",
+                                 OVERBOOK_SCOPE],
             "response_types_supported": ["code"],
             "capabilities": [
                 "launch-ehr", "launch-standalone", "authorize-post", "client-public",

@@ -44,7 +44,8 @@ class RequestIdMiddleware:
                 started = True
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 headers.append((b"x-request-id", raw))
-                headers.extend(self.extra_headers)
+                have = {h[0] for h in headers}
+                headers.extend(h for h in self.extra_headers if h[0] not in have)
                 message["headers"] = headers
             await send(message)
 

@@ -218,6 +218,15 @@ class FindService:
 
     async def find(self, ctx: RequestContext, req: FindRequest) -> FindResult:
         self.authorizer.check(ctx, Interaction.OPERATION, "Appointment", operation="find")
+        if ctx.patient is not None:
+            # a caller confined to one patient finds time for that patient only
+            others = [p for p in req.patient if p.removeprefix("Patient/") != ctx.patient
+                      .removeprefix("Patient/")]
+            if others:
+                raise FhirError(403, "forbidden", f"a caller confined to {ctx.patient} may not "
+                                f"look for time for {', '.join(others)}")
+            if not req.patient:
+                req = dataclasses.replace(req, patient=[ctx.patient])
         if req.end <= req.start:
             raise bad_request("end must be after start", ["end"])
         if req.end - req.start > MAX_WINDOW:
