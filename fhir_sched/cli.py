@@ -262,9 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     for p in (uadd, uremove):
         p.add_argument("--store", default=None, help="the store, as for serve")
         p.set_defaults(fn=_user)
-    keys = sub.add_parser("keys", help="the authorization server's signing keys"
-                          ).add_subparsers(dest="keys_command", required=True)
-    rotate = keys.add_parser("rotate", help="make new signing keys, keeping the previous ones "
+    signing = sub.add_parser("keys", help="the authorization server's signing keys"
+                             ).add_subparsers(dest="keys_command", required=True)
+    rotate = signing.add_parser("rotate", help="make new signing keys, keeping the previous ones "
                              "for verification")
     rotate.add_argument("--store", default=None, help="the store, as for serve")
     rotate.set_defaults(fn=_keys)
