@@ -1,0 +1,48 @@
+"""The README's one step: ``fhir-sched serve --demo`` serves the demo clinic with auth on and
+hands the newcomer a token that works, printed and kept in ./fhir-sched-demo.token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.server import free_port
+
+
+def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "FHIR_SCHED_AUTH"}  # the default: smart
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "fhir_sched.cli", "serve", "--demo",
+                                 "--port", str(port), "--store",
+                                 f"sqlite:///{tmp_path}/demo.db"], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}/fhir"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(log.read_text())
+        token = (tmp_path / "fhir-sched-demo.token").read_text().strip()
+        assert token in log.read_text()
+        assert oct((tmp_path / "fhir-sched-demo.token").stat().st_mode & 0o777) == "0o600"
+        assert httpx.get(f"{base}/Slot").status_code == 401
+        slots = httpx.get(f"{base}/Slot", params={"status": "free", "_count": 5},
+                          headers={"authorization": f"Bearer {token}"})
+        assert slots.status_code == 200
+        assert len(slots.json()["entry"]) == 5
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(15)
