@@ -9,7 +9,15 @@ In one run, on one machine:
    returns the very same bytes and content type without touching a store; the gap between the
    two is what fhir-sched's read path costs on top of the framework,
 3. ``POST /fhir/Appointment`` on the fhir-sched process: each request is validated, its
-   references resolved, indexed and durably committed (``synchronous=FULL``) before the 201.
+   references resolved, indexed and durably committed (``synchronous=FULL``) before the 201,
+4. the same read with a bearer token on a second fhir-sched process with auth on (same store):
+   the cost of SMART on the hot path, against the anonymous read (target: >= 90%),
+5. the SMART Backend Services token endpoint: each request a fresh ES384 client assertion
+   (signature check, jti recorded durably, token signed), against the create rate (both are
+   one durable write per request).
+
+The measured fhir-sched runs with ``FHIR_SCHED_AUTH=none`` for 1-3, so those figures compare
+with earlier runs.
 
 The load generator runs in a separate process: ``wrk`` (Debian package) with a Lua script that
 prints the latency percentiles, or, where wrk is missing, an async httpx client in a subprocess
@@ -61,6 +69,11 @@ wrk.body = io.open(os.getenv("BENCH_BODY"), "rb"):read("*a")
 
 WRK_GET = """
 wrk.headers["Accept"] = "application/fhir+json"
+"""
+
+WRK_GET_AUTH = """
+wrk.headers["Accept"] = "application/fhir+json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 """
 
 
@@ -158,6 +171,8 @@ def run_wrk(url: str, duration: float, connections: int, script: str,
 async def _httpx_load(url: str, method: str, body: bytes | None, connections: int,
                       duration: float) -> dict[str, Any]:
     headers = {"accept": "application/fhir+json"}
+    if os.environ.get("BENCH_TOKEN"):
+        headers["authorization"] = f"Bearer {os.environ['BENCH_TOKEN']}"
     if body is not None:
         headers |= {"content-type": "application/fhir+json", "prefer": "return=minimal"}
     latencies: list[float] = []
@@ -199,7 +214,8 @@ def measure(label: str, url: str, args: argparse.Namespace, server_pid: int,
             method: str = "GET", body_file: str | None = None) -> Result:
     def once(duration: float) -> dict[str, Any]:
         if args.loadgen == "wrk":
-            script = WRK_POST if method == "POST" else WRK_GET
+            script = WRK_POST if method == "POST" else (
+                WRK_GET_AUTH if os.environ.get("BENCH_TOKEN") else WRK_GET)
             return run_wrk(url, duration, args.connections, script, body_file)
         return run_httpx(url, duration, args.connections, method, body_file)
 
@@ -210,6 +226,81 @@ def measure(label: str, url: str, args: argparse.Namespace, server_pid: int,
     rps = raw["requests"] / (raw["duration_us"] / 1e6)
     return Result(label, rps, raw["p50_us"] / 1000, raw["p99_us"] / 1000, raw["requests"],
                   raw["errors"] + raw["non2xx"], cpu / max(1, raw["requests"]) * 1e6)
+
+
+# -- SMART -------------------------------------------------------------------------------------
+def register_backend(store: str, work: Path) -> Any:
+    """A backend client registered with the real CLI; returns its private key."""
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-384", parameters={"kid": "bench-es384"}, private=True)
+    jwks = work / "bench-jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [{**key.as_dict(private=False), "alg": "ES384"}]}))
+    subprocess.run([sys.executable, "-m", "fhir_sched.cli", "client", "add", "--client-id",
+                    "bench", "--scope", "system/*.cruds", "--jwks-file", str(jwks), "--store",
+                    store], check=True, capture_output=True)
+    return key
+
+
+def assertions(key: Any, token_url: str, n: int) -> list[bytes]:
+    """``n`` ready token-request bodies, each with its own jti (signed before the clock
+    starts, so the figure is the server's)."""
+    import secrets
+    from urllib.parse import urlencode
+
+    from joserfc import jwt
+
+    now = int(time.time())
+    run = secrets.token_hex(6)
+    out = []
+    for i in range(n):
+        claims = {"iss": "bench", "sub": "bench", "aud": token_url, "exp": now + 280,
+                  "jti": f"bench-{run}-{i}"}
+        signed = jwt.encode({"alg": "ES384", "kid": "bench-es384"}, claims, key,
+                            algorithms=["ES384"])
+        out.append(urlencode({
+            "grant_type": "client_credentials", "scope": "system/*.rs",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": signed}).encode())
+    return out
+
+
+async def _token_load(url: str, bodies: list[bytes], connections: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    failures = 0
+    pending = list(reversed(bodies))
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+        t0 = time.perf_counter()
+
+        async def worker() -> None:
+            nonlocal failures
+            while pending:
+                body = pending.pop()
+                s = time.perf_counter()
+                r = await client.post(url, content=body, headers=headers)
+                latencies.append(time.perf_counter() - s)
+                failures += r.status_code != 200
+
+        await asyncio.gather(*[worker() for _ in range(connections)])
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "duration_us": int(elapsed * 1e6), "errors": failures,
+            "non2xx": 0, "p50_us": int(q[49] * 1e6), "p99_us": int(q[98] * 1e6)}
+
+
+def measure_tokens(url: str, key: Any, args: argparse.Namespace, server_pid: int) -> Result:
+    warm = assertions(key, url, 100)
+    asyncio.run(_token_load(url, warm, args.connections))
+    bodies = assertions(key, url, args.token_requests)
+    cpu0 = cpu_seconds(server_pid)
+    raw = asyncio.run(_token_load(url, bodies, args.connections))
+    cpu = cpu_seconds(server_pid) - cpu0
+    rps = raw["requests"] / (raw["duration_us"] / 1e6)
+    return Result("SMART token endpoint (backend services)", rps, raw["p50_us"] / 1000,
+                  raw["p99_us"] / 1000, raw["requests"], raw["errors"],
+                  cpu / max(1, raw["requests"]) * 1e6)
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -266,14 +357,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--loadgen", choices=("wrk", "httpx"),
                         default="wrk" if shutil.which("wrk") else "httpx")
+    parser.add_argument("--token-requests", type=int, default=2000,
+                        help="token requests for the token endpoint figure")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="fhir-sched-bench-"))
     fhir_port, ceiling_port = free_port(), free_port()
+    store = f"sqlite:///{work}/bench.db"
     fhir = start([sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
-                  "--port", str(fhir_port), "--store", f"sqlite:///{work}/bench.db"],
-                 env={"FHIR_SCHED_LOG_LEVEL": "warning"})
+                  "--port", str(fhir_port), "--store", store],
+                 env={"FHIR_SCHED_LOG_LEVEL": "warning", "FHIR_SCHED_AUTH": "none"})
     ceiling: subprocess.Popen[bytes] | None = None
+    smart: subprocess.Popen[bytes] | None = None
     try:
         base = f"http://127.0.0.1:{fhir_port}/fhir"
         wait_ready(f"{base}/metadata", fhir)
@@ -301,21 +396,52 @@ def main() -> None:
         read = measure("fhir-sched GET /fhir/Appointment/{id}", read_url, args, fhir.pid)
         create = measure("fhir-sched POST /fhir/Appointment", f"{base}/Appointment", args,
                          fhir.pid, "POST", str(post_file))
+
+        key = register_backend(store, work)
+        smart_port = free_port()
+        smart = start([sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
+                       "--port", str(smart_port), "--store", store],
+                      env={"FHIR_SCHED_LOG_LEVEL": "warning", "FHIR_SCHED_AUTH": "smart"})
+        smart_base = f"http://127.0.0.1:{smart_port}/fhir"
+        wait_ready(f"{smart_base}/metadata", smart)
+        token_url = httpx.get(f"{smart_base}/.well-known/smart-configuration"
+                              ).json()["token_endpoint"]
+        token = httpx.post(token_url, content=assertions(key, token_url, 1)[0], headers={
+            "content-type": "application/x-www-form-urlencoded"}).json()["access_token"]
+        authed_url = f"{smart_base}/Appointment/{appt_id}"
+        check = httpx.get(authed_url, headers={"accept": "application/fhir+json",
+                                               "authorization": f"Bearer {token}"})
+        assert check.status_code == 200 and check.content == stored.content
+        assert httpx.get(authed_url).status_code == 401
+        os.environ["BENCH_TOKEN"] = token
+        try:
+            authed = measure("fhir-sched GET, bearer token (auth on)", authed_url, args,
+                             smart.pid)
+        finally:
+            os.environ.pop("BENCH_TOKEN", None)
+        tokens = measure_tokens(token_url, key, args, smart.pid)
     finally:
         if ceiling is not None:
             stop(ceiling)
+        if smart is not None:
+            stop(smart)
         stop(fhir)
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{'':44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
           f"{'vs ceiling':>11} {'CPU us/req':>11}")
-    for r in (ceil, read, create):
+    for r in (ceil, read, create, authed, tokens):
         print(f"{r.label:44} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.errors:7d} "
               f"{r.rps / ceil.rps:10.0%} {r.cpu_us:11.0f}")
     verdict = "meets" if read.rps >= 0.6 * ceil.rps else "BELOW"
     print(f"\nreads at {read.rps / ceil.rps:.0%} of the ceiling ({verdict} the 60% target), "
           f"{ceil.cpu_us / read.cpu_us:.0%} by server CPU per request; creates at "
           f"{create.rps:.0f}/s, each durably committed")
+    verdict = "meets" if authed.rps >= 0.9 * read.rps else "BELOW"
+    print(f"authenticated reads at {authed.rps / read.rps:.0%} of anonymous reads ({verdict} "
+          f"the 90% target), {read.cpu_us / authed.cpu_us:.0%} by server CPU per request; "
+          f"token endpoint {tokens.rps:.0f}/s ({tokens.rps / create.rps:.0%} of the create "
+          f"rate, {tokens.errors} refused)")
     busy = os.getloadavg()[0]
     if busy > (os.cpu_count() or 1) * 0.5:
         print(f"note: load average {busy:.1f} on {os.cpu_count()} CPUs while measuring; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import lru_cache
 from typing import Any
 
 from ..context import RequestContext
@@ -38,6 +39,12 @@ log = logging.getLogger("fhir_sched.auth")
 SCOPES_SUPPORTED = ("system/*.cruds", "system/*.rs", "user/*.cruds", "user/*.rs",
                     "patient/*.cruds", "patient/*.rs", "system/*.read", "user/*.read",
                     "patient/*.read")
+
+
+@lru_cache(maxsize=4096)
+def _grant(scope: str, patient: str | None) -> Grant:
+    """Parsed once per distinct (scopes, patient): grants are immutable, tokens repeat them."""
+    return Grant.parse(scope, patient)
 
 
 def issuer_of(settings: Settings) -> str:
@@ -106,7 +113,7 @@ class SmartAuth:
         if scheme.lower() != "bearer" or not token.strip():
             raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
         claims = self.tokens.verify(token.strip())
-        grant = Grant.parse(claims.scope, claims.patient)
+        grant = _grant(claims.scope, claims.patient)
         extra: dict[str, Any] = {"request_id": request_id} if request_id else {}
         return RequestContext(
             subject=claims.fhir_user or claims.subject, client_id=claims.client_id,
