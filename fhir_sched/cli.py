@@ -17,7 +17,10 @@ def _serve(args: argparse.Namespace) -> int:
                                  public_base=args.public_base, mllp_port=args.mllp_port,
                                  mllp_tls_cert=args.mllp_tls_cert,
                                  mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config,
-                                 auth=args.auth)
+                                 auth=args.auth,
+                                 trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
+                                 else None,
+                                 trust_audience=args.trust_audience)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.demo:
@@ -207,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--auth", choices=("smart", "none"), default=None,
                        help="smart (default): bearer tokens required; none: anonymous, for "
                             "development only")
+    serve.add_argument("--trust-issuer", action="append", default=None,
+                       help="also accept JWTs from this authorization server (repeatable)")
+    serve.add_argument("--trust-audience", default=None,
+                       help="audiences a trusted issuer's tokens may name (comma-separated; "
+                            "default: this server's FHIR base)")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)

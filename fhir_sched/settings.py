@@ -57,6 +57,10 @@ class Settings:
     # "smart": every request but discovery needs a bearer token; "none": anonymous, for
     # development only (a warning at start and an ``X-FHIR-Sched-Auth: none`` header).
     auth: str = "smart"
+    # Other authorization servers whose JWTs are accepted (comma-separated issuer URLs), and the
+    # audiences their tokens may name (default: this server's FHIR base).
+    trust_issuer: str = ""
+    trust_audience: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

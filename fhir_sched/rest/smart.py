@@ -71,7 +71,7 @@ class BearerGate:
                 break
         state = scope.setdefault("state", {})
         try:
-            ctx = self.auth.context(
+            ctx = await self.auth.context(
                 authorization, request_id=state.get("request_id"),
                 base_url=base_url(Request(scope), self.public_base, self.base_path))
         except InvalidToken as exc:
@@ -235,7 +235,7 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
     async def launch(request: Request) -> Response:
         """The EHR asks for a launch id bound to the patient it has open."""
         try:
-            ctx = auth.context(request.headers.get("authorization"), base_url="",
+            ctx = await auth.context(request.headers.get("authorization"), base_url="",
                                request_id=None)
         except InvalidToken as exc:
             raise unauthorized(str(exc)) from None
@@ -259,7 +259,8 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
     async def introspect(request: Request) -> Response:
         # RFC 7662 2.1: the caller must be authorized; here, with any valid token of ours
         try:
-            auth.context(request.headers.get("authorization"), base_url="", request_id=None)
+            await auth.context(request.headers.get("authorization"), base_url="",
+                               request_id=None)
         except InvalidToken as exc:
             return _json({"error": "invalid_token", "error_description": str(exc) or
                           "introspection needs a bearer access token"}, 401,
@@ -271,7 +272,7 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
         if not form.get("token"):
             return _json(OAuthError("invalid_request", "token is required").body(), 400,
                          _NO_STORE)
-        return _json(auth.introspect(form["token"]), 200, _NO_STORE)
+        return _json(await auth.introspect(form["token"]), 200, _NO_STORE)
 
     async def jwks(request: Request) -> Response:
         return _json(await auth.public_jwks(), 200, {"cache-control": "max-age=300"})
@@ -301,7 +302,7 @@ def hl7v2_gate(endpoint: Endpoint, auth: SmartAuth) -> Endpoint:
 
     async def gated(request: Request) -> Response:
         try:
-            ctx = auth.context(request.headers.get("authorization"), base_url="",
+            ctx = await auth.context(request.headers.get("authorization"), base_url="",
                                request_id=getattr(request.state, "request_id", None))
         except InvalidToken as exc:
             raise unauthorized(str(exc)) from None

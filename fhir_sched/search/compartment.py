@@ -18,6 +18,7 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Appointment": ("actor",),
     "Coverage": ("policy-holder", "subscriber", "beneficiary", "payor"),
     "Patient": ("link",),
+    "Provenance": ("patient",),
     "Schedule": ("actor",),
     "ServiceRequest": ("subject", "performer"),
 }

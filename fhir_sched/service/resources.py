@@ -371,6 +371,11 @@ class ResourceService:
             rec = await self.store.get(type_, id_)
             if rec is None:
                 raise not_found(f"{type_}/{id_} is not known")
+            if rec.body is not None and self.authorizer.needs_content(ctx, type_):
+                # an instance's history is refused as a read of it would be, not answered
+                # with its versions filtered away
+                self.authorizer.check(ctx, Interaction.HISTORY, type_, id_,
+                                      resource=orjson.loads(rec.body))
         records = await self.store.history(type_, id_, since, count, before_seq)
         return [r for r in records if self._shows(ctx, r)]
 
