@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from .compose import Core, build
 from .hl7v2.door import handle_body
+from .rest.audit import audit_routes
+from .rest.audit import capability_entry as audit_capability_entry
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
@@ -45,7 +47,8 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
         ctx = context_for(request, settings.public_base, settings.base_path)
         return FhirResponse(capability_statement(
             [spec for spec, _ in table], ctx.base_url,
-            {t: capability_entry(t) for t in CONFORMANCE_TYPES},
+            {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
+             "AuditEvent": audit_capability_entry()},
             core.auth.oauth_uris() if core.auth else None))
 
     # (path, method, FHIR interaction, level, handler, fixed types), most specific first
@@ -68,8 +71,10 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
         ("/{type}", "PUT", "update", "type", r.conditional_update, ()),
         ("/{type}", "DELETE", "delete", "type", r.conditional_delete, ()),
     ]
-    # the conformance definitions: literal type segments, so they win over /{type} routes
+    # the conformance definitions and the audit trail: literal type segments, so they win
+    # over /{type} routes
     table += list(conformance_routes(settings.public_base, settings.base_path))
+    table += list(audit_routes(core.store, settings.public_base, settings.base_path))
     table += [(RouteSpec(path, (method,), interaction, level, types), handler)
               for path, method, interaction, level, handler, types in rows]
     return table

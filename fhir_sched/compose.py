@@ -19,6 +19,7 @@ from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
+from .service.audit import AuditLog
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
@@ -90,10 +91,12 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     search = SearchService(store, policy, settings.default_count, settings.max_count)
     booking = BookingService(resources, settings.hold_seconds)
     sweeper = Sweeper(booking, settings.sweep_seconds)
+    audit = AuditLog(store)
+    resources.audit = search.audit = audit
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
         bundles=BundleProcessor(resources, search), find=FindService(store, policy),
-        booking=booking, sweeper=sweeper)
+        booking=booking, sweeper=sweeper, audit=audit)
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
     outbound = Outbound(services, application=settings.hl7v2_application,
@@ -104,7 +107,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         await keep_raw_for(store, settings.hl7v2_raw_retention_days)
 
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
-    jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention)
+    jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention,
+                                                       audit.run)
     if auth is not None:
         jobs += (auth.follow_revocations,)
     return Core(services, jobs, bridge, doors, auth)

@@ -26,6 +26,9 @@ from fhir_sched.settings import Settings
 from tests.support.server import cleanup_dir, sqlite_url
 
 BASE = "/fhir"
+# Types routed by a literal segment, read and search only: the conformance definitions and the
+# audit trail (AuditEvent, written by the server alone)
+READ_ONLY = (*CONFORMANCE_TYPES, "AuditEvent")
 # Routes that are not part of the FHIR API, with the reason they are not in the statement.
 NOT_FHIR = {"/fhir/openapi.json": "the OpenAPI document for tooling, not a FHIR interaction"}
 
@@ -82,7 +85,7 @@ def expected_claims(app_routes: list[Any]) -> Claims:
                     ops[t].add(op[0][1:])
                 continue
             # a literal type segment (the read-only conformance types) routes that type only
-            fixed = segs[0] if segs and segs[0] in CONFORMANCE_TYPES else None
+            fixed = segs[0] if segs and segs[0] in READ_ONLY else None
             level, codes = rest_interactions(method, ["{type}", *segs[1:]] if fixed else segs)
             if level == "system":
                 system |= codes
@@ -137,7 +140,7 @@ async def test_every_declared_operation_names_a_definition(fhir: httpx.AsyncClie
 async def test_statement_lists_every_hosted_type_once(fhir: httpx.AsyncClient) -> None:
     cs = (await fhir.get("/metadata")).json()
     types = [r["type"] for r in cs["rest"][0]["resource"]]
-    assert sorted(types) == sorted((*HOSTED_TYPES, *CONFORMANCE_TYPES))
+    assert sorted(types) == sorted((*HOSTED_TYPES, *READ_ONLY))
     assert set(cs["format"]) == {"json", "application/fhir+json", "xml", "application/fhir+xml"}
     assert cs["fhirVersion"] == "4.0.1"
 
@@ -146,7 +149,7 @@ async def test_conditional_flags_match_the_conditional_routes(
         fhir: httpx.AsyncClient, app_routes: list[Any]) -> None:
     routed = {(m, r.path) for r in app_routes if r.path not in NOT_FHIR for m in r.methods}
     for r in (await fhir.get("/metadata")).json()["rest"][0]["resource"]:
-        if r["type"] in CONFORMANCE_TYPES:  # read-only: no conditional writes at all
+        if r["type"] in READ_ONLY:  # read-only: no conditional writes at all
             assert (r["conditionalUpdate"], r["conditionalDelete"]) == (False, "not-supported")
             continue
         assert r["conditionalUpdate"] is (("PUT", f"{BASE}/{{type}}") in routed)

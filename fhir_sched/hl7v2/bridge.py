@@ -49,6 +49,7 @@ from fhir_sched.hl7v2.header import Header
 from fhir_sched.hl7v2.send import ack_code
 from fhir_sched.hl7v2.senders import Senders
 from fhir_sched.ids import unique_id
+from fhir_sched.service.audit import entry as audit_entry
 from fhir_sched.service.services import Services
 from fhir_sched.storage.base import InboundEntry, Unit
 from fhir_sched.storage.errors import StoreUnavailable
@@ -250,6 +251,15 @@ class Bridge:
             event=f"{header.message_code}^{header.trigger_event}".strip("^"), peer=peer,
             outcome=answer.outcome, ack_code=str(answer.code), ack=ack, error=answer.text,
             resources=answer.resources, raw=frame, digest=digest_of(frame)))
+        # the audit trail, in the same unit: the message as an import, by its sender
+        event = f"{header.message_code}^{header.trigger_event}".strip("^")
+        written = list(answer.resources)
+        await unit.audit_add([audit_entry(
+            RequestContext(subject=subject_of(header), door="mllp", request_id=key[:200]),
+            f"hl7v2/{event}", "0" if str(answer.code) in ("AA", "CA") else "4", action="C",
+            entity=next((r for r in written if r.startswith("Appointment/")), None),
+            patient=next((r for r in written if r.startswith("Patient/")), None),
+            detail=f"{answer.code} {answer.outcome}")])
         return ack
 
     async def _refuse(self, frame: bytes, peer: str, header: Header, received: str,

@@ -10,7 +10,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..context import RequestContext
 from ..errors import FhirError, outcome
+from ..service.audit import entry as audit_entry
 from ..service.store_errors import as_fhir_error
 from ..storage.errors import StoreError, StoreUnavailable
 from .http import FhirResponse
@@ -27,9 +29,28 @@ def _rid(request: Request) -> str:
                or "")
 
 
+def _audit_failure(request: Request, status: int) -> None:
+    """A refused or failed request in the audit trail: who, what path (never the query
+    string, which can hold names and birth dates), the outcome."""
+    core = getattr(request.app.state, "core", None)
+    if core is None:
+        return
+    ctx = getattr(request.state, "fhir_ctx", None) or RequestContext(
+        request_id=_rid(request) or RequestContext().request_id)
+    path = request.url.path
+    base = core.services.settings.base_path
+    entity = path[len(base):].strip("/") if path.startswith(base) else path.strip("/")
+    verb = {"GET": "read", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete"}.get(request.method, request.method.lower())
+    core.services.audit.later(audit_entry(ctx, verb, "4" if status < 500 else "8",
+                                          entity=entity[:200] or None,
+                                          detail=f"HTTP {status}"))
+
+
 async def fhir_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FhirError)
     headers = dict(exc.headers)
+    _audit_failure(request, exc.status)
     return FhirResponse(exc.outcome(), status_code=exc.status, headers=headers)
 
 
@@ -61,6 +82,7 @@ async def store_error(request: Request, exc: Exception) -> Response:
 async def unexpected(request: Request, exc: Exception) -> Response:
     rid = _rid(request)
     log.exception("unexpected error in request %s", rid, exc_info=exc)
+    _audit_failure(request, 500)
     return FhirResponse(
         outcome("fatal", "exception", f"internal error; request id {rid}"),
         status_code=500, headers={"X-Request-Id": rid})

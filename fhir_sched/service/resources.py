@@ -29,6 +29,8 @@ from ..storage.base import DocumentStore, Origin, Record, Unit
 from ..storage.errors import VersionConflict
 from ..timeutil import now_instant
 from ..writes import FollowUp, WriteConfig, WriteEvent
+from .audit import AuditLog, patient_of
+from .audit import entry as audit_entry
 from .authorization import Authorizer, Interaction, OpenPolicy
 from .proposals import Proposals
 
@@ -67,13 +69,18 @@ class ResourceService:
         self.authorizer: Authorizer = authorizer or OpenPolicy()
         self.config = config or WriteConfig()
         self._proposals = Proposals(store)
+        # Set by compose: every write is audited in its own unit, reads are queued.
+        self.audit: AuditLog | None = None
 
     # -- reads ---------------------------------------------------------------------------
     async def read(self, ctx: RequestContext, type_: str, id_: str) -> Record:
         self.authorizer.check(ctx, Interaction.READ, type_, id_)
         rec = await self.store.get(type_, id_)
-        return self._readable(ctx, Interaction.READ, rec, f"{type_}/{id_} is not known",
-                              f"{type_}/{id_} was deleted")
+        rec = self._readable(ctx, Interaction.READ, rec, f"{type_}/{id_} is not known",
+                             f"{type_}/{id_} was deleted")
+        if self.audit is not None:
+            self.audit.read(ctx, "read", type_, id_, rec.body)
+        return rec
 
     async def read_proposal(self, ctx: RequestContext, id_: str) -> Json:
         """A ``$find`` proposal read at its ``fullUrl``: what was offered, while it is kept.
@@ -110,8 +117,11 @@ class ResourceService:
         if not vid.isdigit():
             raise not_found(f"{type_}/{id_} has no version {vid!r}")
         rec = await self.store.get_version(type_, id_, int(vid))
-        return self._readable(ctx, Interaction.VREAD, rec, f"{type_}/{id_} has no version {vid}",
-                              f"{type_}/{id_} version {vid} is a deletion")
+        rec = self._readable(ctx, Interaction.VREAD, rec, f"{type_}/{id_} has no version {vid}",
+                             f"{type_}/{id_} version {vid} is a deletion")
+        if self.audit is not None:
+            self.audit.read(ctx, "vread", type_, id_, rec.body)
+        return rec
 
     # -- the write pipeline ------------------------------------------------------------------
     def prepare(self, type_: str, body: Any, id_: str | None) -> Json:
@@ -189,6 +199,9 @@ class ResourceService:
         if body is None:
             rec = Record(type_, id_, version, updated, True, None, "DELETE", origin=origin_of(ctx))
             await unit.write(rec, [], current)
+            if self.audit is not None:
+                await self.audit.in_unit(unit, audit_entry(
+                    ctx, "delete", entity=f"{type_}/{id_}", patient=patient_of(type_, old)))
             await self._follow(unit, ctx, follow_ups)
             return Saved(rec, False)
         body = dict(body)
@@ -201,6 +214,10 @@ class ResourceService:
         rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method,
                      origin=origin_of(ctx))
         await unit.write(rec, extract(type_, body), current)
+        if self.audit is not None:
+            await self.audit.in_unit(unit, audit_entry(
+                ctx, "create" if old is None else "update", entity=f"{type_}/{id_}",
+                patient=patient_of(type_, body)))
         await self._follow(unit, ctx, follow_ups)
         return Saved(rec, old is None)
 
@@ -377,6 +394,8 @@ class ResourceService:
                 self.authorizer.check(ctx, Interaction.HISTORY, type_, id_,
                                       resource=orjson.loads(rec.body))
         records = await self.store.history(type_, id_, since, count, before_seq)
+        if self.audit is not None:
+            self.audit.read(ctx, "history", type_ or "", id_, None)
         return [r for r in records if self._shows(ctx, r)]
 
     def _shows(self, ctx: RequestContext, rec: Record) -> bool:

@@ -25,6 +25,7 @@ from ..search.extract import reference_targets
 from ..search.params import params_for
 from ..search.parse import ParsedSearch, parse_search
 from ..storage.base import DocumentStore
+from .audit import AuditLog
 from .authorization import Authorizer, Interaction
 
 MAX_INCLUDED = 1000
@@ -112,6 +113,7 @@ class SearchService:
         self.authorizer = authorizer
         self.default_count = default_count
         self.max_count = max_count
+        self.audit: AuditLog | None = None  # set by compose
 
     async def search(self, ctx: RequestContext, type_: str, pairs: list[tuple[str, str]], *,
                      strict: bool = False, base_url: str = "",
@@ -130,6 +132,8 @@ class SearchService:
                            if auth.visible(ctx, type_, orjson.loads(b))]
         if result.included:
             result.included = [inc for inc in result.included if self._may_see(ctx, *inc)]
+        if self.audit is not None:
+            self.audit.search(ctx, type_, (k for k, _ in pairs))
         return parsed, result
 
     def _may_see(self, ctx: RequestContext, type_: str, id_: str, body: bytes) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..settings import Settings
 from ..storage.base import DocumentStore
+from .audit import AuditLog
 from .booking import BookingService
 from .bundles import BundleProcessor
 from .find import FindService
@@ -28,3 +29,4 @@ class Services:
     find: FindService
     booking: BookingService
     sweeper: Sweeper
+    audit: AuditLog

@@ -41,6 +41,28 @@ def stored_origin(subject: str | None, client_id: str | None, door: str | None,
     return Origin(subject or "system", client_id, door or "system", request_id)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audited interaction: who did what to which resource, through which door, and how it
+    ended. Kept apart from the resources (nobody can edit it through the API) and rendered as
+    an R4 AuditEvent. ``id`` orders entries by time; ``patient`` is the patient whose data was
+    touched (``Patient/<id>``), when there is one; ``detail`` never holds PHI (parameter names,
+    not values)."""
+
+    id: str
+    recorded: str
+    door: str  # rest | operation | mllp | system
+    action: str  # C R U D E (AuditEvent.action)
+    subtype: str  # the FHIR interaction or operation: read, search-type, create, $book, ...
+    outcome: str  # 0 success, 4 minor failure (client), 8 serious (server), 12 major
+    who: str
+    client_id: str | None
+    request_id: str | None
+    entity: str | None  # Type/id, or Type for a search
+    patient: str | None
+    detail: str = ""
+
+
 @dataclass(slots=True)
 class Record:
     """One version of one resource as stored. ``body`` is None for a delete (tombstone).
@@ -175,6 +197,10 @@ class Unit(Protocol):
         """(key, value) of the marks whose key starts with ``prefix``, in key order."""
         ...
 
+    async def audit_add(self, entries: Sequence[AuditEntry]) -> None:
+        """Record audit entries with the unit's writes (they commit or roll back with them)."""
+        ...
+
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         """Queue messages; an id already queued is left as it is."""
         ...
@@ -258,6 +284,20 @@ class DocumentStore(Protocol):
                           endpoint: str | None = None) -> list[OutboundEntry]:
         """Queued messages with these statuses, in queue (change) order."""
         ...
+
+    async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        """Record audit entries on their own (reads, refusals): one short write per batch."""
+        ...
+
+    async def audit_list(self, *, patient: str | None = None, entity: str | None = None,
+                         who: str | None = None, subtype: str | None = None,
+                         outcome: str | None = None, since: str | None = None,
+                         until: str | None = None, before_id: str | None = None,
+                         limit: int = 100) -> list[AuditEntry]:
+        """Newest first; ``before_id`` continues a page."""
+        ...
+
+    async def audit_get(self, id_: str) -> AuditEntry | None: ...
 
     async def ping(self) -> None: ...
 

@@ -47,6 +47,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
@@ -59,7 +60,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...query import IndexEntry, Page, Query
-from ..base import InboundEntry, OutboundEntry, Record, Write, stored_origin
+from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
 from ..errors import StoreUnavailable, VersionConflict
 from . import inbox, outbox
 from .query import (
@@ -211,6 +212,7 @@ class MongoStore:
     hl7v2_inbox = _Collection()
     hl7v2_outbox = _Collection()
     marks = _Collection()
+    audit = _Collection()
 
     async def start(self) -> None:
         # Created here, not in __init__: the client binds to the running event loop.
@@ -253,6 +255,11 @@ class MongoStore:
         await self.proposals.create_index([("expires", 1)], name="proposals_expires")
         await self.hl7v2_outbox.create_index([("status", 1), ("_id", 1)], name="outbox_status")
         await self.hl7v2_inbox.create_index([("received", -1)], name="inbox_received")
+        await self.audit.create_index([("recorded", -1), ("_id", -1)], name="audit_recorded")
+        await self.audit.create_index([("patient", 1), ("recorded", -1), ("_id", -1)],
+                                      name="audit_patient")
+        await self.audit.create_index([("entity", 1), ("recorded", -1), ("_id", -1)],
+                                      name="audit_entity")
         await self.hl7v2_inbox.create_index([("outcome", 1), ("received", -1)],
                                             name="inbox_outcome")
         with suppress(DuplicateKeyError):  # another worker created it at the same moment
@@ -456,11 +463,65 @@ class MongoStore:
             docs = await self.hl7v2_outbox.find(match).sort("_id", 1).limit(limit).to_list()
         return [outbox.from_doc(d) for d in docs]
 
+    async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        async with _available():
+            try:
+                await self.audit.insert_many([audit_doc(e) for e in entries], ordered=False)
+            except BulkWriteError as exc:  # a retried batch: entries already there are fine
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    async def audit_list(self, *, patient: str | None = None, entity: str | None = None,
+                         who: str | None = None, subtype: str | None = None,
+                         outcome: str | None = None, since: str | None = None,
+                         until: str | None = None, before_id: str | None = None,
+                         limit: int = 100) -> list[AuditEntry]:
+        match: Filter = {k: v for k, v in (("patient", patient), ("entity", entity),
+                                          ("who", who), ("subtype", subtype),
+                                          ("outcome", outcome)) if v is not None}
+        recorded: Filter = {}
+        if since is not None:
+            recorded["$gte"] = since
+        if until is not None:
+            recorded["$lt"] = until
+        if recorded:
+            match["recorded"] = recorded
+        async with _available():
+            if before_id is not None:
+                anchor = await self.audit.find_one({"_id": before_id})
+                if anchor is None:
+                    return []
+                match["$or"] = [{"recorded": {"$lt": anchor["recorded"]}},
+                                {"recorded": anchor["recorded"], "_id": {"$lt": before_id}}]
+            docs = await self.audit.find(match).sort(
+                [("recorded", -1), ("_id", -1)]).limit(limit).to_list()
+        return [audit_entry(d) for d in docs]
+
+    async def audit_get(self, id_: str) -> AuditEntry | None:
+        async with _available():
+            doc = await self.audit.find_one({"_id": id_})
+        return None if doc is None else audit_entry(doc)
+
     async def inbound_purge_raw(self, before: str) -> int:
         async with _available():
             result = await self.hl7v2_inbox.update_many(
                 {"received": {"$lt": before}, "raw": {"$ne": None}}, {"$set": {"raw": None}})
         return int(result.modified_count)
+
+
+def audit_doc(e: AuditEntry) -> Doc:
+    return {"_id": e.id, "recorded": e.recorded, "door": e.door, "action": e.action,
+            "subtype": e.subtype, "outcome": e.outcome, "who": e.who, "client_id": e.client_id,
+            "request_id": e.request_id, "entity": e.entity, "patient": e.patient,
+            "detail": e.detail}
+
+
+def audit_entry(d: Doc) -> AuditEntry:
+    return AuditEntry(d["_id"], d["recorded"], d["door"], d["action"], d["subtype"],
+                      d["outcome"], d["who"], d.get("client_id"), d.get("request_id"),
+                      d.get("entity"), d.get("patient"), d.get("detail", ""))
 
 
 async def _abort_quietly(session: AsyncClientSession) -> None:
@@ -691,6 +752,11 @@ class MongoUnit:
             {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}, session=self._s
         ).sort("_id", 1).limit(limit)
         return [(str(d["_id"]), str(d["v"])) async for d in cursor]
+
+    async def audit_add(self, entries: Sequence[AuditEntry]) -> None:
+        if entries:
+            await self._store.audit.insert_many([audit_doc(e) for e in entries],
+                                                session=self._s)
 
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         coll = self._store.hl7v2_outbox

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from . import inbox, outbox
+from . import audit, inbox, outbox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources(
@@ -60,6 +60,7 @@ def create(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
     conn.executescript(inbox.SCHEMA)
     conn.executescript(outbox.SCHEMA)
+    conn.executescript(audit.SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
         for table, added in ADDED_COLUMNS.items():

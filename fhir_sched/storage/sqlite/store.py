@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ...query import Page, Query
-from ..base import InboundEntry, OutboundEntry, Record
+from ..base import AuditEntry, InboundEntry, OutboundEntry, Record
 from ..errors import StoreUnavailable
-from . import changes, inbox, outbox, schema
+from . import audit, changes, inbox, outbox, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
 from .checkpoint import Checkpointer
 from .faults import translate
@@ -278,6 +278,37 @@ class SqliteStore:
             return inbox.purge_raw(unit._conn, before)
 
         return int(await self.atomic(run))
+
+    async def audit_append(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+
+        async def run(unit: SqliteUnit) -> None:
+            await unit.audit_add(entries)
+
+        await self.atomic(run)
+
+    async def audit_list(self, *, patient: str | None = None, entity: str | None = None,
+                         who: str | None = None, subtype: str | None = None,
+                         outcome: str | None = None, since: str | None = None,
+                         until: str | None = None, before_id: str | None = None,
+                         limit: int = 100) -> list[AuditEntry]:
+        filters = {"patient": patient, "entity": entity, "who": who, "subtype": subtype,
+                   "outcome": outcome}
+
+        def run(c: sqlite3.Connection) -> list[AuditEntry]:
+            before = None
+            if before_id is not None:
+                anchor = audit.get(c, before_id)
+                if anchor is None:
+                    return []
+                before = (anchor.recorded, anchor.id)
+            return audit.listing(c, filters, since, until, before, limit)
+
+        return await self._read(run)
+
+    async def audit_get(self, id_: str) -> AuditEntry | None:
+        return await self._read(lambda c: audit.get(c, id_))
 
     async def outbox_list(self, *, statuses: Sequence[str], limit: int = 100,
                           endpoint: str | None = None) -> list[OutboundEntry]:

@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from ...query import IndexEntry, Query
-from ..base import InboundEntry, OutboundEntry, Record, Write
+from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write
 from ..errors import VersionConflict
-from . import changes, inbox, outbox
+from . import audit, changes, inbox, outbox
 from .faults import translate
 from .query import select_sql
 
@@ -110,6 +110,9 @@ class SqliteUnit:
 
     async def mark_list(self, prefix: str, limit: int = 1000) -> list[tuple[str, str]]:
         return inbox.mark_list(self._conn, prefix, limit)
+
+    async def audit_add(self, entries: Sequence[AuditEntry]) -> None:
+        audit.add(self._conn, entries)
 
     async def outbox_add(self, entries: Sequence[OutboundEntry]) -> None:
         outbox.add(self._conn, entries)

@@ -1,0 +1,198 @@
+"""The audit trail against a real server with auth on, on both stores: an AuditEvent for reads,
+searches, writes, refusals and HL7 v2 messages, with who, what, when, outcome, request id and
+the patient; valid R4; readable only with a scope naming AuditEvent; never writable; no PHI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
+from tests.support.smart import BackendClient, get_token, register
+from tests.test_hl7v2_serve import RawPeer, msa, s12
+
+ADMIN = BackendClient.new("audit-admin", "ES384")
+AUDITOR = BackendClient.new("auditor", "ES384")
+READER = BackendClient.new("audit-reader", "ES384")
+
+
+@pytest.fixture(scope="module")
+def server(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[ServerProcess]:
+    url = store_url(store_kind, mongo_uri, "fhir_sched_audit")
+    keys = tmp_path_factory.mktemp("audit")
+    for client, scope in ((ADMIN, "system/*.cruds"), (AUDITOR, "system/AuditEvent.rs"),
+                          (READER, "system/*.rs")):
+        path = keys / f"{client.client_id}.json"
+        path.write_text(json.dumps(client.public_jwks()))
+        assert register(url, client.client_id, scope, "--jwks-file", str(path)).returncode == 0
+    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
+                                   "FHIR_SCHED_MLLP_PORT": str(free_port())}).start()
+    yield proc
+    proc.stop()
+    if url.startswith("sqlite"):
+        cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+def h(client: BackendClient, server: ServerProcess, scope: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {get_token(server.base, client, scope)}"}
+
+
+def events(server: ServerProcess, want: Callable[[dict[str, Any]], bool],
+           **params: str) -> list[dict[str, Any]]:
+    """AuditEvents matching ``want``, waiting for the read entries' batch to be written."""
+    auditor = h(AUDITOR, server, "system/AuditEvent.rs")
+    deadline = time.monotonic() + 10
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        bundle = httpx.get(f"{server.base}/AuditEvent", params={"_count": "1000", **params},
+                           headers=auditor).json()
+        found = [e["resource"] for e in bundle.get("entry", []) if want(e["resource"])]
+        if found:
+            return found
+        time.sleep(0.2)
+    return found
+
+
+def request_id(event: dict[str, Any]) -> str | None:
+    for entity in event.get("entity", []):
+        if entity["type"].get("code") == "XrequestId":
+            return str(entity["what"]["identifier"]["value"])
+    return None
+
+
+def refs(event: dict[str, Any]) -> set[str]:
+    return {e["what"]["reference"] for e in event.get("entity", []) if "reference" in e["what"]}
+
+
+def new_patient(server: ServerProcess, family: str) -> str:
+    r = httpx.post(f"{server.base}/Patient", headers=h(ADMIN, server, "system/*.cruds"),
+                   json={"resourceType": "Patient", "name": [{"family": family}]})
+    assert r.status_code == 201
+    return f"Patient/{r.json()['id']}"
+
+
+def test_a_read_is_audited_with_who_what_outcome_request_id_and_patient(
+        server: ServerProcess, fhir_schema: Any) -> None:
+    patient = new_patient(server, "Audited")
+    read = httpx.get(f"{server.base}/{patient}", headers={
+        **h(READER, server, "system/*.rs"), "x-request-id": "audit-read-1"})
+    assert read.status_code == 200
+    found = events(server, lambda e: request_id(e) == "audit-read-1")
+    assert len(found) == 1
+    event = found[0]
+    assert fhir_schema.errors(event) == []
+    assert event["subtype"][0]["code"] == "read"
+    assert event["action"] == "R" and event["outcome"] == "0"
+    assert event["type"]["code"] == "rest"
+    assert patient in refs(event)
+    assert {"identifier": {"value": READER.client_id}} in [a["who"] for a in event["agent"]]
+
+
+def test_a_write_is_audited_in_its_own_transaction(server: ServerProcess) -> None:
+    patient = new_patient(server, "Writer")
+    created = httpx.post(f"{server.base}/Appointment", headers={
+        **h(ADMIN, server, "system/*.cruds"), "x-request-id": "audit-write-1"}, json={
+        "resourceType": "Appointment", "status": "proposed",
+        "requestedPeriod": [{"start": "2034-01-01T09:00:00Z", "end": "2034-01-01T10:00:00Z"}],
+        "participant": [{"actor": {"reference": patient}, "status": "needs-action"}]})
+    assert created.status_code == 201
+    found = events(server, lambda e: request_id(e) == "audit-write-1")
+    assert [e["subtype"][0]["code"] for e in found] == ["create"]
+    assert found[0]["action"] == "C"
+    assert {f"Appointment/{created.json()['id']}", patient} <= refs(found[0])
+
+
+def test_refusals_are_audited_as_failures(server: ServerProcess) -> None:
+    denied = httpx.get(f"{server.base}/Patient", headers={
+        **h(AUDITOR, server, "system/AuditEvent.rs"), "x-request-id": "audit-403"})
+    assert denied.status_code == 403
+    anonymous = httpx.get(f"{server.base}/Patient/x", headers={"x-request-id": "audit-401"})
+    assert anonymous.status_code == 401
+    for rid, who in (("audit-403", AUDITOR.client_id), ("audit-401", "anonymous")):
+        found = events(server, lambda e, rid=rid: request_id(e) == rid)
+        assert len(found) == 1, rid
+        assert found[0]["outcome"] == "4"
+        assert {"identifier": {"value": who}} in [a["who"] for a in found[0]["agent"]]
+
+
+def test_a_search_is_audited_with_parameter_names_and_never_their_values(
+        server: ServerProcess) -> None:
+    response = httpx.get(f"{server.base}/Patient", params={"family": "Zyxwvutsrq",
+                                                           "birthdate": "1961-02-03"},
+                         headers={**h(READER, server, "system/*.rs"),
+                                  "x-request-id": "audit-search"})
+    assert response.status_code == 200
+    found = events(server, lambda e: request_id(e) == "audit-search")
+    assert len(found) == 1
+    text = json.dumps(found[0])
+    assert "family" in text and "birthdate" in text
+    assert "Zyxwvutsrq" not in text and "1961" not in text
+    assert "Zyxwvutsrq" not in server.log()
+
+
+def test_an_hl7v2_message_is_audited_as_an_import_by_its_sender(server: ServerProcess) -> None:
+    port = int(server.env["FHIR_SCHED_MLLP_PORT"])
+    peer = RawPeer(port)
+    try:
+        assert msa(peer.send(s12(7100)))[1] == "AA"
+    finally:
+        peer.close()
+    found = events(server, lambda e: e["subtype"][0]["code"] == "hl7v2/SIU^S12")
+    assert found, "no audit for the SIU message"
+    event = found[0]
+    assert event["type"]["code"] == "110107"
+    assert event["outcome"] == "0"
+    assert any("hl7v2/CLINIC/NORTH" in json.dumps(a["who"]) for a in event["agent"])
+
+
+def test_the_audit_trail_needs_a_scope_naming_auditevent(server: ServerProcess) -> None:
+    wildcard = httpx.get(f"{server.base}/AuditEvent", headers=h(READER, server, "system/*.rs"))
+    assert wildcard.status_code == 403
+    named = httpx.get(f"{server.base}/AuditEvent",
+                      headers=h(AUDITOR, server, "system/AuditEvent.rs"))
+    assert named.status_code == 200
+
+
+def test_audit_events_cannot_be_written_through_the_api(server: ServerProcess) -> None:
+    admin = h(ADMIN, server, "system/*.cruds")
+    some = events(server, lambda e: True)
+    assert some
+    target = f"{server.base}/AuditEvent/{some[0]['id']}"
+    assert httpx.put(target, json=some[0], headers=admin).status_code == 405
+    assert httpx.delete(target, headers=admin).status_code == 405
+    assert httpx.post(f"{server.base}/AuditEvent", json=some[0],
+                      headers=admin).status_code == 405
+    assert httpx.get(target, headers=h(AUDITOR, server, "system/AuditEvent.rs")).json() == \
+        some[0]
+
+
+def test_audit_search_by_patient_and_date_and_paging(server: ServerProcess) -> None:
+    patient = new_patient(server, "Paged")
+    reader = h(READER, server, "system/*.rs")
+    for n in range(3):
+        assert httpx.get(f"{server.base}/{patient}", headers={
+            **reader, "x-request-id": f"audit-page-{n}"}).status_code == 200
+    found = events(server, lambda e: (request_id(e) or "").startswith("audit-page-"),
+                   patient=patient)
+    deadline = time.monotonic() + 5
+    while len(found) < 3 and time.monotonic() < deadline:
+        found = events(server, lambda e: (request_id(e) or "").startswith("audit-page-"),
+                       patient=patient)
+    assert len(found) == 3
+    auditor = h(AUDITOR, server, "system/AuditEvent.rs")
+    page = httpx.get(f"{server.base}/AuditEvent", params={"patient": patient, "_count": "2"},
+                     headers=auditor).json()
+    assert len(page["entry"]) == 2
+    nxt = next(lk["url"] for lk in page["link"] if lk["relation"] == "next")
+    rest = httpx.get(nxt, headers=auditor).json()
+    seen = [e["resource"]["id"] for e in page["entry"] + rest.get("entry", [])]
+    assert len(seen) == len(set(seen)) >= 4  # the create and three reads
+    future = httpx.get(f"{server.base}/AuditEvent", params={"date": "ge2999-01-01"},
+                       headers=auditor).json()
+    assert future.get("entry", []) == []
