@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -139,6 +140,17 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                (b"referrer-policy", b"no-referrer")]
     if core.auth is None:
         headers.append((b"x-fhir-sched-auth", b"none"))
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        # Bearer tokens, never cookies: no credentials mode, so "*" is safe where asked for.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=origins, allow_credentials=False,
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "accept", "prefer", "if-match",
+                           "if-none-match", "if-none-exist", "if-modified-since",
+                           "x-request-id"],
+            expose_headers=["location", "etag", "content-location", "last-modified",
+                            "x-request-id", "www-authenticate"], max_age=600)
     app.add_middleware(RequestIdMiddleware, extra_headers=tuple(headers))
     app.state.core = core
     app.state.fhir_router = router

@@ -61,6 +61,9 @@ class Settings:
     # audiences their tokens may name (default: this server's FHIR base).
     trust_issuer: str = ""
     trust_audience: str = ""
+    # Browser origins allowed to call the API (comma-separated, or "*"); none by default. The
+    # SMART discovery and token endpoints answer any origin (no cookies are involved).
+    cors_origins: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

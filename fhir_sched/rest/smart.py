@@ -37,7 +37,10 @@ _PAGE_HEADERS = {"content-security-policy": pages.CSP, "x-frame-options": "DENY"
                  "cache-control": "no-store", "referrer-policy": "no-referrer",
                  "x-content-type-options": "nosniff"}
 MAX_FORM_BYTES = 64 * 1024
-_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+# Token responses: never cached (SMART, RFC 6749 5.1), and readable by browser apps of any
+# origin: the token endpoint takes no cookies, so an origin proves nothing there.
+_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache",
+             "access-control-allow-origin": "*"}
 
 
 def unauthorized(reason: str) -> FhirError:
@@ -275,7 +278,8 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
         return _json(await auth.introspect(form["token"]), 200, _NO_STORE)
 
     async def jwks(request: Request) -> Response:
-        return _json(await auth.public_jwks(), 200, {"cache-control": "max-age=300"})
+        return _json(await auth.public_jwks(), 200, {"cache-control": "max-age=300",
+                                                     "access-control-allow-origin": "*"})
 
     async def openid(request: Request) -> Response:
         return _json(auth.openid_configuration(), 200, {"access-control-allow-origin": "*"})
