@@ -64,6 +64,8 @@ class Settings:
     # Browser origins allowed to call the API (comma-separated, or "*"); none by default. The
     # SMART discovery and token endpoints answer any origin (no cookies are involved).
     cors_origins: str = ""
+    # Sign-in attempts accepted per client address per minute (then 429).
+    auth_logins_per_minute: int = 20
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

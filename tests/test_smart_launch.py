@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -74,7 +75,9 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
                           input="s3cret-value-for-tests\n", capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart"}).start()
+    # this module signs in dozens of times a minute from one address
+    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
+                                   "FHIR_SCHED_AUTH_LOGINS_PER_MINUTE": "100000"}).start()
     try:
         token = get_token(proc.base, admin, "system/*.cruds")
         h = {"authorization": f"Bearer {token}"}
@@ -461,3 +464,21 @@ def test_a_patient_token_cannot_book_for_another_patient(world: World) -> None:
         "resourceType": "Parameters",
         "parameter": [{"name": "appointment-resource", "resource": appointment}]})
     assert response.status_code == 403, response.text
+
+
+def test_sign_in_attempts_from_one_address_are_rate_limited(world: World, tmp_path: Path
+                                                            ) -> None:
+    url = f"sqlite:///{tmp_path}/rate.db"
+    assert register(url, "app-rate", SCOPES, "--redirect-uri", REDIRECT, "--public"
+                    ).returncode == 0
+    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
+                                   "FHIR_SCHED_AUTH_LOGINS_PER_MINUTE": "5"}).start()
+    try:
+        _, challenge = pkce()
+        b = Browser(proc.base.removesuffix("/fhir"), proc.base)
+        page = b.authorize("app-rate", SCOPES, challenge)
+        statuses = [b.login(page, f"nobody{n}", "wrong password!").status_code
+                    for n in range(7)]
+        assert statuses == [401] * 5 + [429] * 2
+    finally:
+        proc.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -148,6 +149,27 @@ async def _form(request: Request) -> dict[str, str]:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class _Window:
+    """Attempts per key in the last minute (in memory, per process)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: dict[str, list[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._seen.get(key, []) if now - t < 60]
+        if len(recent) >= self.limit:
+            self._seen[key] = recent
+            return False
+        recent.append(now)
+        self._seen[key] = recent
+        if len(self._seen) > 10_000:  # forget the oldest addresses rather than grow
+            for k in list(self._seen)[:5_000]:
+                del self._seen[k]
+        return True
+
+
 def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
     """path -> (method, handler) for the SMART endpoints outside the FHIR base."""
 
@@ -192,7 +214,15 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
                             "start again from the app.")
         return form, await auth.code.pending(pending_id)
 
+    # per client address; the per-user lockout is in auth/users.py
+    logins = _Window(auth.settings.auth_logins_per_minute)
+
     async def login(request: Request) -> Response:
+        address = request.client.host if request.client else "unknown"
+        if not logins.allow(address):
+            return HTMLResponse(pages.error("Too many sign-in attempts from here; wait a "
+                                            "minute and try again."), 429,
+                                headers={**_PAGE_HEADERS, "retry-after": "60"})
         try:
             form, pending = await _bound(request)
         except ErrorPage as exc:
