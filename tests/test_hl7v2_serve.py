@@ -302,6 +302,10 @@ def test_kill_9_while_streaming_loses_no_acked_message_and_applies_each_once(
             count = httpx.get(f"{proc.base}/Appointment", params={"_summary": "count"}).json()
             assert count["total"] >= len(acked)
             peer = RawPeer(port)
+            # A transaction the killed process left open can hold what it touched until the
+            # database expires it (MongoDB: transactionLifetimeLimitSeconds, 60 s), so the first
+            # ACKs after the restart may wait that long; a sender keeps waiting.
+            peer.sock.settimeout(90)
             try:
                 # The sender resends everything not ACKed, and a few that were.
                 for n in [*range(kill_after - 5, kill_after), *range(kill_after, total)]:
