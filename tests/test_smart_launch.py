@@ -482,3 +482,14 @@ def test_sign_in_attempts_from_one_address_are_rate_limited(world: World, tmp_pa
         assert statuses == [401] * 5 + [429] * 2
     finally:
         proc.stop()
+
+
+def test_every_launch_id_the_server_hands_out_is_accepted(world: World) -> None:
+    # launch ids are URL-safe base64: '_' and '-' among them (once refused, one launch in five)
+    for _ in range(12):
+        created = httpx.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
+                             json={"patient": world.bob})
+        _, challenge = pkce()
+        page = world.browser().authorize("app-public", "launch patient/Appointment.rs",
+                                         challenge, launch=created.json()["launch"])
+        assert page.status_code == 200, page.headers.get("location")

@@ -52,7 +52,7 @@ ACCESS_SECONDS = 3600
 OFFLINE_SECONDS = 30 * 86400
 ONLINE_SECONDS = 8 * 3600
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")  # launch ids are URL-safe base64
 
 
 class ErrorPage(Exception):
