@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import orjson
 
 from ..scopes import Grant, ScopeError
@@ -29,78 +32,60 @@ def check_scopes(scope: str) -> None:
                          "system/*.rs or patient/Appointment.cruds)")
 
 
-async def add_client(settings: Settings, client: Client) -> None:
+@asynccontextmanager
+async def _opened(settings: Settings) -> AsyncIterator[SmartAuth]:
+    """The authorization server's parts on the settings' store, open for one command."""
     store = open_store(settings)
     await store.start()
     try:
-        auth = SmartAuth(store, settings)
+        yield SmartAuth(store, settings)
+    finally:
+        await store.close()
+
+
+async def add_client(settings: Settings, client: Client) -> None:
+    async with _opened(settings) as auth:
         if not await auth.registry.add_client(client):
             raise AdminError(f"client {client.client_id!r} is already registered; remove it "
                              "first to change it")
-    finally:
-        await store.close()
 
 
 async def list_clients(settings: Settings) -> list[Client]:
-    store = open_store(settings)
-    await store.start()
-    try:
-        return await SmartAuth(store, settings).registry.clients()
-    finally:
-        await store.close()
+    async with _opened(settings) as auth:
+        return await auth.registry.clients()
 
 
 async def remove_client(settings: Settings, client_id: str) -> bool:
-    store = open_store(settings)
-    await store.start()
-    try:
-        return await SmartAuth(store, settings).registry.remove_client(client_id)
-    finally:
-        await store.close()
+    async with _opened(settings) as auth:
+        return await auth.registry.remove_client(client_id)
 
 
 async def add_user(settings: Settings, username: str, password: str, fhir_user: str) -> None:
-    store = open_store(settings)
-    await store.start()
-    try:
-        await SmartAuth(store, settings).users.add(username, password, fhir_user)
-    except UserError as exc:
-        raise AdminError(str(exc)) from None
-    finally:
-        await store.close()
+    async with _opened(settings) as auth:
+        try:
+            await auth.users.add(username, password, fhir_user)
+        except UserError as exc:
+            raise AdminError(str(exc)) from None
 
 
 async def remove_user(settings: Settings, username: str) -> bool:
-    store = open_store(settings)
-    await store.start()
-    try:
-        return await SmartAuth(store, settings).users.remove(username)
-    finally:
-        await store.close()
+    async with _opened(settings) as auth:
+        return await auth.users.remove(username)
 
 
 async def rotate_keys(settings: Settings) -> list[str]:
-    store = open_store(settings)
-    await store.start()
-    try:
-        return await SmartAuth(store, settings).registry.rotate_keys()
-    finally:
-        await store.close()
+    async with _opened(settings) as auth:
+        return await auth.registry.rotate_keys()
 
 
 async def demo_token(settings: Settings) -> str:
     """A ready access token for the demo clinic (``system/*.cruds``, valid for a working
     day), signed with the store's own key, so the server about to start accepts it."""
-    store = open_store(settings)
-    await store.start()
-    try:
-        auth = SmartAuth(store, settings)
+    async with _opened(settings) as auth:
         await auth.start()
         token, _ = auth.tokens.issue(subject="demo", client_id="demo", scope=DEMO_SCOPE,
                                      lifetime=DEMO_HOURS * 3600, max_lifetime=DEMO_HOURS * 3600)
         return token
-    finally:
-        await store.close()
 
 
 def client_from_args(client_id: str, scope: str, *, jwks_file: str | None,

@@ -91,6 +91,14 @@ def _with_query(url: str, params: dict[str, str]) -> str:
     return url + ("&" if "?" in url else "?") + urlencode(params)
 
 
+def _error_url(redirect: str, state: str, error: str, description: str) -> str:
+    """An RFC 6749 4.1.2.1 error sent back to the app, with its state."""
+    out = {"error": error, "error_description": description}
+    if state:
+        out["state"] = state
+    return _with_query(redirect, out)
+
+
 def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
                                     ).rstrip(b"=").decode()
@@ -122,10 +130,7 @@ class CodeFlow:
         state = params.get("state", "")
 
         def back(error: str, description: str) -> BackToApp:
-            out = {"error": error, "error_description": description}
-            if state:
-                out["state"] = state
-            return BackToApp(_with_query(redirect, out))
+            return BackToApp(_error_url(redirect, state, error, description))
 
         if params.get("response_type") != "code":
             raise back("unsupported_response_type", "response_type must be code")
@@ -189,10 +194,7 @@ class CodeFlow:
         redirect = str(doc["redirect_uri"])
 
         def back(error: str, description: str) -> str:
-            out = {"error": error, "error_description": description}
-            if state:
-                out["state"] = state
-            return _with_query(redirect, out)
+            return _error_url(redirect, state, error, description)
 
         if decision != "allow":
             return back("access_denied", "the user denied access")

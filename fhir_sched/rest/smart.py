@@ -30,7 +30,7 @@ from ..auth.errors import OAuthError
 from ..auth.server import SmartAuth
 from ..auth.tokens import InvalidToken
 from ..errors import FhirError
-from .http import base_url
+from .http import base_url, read_body
 
 PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
 FLOW_COOKIE = "fhir_sched_flow"
@@ -126,18 +126,7 @@ def _basic(request: Request) -> tuple[str, str] | None:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise OAuthError("invalid_request", f"the body is larger than {MAX_FORM_BYTES} bytes")
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise OAuthError("invalid_request", "the body is not UTF-8") from None
+    pairs = await _pairs(request)
     form: dict[str, str] = {}
     for k, v in pairs:
         if k in form:  # RFC 6749 3.2: parameters MUST NOT be repeated
@@ -278,7 +267,7 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
             raise FhirError(403, "forbidden", "creating a launch needs a user/ or system/ "
                             "scope that reads Patient")
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(await read_body(request, MAX_FORM_BYTES))
         except orjson.JSONDecodeError:
             raise FhirError(400, "invalid", "the body must be JSON: {\"patient\": "
                             "\"Patient/<id>\"}") from None
