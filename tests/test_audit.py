@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
-from tests.support.smart import BackendClient, get_token, register
+from tests.support.smart import BackendClient, get_token, register_backend
 from tests.test_hl7v2_serve import RawPeer, msa, s12
 
 ADMIN = BackendClient.new("audit-admin", "ES384")
@@ -28,9 +28,7 @@ def server(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
     keys = tmp_path_factory.mktemp("audit")
     for client, scope in ((ADMIN, "system/*.cruds"), (AUDITOR, "system/AuditEvent.rs"),
                           (READER, "system/*.rs")):
-        path = keys / f"{client.client_id}.json"
-        path.write_text(json.dumps(client.public_jwks()))
-        assert register(url, client.client_id, scope, "--jwks-file", str(path)).returncode == 0
+        register_backend(url, client, scope, keys)
     proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
                                    "FHIR_SCHED_MLLP_PORT": str(free_port())}).start()
     yield proc

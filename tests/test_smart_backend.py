@@ -27,7 +27,13 @@ from joserfc.jws import extract_compact
 
 from tests.support.scheduling import hours, schedule, template
 from tests.support.server import ServerProcess, cleanup_dir, store_url
-from tests.support.smart import ASSERTION_TYPE, BackendClient, get_token, register, token_form
+from tests.support.smart import (
+    ASSERTION_TYPE,
+    BackendClient,
+    get_token,
+    register_backend,
+    token_form,
+)
 
 SMART = {"FHIR_SCHED_AUTH": "smart"}
 ES = BackendClient.new("backend-es", "ES384")
@@ -46,10 +52,7 @@ def smart(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
                           (SLOTS_ONLY, "system/Slot.rs system/Schedule.rs"),
                           (V1, "system/*.read"),
                           (DESK, "system/*.cruds fhir-sched/overbook")):
-        path = keys / f"{client.client_id}.json"
-        path.write_text(json.dumps(client.public_jwks()))
-        done = register(url, client.client_id, scope, "--jwks-file", str(path))
-        assert done.returncode == 0, done.stderr
+        register_backend(url, client, scope, keys)
     proc = ServerProcess(url, env=SMART).start()
     yield proc
     proc.stop()

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support.launch import add_user
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
-from tests.support.smart import BackendClient, get_token, register
+from tests.support.smart import BackendClient, get_token, register, register_backend
 
 PEER = Path(__file__).parent / "peers" / "smart-browser"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -72,10 +72,7 @@ def test_npm_fhirclient_completes_a_standalone_launch_in_chromium(app_origin: st
     node = _installed()
     url = store_url("sqlite", None, "fhir_sched_browser")
     admin = BackendClient.new("browser-admin", "ES384")
-    jwks = tmp_path / "admin.json"
-    jwks.write_text(json.dumps(admin.public_jwks()))
-    assert register(url, admin.client_id, "system/*.cruds", "--jwks-file", str(jwks)
-                    ).returncode == 0
+    register_backend(url, admin, "system/*.cruds", tmp_path)
     assert register(url, "browser-app", "launch/patient openid fhirUser patient/*.rs",
                     "--redirect-uri", f"{app_origin}/app/index.html", "--public"
                     ).returncode == 0

@@ -9,7 +9,6 @@ compartment let a token see and do.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from joserfc.jwk import KeySet
 
 from tests.support.launch import REDIRECT, Browser, add_user, pkce, query_of
 from tests.support.server import ServerProcess, cleanup_dir, store_url
-from tests.support.smart import BackendClient, get_token, register
+from tests.support.smart import BackendClient, get_token, register, register_backend
 
 PASSWORD = "correct horse battery"
 SCOPES = ("launch/patient openid fhirUser offline_access patient/Patient.rs "
@@ -61,10 +60,7 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
           ) -> Iterator[World]:
     url = store_url(store_kind, mongo_uri, "fhir_sched_launch")
     admin = BackendClient.new("launch-admin", "ES384")
-    keys = tmp_path_factory.mktemp("launch") / "admin.json"
-    keys.write_text(json.dumps(admin.public_jwks()))
-    assert register(url, admin.client_id, "system/*.cruds", "--jwks-file", str(keys)
-                    ).returncode == 0
+    register_backend(url, admin, "system/*.cruds", tmp_path_factory.mktemp("launch"))
     scope = ("launch launch/patient openid fhirUser offline_access online_access "
              "patient/*.cruds user/*.cruds")
     assert register(url, "app-public", scope, "--redirect-uri", REDIRECT, "--public"

@@ -24,7 +24,7 @@ import pytest
 from tests.support.fhir_assets import HOSTED_TYPES, r4_examples_dir
 from tests.support.launch import REDIRECT, Browser, add_user, pkce
 from tests.support.server import ServerProcess, cleanup_dir, store_url
-from tests.support.smart import BackendClient, get_token, register
+from tests.support.smart import BackendClient, get_token, register, register_backend
 
 PASSWORD = "matrix password 1"
 # R4 CompartmentDefinition "patient", for the hosted types (checked against the official file
@@ -159,9 +159,7 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
     keys = tmp_path_factory.mktemp("matrix")
     for client, scope in ((ADMIN, "system/*.cruds"), (SYSTEM_READER, "system/*.rs"),
                           (SYSTEM_TYPED, "system/Appointment.cruds system/Patient.rs")):
-        path = keys / f"{client.client_id}.json"
-        path.write_text(json.dumps(client.public_jwks()))
-        assert register(url, client.client_id, scope, "--jwks-file", str(path)).returncode == 0
+        register_backend(url, client, scope, keys)
     assert register(url, "matrix-app", "launch/patient patient/*.cruds user/*.cruds "
                     "patient/Appointment.rs?status=waitlist", "--redirect-uri", REDIRECT,
                     "--public").returncode == 0

@@ -4,11 +4,13 @@ server started with auth on, its clients registered through the real ``fhir-sche
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,6 +60,14 @@ def register(store: str, client_id: str, scope: str, *extra: str) -> subprocess.
     return subprocess.run([sys.executable, "-m", "fhir_sched.cli", "client", "add",
                            "--client-id", client_id, "--scope", scope, "--store", store, *extra],
                           capture_output=True, text=True, timeout=60)
+
+
+def register_backend(store: str, client: BackendClient, scope: str, directory: Path) -> None:
+    """Register ``client`` through the real CLI, its public keys in a JWKS file."""
+    path = directory / f"{client.client_id}.json"
+    path.write_text(json.dumps(client.public_jwks()))
+    done = register(store, client.client_id, scope, "--jwks-file", str(path))
+    assert done.returncode == 0, done.stderr
 
 
 def token_form(client: BackendClient, token_url: str, scope: str, **changes: Any
