@@ -938,3 +938,36 @@ async def test_proposals_are_kept_until_they_expire_and_shared_across_stores(
     assert await two.get_proposal("p-1") is not None
     await one.put_proposals([], "2026-03-01T12:00:00.000Z", "2026-03-01T23:00:00.000Z")
     assert await two.get_proposal("p-3") is not None  # an empty put writes nothing
+
+
+FIRST_AUDIT_TABLE = """
+CREATE TABLE audit(
+  id TEXT PRIMARY KEY, recorded TEXT NOT NULL, door TEXT NOT NULL, action TEXT NOT NULL,
+  subtype TEXT NOT NULL, outcome TEXT NOT NULL, who TEXT NOT NULL, client_id TEXT,
+  request_id TEXT, entity TEXT, patient TEXT, detail TEXT NOT NULL DEFAULT '') WITHOUT ROWID;
+INSERT INTO audit VALUES ('b', '2026-12-01T10:00:01.000Z', 'rest', 'R', 'read', '0', 'anonymous',
+  NULL, 'r2', 'Appointment/1', 'Patient/p', '');
+INSERT INTO audit VALUES ('a', '2026-12-01T10:00:00.000Z', 'rest', 'R', 'read', '0', 'anonymous',
+  NULL, 'r1', 'Appointment/1', 'Patient/p', '');
+"""
+
+
+async def test_audit_entries_of_the_first_audit_table_survive_the_upgrade_in_time_order(
+        tmp_path: Path) -> None:
+    path = tmp_path / "audited.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(FIRST_AUDIT_TABLE)
+    conn.close()
+    for _ in range(2):  # the second start finds nothing left to move
+        store = SqliteStore(str(path))
+        await store.start()
+        try:
+            listed = await store.audit_list(patient="Patient/p")
+            assert [e.request_id for e in listed] == ["r2", "r1"]
+            assert (await store.audit_list(before_id="b"))[0].id == "a"
+        finally:
+            await store.close()
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert "audit" not in tables and "audit_log" in tables

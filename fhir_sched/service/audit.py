@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from contextlib import suppress
-from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -62,52 +62,101 @@ def entry(ctx: RequestContext, subtype: str, outcome: str = "0", *, entity: str 
         patient=patient or ctx.patient, detail=detail)
 
 
+# A queued read, kept as cheap to make as a tuple can be: the entry is built at flush time.
+#   (recorded epoch seconds, context, subtype, entity, type, id, version, body, detail)
+_Queued = tuple[float, RequestContext, str, str, str | None, str | None, int | None,
+                bytes | None, str]
+PATIENT_CACHE = 10_000
+
+
 class AuditLog:
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
-        self._pending: list[tuple[AuditEntry, str | None, bytes | None]] = []
+        self._pending: list[AuditEntry | _Queued] = []
         self.dropped = 0
+        # The patient of a resource version, found once: a version never changes.
+        self._patients: dict[tuple[str, str, int], str | None] = {}
+        self._second = (-1, "")  # the last whole second formatted, and its text
 
     async def in_unit(self, unit: Unit, item: AuditEntry) -> None:
         await unit.audit_add([item])
 
-    def later(self, item: AuditEntry, type_: str | None = None, body: bytes | None = None
-              ) -> None:
-        """Queue an entry; with ``type_`` and ``body``, its patient is found at flush time."""
+    def later(self, item: AuditEntry) -> None:
+        """Queue a finished entry, to be written with the next batch."""
+        self._queue(item)
+
+    def _queue(self, item: AuditEntry | _Queued) -> None:
         if len(self._pending) >= MAX_PENDING:  # the store is down: do not grow without bound
             self.dropped += 1
             return
-        self._pending.append((item, type_, body))
+        self._pending.append(item)
 
     def read(self, ctx: RequestContext, subtype: str, type_: str, id_: str | None,
-             body: bytes | None) -> None:
+             body: bytes | None, version: int | None = None) -> None:
+        """Queue a read of ``type_/id_`` (the bytes served, for its patient); the hot path pays
+        for a tuple, the rest is done at flush time."""
         entity = f"{type_}/{id_}" if id_ else type_
-        self.later(entry(ctx, subtype, entity=entity), type_, body)
+        self._queue((time.time(), ctx, subtype, entity, type_, id_, version, body, ""))
 
     def search(self, ctx: RequestContext, type_: str, params: Iterable[str]) -> None:
-        names = sorted({p.split(":")[0] for p in params})
-        self.later(entry(ctx, "search-type", entity=type_, detail=" ".join(names)))
+        names = " ".join(sorted({p.split(":")[0] for p in params}))
+        self._queue((time.time(), ctx, "search-type", type_, None, None, None, None, names))
 
-    def _resolve(self, batch: list[tuple[AuditEntry, str | None, bytes | None]]
-                 ) -> list[AuditEntry]:
+    def _recorded(self, at: float) -> str:
+        """``at`` in the form ``now_instant`` gives, formatting each second only once."""
+        ms = int(at * 1000)
+        second, text = self._second
+        if ms // 1000 != second:
+            second = ms // 1000
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._second = (second, text)
+        return f"{text}{ms % 1000:03d}Z"
+
+    def _patient(self, type_: str, id_: str | None, version: int | None, body: bytes
+                 ) -> str | None:
+        if type_ != "Patient" and (type_ not in PATIENT_COMPARTMENT or b"Patient/" not in body):
+            return None  # nothing in it can name a patient: no need to parse it
+        key = (type_, id_ or "", version) if version is not None else None
+        if key is not None and key in self._patients:
+            return self._patients[key]
+        try:
+            patient = patient_of(type_, orjson.loads(body))
+        except orjson.JSONDecodeError:
+            patient = None
+        if key is not None:
+            if len(self._patients) >= PATIENT_CACHE:
+                self._patients.clear()
+            self._patients[key] = patient
+        return patient
+
+    def _resolve(self, batch: list[AuditEntry | _Queued]) -> list[AuditEntry]:
         out = []
-        for item, type_, body in batch:
-            if item.patient is None and type_ and body:
-                with suppress(orjson.JSONDecodeError):
-                    item = replace(item, patient=patient_of(type_, orjson.loads(body)))
-            out.append(item)
+        for item in batch:
+            if isinstance(item, AuditEntry):
+                out.append(item)
+                continue
+            at, ctx, subtype, entity, type_, id_, version, body, detail = item
+            patient = ctx.patient
+            if patient is None and type_ and body:
+                patient = self._patient(type_, id_, version, body)
+            out.append(AuditEntry(
+                id=unique_id(), recorded=self._recorded(at), door=ctx.door,
+                action=ACTION.get(subtype, "E"), subtype=subtype, outcome="0", who=ctx.subject,
+                client_id=ctx.client_id, request_id=ctx.request_id, entity=entity,
+                patient=patient, detail=detail))
         return out
 
     async def flush(self) -> None:
         batch, self._pending = self._pending, []
         if not batch:
             return
+        entries = self._resolve(batch)
         try:
-            await self.store.audit_append(self._resolve(batch))
+            await self.store.audit_append(entries)
         except Exception as exc:  # the store is unavailable: keep them for the next round
-            log.warning("audit entries not written yet (%d queued): %s", len(batch),
+            log.warning("audit entries not written yet (%d queued): %s", len(entries),
                         type(exc).__name__)
-            self._pending = batch + self._pending
+            self._pending = [*entries, *self._pending]
 
     async def run(self) -> None:
         """Background job: write queued entries; on shutdown, write what is left."""

@@ -79,7 +79,7 @@ class ResourceService:
         rec = self._readable(ctx, Interaction.READ, rec, f"{type_}/{id_} is not known",
                              f"{type_}/{id_} was deleted")
         if self.audit is not None:
-            self.audit.read(ctx, "read", type_, id_, rec.body)
+            self.audit.read(ctx, "read", type_, id_, rec.body, rec.version)
         return rec
 
     async def read_proposal(self, ctx: RequestContext, id_: str) -> Json:
@@ -120,7 +120,7 @@ class ResourceService:
         rec = self._readable(ctx, Interaction.VREAD, rec, f"{type_}/{id_} has no version {vid}",
                              f"{type_}/{id_} version {vid} is a deletion")
         if self.audit is not None:
-            self.audit.read(ctx, "vread", type_, id_, rec.body)
+            self.audit.read(ctx, "vread", type_, id_, rec.body, rec.version)
         return rec
 
     # -- the write pipeline ------------------------------------------------------------------

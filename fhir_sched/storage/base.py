@@ -294,7 +294,8 @@ class DocumentStore(Protocol):
                          outcome: str | None = None, since: str | None = None,
                          until: str | None = None, before_id: str | None = None,
                          limit: int = 100) -> list[AuditEntry]:
-        """Newest first; ``before_id`` continues a page."""
+        """Newest first (SQLite: last written first, which differs from ``recorded`` by at
+        most a flush); ``before_id`` continues a page."""
         ...
 
     async def audit_get(self, id_: str) -> AuditEntry | None: ...

@@ -68,6 +68,7 @@ def create(conn: sqlite3.Connection) -> None:
             for column, definition in added:
                 if column not in have:
                     conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        audit.upgrade(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

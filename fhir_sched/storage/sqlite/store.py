@@ -299,10 +299,9 @@ class SqliteStore:
         def run(c: sqlite3.Connection) -> list[AuditEntry]:
             before = None
             if before_id is not None:
-                anchor = audit.get(c, before_id)
-                if anchor is None:
+                before = audit.seq_of(c, before_id)
+                if before is None:
                     return []
-                before = (anchor.recorded, anchor.id)
             return audit.listing(c, filters, since, until, before, limit)
 
         return await self._read(run)
