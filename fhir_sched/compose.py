@@ -92,10 +92,11 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     booking = BookingService(resources, settings.hold_seconds)
     sweeper = Sweeper(booking, settings.sweep_seconds)
     audit = AuditLog(store)
-    resources.audit = search.audit = audit
+    find = FindService(store, policy)
+    resources.audit = search.audit = find.audit = audit
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
-        bundles=BundleProcessor(resources, search), find=FindService(store, policy),
+        bundles=BundleProcessor(resources, search), find=find,
         booking=booking, sweeper=sweeper, audit=audit)
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()

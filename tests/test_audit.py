@@ -134,6 +134,19 @@ def test_a_search_is_audited_with_parameter_names_and_never_their_values(
     assert "Zyxwvutsrq" not in server.log()
 
 
+def test_a_find_is_audited_as_an_operation_for_its_patient(server: ServerProcess) -> None:
+    patient = new_patient(server, "Finder")
+    response = httpx.get(f"{server.base}/Appointment/$find", params={
+        "start": "2030-01-07T09:00:00Z", "end": "2030-01-07T17:00:00Z", "patient": patient},
+        headers={**h(READER, server, "system/*.rs"), "x-request-id": "audit-find"})
+    assert response.status_code == 200, response.text
+    found = events(server, lambda e: request_id(e) == "audit-find")
+    assert len(found) == 1
+    assert found[0]["subtype"][0]["code"] == "$find"
+    assert found[0]["type"]["code"] == "rest" and found[0]["action"] == "E"
+    assert patient in refs(found[0])
+
+
 def test_an_hl7v2_message_is_audited_as_an_import_by_its_sender(server: ServerProcess) -> None:
     port = int(server.env["FHIR_SCHED_MLLP_PORT"])
     peer = RawPeer(port)

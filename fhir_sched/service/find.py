@@ -69,6 +69,8 @@ from ..scheduling.visit_types import (
 from ..search.parse import parse_param
 from ..storage.base import DocumentStore
 from ..timeutil import date_range, format_instant, now_instant, parse_instant, to_us
+from .audit import AuditLog
+from .audit import entry as audit_entry
 from .authorization import Authorizer, Interaction
 from .proposals import Proposals
 
@@ -215,6 +217,7 @@ class FindService:
         self.authorizer = authorizer
         self.proposals = Proposals(store)
         self._schedules: dict[bytes, _ScheduleInfo | None] = {}
+        self.audit: AuditLog | None = None  # set by compose
 
     async def find(self, ctx: RequestContext, req: FindRequest) -> FindResult:
         self.authorizer.check(ctx, Interaction.OPERATION, "Appointment", operation="find")
@@ -280,6 +283,12 @@ class FindService:
             more = False
             warnings.append(_warning(f"paging stops at {MAX_TOTAL} options; narrow the window "
                                      "(start later) to see the options after these", "_cursor"))
+        if self.audit is not None:
+            # a query of free time, for the patient it was for: what was offered is not PHI,
+            # the parameters' values are not recorded (as for a search)
+            patient = f"Patient/{req.patient[0].removeprefix('Patient/')}" if req.patient else None
+            self.audit.later(audit_entry(ctx.through("operation"), "$find", entity="Appointment",
+                                         patient=patient, detail=f"{len(proposals)} offered"))
         return FindResult(proposals, req, total, more, warnings)
 
     async def _search(self, groups: list[list[_Calendar]], start: datetime, end: datetime,
