@@ -29,7 +29,7 @@ from ..ids import unique_id
 from ..search.compartment import PATIENT_COMPARTMENT
 from ..search.extract import reference_targets
 from ..storage.base import AuditEntry, DocumentStore, Unit
-from ..timeutil import now_instant
+from ..timeutil import format_instant, now_instant
 
 FLUSH_SECONDS = 0.2
 MAX_PENDING = 100_000
@@ -53,10 +53,10 @@ def patient_of(type_: str, resource: dict[str, Any] | None) -> str | None:
 
 
 def entry(ctx: RequestContext, subtype: str, outcome: str = "0", *, entity: str | None = None,
-          patient: str | None = None, detail: str = "", action: str | None = None
-          ) -> AuditEntry:
+          patient: str | None = None, detail: str = "", action: str | None = None,
+          recorded: str | None = None) -> AuditEntry:
     return AuditEntry(
-        id=unique_id(), recorded=now_instant(), door=ctx.door,
+        id=unique_id(), recorded=recorded or now_instant(), door=ctx.door,
         action=action or ACTION.get(subtype, "E"), subtype=subtype, outcome=outcome,
         who=ctx.subject, client_id=ctx.client_id, request_id=ctx.request_id, entity=entity,
         patient=patient or ctx.patient, detail=detail)
@@ -108,7 +108,7 @@ class AuditLog:
         second, text = self._second
         if ms // 1000 != second:
             second = ms // 1000
-            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            text = format_instant(datetime.fromtimestamp(second, UTC))[:-4]  # drop "mmmZ"
             self._second = (second, text)
         return f"{text}{ms % 1000:03d}Z"
 
@@ -136,14 +136,11 @@ class AuditLog:
                 out.append(item)
                 continue
             at, ctx, subtype, entity, type_, id_, version, body, detail = item
-            patient = ctx.patient
-            if patient is None and type_ and body:
+            patient = None
+            if ctx.patient is None and type_ and body:
                 patient = self._patient(type_, id_, version, body)
-            out.append(AuditEntry(
-                id=unique_id(), recorded=self._recorded(at), door=ctx.door,
-                action=ACTION.get(subtype, "E"), subtype=subtype, outcome="0", who=ctx.subject,
-                client_id=ctx.client_id, request_id=ctx.request_id, entity=entity,
-                patient=patient, detail=detail))
+            out.append(entry(ctx, subtype, entity=entity, patient=patient, detail=detail,
+                             recorded=self._recorded(at)))
         return out
 
     async def flush(self) -> None:
