@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
 from tests.support.smart import BackendClient, get_token, register_backend
 from tests.test_hl7v2_serve import RawPeer, msa, s12
@@ -48,8 +48,8 @@ def events(server: ServerProcess, want: Callable[[dict[str, Any]], bool],
     deadline = time.monotonic() + 10
     found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        bundle = httpx.get(f"{server.base}/AuditEvent", params={"_count": "1000", **params},
-                           headers=auditor).json()
+        bundle = web.get(f"{server.base}/AuditEvent", params={"_count": "1000", **params},
+                         headers=auditor).json()
         found = [e["resource"] for e in bundle.get("entry", []) if want(e["resource"])]
         if found:
             return found
@@ -69,8 +69,8 @@ def refs(event: dict[str, Any]) -> set[str]:
 
 
 def new_patient(server: ServerProcess, family: str) -> str:
-    r = httpx.post(f"{server.base}/Patient", headers=h(ADMIN, server, "system/*.cruds"),
-                   json={"resourceType": "Patient", "name": [{"family": family}]})
+    r = web.post(f"{server.base}/Patient", headers=h(ADMIN, server, "system/*.cruds"),
+                 json={"resourceType": "Patient", "name": [{"family": family}]})
     assert r.status_code == 201
     return f"Patient/{r.json()['id']}"
 
@@ -78,7 +78,7 @@ def new_patient(server: ServerProcess, family: str) -> str:
 def test_a_read_is_audited_with_who_what_outcome_request_id_and_patient(
         server: ServerProcess, fhir_schema: Any) -> None:
     patient = new_patient(server, "Audited")
-    read = httpx.get(f"{server.base}/{patient}", headers={
+    read = web.get(f"{server.base}/{patient}", headers={
         **h(READER, server, "system/*.rs"), "x-request-id": "audit-read-1"})
     assert read.status_code == 200
     found = events(server, lambda e: request_id(e) == "audit-read-1")
@@ -94,7 +94,7 @@ def test_a_read_is_audited_with_who_what_outcome_request_id_and_patient(
 
 def test_a_write_is_audited_in_its_own_transaction(server: ServerProcess) -> None:
     patient = new_patient(server, "Writer")
-    created = httpx.post(f"{server.base}/Appointment", headers={
+    created = web.post(f"{server.base}/Appointment", headers={
         **h(ADMIN, server, "system/*.cruds"), "x-request-id": "audit-write-1"}, json={
         "resourceType": "Appointment", "status": "proposed",
         "requestedPeriod": [{"start": "2034-01-01T09:00:00Z", "end": "2034-01-01T10:00:00Z"}],
@@ -107,10 +107,10 @@ def test_a_write_is_audited_in_its_own_transaction(server: ServerProcess) -> Non
 
 
 def test_refusals_are_audited_as_failures(server: ServerProcess) -> None:
-    denied = httpx.get(f"{server.base}/Patient", headers={
+    denied = web.get(f"{server.base}/Patient", headers={
         **h(AUDITOR, server, "system/AuditEvent.rs"), "x-request-id": "audit-403"})
     assert denied.status_code == 403
-    anonymous = httpx.get(f"{server.base}/Patient/x", headers={"x-request-id": "audit-401"})
+    anonymous = web.get(f"{server.base}/Patient/x", headers={"x-request-id": "audit-401"})
     assert anonymous.status_code == 401
     for rid, who in (("audit-403", AUDITOR.client_id), ("audit-401", "anonymous")):
         found = events(server, lambda e, rid=rid: request_id(e) == rid)
@@ -121,10 +121,10 @@ def test_refusals_are_audited_as_failures(server: ServerProcess) -> None:
 
 def test_a_search_is_audited_with_parameter_names_and_never_their_values(
         server: ServerProcess) -> None:
-    response = httpx.get(f"{server.base}/Patient", params={"family": "Zyxwvutsrq",
-                                                           "birthdate": "1961-02-03"},
-                         headers={**h(READER, server, "system/*.rs"),
-                                  "x-request-id": "audit-search"})
+    response = web.get(f"{server.base}/Patient", params={"family": "Zyxwvutsrq",
+                                                         "birthdate": "1961-02-03"},
+                       headers={**h(READER, server, "system/*.rs"),
+                                "x-request-id": "audit-search"})
     assert response.status_code == 200
     found = events(server, lambda e: request_id(e) == "audit-search")
     assert len(found) == 1
@@ -136,7 +136,7 @@ def test_a_search_is_audited_with_parameter_names_and_never_their_values(
 
 def test_a_find_is_audited_as_an_operation_for_its_patient(server: ServerProcess) -> None:
     patient = new_patient(server, "Finder")
-    response = httpx.get(f"{server.base}/Appointment/$find", params={
+    response = web.get(f"{server.base}/Appointment/$find", params={
         "start": "2030-01-07T09:00:00Z", "end": "2030-01-07T17:00:00Z", "patient": patient},
         headers={**h(READER, server, "system/*.rs"), "x-request-id": "audit-find"})
     assert response.status_code == 200, response.text
@@ -163,10 +163,10 @@ def test_an_hl7v2_message_is_audited_as_an_import_by_its_sender(server: ServerPr
 
 
 def test_the_audit_trail_needs_a_scope_naming_auditevent(server: ServerProcess) -> None:
-    wildcard = httpx.get(f"{server.base}/AuditEvent", headers=h(READER, server, "system/*.rs"))
+    wildcard = web.get(f"{server.base}/AuditEvent", headers=h(READER, server, "system/*.rs"))
     assert wildcard.status_code == 403
-    named = httpx.get(f"{server.base}/AuditEvent",
-                      headers=h(AUDITOR, server, "system/AuditEvent.rs"))
+    named = web.get(f"{server.base}/AuditEvent",
+                    headers=h(AUDITOR, server, "system/AuditEvent.rs"))
     assert named.status_code == 200
 
 
@@ -175,11 +175,11 @@ def test_audit_events_cannot_be_written_through_the_api(server: ServerProcess) -
     some = events(server, lambda e: True)
     assert some
     target = f"{server.base}/AuditEvent/{some[0]['id']}"
-    assert httpx.put(target, json=some[0], headers=admin).status_code == 405
-    assert httpx.delete(target, headers=admin).status_code == 405
-    assert httpx.post(f"{server.base}/AuditEvent", json=some[0],
-                      headers=admin).status_code == 405
-    assert httpx.get(target, headers=h(AUDITOR, server, "system/AuditEvent.rs")).json() == \
+    assert web.put(target, json=some[0], headers=admin).status_code == 405
+    assert web.delete(target, headers=admin).status_code == 405
+    assert web.post(f"{server.base}/AuditEvent", json=some[0],
+                    headers=admin).status_code == 405
+    assert web.get(target, headers=h(AUDITOR, server, "system/AuditEvent.rs")).json() == \
         some[0]
 
 
@@ -187,7 +187,7 @@ def test_audit_search_by_patient_and_date_and_paging(server: ServerProcess) -> N
     patient = new_patient(server, "Paged")
     reader = h(READER, server, "system/*.rs")
     for n in range(3):
-        assert httpx.get(f"{server.base}/{patient}", headers={
+        assert web.get(f"{server.base}/{patient}", headers={
             **reader, "x-request-id": f"audit-page-{n}"}).status_code == 200
     found = events(server, lambda e: (request_id(e) or "").startswith("audit-page-"),
                    patient=patient)
@@ -197,13 +197,13 @@ def test_audit_search_by_patient_and_date_and_paging(server: ServerProcess) -> N
                        patient=patient)
     assert len(found) == 3
     auditor = h(AUDITOR, server, "system/AuditEvent.rs")
-    page = httpx.get(f"{server.base}/AuditEvent", params={"patient": patient, "_count": "2"},
-                     headers=auditor).json()
+    page = web.get(f"{server.base}/AuditEvent", params={"patient": patient, "_count": "2"},
+                   headers=auditor).json()
     assert len(page["entry"]) == 2
     nxt = next(lk["url"] for lk in page["link"] if lk["relation"] == "next")
-    rest = httpx.get(nxt, headers=auditor).json()
+    rest = web.get(nxt, headers=auditor).json()
     seen = [e["resource"]["id"] for e in page["entry"] + rest.get("entry", [])]
     assert len(seen) == len(set(seen)) >= 4  # the create and three reads
-    future = httpx.get(f"{server.base}/AuditEvent", params={"date": "ge2999-01-01"},
-                       headers=auditor).json()
+    future = web.get(f"{server.base}/AuditEvent", params={"date": "ge2999-01-01"},
+                     headers=auditor).json()
     assert future.get("entry", []) == []

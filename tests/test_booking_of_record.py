@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
@@ -19,6 +18,7 @@ from fhir_sched.compose import Core, build
 from fhir_sched.context import RequestContext
 from fhir_sched.errors import FhirError
 from fhir_sched.settings import Settings
+from tests.support import web
 from tests.support.scheduling import hours, schedule, template, uid
 from tests.support.server import cleanup_dir, servers, store_url
 
@@ -121,7 +121,7 @@ async def test_staff_find_flagged_bookings_by_the_rule_they_break(
     finally:
         await c.close()
     with servers(url) as [server]:
-        async with httpx.AsyncClient(base_url=server.base) as fhir:
+        async with web.async_client(base_url=server.base) as fhir:
             by_rule = await fhir.get("/Appointment", params={
                 "actor": dr, "booking-flag": "outside-availability"})
             any_flag = await fhir.get("/Appointment", params={

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import web
 from tests.support.server import free_port
 
 
@@ -29,7 +30,7 @@ def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> N
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/metadata", timeout=1).status_code == 200:
+                if web.get(f"{base}/metadata", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -38,9 +39,9 @@ def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> N
         token = (tmp_path / "fhir-sched-demo.token").read_text().strip()
         assert token in log.read_text()
         assert oct((tmp_path / "fhir-sched-demo.token").stat().st_mode & 0o777) == "0o600"
-        assert httpx.get(f"{base}/Slot").status_code == 401
-        slots = httpx.get(f"{base}/Slot", params={"status": "free", "_count": 5},
-                          headers={"authorization": f"Bearer {token}"})
+        assert web.get(f"{base}/Slot").status_code == 401
+        slots = web.get(f"{base}/Slot", params={"status": "free", "_count": 5},
+                        headers={"authorization": f"Bearer {token}"})
         assert slots.status_code == 200
         assert len(slots.json()["entry"]) == 5
     finally:

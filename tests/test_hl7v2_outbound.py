@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
 
 EXT = "https://fhir-sched.org/fhir/StructureDefinition/"
@@ -98,7 +98,7 @@ def endpoint(base: str, id_: str, port: int, *, version: str = "2.5.1", applicat
             "connectionType": {"system": "http://terminology.hl7.org/CodeSystem/"
                                          "endpoint-connection-type", "code": "hl7v2-mllp"},
             "payloadType": [{"text": "SIU"}], "address": f"mllp://127.0.0.1:{port}"}
-    httpx.put(f"{base}/Endpoint/{id_}", json=body, timeout=30).raise_for_status()
+    web.put(f"{base}/Endpoint/{id_}", json=body, timeout=30).raise_for_status()
 
 
 def people(base: str) -> None:
@@ -106,8 +106,8 @@ def people(base: str) -> None:
                                      "identifier": [{"system": "urn:mrn", "value": "M1"}]}),
                         ("Practitioner", {"name": [{"family": "Smith"}]}),
                         ("Location", {"name": "Room 1"})):
-        httpx.put(f"{base}/{type_}/x1", json={"resourceType": type_, "id": "x1", **body},
-                  timeout=30).raise_for_status()
+        web.put(f"{base}/{type_}/x1", json={"resourceType": type_, "id": "x1", **body},
+                timeout=30).raise_for_status()
 
 
 def book(base: str, id_: str, start: str = "2037-03-02T09:00:00+00:00",
@@ -117,7 +117,7 @@ def book(base: str, id_: str, start: str = "2037-03-02T09:00:00+00:00",
                     {"actor": {"reference": "Practitioner/x1"}, "status": "accepted"}]
     if location:
         participants.append({"actor": {"reference": "Location/x1"}, "status": "accepted"})
-    httpx.put(f"{base}/Appointment/{id_}", json={
+    web.put(f"{base}/Appointment/{id_}", json={
         "resourceType": "Appointment", "id": id_, "status": status, "start": start, "end": end,
         "participant": participants}, timeout=30).raise_for_status()
 

@@ -25,6 +25,7 @@ import httpx
 import pytest
 from joserfc.jws import extract_compact
 
+from tests.support import web
 from tests.support.scheduling import hours, schedule, template
 from tests.support.server import ServerProcess, cleanup_dir, store_url
 from tests.support.smart import (
@@ -61,7 +62,7 @@ def smart(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
 
 
 def config(server: ServerProcess) -> dict[str, Any]:
-    return dict(httpx.get(f"{server.base}/.well-known/smart-configuration").json())
+    return dict(web.get(f"{server.base}/.well-known/smart-configuration").json())
 
 
 def token_url(server: ServerProcess) -> str:
@@ -75,7 +76,7 @@ def bearer(token: str) -> dict[str, str]:
 def ask(server: ServerProcess, client: BackendClient, scope: str = "system/*.rs",
         **changes: Any) -> httpx.Response:
     url = token_url(server)
-    return httpx.post(url, data=token_form(client, url, scope, **changes))
+    return web.post(url, data=token_form(client, url, scope, **changes))
 
 
 def b64(data: bytes) -> str:
@@ -85,8 +86,8 @@ def b64(data: bytes) -> str:
 # --- discovery ---------------------------------------------------------------------------------
 def test_the_smart_configuration_is_public_json_with_the_required_fields(
         smart: ServerProcess) -> None:
-    response = httpx.get(f"{smart.base}/.well-known/smart-configuration",
-                         headers={"accept": "text/html"})
+    response = web.get(f"{smart.base}/.well-known/smart-configuration",
+                       headers={"accept": "text/html"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers.get("access-control-allow-origin")
@@ -104,7 +105,7 @@ def test_the_smart_configuration_is_public_json_with_the_required_fields(
 
 def test_the_capability_statement_is_public_and_publishes_the_oauth_uris(
         smart: ServerProcess) -> None:
-    response = httpx.get(f"{smart.base}/metadata")
+    response = web.get(f"{smart.base}/metadata")
     assert response.status_code == 200
     security = response.json()["rest"][0]["security"]
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
@@ -115,7 +116,7 @@ def test_the_capability_statement_is_public_and_publishes_the_oauth_uris(
 
 # --- the resource server -------------------------------------------------------------------------
 def test_a_read_without_a_token_is_401_with_a_bearer_challenge(smart: ServerProcess) -> None:
-    response = httpx.get(f"{smart.base}/Appointment")
+    response = web.get(f"{smart.base}/Appointment")
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert response.json()["resourceType"] == "OperationOutcome"
@@ -126,7 +127,7 @@ def test_a_read_without_a_token_is_401_with_a_bearer_challenge(smart: ServerProc
                                     "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."])
 def test_an_unusable_authorization_header_is_401_invalid_token(smart: ServerProcess,
                                                                header: str) -> None:
-    response = httpx.get(f"{smart.base}/Patient", headers={"authorization": header})
+    response = web.get(f"{smart.base}/Patient", headers={"authorization": header})
     assert response.status_code == 401
     assert "Bearer" in response.headers["www-authenticate"]
 
@@ -135,11 +136,11 @@ def test_every_door_is_closed_without_a_token(smart: ServerProcess) -> None:
     for method, path in [("GET", "/Slot/x"), ("POST", "/Patient"), ("POST", "/"),
                          ("GET", "/_history"), ("POST", "/Appointment/$find"),
                          ("DELETE", "/Patient/x"), ("GET", "/StructureDefinition")]:
-        response = httpx.request(method, f"{smart.base}{path}", json={})
+        response = web.request(method, f"{smart.base}{path}", json={})
         assert response.status_code == 401, (method, path, response.status_code)
-    hl7 = httpx.post(smart.base.removesuffix("/fhir") + "/hl7v2",
-                     content=b"MSH|^~\\&|A|B|C|D|20240101||SIU^S12|1|P|2.5\r",
-                     headers={"content-type": "x-application/hl7-v2+er7"})
+    hl7 = web.post(smart.base.removesuffix("/fhir") + "/hl7v2",
+                   content=b"MSH|^~\\&|A|B|C|D|20240101||SIU^S12|1|P|2.5\r",
+                   headers={"content-type": "x-application/hl7-v2+er7"})
     assert hl7.status_code == 401
 
 
@@ -156,18 +157,18 @@ def test_a_backend_client_gets_a_token_and_reads_with_it(smart: ServerProcess,
     assert isinstance(body["expires_in"], int) and 0 < body["expires_in"] <= 300
     assert body["scope"] == "system/*.rs"
     assert "refresh_token" not in body
-    read = httpx.get(f"{smart.base}/Appointment", headers=bearer(body["access_token"]))
+    read = web.get(f"{smart.base}/Appointment", headers=bearer(body["access_token"]))
     assert read.status_code == 200
     assert read.json()["resourceType"] == "Bundle"
 
 
 def test_a_token_with_write_scopes_creates_and_reads_back(smart: ServerProcess) -> None:
     token = get_token(smart.base, ES, "system/Patient.cruds")
-    created = httpx.post(f"{smart.base}/Patient", headers=bearer(token),
-                         json={"resourceType": "Patient", "name": [{"family": "Okafor"}]})
+    created = web.post(f"{smart.base}/Patient", headers=bearer(token),
+                       json={"resourceType": "Patient", "name": [{"family": "Okafor"}]})
     assert created.status_code == 201
     pid = created.json()["id"]
-    assert httpx.get(f"{smart.base}/Patient/{pid}", headers=bearer(token)).status_code == 200
+    assert web.get(f"{smart.base}/Patient/{pid}", headers=bearer(token)).status_code == 200
 
 
 def test_only_registered_scopes_are_granted(smart: ServerProcess) -> None:
@@ -189,11 +190,11 @@ def test_a_malformed_scope_is_invalid_scope(smart: ServerProcess) -> None:
 def test_the_scopes_decide_what_a_token_may_do(smart: ServerProcess) -> None:
     token = get_token(smart.base, SLOTS_ONLY, "system/Slot.rs system/Schedule.rs")
     h = bearer(token)
-    assert httpx.get(f"{smart.base}/Slot", headers=h).status_code == 200
+    assert web.get(f"{smart.base}/Slot", headers=h).status_code == 200
     for method, path, body in [("GET", "/Appointment", None), ("GET", "/Patient/x", None),
                                ("POST", "/Slot", {"resourceType": "Slot"}),
                                ("DELETE", "/Slot/x", None)]:
-        response = httpx.request(method, f"{smart.base}{path}", headers=h, json=body)
+        response = web.request(method, f"{smart.base}{path}", headers=h, json=body)
         assert response.status_code == 403, (method, path, response.text)
         outcome = response.json()
         assert outcome["resourceType"] == "OperationOutcome"
@@ -203,9 +204,9 @@ def test_the_scopes_decide_what_a_token_may_do(smart: ServerProcess) -> None:
 def test_v1_read_scopes_read_and_search_but_never_write(smart: ServerProcess) -> None:
     token = get_token(smart.base, V1, "system/*.read")
     h = bearer(token)
-    assert httpx.get(f"{smart.base}/Schedule", headers=h).status_code == 200
-    written = httpx.post(f"{smart.base}/Patient", headers=h,
-                         json={"resourceType": "Patient", "name": [{"family": "Ng"}]})
+    assert web.get(f"{smart.base}/Schedule", headers=h).status_code == 200
+    written = web.post(f"{smart.base}/Patient", headers=h,
+                       json={"resourceType": "Patient", "name": [{"family": "Ng"}]})
     assert written.status_code == 403
 
 
@@ -221,10 +222,10 @@ def test_hl7v2_over_http_needs_appointment_write_scopes(smart: ServerProcess) ->
            b"SCH|P1^ENG|F1^ENG|||||||10|min|^^10^20300101120000+0000\rPID|1||M1^^^ENG^MR||Doe^J\r")
     headers = {"content-type": "x-application/hl7-v2+er7"}
     reader = get_token(smart.base, V1, "system/*.read")
-    assert httpx.post(url, content=msg, headers={**headers, **bearer(reader)}
-                      ).status_code == 403
+    assert web.post(url, content=msg, headers={**headers, **bearer(reader)}
+                    ).status_code == 403
     writer = get_token(smart.base, ES, "system/*.cruds")
-    ok = httpx.post(url, content=msg, headers={**headers, **bearer(writer)})
+    ok = web.post(url, content=msg, headers={**headers, **bearer(writer)})
     assert ok.status_code == 200
     assert b"MSA|" in ok.content
 
@@ -234,7 +235,7 @@ def test_a_bad_grant_type_is_400_unsupported_grant_type(smart: ServerProcess) ->
     url = token_url(smart)
     form = token_form(ES, url, "system/*.rs")
     form["grant_type"] = "password"
-    response = httpx.post(url, data=form)
+    response = web.post(url, data=form)
     assert response.status_code == 400
     assert response.json()["error"] == "unsupported_grant_type"
     assert response.headers["cache-control"] == "no-store"
@@ -244,7 +245,7 @@ def test_a_bad_client_assertion_type_is_invalid_client(smart: ServerProcess) -> 
     url = token_url(smart)
     form = token_form(ES, url, "system/*.rs")
     form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:saml2-bearer"
-    response = httpx.post(url, data=form)
+    response = web.post(url, data=form)
     assert response.status_code in (400, 401)
     assert response.json()["error"] == "invalid_client"
 
@@ -268,8 +269,8 @@ def test_an_assertion_expiring_more_than_five_minutes_ahead_is_refused(
 def test_a_replayed_jti_is_refused(smart: ServerProcess) -> None:
     url = token_url(smart)
     form = token_form(ES, url, "system/*.rs")
-    assert httpx.post(url, data=form).status_code == 200
-    assert "replay" in _refused(httpx.post(url, data=form))
+    assert web.post(url, data=form).status_code == 200
+    assert "replay" in _refused(web.post(url, data=form))
 
 
 def test_an_assertion_for_another_audience_is_refused(smart: ServerProcess) -> None:
@@ -279,14 +280,14 @@ def test_an_assertion_for_another_audience_is_refused(smart: ServerProcess) -> N
 def test_a_signature_by_another_key_with_the_same_kid_is_refused(smart: ServerProcess) -> None:
     impostor = BackendClient.new(ES.client_id, "ES384", kid=ES.key.kid)
     url = token_url(smart)
-    response = httpx.post(url, data=token_form(impostor, url, "system/*.rs"))
+    response = web.post(url, data=token_form(impostor, url, "system/*.rs"))
     assert "signature" in _refused(response)
 
 
 def test_an_unknown_kid_is_refused(smart: ServerProcess) -> None:
     stranger = BackendClient.new(ES.client_id, "ES384", kid="never-registered")
     url = token_url(smart)
-    assert "kid" in _refused(httpx.post(url, data=token_form(stranger, url, "system/*.rs")))
+    assert "kid" in _refused(web.post(url, data=token_form(stranger, url, "system/*.rs")))
 
 
 def test_alg_none_is_refused(smart: ServerProcess) -> None:
@@ -298,7 +299,7 @@ def test_alg_none_is_refused(smart: ServerProcess) -> None:
                 + "." + b64(json.dumps(claims).encode()) + ".")
     form = {"grant_type": "client_credentials", "scope": "system/*.rs",
             "client_assertion_type": ASSERTION_TYPE, "client_assertion": unsigned}
-    assert "alg" in _refused(httpx.post(url, data=form))
+    assert "alg" in _refused(web.post(url, data=form))
 
 
 def test_hs256_signed_with_the_public_key_is_refused(smart: ServerProcess) -> None:
@@ -312,14 +313,14 @@ def test_hs256_signed_with_the_public_key_is_refused(smart: ServerProcess) -> No
     form = {"grant_type": "client_credentials", "scope": "system/*.rs",
             "client_assertion_type": ASSERTION_TYPE,
             "client_assertion": f"{header}.{payload}.{signature}"}
-    assert "alg" in _refused(httpx.post(url, data=form))
+    assert "alg" in _refused(web.post(url, data=form))
 
 
 def test_an_unknown_client_is_refused(smart: ServerProcess) -> None:
     stranger = BackendClient.new("nobody-registered-me", "ES384")
     url = token_url(smart)
-    assert "registered" in _refused(httpx.post(url, data=token_form(stranger, url,
-                                                                    "system/*.rs")))
+    assert "registered" in _refused(web.post(url, data=token_form(stranger, url,
+                                                                  "system/*.rs")))
 
 
 def test_iss_and_sub_must_both_be_the_client(smart: ServerProcess) -> None:
@@ -337,7 +338,7 @@ def test_a_jku_other_than_the_registered_url_is_refused(smart: ServerProcess) ->
 
 def test_the_token_endpoint_refuses_a_json_body(smart: ServerProcess) -> None:
     url = token_url(smart)
-    response = httpx.post(url, json=token_form(ES, url, "system/*.rs"))
+    response = web.post(url, json=token_form(ES, url, "system/*.rs"))
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
 
@@ -348,7 +349,7 @@ def test_introspection_reports_an_active_token_with_its_smart_fields(
     token = get_token(smart.base, ES, "system/Slot.rs")
     caller = get_token(smart.base, ES, "system/*.rs")
     endpoint = config(smart)["introspection_endpoint"]
-    response = httpx.post(endpoint, data={"token": token}, headers=bearer(caller))
+    response = web.post(endpoint, data={"token": token}, headers=bearer(caller))
     assert response.status_code == 200
     body = response.json()
     assert body["active"] is True
@@ -361,9 +362,9 @@ def test_introspection_reports_garbage_as_inactive_and_needs_a_caller_token(
         smart: ServerProcess) -> None:
     endpoint = config(smart)["introspection_endpoint"]
     caller = get_token(smart.base, ES, "system/*.rs")
-    response = httpx.post(endpoint, data={"token": "garbage"}, headers=bearer(caller))
+    response = web.post(endpoint, data={"token": "garbage"}, headers=bearer(caller))
     assert response.json() == {"active": False}
-    assert httpx.post(endpoint, data={"token": "garbage"}).status_code == 401
+    assert web.post(endpoint, data={"token": "garbage"}).status_code == 401
 
 
 # --- defaults -----------------------------------------------------------------------------------
@@ -379,8 +380,8 @@ def test_smart_is_the_default_when_nothing_is_configured(tmp_path: Path) -> None
         os.environ.clear()
         os.environ.update(saved)
     try:
-        assert httpx.get(f"{proc.base}/Patient").status_code == 401
-        assert "x-fhir-sched-auth" not in httpx.get(f"{proc.base}/metadata").headers
+        assert web.get(f"{proc.base}/Patient").status_code == 401
+        assert "x-fhir-sched-auth" not in web.get(f"{proc.base}/metadata").headers
     finally:
         proc.stop()
 
@@ -389,7 +390,7 @@ def test_auth_none_says_so_on_every_response_and_in_the_log(tmp_path: Path) -> N
     proc = ServerProcess(f"sqlite:///{tmp_path}/open.db",
                          env={"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_LOG_LEVEL": "info"}).start()
     try:
-        response = httpx.get(f"{proc.base}/Patient")
+        response = web.get(f"{proc.base}/Patient")
         assert response.status_code == 200
         assert response.headers["x-fhir-sched-auth"] == "none"
         assert "AUTH IS OFF" in proc.log()
@@ -404,25 +405,25 @@ OVERBOOKED = "https://fhir-sched.org/fhir/StructureDefinition/overbooked"
 def test_overbooking_needs_the_overbook_scope(smart: ServerProcess) -> None:
     desk = get_token(smart.base, DESK, "system/*.cruds fhir-sched/overbook")
     plain = get_token(smart.base, ES, "system/*.cruds")
-    assert httpx.put(f"{smart.base}/Practitioner/pr-ob", headers=bearer(desk), json={
+    assert web.put(f"{smart.base}/Practitioner/pr-ob", headers=bearer(desk), json={
         "resourceType": "Practitioner", "id": "pr-ob"}).status_code in (200, 201)
     sched = schedule("sch-ob", "Practitioner/pr-ob", template(
         "UTC", hours(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "08:00:00", "18:00:00"),
         capacity=1))
-    assert httpx.put(f"{smart.base}/Schedule/sch-ob", headers=bearer(desk),
-                     json=sched).status_code in (200, 201)
+    assert web.put(f"{smart.base}/Schedule/sch-ob", headers=bearer(desk),
+                   json=sched).status_code in (200, 201)
     visit = {"resourceType": "Appointment", "status": "booked",
              "start": "2031-01-07T09:00:00Z", "end": "2031-01-07T09:30:00Z",
              "participant": [{"actor": {"reference": "Practitioner/pr-ob"},
                               "status": "accepted"}]}
-    assert httpx.post(f"{smart.base}/Appointment", headers=bearer(plain),
-                      json=visit).status_code == 201
-    assert httpx.post(f"{smart.base}/Appointment", headers=bearer(plain),
-                      json=visit).status_code == 409
+    assert web.post(f"{smart.base}/Appointment", headers=bearer(plain),
+                    json=visit).status_code == 201
+    assert web.post(f"{smart.base}/Appointment", headers=bearer(plain),
+                    json=visit).status_code == 409
     extra = {**visit, "extension": [{"url": OVERBOOKED, "valueBoolean": True}]}
-    refused = httpx.post(f"{smart.base}/Appointment", headers=bearer(plain), json=extra)
+    refused = web.post(f"{smart.base}/Appointment", headers=bearer(plain), json=extra)
     assert refused.status_code == 403
-    allowed = httpx.post(f"{smart.base}/Appointment", headers=bearer(desk), json=extra)
+    allowed = web.post(f"{smart.base}/Appointment", headers=bearer(desk), json=extra)
     assert allowed.status_code == 201, allowed.text
     assert {"url": OVERBOOKED, "valueBoolean": True} in allowed.json()["extension"]
 
@@ -442,15 +443,15 @@ def test_rotated_keys_sign_new_tokens_while_old_tokens_stay_valid(smart: ServerP
         time.sleep(0.5)
     assert extract_compact(new.encode()).headers()["kid"] != old_kid
     for token in (old, new):
-        assert httpx.get(f"{smart.base}/Slot", headers=bearer(token)).status_code == 200
-    jwks = httpx.get(config(smart)["jwks_uri"]).json()
+        assert web.get(f"{smart.base}/Slot", headers=bearer(token)).status_code == 200
+    jwks = web.get(config(smart)["jwks_uri"]).json()
     assert {k["kid"] for k in jwks["keys"]} >= {old_kid,
                                                  extract_compact(new.encode()).headers()["kid"]}
     assert all("d" not in k for k in jwks["keys"])
 
 
 def test_responses_carry_the_security_headers(smart: ServerProcess) -> None:
-    response = httpx.get(f"{smart.base}/metadata")
+    response = web.get(f"{smart.base}/metadata")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "no-referrer"

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.support import web
 from tests.support.launch import add_user
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
@@ -82,10 +82,10 @@ def test_npm_fhirclient_completes_a_standalone_launch_in_chromium(app_origin: st
         h = {"authorization": f"Bearer {get_token(proc.base, admin, 'system/*.cruds')}"}
         ids = []
         for family in ("Browser", "Other"):
-            r = httpx.post(f"{proc.base}/Patient", headers=h,
-                           json={"resourceType": "Patient", "name": [{"family": family}]})
+            r = web.post(f"{proc.base}/Patient", headers=h,
+                         json={"resourceType": "Patient", "name": [{"family": family}]})
             ids.append(r.json()["id"])
-        mine, theirs = (httpx.post(f"{proc.base}/Appointment", headers=h, json={
+        mine, theirs = (web.post(f"{proc.base}/Appointment", headers=h, json={
             "resourceType": "Appointment", "status": "proposed",
             "requestedPeriod": [{"start": "2035-01-01T09:00:00Z",
                                  "end": "2035-01-01T10:00:00Z"}],

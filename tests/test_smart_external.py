@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from joserfc.jws import extract_compact
 
+from tests.support import web
 from tests.support.server import ServerProcess
 from tests.support.smart import BackendClient, get_token, register
 
@@ -67,28 +67,28 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_a_trusted_issuers_token_is_accepted_with_its_scopes(issuers: Issuers) -> None:
     token = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
-    assert httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(token)).status_code == 200
-    refused = httpx.get(f"{issuers.trusting.base}/Patient", headers=bearer(token))
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(token)).status_code == 200
+    refused = web.get(f"{issuers.trusting.base}/Patient", headers=bearer(token))
     assert refused.status_code == 403
     assert refused.json()["issue"][0]["code"] == "forbidden"
 
 
 def test_a_trusted_issuers_token_for_another_audience_is_refused(issuers: Issuers) -> None:
     token = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
-    response = httpx.get(f"{issuers.wrong_audience.base}/Slot", headers=bearer(token))
+    response = web.get(f"{issuers.wrong_audience.base}/Slot", headers=bearer(token))
     assert response.status_code == 401
     assert "aud" in response.headers["www-authenticate"]
 
 
 def test_an_untrusted_issuers_token_is_refused(issuers: Issuers) -> None:
     token = get_token(issuers.stranger.base, CLIENT, "system/*.rs")
-    response = httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(token))
+    response = web.get(f"{issuers.trusting.base}/Slot", headers=bearer(token))
     assert response.status_code == 401
 
 
 def test_a_rotated_issuer_key_is_fetched_on_first_sight(issuers: Issuers) -> None:
     before = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
-    assert httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(before)).status_code == 200
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(before)).status_code == 200
     old_kid = extract_compact(before.encode()).headers()["kid"]
     done = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "keys", "rotate", "--store",
                            issuers.issuer.store], capture_output=True, text=True, timeout=60)
@@ -102,7 +102,7 @@ def test_a_rotated_issuer_key_is_fetched_on_first_sight(issuers: Issuers) -> Non
         time.sleep(0.5)
     assert extract_compact(after.encode()).headers()["kid"] != old_kid
     # the trusting server cached the old key set (max-age 300): it must fetch it again
-    assert httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(after)).status_code == 200
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(after)).status_code == 200
 
 
 def test_a_forged_token_naming_the_trusted_issuer_is_refused(issuers: Issuers) -> None:
@@ -114,7 +114,7 @@ def test_a_forged_token_naming_the_trusted_issuer_is_refused(issuers: Issuers) -
     claims = json.loads(extract_compact(genuine.encode()).payload)
     forger = ECKey.generate_key("P-256", parameters={"kid": header["kid"]}, private=True)
     forged = jwt.encode({"alg": "ES256", "kid": header["kid"]}, claims, forger)
-    assert httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(forged)).status_code == 401
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(forged)).status_code == 401
     hs = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key("secret-guess-long-enough-x"),
                     algorithms=["HS256"])
-    assert httpx.get(f"{issuers.trusting.base}/Slot", headers=bearer(hs)).status_code == 401
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(hs)).status_code == 401

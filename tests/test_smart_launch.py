@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from tests.support import web
 from tests.support.launch import REDIRECT, Browser, add_user, pkce, query_of
 from tests.support.server import ServerProcess, cleanup_dir, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
@@ -49,8 +49,8 @@ def _appointment(base: str, token: str, patient: str) -> str:
     body = {"resourceType": "Appointment", "status": "proposed",
             "requestedPeriod": [{"start": "2031-03-01T09:00:00Z", "end": "2031-03-01T17:00:00Z"}],
             "participant": [{"actor": {"reference": patient}, "status": "needs-action"}]}
-    response = httpx.post(f"{base}/Appointment", json=body,
-                          headers={"authorization": f"Bearer {token}"})
+    response = web.post(f"{base}/Appointment", json=body,
+                        headers={"authorization": f"Bearer {token}"})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -79,8 +79,8 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
         h = {"authorization": f"Bearer {token}"}
         ids = []
         for family in ("Alvarez", "Brown"):
-            r = httpx.post(f"{proc.base}/Patient", headers=h,
-                           json={"resourceType": "Patient", "name": [{"family": family}]})
+            r = web.post(f"{proc.base}/Patient", headers=h,
+                         json={"resourceType": "Patient", "name": [{"family": family}]})
             assert r.status_code == 201
             ids.append(f"Patient/{r.json()['id']}")
         add_user(url, "alice", PASSWORD, ids[0])
@@ -128,9 +128,9 @@ def test_a_standalone_patient_launch_gets_a_complete_token_response(world: World
 
 def test_the_id_token_is_rs256_signed_and_names_the_fhir_user(world: World) -> None:
     body = tokens_for(world)
-    openid = httpx.get(f"{world.issuer}/.well-known/openid-configuration").json()
+    openid = web.get(f"{world.issuer}/.well-known/openid-configuration").json()
     assert openid["issuer"] == world.issuer
-    jwks = httpx.get(openid["jwks_uri"]).json()
+    jwks = web.get(openid["jwks_uri"]).json()
     decoded = jwt.decode(body["id_token"], KeySet.import_key_set(jwks), algorithms=["RS256"])
     assert decoded.header["alg"] == "RS256"
     assert decoded.claims["aud"] == "app-public"
@@ -263,23 +263,23 @@ def test_a_refresh_token_is_rotated_and_works_once(world: World) -> None:
     first = tokens_for(world)
     form = {"grant_type": "refresh_token", "refresh_token": first["refresh_token"],
             "client_id": "app-public"}
-    second = httpx.post(f"{world.issuer}/auth/token", data=form)
+    second = web.post(f"{world.issuer}/auth/token", data=form)
     assert second.status_code == 200, second.text
     assert second.json()["refresh_token"] != first["refresh_token"]
     assert second.headers["cache-control"] == "no-store"
-    replay = httpx.post(f"{world.issuer}/auth/token", data=form)
+    replay = web.post(f"{world.issuer}/auth/token", data=form)
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
 
 
 def test_a_refresh_may_narrow_the_scope_but_never_widen_it(world: World) -> None:
     first = tokens_for(world)
-    narrow = httpx.post(f"{world.issuer}/auth/token", data={
+    narrow = web.post(f"{world.issuer}/auth/token", data={
         "grant_type": "refresh_token", "refresh_token": first["refresh_token"],
         "client_id": "app-public", "scope": "patient/Patient.rs offline_access"})
     assert narrow.status_code == 200
     assert narrow.json()["scope"] == "offline_access patient/Patient.rs" or set(
         narrow.json()["scope"].split()) == {"patient/Patient.rs", "offline_access"}
-    wide = httpx.post(f"{world.issuer}/auth/token", data={
+    wide = web.post(f"{world.issuer}/auth/token", data={
         "grant_type": "refresh_token", "refresh_token": narrow.json()["refresh_token"],
         "client_id": "app-public", "scope": "patient/*.cruds"})
     assert wide.status_code == 400 and wide.json()["error"] == "invalid_scope"
@@ -287,27 +287,27 @@ def test_a_refresh_may_narrow_the_scope_but_never_widen_it(world: World) -> None
 
 def test_a_revoked_access_token_stops_working(world: World) -> None:
     access = tokens_for(world)["access_token"]
-    assert httpx.get(f"{world.server.base}/{world.alice}", headers=h(access)).status_code == 200
-    assert httpx.post(f"{world.issuer}/auth/revoke", data={"token": access}).status_code == 200
-    after = httpx.get(f"{world.server.base}/{world.alice}", headers=h(access))
+    assert web.get(f"{world.server.base}/{world.alice}", headers=h(access)).status_code == 200
+    assert web.post(f"{world.issuer}/auth/revoke", data={"token": access}).status_code == 200
+    after = web.get(f"{world.server.base}/{world.alice}", headers=h(access))
     assert after.status_code == 401
-    active = httpx.post(f"{world.issuer}/auth/introspect", data={"token": access},
-                        headers=h(world.admin)).json()
+    active = web.post(f"{world.issuer}/auth/introspect", data={"token": access},
+                      headers=h(world.admin)).json()
     assert active == {"active": False}
 
 
 def test_a_revoked_refresh_token_cannot_be_used(world: World) -> None:
     refresh = tokens_for(world)["refresh_token"]
-    assert httpx.post(f"{world.issuer}/auth/revoke", data={"token": refresh}).status_code == 200
-    used = httpx.post(f"{world.issuer}/auth/token", data={
+    assert web.post(f"{world.issuer}/auth/revoke", data={"token": refresh}).status_code == 200
+    used = web.post(f"{world.issuer}/auth/token", data={
         "grant_type": "refresh_token", "refresh_token": refresh, "client_id": "app-public"})
     assert used.status_code == 400
 
 
 def test_introspection_carries_the_launch_context(world: World) -> None:
     access = tokens_for(world)["access_token"]
-    body = httpx.post(f"{world.issuer}/auth/introspect", data={"token": access},
-                      headers=h(world.admin)).json()
+    body = web.post(f"{world.issuer}/auth/introspect", data={"token": access},
+                    headers=h(world.admin)).json()
     assert body["active"] is True
     assert f"Patient/{body['patient']}" == world.alice
     assert body["fhirUser"].endswith(world.alice)
@@ -318,29 +318,29 @@ def test_introspection_carries_the_launch_context(world: World) -> None:
 # --- what a patient token sees and does ---------------------------------------------------------
 def test_a_patient_token_reads_its_own_patient_and_not_another(world: World) -> None:
     access = tokens_for(world)["access_token"]
-    assert httpx.get(f"{world.server.base}/{world.alice}", headers=h(access)).status_code == 200
-    other = httpx.get(f"{world.server.base}/{world.bob}", headers=h(access))
+    assert web.get(f"{world.server.base}/{world.alice}", headers=h(access)).status_code == 200
+    other = web.get(f"{world.server.base}/{world.bob}", headers=h(access))
     assert other.status_code == 403
     assert other.json()["issue"][0]["code"] == "forbidden"
 
 
 def test_a_patient_token_searches_only_its_compartment(world: World) -> None:
     access = tokens_for(world)["access_token"]
-    bundle = httpx.get(f"{world.server.base}/Appointment", headers=h(access)).json()
+    bundle = web.get(f"{world.server.base}/Appointment", headers=h(access)).json()
     ids = {e["resource"]["id"] for e in bundle.get("entry", [])}
     assert world.alice_appointment in ids
     assert world.bob_appointment not in ids
-    patients = httpx.get(f"{world.server.base}/Patient", headers=h(access)).json()
+    patients = web.get(f"{world.server.base}/Patient", headers=h(access)).json()
     assert [e["resource"]["id"] for e in patients.get("entry", [])] == [
         world.alice.split("/")[1]]
-    by_id = httpx.get(f"{world.server.base}/Appointment/{world.bob_appointment}",
-                      headers=h(access))
+    by_id = web.get(f"{world.server.base}/Appointment/{world.bob_appointment}",
+                    headers=h(access))
     assert by_id.status_code == 403
 
 
 def test_a_read_scope_patient_token_cannot_write(world: World) -> None:
     access = tokens_for(world)["access_token"]
-    response = httpx.post(f"{world.server.base}/Appointment", headers=h(access), json={
+    response = web.post(f"{world.server.base}/Appointment", headers=h(access), json={
         "resourceType": "Appointment", "status": "proposed",
         "participant": [{"actor": {"reference": world.alice}, "status": "needs-action"}]})
     assert response.status_code == 403
@@ -351,12 +351,12 @@ def test_a_write_scope_patient_token_writes_only_inside_its_compartment(world: W
     own = {"resourceType": "Appointment", "status": "proposed",
            "requestedPeriod": [{"start": "2031-04-01T09:00:00Z", "end": "2031-04-01T10:00:00Z"}],
            "participant": [{"actor": {"reference": world.alice}, "status": "needs-action"}]}
-    assert httpx.post(f"{world.server.base}/Appointment", headers=h(access),
-                      json=own).status_code == 201
+    assert web.post(f"{world.server.base}/Appointment", headers=h(access),
+                    json=own).status_code == 201
     foreign = {**own, "participant": [{"actor": {"reference": world.bob},
                                        "status": "needs-action"}]}
-    assert httpx.post(f"{world.server.base}/Appointment", headers=h(access),
-                      json=foreign).status_code == 403
+    assert web.post(f"{world.server.base}/Appointment", headers=h(access),
+                    json=foreign).status_code == 403
 
 
 def test_unticked_scopes_are_not_granted(world: World) -> None:
@@ -367,15 +367,15 @@ def test_unticked_scopes_are_not_granted(world: World) -> None:
     code = query_of(done.headers["location"])["code"]
     body = b.exchange("app-public", code, verifier).json()
     assert body["scope"].split() == ["launch/patient", "patient/Patient.rs"]
-    refused = httpx.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
+    refused = web.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
     assert refused.status_code == 403
 
 
 def test_a_patient_user_is_never_granted_user_scopes(world: World) -> None:
     body = tokens_for(world, "launch/patient user/*.cruds patient/Appointment.rs")
     assert "user/*.cruds" not in body["scope"].split()
-    assert httpx.get(f"{world.server.base}/{world.bob}",
-                     headers=h(body["access_token"])).status_code == 403
+    assert web.get(f"{world.server.base}/{world.bob}",
+                   headers=h(body["access_token"])).status_code == 403
 
 
 # --- a practitioner: user scopes, patient picker, EHR launch -----------------------------------
@@ -383,7 +383,7 @@ def test_a_practitioner_with_user_scopes_sees_every_patient(world: World) -> Non
     body = tokens_for(world, "openid fhirUser user/Patient.rs user/Appointment.rs",
                       user="dr-lee")
     assert "patient" not in body
-    bundle = httpx.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
+    bundle = web.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
     ids = {e["resource"]["id"] for e in bundle.json().get("entry", [])}
     assert {world.alice_appointment, world.bob_appointment} <= ids
 
@@ -393,14 +393,14 @@ def test_a_practitioner_launching_standalone_picks_the_patient(world: World) -> 
                       patient=world.bob)
     assert f"Patient/{body['patient']}" == world.bob
     assert body["need_patient_banner"] is True
-    bundle = httpx.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
+    bundle = web.get(f"{world.server.base}/Appointment", headers=h(body["access_token"]))
     ids = {e["resource"]["id"] for e in bundle.json().get("entry", [])}
     assert world.bob_appointment in ids and world.alice_appointment not in ids
 
 
 def test_an_ehr_launch_binds_the_patient_the_ehr_has_open(world: World) -> None:
-    created = httpx.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
-                         json={"patient": world.bob})
+    created = web.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
+                       json={"patient": world.bob})
     assert created.status_code == 201
     launch = created.json()["launch"]
     body = tokens_for(world, "launch patient/Appointment.rs", user="dr-lee", launch=launch)
@@ -444,10 +444,10 @@ def test_a_patient_token_finds_time_only_for_its_own_patient(world: World) -> No
         {"name": "start", "valueDateTime": "2031-05-01T08:00:00Z"},
         {"name": "end", "valueDateTime": "2031-05-02T18:00:00Z"},
         {"name": "patient", "valueReference": {"reference": world.bob}}]}
-    other = httpx.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
+    other = web.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
     assert other.status_code == 403, other.text
     params["parameter"][2] = {"name": "patient", "valueReference": {"reference": world.alice}}
-    own = httpx.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
+    own = web.post(f"{world.server.base}/Appointment/$find", headers=h(access), json=params)
     assert own.status_code == 200, own.text
 
 
@@ -456,7 +456,7 @@ def test_a_patient_token_cannot_book_for_another_patient(world: World) -> None:
     appointment = {"resourceType": "Appointment", "status": "proposed",
                    "start": "2031-06-01T09:00:00Z", "end": "2031-06-01T09:30:00Z",
                    "participant": [{"actor": {"reference": world.bob}, "status": "accepted"}]}
-    response = httpx.post(f"{world.server.base}/Appointment/$book", headers=h(access), json={
+    response = web.post(f"{world.server.base}/Appointment/$book", headers=h(access), json={
         "resourceType": "Parameters",
         "parameter": [{"name": "appointment-resource", "resource": appointment}]})
     assert response.status_code == 403, response.text
@@ -483,8 +483,8 @@ def test_sign_in_attempts_from_one_address_are_rate_limited(world: World, tmp_pa
 def test_every_launch_id_the_server_hands_out_is_accepted(world: World) -> None:
     # launch ids are URL-safe base64: '_' and '-' among them (once refused, one launch in five)
     for _ in range(12):
-        created = httpx.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
-                             json={"patient": world.bob})
+        created = web.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
+                           json={"patient": world.bob})
         _, challenge = pkce()
         page = world.browser().authorize("app-public", "launch patient/Appointment.rs",
                                          challenge, launch=created.json()["launch"])

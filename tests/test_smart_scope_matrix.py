@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support import web
 from tests.support.fhir_assets import HOSTED_TYPES, r4_examples_dir
 from tests.support.launch import REDIRECT, Browser, add_user, pkce
 from tests.support.server import ServerProcess, cleanup_dir, store_url
@@ -131,7 +132,7 @@ class World:
         if type_ == "Patient" and own:
             return Target(self.alice.split("/")[1], True)
         body = self.body(type_, own)
-        r = httpx.post(f"{self.server.base}/{type_}", json=body, headers=self.admin)
+        r = web.post(f"{self.server.base}/{type_}", json=body, headers=self.admin)
         assert r.status_code == 201, (type_, r.text)
         return Target(str(r.json()["id"]), own or type_ not in COMPARTMENT,
                       r.json().get("status"))
@@ -168,7 +169,7 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
         admin = {"authorization": f"Bearer {get_token(proc.base, ADMIN, 'system/*.cruds')}"}
 
         def make(body: dict[str, Any]) -> str:
-            r = httpx.post(f"{proc.base}/{body['resourceType']}", json=body, headers=admin)
+            r = web.post(f"{proc.base}/{body['resourceType']}", json=body, headers=admin)
             assert r.status_code == 201, r.text
             return f"{body['resourceType']}/{r.json()['id']}"
 
@@ -240,14 +241,14 @@ def _cells(world: World, who: str, scope: str) -> list[str]:
         for target, tag in ((own, "own"), (other, "other")):
             url = f"{base}/{type_}/{target.id}"
             expect(f"read {type_} {tag}", oracle(scopes, type_, "read", target),
-                   httpx.get(url, headers=h))
+                   web.get(url, headers=h))
             expect(f"vread {type_} {tag}", oracle(scopes, type_, "vread", target),
-                   httpx.get(f"{url}/_history/1", headers=h))
+                   web.get(f"{url}/_history/1", headers=h))
             expect(f"history {type_} {tag}", oracle(scopes, type_, "history-instance", target),
-                   httpx.get(f"{url}/_history", headers=h))
+                   web.get(f"{url}/_history", headers=h))
         # search and type history: allowed by the letter alone, and never a leak
         for label, path in (("search", f"/{type_}"), ("history-type", f"/{type_}/_history")):
-            response = httpx.get(f"{base}{path}", params={"_count": 1000}, headers=h)
+            response = web.get(f"{base}{path}", params={"_count": 1000}, headers=h)
             expect(f"{label} {type_}", oracle(scopes, type_, label, None), response)
             if response.status_code == 200:
                 seen = _ids(response.json())
@@ -260,7 +261,7 @@ def _cells(world: World, who: str, scope: str) -> list[str]:
         create_target = Target("new", (type_ in COMPARTMENT and type_ != "Patient") or
                                type_ not in COMPARTMENT, new_own.get("status"))
         expect(f"create {type_}", oracle(scopes, type_, "create", create_target),
-               httpx.post(f"{base}/{type_}", json=new_own, headers=h))
+               web.post(f"{base}/{type_}", json=new_own, headers=h))
         for tag, is_own in (("own", True), ("other", False)):
             for interaction in ("update", "patch", "delete"):
                 if type_ == "Patient" and is_own and interaction == "delete":
@@ -268,21 +269,21 @@ def _cells(world: World, who: str, scope: str) -> list[str]:
                 target = world.create(type_, is_own)
                 url = f"{base}/{type_}/{target.id}"
                 if interaction == "update":
-                    current = httpx.get(url, headers=world.admin).json()
-                    response = httpx.put(url, json={**current, "language": "en"}, headers=h)
+                    current = web.get(url, headers=world.admin).json()
+                    response = web.put(url, json={**current, "language": "en"}, headers=h)
                 elif interaction == "patch":
-                    response = httpx.patch(url, content=json.dumps(
+                    response = web.patch(url, content=json.dumps(
                         [{"op": "add", "path": "/language", "value": "en"}]),
                         headers={**h, "content-type": "application/json-patch+json"})
                 else:
-                    response = httpx.delete(url, headers=h)
+                    response = web.delete(url, headers=h)
                 expect(f"{interaction} {type_} {tag}",
                        oracle(scopes, type_, interaction, target), response)
         # batch read entries: each entry decided on its own
         batch = {"resourceType": "Bundle", "type": "batch", "entry": [
             {"request": {"method": "GET", "url": f"{type_}/{own.id}"}},
             {"request": {"method": "GET", "url": f"{type_}/{other.id}"}}]}
-        response = httpx.post(f"{base}/", json=batch, headers=h)
+        response = web.post(f"{base}/", json=batch, headers=h)
         if response.status_code != 200:
             failures.append(f"batch {type_}: {response.status_code} {response.text[:160]}")
         else:
@@ -302,7 +303,7 @@ def test_no_token_is_401_for_every_type_and_interaction(world: World) -> None:
         for method, path in (("GET", f"/{type_}/x"), ("GET", f"/{type_}"),
                              ("GET", f"/{type_}/_history"), ("POST", f"/{type_}"),
                              ("PUT", f"/{type_}/x"), ("DELETE", f"/{type_}/x")):
-            response = httpx.request(method, f"{base}{path}", json={"resourceType": type_})
+            response = web.request(method, f"{base}{path}", json={"resourceType": type_})
             assert response.status_code == 401, (method, path)
 
 

@@ -17,6 +17,7 @@ import pytest
 from fhir.resources.R4B.appointment import Appointment
 
 from fhir_sched.rest.fhirxml import parse_xml, to_xml
+from tests.support import web
 from tests.support.fhir_assets import SchemaValidator
 from tests.support.scheduling import parameters, practitioner_calendar
 from tests.support.server import ServerProcess
@@ -32,8 +33,8 @@ WINDOW = {"start": "2031-05-05T00:00:00Z", "end": "2031-05-12T00:00:00Z"}
 @pytest.fixture
 async def xml(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
     """A client that asks for XML and sends nothing else by default."""
-    async with httpx.AsyncClient(base_url=server.base, headers={"accept": FHIR_XML},
-                                 timeout=30.0) as client:
+    async with web.async_client(base_url=server.base, headers={"accept": FHIR_XML},
+                                timeout=30.0) as client:
         yield client
 
 
@@ -184,7 +185,7 @@ async def test_asking_for_xml_answers_xml(query: str, headers: dict[str, str],
                                           fhir: httpx.AsyncClient, server: ServerProcess,
                                           fhir_schema: SchemaValidator) -> None:
     pid = await created(fhir, {"resourceType": "Patient", "identifier": [ident()]})
-    async with httpx.AsyncClient(base_url=server.base, timeout=30.0) as plain:
+    async with web.async_client(base_url=server.base, timeout=30.0) as plain:
         r = await plain.get(f"/Patient/{pid}" + (f"?{query}" if query else ""),
                             headers=headers)
     assert r.status_code == 200
@@ -206,7 +207,7 @@ async def test_json_stays_the_answer_unless_xml_is_preferred(
         query: str, headers: dict[str, str], fhir: httpx.AsyncClient,
         server: ServerProcess) -> None:
     pid = await created(fhir, {"resourceType": "Patient", "identifier": [ident()]})
-    async with httpx.AsyncClient(base_url=server.base, timeout=30.0) as plain:
+    async with web.async_client(base_url=server.base, timeout=30.0) as plain:
         r = await plain.get(f"/Patient/{pid}" + (f"?{query}" if query else ""),
                             headers=headers)
     assert r.headers["content-type"] == "application/fhir+json; charset=utf-8"
@@ -216,7 +217,7 @@ async def test_json_stays_the_answer_unless_xml_is_preferred(
 async def test_an_xml_body_with_no_stated_preference_is_answered_in_xml(
         server: ServerProcess, fhir_schema: SchemaValidator) -> None:
     body = to_xml({"resourceType": "Patient", "identifier": [ident()]})
-    async with httpx.AsyncClient(base_url=server.base, timeout=30.0) as plain:
+    async with web.async_client(base_url=server.base, timeout=30.0) as plain:
         r = await plain.post("/Patient", content=body, headers=SEND_XML)
     assert r.status_code == 201
     assert read(r, fhir_schema)["resourceType"] == "Patient"

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.support import web
+
 FHIR = "application/fhir+json"
 
 
@@ -38,8 +40,8 @@ def fhir_client(base: str, schema: Any, **kwargs: Any) -> httpx.AsyncClient:
         _check(schema, response)
 
     headers = {"accept": FHIR, **kwargs.pop("headers", {})}
-    return httpx.AsyncClient(base_url=base, headers=headers, timeout=30.0,
-                             event_hooks={"response": [hook]}, **kwargs)
+    return web.async_client(base_url=base, headers=headers, timeout=30.0,
+                            event_hooks={"response": [hook]}, **kwargs)
 
 
 def sync_fhir_client(base: str, schema: Any, **kwargs: Any) -> httpx.Client:
@@ -48,5 +50,5 @@ def sync_fhir_client(base: str, schema: Any, **kwargs: Any) -> httpx.Client:
         _check(schema, response)
 
     headers = {"accept": FHIR, **kwargs.pop("headers", {})}
-    return httpx.Client(base_url=base, headers=headers, timeout=30.0,
-                        event_hooks={"response": [hook]}, **kwargs)
+    return web.client(base_url=base, headers=headers, timeout=30.0,
+                      event_hooks={"response": [hook]}, **kwargs)

@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 
+from tests.support import web
+
 REDIRECT = "http://127.0.0.1:9/callback"
 
 
@@ -49,7 +51,7 @@ class Browser:
 
     issuer: str
     aud: str
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(follow_redirects=False))
+    http: httpx.Client = field(default_factory=lambda: web.client(follow_redirects=False))
 
     def authorize(self, client_id: str, scope: str, challenge: str | None, *,
                   state: str = "st-1", method: str | None = "S256", aud: str | None = None,
@@ -98,4 +100,4 @@ class Browser:
                 "client_id": client_id}
         if verifier is not None:
             form["code_verifier"] = verifier
-        return httpx.post(f"{self.issuer}/auth/token", data=form, auth=auth)
+        return web.post(f"{self.issuer}/auth/token", data=form, auth=auth)

@@ -22,6 +22,7 @@ import httpx
 from fhir_sched.settings import Settings
 from fhir_sched.storage import open_store
 from fhir_sched.storage.base import DocumentStore
+from tests.support import web
 from tests.support.client import fhir_client
 
 
@@ -66,7 +67,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log()}")
             try:
-                if httpx.get(f"{self.base}/metadata", timeout=1.0).status_code == 200:
+                if web.get(f"{self.base}/metadata", timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

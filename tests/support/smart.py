@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
+
+from tests.support import web
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -78,8 +79,8 @@ def token_form(client: BackendClient, token_url: str, scope: str, **changes: Any
 
 
 def get_token(base: str, client: BackendClient, scope: str) -> str:
-    config = httpx.get(f"{base}/.well-known/smart-configuration").json()
-    response = httpx.post(config["token_endpoint"],
-                          data=token_form(client, config["token_endpoint"], scope))
+    config = web.get(f"{base}/.well-known/smart-configuration").json()
+    response = web.post(config["token_endpoint"],
+                        data=token_form(client, config["token_endpoint"], scope))
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
