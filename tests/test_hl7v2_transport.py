@@ -282,7 +282,7 @@ async def test_handler_exception_is_answered_ae_207_and_the_connection_goes_on()
         writer.close()
 
 
-async def test_handler_past_its_timeout_is_answered_ae_207_and_the_next_frame_served() -> None:
+async def test_handler_past_its_timeout_is_answered_ar_207_and_the_next_frame_served() -> None:
     async def stuck(frame: bytes, peer: PeerInfo) -> bytes:
         if b"|HANG|" in frame:
             await asyncio.sleep(30)
@@ -292,7 +292,7 @@ async def test_handler_past_its_timeout_is_answered_ae_207_and_the_next_frame_se
         reader, writer = await connect(lst)
         writer.write(encode(siu("HANG")) + encode(siu("NEXT")))
         hang, nxt = await read_frames(reader, 2, timeout=5)
-        assert msa(hang) == ("AE", "HANG")
+        assert msa(hang) == ("AR", "HANG")
         assert err_code(hang) == "207"
         assert msa(nxt) == ("AA", "NEXT")
         assert lst.stats.handler_timeouts == 1

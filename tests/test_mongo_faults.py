@@ -19,7 +19,8 @@ from fhir_sched.storage.errors import StoreUnavailable
 from fhir_sched.storage.mongo import MongoStore
 from tests.support.client import fhir_client
 from tests.support.mongo_fixture import SecantusServer
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, free_port
+from tests.test_hl7v2_serve import RawPeer, msa, s12
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Okafor", "given": ["Ada"]}]}
 # A dead database must turn into an answer this fast: server selection gives up after 3 s.
@@ -188,3 +189,32 @@ async def test_book_during_an_outage_is_a_503_in_the_iti_117_refusal_shape(
         [only] = body["entry"]
         assert only["resource"]["resourceType"] == "OperationOutcome"
         assert only["resource"]["issue"][0]["code"] == "transient"
+
+
+def test_an_siu_message_in_an_outage_is_refused_ar_207_and_its_resend_applied(
+        database: SecantusServer) -> None:
+    # AR, not AE: the message is fine and the sender should resend it (v2 table 0008, and the
+    # house table in hl7v2-siu.md); the resend after the database is back is applied.
+    mllp = free_port()
+    proc = ServerProcess(f"{database.uri}/faults_mllp",
+                         env={"FHIR_SCHED_MLLP_PORT": str(mllp)}).start()
+    try:
+        peer = RawPeer(mllp)
+        peer.sock.settimeout(60)
+        try:
+            assert msa(peer.send(s12(1)))[1] == "AA"
+            database.stop()
+            refused = peer.send(s12(2))
+            assert msa(refused)[1:3] == ["AR", "MSG2"]
+            assert b"ERR|" in refused and b"|207" in refused
+            database.start()
+            deadline = time.monotonic() + 30
+            while msa(ack := peer.send(s12(2)))[1] == "AR" and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert msa(ack)[1:3] == ["AA", "MSG2"]
+        finally:
+            peer.close()
+        found = httpx.get(f"{proc.base}/Appointment", params={"_summary": "count"}).json()
+        assert found["total"] == 2
+    finally:
+        proc.stop()

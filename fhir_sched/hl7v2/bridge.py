@@ -220,7 +220,9 @@ class Bridge:
                                       Answer(AckCode.AE, "rejected", exc.diagnostics, code), key)
         except StoreUnavailable:
             log.warning("hl7v2 %s from %s not applied: store unavailable", h.control_id, peer)
-            return self._ack(h, Answer(AckCode.AE, "rejected",
+            # AR, not AE: the failure has nothing to do with the message, and AR is the code
+            # senders resend on (v2 table 0008: rejected for reasons unrelated to content).
+            return self._ack(h, Answer(AckCode.AR, "rejected",
                                        "store temporarily unavailable; resend", 207))
         log.info("hl7v2 %s %s^%s from %s/%s applied", h.control_id, h.message_code,
                  h.trigger_event, h.sending_application, h.sending_facility)

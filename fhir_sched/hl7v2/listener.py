@@ -93,7 +93,8 @@ def _control_id() -> str:
 
 
 def internal_error_ack(frame: bytes, text: str, code: AckCode = AckCode.AE) -> bytes:
-    """AE 207 for a frame the application failed on: the sender may retry it later.
+    """An ACK with ERR 207 for a frame the application failed on: AE for a failure of ours the
+    same frame would meet again, AR for a transient one (timeout, size) the sender may retry.
 
     Built from whatever ``recover_header`` reads; should even that fail on some header nobody
     foresaw, the reply is a bare ACK with the standard delimiters, because a frame without an
@@ -342,9 +343,10 @@ class Listener:
             task.cancel()
             task.add_done_callback(_swallow)
             self.stats.handler_timeouts += 1
-            log.error("mllp handler for %s (control id %r) took over %.1f s; answered AE",
+            log.error("mllp handler for %s (control id %r) took over %.1f s; answered AR",
                       peer, _control_id_of(payload), self.settings.handler_seconds)
-            return internal_error_ack(payload, "timed out processing the message"), False
+            return internal_error_ack(payload, "timed out processing the message",
+                                      AckCode.AR), False
         try:
             return task.result(), True
         except Exception as exc:
