@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .compose import Core, build
+from .compose import Core, build, stop_jobs
 from .hl7v2.door import handle_body
 from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
@@ -98,14 +97,12 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         # moving it out of the collector's reach keeps full collections short (they showed as
         # ~40 ms stalls at the 99th percentile of reads).
         gc.freeze()
-        tasks = [asyncio.ensure_future(job()) for job in core.background]
+        tasks = core.start_jobs()
         try:
             yield
         finally:
-            for t in tasks:
-                t.cancel()
-            # Let each job finish its cancellation (a write in hand) before the store closes.
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Each job finishes its cancellation (a write in hand) before the store closes.
+            await stop_jobs(tasks)
             await core.close()
 
     app = FastAPI(title="fhir-sched", description="HL7 FHIR R4 scheduling server",

@@ -8,6 +8,8 @@ pipeline, and the authorization policy is chosen here once. No web imports.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +34,12 @@ from .settings import Settings
 from .storage import open_store
 from .storage.base import DocumentStore
 from .writes import WriteConfig
+
+log = logging.getLogger("fhir_sched")
+
+# How long shutdown waits for the background jobs to finish their last round (the audit log's
+# final write among them) before it gives up on them and closes the store.
+JOB_STOP_SECONDS = 10.0
 
 
 class Door(Protocol):
@@ -78,6 +86,34 @@ class Core:
         for door in reversed(self.doors):
             await door.stop()
         await self.store.close()
+
+    def start_jobs(self) -> list[asyncio.Task[None]]:
+        return [asyncio.ensure_future(job()) for job in self.background]
+
+
+async def stop_jobs(tasks: list[asyncio.Task[None]], patience: float = JOB_STOP_SECONDS) -> None:
+    """Cancel the background jobs and wait until each has finished its cancellation.
+
+    One ``cancel()`` is not enough: on Python 3.11 ``asyncio.wait_for`` drops a cancellation
+    that arrives as its inner call completes (CPython gh-86296), and the MongoDB driver awaits
+    through it, so a job cancelled mid-write could carry on into its next sleep. Shutdown then
+    hung until the supervisor's SIGKILL, and the audit entries still queued were lost. A job
+    still running is cancelled again every half second, for up to ``patience`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending and loop.time() > deadline:
+            log.error("%d background job(s) ignored shutdown for %.0f s; closing anyway",
+                      len(pending), patience)
+            break
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            log.error("background job ended with %s", type(t.exception()).__name__)
 
 
 def build(settings: Settings, authorizer: Authorizer | None = None,

@@ -16,6 +16,7 @@ changed through the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
@@ -162,4 +163,9 @@ class AuditLog:
                 await asyncio.sleep(FLUSH_SECONDS)
                 await self.flush()
         finally:
-            await asyncio.shield(self.flush())
+            # The last write runs to its end even if shutdown cancels this job again meanwhile
+            # (it does, every half second): a cut-short flush would lose the queued entries.
+            last = asyncio.ensure_future(self.flush())
+            while not last.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(last)
