@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,18 +205,9 @@ def _ids(bundle: dict[str, Any]) -> set[str]:
             for e in bundle.get("entry", []) if "resource" in e}
 
 
-# On SecantusDB (a slow Python server) the three grants that exercise the most distinct rules;
-# every grant on SQLite and on a real mongod (MONGODB_URI).
-MONGO_GRANTS = [g for g in GRANTS if g[1] in (
-    "launch/patient patient/*.cruds", "launch/patient patient/Appointment.rs?status=waitlist",
-    "system/Appointment.cruds system/Patient.rs")]
-
-
-def test_every_type_and_interaction_is_decided_by_the_scopes(world: World,
-                                                             store_kind: str) -> None:
-    slow = store_kind == "mongo" and not os.environ.get("MONGODB_URI")
+def test_every_type_and_interaction_is_decided_by_the_scopes(world: World) -> None:
     failures: list[str] = []
-    for who, scope in MONGO_GRANTS if slow else GRANTS:
+    for who, scope in GRANTS:
         failures += [f"[{scope}] {f}" for f in _cells(world, who, scope)]
     assert not failures, f"{len(failures)} cells wrong:\n" + "\n".join(failures)
 
