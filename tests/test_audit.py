@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support import web
+from tests.support.scheduling import hours, parameters, schedule, template
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
 from tests.support.smart import BackendClient, get_token, register_backend
 from tests.test_hl7v2_serve import RawPeer, msa, s12
@@ -19,6 +20,9 @@ from tests.test_hl7v2_serve import RawPeer, msa, s12
 ADMIN = BackendClient.new("audit-admin", "ES384")
 AUDITOR = BackendClient.new("auditor", "ES384")
 READER = BackendClient.new("audit-reader", "ES384")
+DESK = BackendClient.new("audit-desk", "ES384")
+OVERBOOKED = "https://fhir-sched.org/fhir/StructureDefinition/overbooked"
+EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,8 @@ def server(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
     url = store_url(store_kind, mongo_uri, "fhir_sched_audit")
     keys = tmp_path_factory.mktemp("audit")
     for client, scope in ((ADMIN, "system/*.cruds"), (AUDITOR, "system/AuditEvent.rs"),
-                          (READER, "system/*.rs")):
+                          (READER, "system/*.rs"),
+                          (DESK, "system/*.cruds fhir-sched/overbook")):
         register_backend(url, client, scope, keys)
     proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
                                    "FHIR_SCHED_MLLP_PORT": str(free_port())}).start()
@@ -160,6 +165,85 @@ def test_an_hl7v2_message_is_audited_as_an_import_by_its_sender(server: ServerPr
     assert event["type"]["code"] == "110107"
     assert event["outcome"] == "0"
     assert any("hl7v2/CLINIC/NORTH" in json.dumps(a["who"]) for a in event["agent"])
+
+
+def test_an_unreadable_hl7v2_frame_is_audited_as_a_refused_import(server: ServerProcess) -> None:
+    port = int(server.env["FHIR_SCHED_MLLP_PORT"])
+    peer = RawPeer(port)
+    try:
+        assert msa(peer.send(b"this is not HL7 at all"))[1] == "AR"
+    finally:
+        peer.close()
+    found = events(server, lambda e: e["subtype"][0]["code"] == "hl7v2/unreadable")
+    assert found, "no audit for the unreadable frame"
+    assert found[0]["type"]["code"] == "110107" and found[0]["outcome"] == "4"
+    assert "not HL7" not in json.dumps(found[0])  # what was sent is not repeated
+
+
+def _bookable(server: ServerProcess, admin: dict[str, str], sid: str, capacity: int = 1
+              ) -> str:
+    """A practitioner with a Schedule open every day, 08:00-18:00 UTC."""
+    doctor = f"Practitioner/{sid}-dr"
+    assert web.put(f"{server.base}/{doctor}", headers=admin, json={
+        "resourceType": "Practitioner", "id": f"{sid}-dr"}).status_code in (200, 201)
+    body = schedule(sid, doctor, template("UTC", hours(EVERY_DAY, "08:00:00", "18:00:00"),
+                                          capacity=capacity))
+    assert web.put(f"{server.base}/Schedule/{sid}", headers=admin,
+                   json=body).status_code in (200, 201)
+    return doctor
+
+
+def test_hold_and_book_are_audited_as_operations_for_their_patient(
+        server: ServerProcess) -> None:
+    admin = h(ADMIN, server, "system/*.cruds")
+    doctor = _bookable(server, admin, "audit-ops")
+    patient = new_patient(server, "Booked")
+    option = {"resourceType": "Appointment", "status": "proposed",
+              "start": "2031-03-04T09:00:00Z", "end": "2031-03-04T09:30:00Z",
+              "participant": [{"actor": {"reference": doctor}, "status": "needs-action"},
+                              {"actor": {"reference": patient}, "status": "needs-action"}]}
+    held = web.post(f"{server.base}/Appointment/$hold", headers={
+        **admin, "x-request-id": "audit-hold"}, json=parameters(("appt-resource", option)))
+    assert held.status_code == 200, held.text
+    appt = next(e["resource"] for e in held.json()["entry"]
+                if e["resource"]["resourceType"] == "Appointment")
+    booked = web.post(f"{server.base}/Appointment/{appt['id']}/$book", headers={
+        **admin, "x-request-id": "audit-book"}, json={"resourceType": "Parameters"})
+    assert booked.status_code == 200, booked.text
+    for rid, name, writes in (("audit-hold", "$hold", "create"), ("audit-book", "$book",
+                                                                 "update")):
+        found = events(server, lambda e, rid=rid: request_id(e) == rid)
+        codes = sorted(e["subtype"][0]["code"] for e in found)
+        assert codes == sorted([name, writes]), (rid, codes)
+        op = next(e for e in found if e["subtype"][0]["code"] == name)
+        assert op["subtype"][0]["system"] != "http://hl7.org/fhir/restful-interaction"
+        assert {f"Appointment/{appt['id']}", patient} <= refs(op)
+
+
+def test_a_booking_with_the_front_desk_override_is_audited_as_overbook(
+        server: ServerProcess) -> None:
+    admin, desk = h(ADMIN, server, "system/*.cruds"), h(DESK, server,
+                                                        "system/*.cruds fhir-sched/overbook")
+    doctor = _bookable(server, admin, "audit-ob")
+    visit = {"resourceType": "Appointment", "status": "booked",
+             "start": "2031-03-05T09:00:00Z", "end": "2031-03-05T09:30:00Z",
+             "participant": [{"actor": {"reference": doctor}, "status": "accepted"}]}
+    first = web.post(f"{server.base}/Appointment", headers={
+        **admin, "x-request-id": "audit-plain"}, json=visit)
+    assert first.status_code == 201
+    extra = {**visit, "extension": [{"url": OVERBOOKED, "valueBoolean": True}]}
+    forced = web.post(f"{server.base}/Appointment", headers={
+        **desk, "x-request-id": "audit-overbook"}, json=extra)
+    assert forced.status_code == 201, forced.text
+    found = events(server, lambda e: request_id(e) == "audit-overbook")
+    override = [e for e in found if e["subtype"][0]["code"] == "overbook"]
+    assert len(override) == 1, found
+    assert f"Appointment/{forced.json()['id']}" in refs(override[0])
+    assert {"identifier": {"value": DESK.client_id}} in [a["who"] for a in override[0]["agent"]]
+    # the plain booking before it used no override: the only overbook entry is the forced one
+    listed = web.get(f"{server.base}/AuditEvent", params={"subtype": "overbook"},
+                     headers=h(AUDITOR, server, "system/AuditEvent.rs")).json()
+    assert [e["resource"]["id"] for e in listed["entry"]] == [override[0]["id"]]
 
 
 def test_the_audit_trail_needs_a_scope_naming_auditevent(server: ServerProcess) -> None:

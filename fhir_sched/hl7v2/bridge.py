@@ -254,7 +254,7 @@ class Bridge:
             outcome=answer.outcome, ack_code=str(answer.code), ack=ack, error=answer.text,
             resources=answer.resources, raw=frame, digest=digest_of(frame)))
         # the audit trail, in the same unit: the message as an import, by its sender
-        event = f"{header.message_code}^{header.trigger_event}".strip("^")
+        event = f"{header.message_code}^{header.trigger_event}".strip("^") or "unreadable"
         written = list(answer.resources)
         await unit.audit_add([audit_entry(
             RequestContext(subject=subject_of(header), door="mllp", request_id=key[:200]),

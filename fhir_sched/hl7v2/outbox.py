@@ -32,14 +32,17 @@ from typing import Any
 
 import orjson
 
+from fhir_sched.context import RequestContext
 from fhir_sched.hl7v2.build import Envelope, build, event_for
 from fhir_sched.hl7v2.client import MllpClient, MllpError
 from fhir_sched.hl7v2.endpoints import Subscriber, subscriber
 from fhir_sched.hl7v2.send import ack_code
 from fhir_sched.ids import unique_id
 from fhir_sched.query import Query
+from fhir_sched.service.audit import entry as audit_entry
+from fhir_sched.service.audit import patient_of
 from fhir_sched.service.services import Services
-from fhir_sched.storage.base import OutboundEntry, Record, Unit
+from fhir_sched.storage.base import AuditEntry, OutboundEntry, Record, Unit
 from fhir_sched.storage.errors import StoreUnavailable
 from fhir_sched.timeutil import format_instant, now_instant
 
@@ -315,8 +318,23 @@ class Outbound:
     async def _record(self, entry: OutboundEntry) -> None:
         async def run(unit: Unit) -> None:
             await unit.outbox_set(entry)
+            if entry.status in ("done", "dead"):
+                await unit.audit_add([await _disclosure(unit, entry)])
 
         await self.store.atomic(run)
+
+
+async def _disclosure(unit: Unit, entry: OutboundEntry) -> AuditEntry:
+    """The audit entry for a message that left (or finally could not): patient data sent to
+    another system is a disclosure, recorded with the delivery state it commits with."""
+    rec = await unit.get("Appointment", entry.appointment)
+    body = orjson.loads(rec.body) if rec is not None and rec.body is not None else None
+    sent = entry.status == "done"
+    return audit_entry(
+        RequestContext.system("hl7v2-outbound"), f"hl7v2-out/SIU^{entry.event}",
+        "0" if sent else "4", action="R", entity=f"Appointment/{entry.appointment}",
+        patient=patient_of("Appointment", body),
+        detail=f"{'sent to' if sent else 'undeliverable to'} Endpoint/{entry.endpoint}")
 
 
 async def outbound_dead_letters(services: Services, limit: int = 100) -> list[OutboundEntry]:

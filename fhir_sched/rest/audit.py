@@ -1,8 +1,10 @@
 """The audit trail as R4 AuditEvent: read and search only, never written through the API
 (writes get 405).
 
-Shaped after IHE Basic Audit Log Patterns (BALP) where it fits: ``type`` rest (or DICOM
-Import for an HL7 v2 message), ``subtype`` the FHIR interaction, the requesting agent (the
+Shaped after IHE Basic Audit Log Patterns (BALP) where it fits: ``type`` rest (DICOM Import
+for an HL7 v2 message received, Export for one sent), ``subtype`` the FHIR interaction (or, in
+fhir-sched's own code system, the operation, the HL7 v2 event, or ``overbook`` for a booking
+made with the front-desk override), the requesting agent (the
 user or system, with the client app as a second agent), this server as the source, the
 resource touched, the patient as an entity with role Patient, and the request id as BALP's
 ``XrequestId`` entity.
@@ -37,6 +39,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 MAX_COUNT = 1000
 PARAMS = {"patient": "reference", "entity": "reference", "agent": "token",
           "subtype": "token", "outcome": "token", "date": "date"}
+# The interactions of the R4 restful-interaction code system; anything else (operations,
+# HL7 v2 events, the override) is coded in fhir-sched's own audit-subtype system.
+RESTFUL = frozenset({"read", "vread", "update", "patch", "delete", "history", "history-instance",
+                     "history-type", "history-system", "create", "search", "search-type",
+                     "search-system", "capabilities", "transaction", "batch", "operation"})
 _OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure",
                  "12": "Major failure"}
 
@@ -53,15 +60,10 @@ def may_read(ctx: RequestContext) -> None:
 
 
 def render(e: AuditEntry) -> dict[str, Any]:
-    mllp = e.door == "mllp"
     event: dict[str, Any] = {
-        "resourceType": "AuditEvent", "id": e.id,
-        "type": ({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110107",
-                  "display": "Import"} if mllp else
-                 {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
-                  "code": "rest", "display": "RESTful Operation"}),
+        "resourceType": "AuditEvent", "id": e.id, "type": _type(e),
         "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": e.subtype}
-                    if not e.subtype.startswith(("$", "hl7v2")) else
+                    if e.subtype in RESTFUL else
                     {"system": "https://fhir-sched.org/fhir/CodeSystem/audit-subtype",
                      "code": e.subtype}],
         "action": e.action, "recorded": e.recorded, "outcome": e.outcome,
@@ -88,7 +90,8 @@ def render(e: AuditEntry) -> dict[str, Any]:
             "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2",
             "display": "System Object"}}
         if e.detail and e.outcome == "0":
-            item["description"] = f"parameters: {e.detail}"
+            item["description"] = (f"parameters: {e.detail}" if e.subtype.startswith("search")
+                                   else e.detail)
         entities.append(item)
     if e.patient:
         entities.append({"what": {"reference": e.patient}, "type": {
@@ -103,6 +106,21 @@ def render(e: AuditEntry) -> dict[str, Any]:
     if entities:
         event["entity"] = entities
     return event
+
+
+_IMPORT = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110107",
+           "display": "Import"}
+_EXPORT = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106",
+           "display": "Export"}
+_REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+         "display": "RESTful Operation"}
+
+
+def _type(e: AuditEntry) -> dict[str, str]:
+    """DICOM Import for a message received, Export for one sent; RESTful Operation else."""
+    if e.subtype.startswith("hl7v2-out/"):
+        return _EXPORT
+    return _IMPORT if e.door == "mllp" else _REST
 
 
 def _who(who: str) -> dict[str, Any]:

@@ -91,7 +91,9 @@ class BookingService:
             held, id_ = await compose(unit)
             if held != checked:
                 held = self.resources.prepare("Appointment", held, id_)
-            return await self.resources.put_in_unit(unit, ctx, "Appointment", id_, held)
+            saved = await self.resources.put_in_unit(unit, ctx, "Appointment", id_, held)
+            await self.resources.audit_operation(unit, ctx, "$hold", saved)
+            return saved
 
         return Held(await self.resources.atomic(run), expires)
 
@@ -164,7 +166,9 @@ class BookingService:
                 await self.resources.put_in_unit(unit, ctx, "Patient", pid, body)
             if result != checked:
                 result = self.resources.prepare("Appointment", result, id_)
-            return await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
+            saved = await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
+            await self.resources.audit_operation(unit, ctx, "$book", saved)
+            return saved
 
         return await self.resources.atomic(run)
 

@@ -24,6 +24,7 @@ from ..resources import get_type, is_hosted
 from ..resources.appointment import PROPOSAL_ID_PREFIX
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
+from ..scheduling.extensions import overbook_requested
 from ..search.extract import extract
 from ..storage.base import DocumentStore, Origin, Record, Unit
 from ..storage.errors import VersionConflict
@@ -215,11 +216,32 @@ class ResourceService:
                      origin=origin_of(ctx))
         await unit.write(rec, extract(type_, body), current)
         if self.audit is not None:
-            await self.audit.in_unit(unit, audit_entry(
-                ctx, "create" if old is None else "update", entity=f"{type_}/{id_}",
-                patient=patient_of(type_, body)))
+            patient = patient_of(type_, body)
+            action = "create" if old is None else "update"
+            entries = [audit_entry(ctx, action, entity=f"{type_}/{id_}", patient=patient)]
+            if type_ == "Appointment" and overbook_requested(body):
+                # The front-desk override is a power, used on this write: the guard let it
+                # book past capacity or availability only because the caller holds it.
+                entries.append(audit_entry(
+                    ctx, "overbook", action="C" if old is None else "U",
+                    entity=f"{type_}/{id_}", patient=patient,
+                    detail="booked with the front-desk override (capacity and availability)"))
+            for item in entries:
+                await self.audit.in_unit(unit, item)
         await self._follow(unit, ctx, follow_ups)
         return Saved(rec, old is None)
+
+    async def audit_operation(self, unit: Unit, ctx: RequestContext, name: str,
+                              saved: Saved) -> None:
+        """An operation's own entry (``$hold``, ``$book``), in the unit of the writes it made,
+        beside their create/update entries: the trail says which operation made them."""
+        rec = saved.record
+        if self.audit is None or rec.body is None:
+            return
+        await self.audit.in_unit(unit, audit_entry(
+            ctx.through("operation"), name, action="C" if saved.created else "U",
+            entity=f"{rec.type}/{rec.id}",
+            patient=patient_of(rec.type, orjson.loads(rec.body))))
 
     async def _follow(self, unit: Unit, ctx: RequestContext, follow_ups: list[FollowUp]) -> None:
         """The further writes a rule asked for, through this same pipeline (and their rules)."""
