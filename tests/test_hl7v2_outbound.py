@@ -146,6 +146,35 @@ def test_create_move_cancel_arrive_as_s12_s13_s15_in_order(
         assert pid is not None and pid[3].startswith("M1^")
 
 
+def audit_events(base: str, subtype: str, want: int) -> list[dict[str, Any]]:
+    """The AuditEvents of ``subtype`` (auth is off here, so anyone may read them), once there
+    are ``want`` of them: the delivery is recorded just after the receiver's ACK."""
+    deadline = time.monotonic() + 15
+    while True:
+        bundle = web.get(f"{base}/AuditEvent", params={"subtype": subtype}, timeout=30).json()
+        found = [e["resource"] for e in bundle.get("entry", [])]
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_each_delivered_message_is_audited_as_an_export_for_its_patient(
+        store_kind: str, mongo_uri: str | None) -> None:
+    with receiver() as r, server(store_kind, mongo_uri) as s:
+        endpoint(s.base, "ehr", r.port)
+        people(s.base)
+        book(s.base, "a1")
+        r.wait_for(1)
+        found = audit_events(s.base, "hl7v2-out/SIU^S12", 1)
+        assert len(found) == 1
+        event = found[0]
+        assert event["type"]["code"] == "110106" and event["outcome"] == "0"
+        refs = {e["what"].get("reference") for e in event["entity"]}
+        assert {"Appointment/a1", "Patient/x1"} <= refs
+        assert "Endpoint/ehr" in json.dumps(event)
+        assert "Doe" not in json.dumps(event)  # the patient is a reference, never a name
+
+
 def test_the_endpoint_version_decides_tq1_or_sch_11(store_kind: str,
                                                       mongo_uri: str | None) -> None:
     with receiver() as old, receiver() as new, server(store_kind, mongo_uri) as s:
@@ -199,7 +228,8 @@ def test_dead_letters_are_listed_and_a_replay_delivers_them(
                 people(s.base)
                 book(s.base, "a6")
                 r.wait_for(3)  # three attempts, then dead
-                time.sleep(0.5)
+                dead = audit_events(s.base, "hl7v2-out/SIU^S12", 1)
+                assert [e["outcome"] for e in dead] == ["4"]
             cli = [sys.executable, "-m", "fhir_sched.cli", "hl7v2", "dead-letters", "--store",
                    url]
             listed = subprocess.run(cli, capture_output=True, text=True, timeout=60)
