@@ -20,7 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
                                  auth=args.auth,
                                  trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
                                  else None,
-                                 trust_audience=args.trust_audience)
+                                 trust_audience=args.trust_audience,
+                                 trust_introspection_client=args.trust_introspection_client)
+    if settings.trust_introspection_client and not settings.trust_introspection_secret:
+        raise SystemExit("--trust-introspection-client needs its secret in "
+                         "FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.demo:
@@ -215,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--trust-audience", default=None,
                        help="audiences a trusted issuer's tokens may name (comma-separated; "
                             "default: this server's FHIR base)")
+    serve.add_argument("--trust-introspection-client", default=None,
+                       help="introspect the trusted issuers' tokens (RFC 7662) as this client; "
+                            "its secret goes in FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)

@@ -61,6 +61,11 @@ class Settings:
     # audiences their tokens may name (default: this server's FHIR base).
     trust_issuer: str = ""
     trust_audience: str = ""
+    # Set both to ask the trusted issuers about each token (RFC 7662 introspection, HTTP
+    # Basic) instead of checking signatures: opaque tokens then work, and revocations count.
+    # The secret is read from the environment only, never from a command line.
+    trust_introspection_client: str = ""
+    trust_introspection_secret: str = ""
     # Browser origins allowed to call the API (comma-separated, or "*"); none by default. The
     # SMART discovery and token endpoints answer any origin (no cookies are involved).
     cors_origins: str = ""

@@ -1,4 +1,5 @@
-"""External issuer mode: tokens from another authorization server, verified against its JWKS.
+"""External issuer mode: tokens from another authorization server, verified against its JWKS
+or, in introspection mode, by asking the issuer about each one (RFC 7662).
 
 The other server is a second fhir-sched process with auth on (its embedded authorization server
 stands in for Keycloak, Okta or an EHR's): its discovery document names its JWKS, its keys
@@ -30,6 +31,10 @@ class Issuers:
     trusting: ServerProcess  # trusts it, for its audience
     wrong_audience: ServerProcess  # trusts it, but only for its own audience
     stranger: ServerProcess  # an authorization server nobody trusts
+    introspecting: ServerProcess  # trusts it, and asks it about every token
+
+
+INTROSPECTOR, INTROSPECTOR_SECRET = "rs-introspector", "introspection secret 0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +43,15 @@ def issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuers]:
     jwks = root / "client.json"
     jwks.write_text(json.dumps(CLIENT.public_jwks()))
     stores = {name: f"sqlite:///{root}/{name}.db" for name in ("a", "b", "c", "d")}
+    stores["e"] = f"sqlite:///{root}/e.db"
     for name in ("a", "d"):
         assert register(stores[name], CLIENT.client_id, "system/*.cruds", "--jwks-file",
                         str(jwks)).returncode == 0
+    added = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "client", "add",
+                            "--client-id", INTROSPECTOR, "--scope", "system/*.rs",
+                            "--secret-stdin", "--store", stores["a"]],
+                           input=INTROSPECTOR_SECRET, capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
     started: list[ServerProcess] = []
     try:
         a = ServerProcess(stores["a"], env={"FHIR_SCHED_AUTH": "smart"}).start()
@@ -55,7 +66,13 @@ def issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuers]:
         started.append(c)
         d = ServerProcess(stores["d"], env={"FHIR_SCHED_AUTH": "smart"}).start()
         started.append(d)
-        yield Issuers(a, b, c, d)
+        e = ServerProcess(stores["e"], env={
+            "FHIR_SCHED_AUTH": "smart", "FHIR_SCHED_TRUST_ISSUER": issuer,
+            "FHIR_SCHED_TRUST_AUDIENCE": a.base,
+            "FHIR_SCHED_TRUST_INTROSPECTION_CLIENT": INTROSPECTOR,
+            "FHIR_SCHED_TRUST_INTROSPECTION_SECRET": INTROSPECTOR_SECRET}).start()
+        started.append(e)
+        yield Issuers(a, b, c, d, e)
     finally:
         for proc in started:
             proc.stop()
@@ -118,3 +135,43 @@ def test_a_forged_token_naming_the_trusted_issuer_is_refused(issuers: Issuers) -
     hs = jwt.encode({"alg": "HS256"}, claims, OctKey.import_key("secret-guess-long-enough-x"),
                     algorithms=["HS256"])
     assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(hs)).status_code == 401
+
+
+# --- introspection mode ---------------------------------------------------------------------
+def test_introspection_accepts_an_active_token_with_its_scopes(issuers: Issuers) -> None:
+    token = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
+    assert web.get(f"{issuers.introspecting.base}/Slot", headers=bearer(token)).status_code \
+        == 200
+    refused = web.get(f"{issuers.introspecting.base}/Patient", headers=bearer(token))
+    assert refused.status_code == 403
+
+
+def test_introspection_refuses_a_token_its_issuer_revoked(issuers: Issuers) -> None:
+    # a signature check alone would accept it: only the issuer knows it was revoked
+    token = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
+    revoked = web.post(f"{issuers.issuer.base.removesuffix('/fhir')}/auth/revoke",
+                       data={"token": token})
+    assert revoked.status_code == 200
+    assert web.get(f"{issuers.trusting.base}/Slot", headers=bearer(token)).status_code == 200
+    response = web.get(f"{issuers.introspecting.base}/Slot", headers=bearer(token))
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_introspection_refuses_an_opaque_token_no_issuer_knows(issuers: Issuers) -> None:
+    response = web.get(f"{issuers.introspecting.base}/Slot",
+                       headers=bearer("opaque-0123456789abcdef"))
+    assert response.status_code == 401
+
+
+def test_the_introspection_endpoint_takes_a_confidential_clients_credentials(
+        issuers: Issuers) -> None:
+    url = f"{issuers.issuer.base.removesuffix('/fhir')}/auth/introspect"
+    token = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
+    answer = web.post(url, data={"token": token}, auth=(INTROSPECTOR, INTROSPECTOR_SECRET))
+    assert answer.status_code == 200
+    assert answer.json()["active"] is True and answer.json()["scope"] == "system/Slot.rs"
+    wrong = web.post(url, data={"token": token}, auth=(INTROSPECTOR, "not the secret"))
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    backend = web.post(url, data={"token": token}, auth=(CLIENT.client_id, "anything"))
+    assert backend.status_code == 401  # only a client with a secret may introspect this way

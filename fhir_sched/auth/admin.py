@@ -108,8 +108,13 @@ def client_from_args(client_id: str, scope: str, *, jwks_file: str | None,
                                  "public keys only")
         return Client(client_id, scope, "backend", jwks=jwks, jwks_url=jwks_url)
     if not redirect_uris:
-        raise AdminError("give --jwks-file or --jwks-url (a backend client), or "
-                         "--redirect-uri (an app)")
+        if secret and not public:
+            # A confidential client with nowhere to send a browser: a resource server that
+            # introspects tokens (RFC 7662) with its secret, and cannot run the code flow.
+            return Client(client_id, scope, "confidential", secret_hash=hash_secret(secret))
+        raise AdminError("give --jwks-file or --jwks-url (a backend client), --redirect-uri "
+                         "(an app), or --secret-stdin alone (a resource server introspecting "
+                         "tokens)")
     if public:
         return Client(client_id, scope, "public", redirect_uris=tuple(redirect_uris))
     if not secret:

@@ -8,6 +8,12 @@ algorithms are accepted, the ``aud`` must be one this server accepts (``--trust-
 default its own FHIR base), and ``exp`` is required. Scopes come from ``scope`` (a string) or
 ``scp`` (a list, as Okta and Azure send them); ``patient`` and ``fhirUser`` as SMART defines.
 A verified token is cached by its bytes until it expires, as the embedded server's are.
+
+Introspection mode (``--trust-introspection-client`` with the secret in
+``FHIR_SCHED_TRUST_INTROSPECTION_SECRET``): the issuer itself is asked (RFC 7662, the
+``introspection_endpoint`` of its discovery document, HTTP Basic client authentication) about
+each token it issued, opaque ones included. The issuer's verdict takes in what a signature
+cannot: a token it revoked is refused here within ``INTROSPECTION_CACHE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -24,30 +30,117 @@ from joserfc.jwk import KeySet
 from .jwks import FETCH_TIMEOUT, JwksCache, JwksError
 from .tokens import CACHE_SIZE, LEEWAY, InvalidToken, TokenClaims
 
+# How long an issuer's "active" answer is trusted before the token is introspected again.
+INTROSPECTION_CACHE_SECONDS = 30
 ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384")
 _KTY = {"R": "RSA", "P": "RSA", "E": "EC"}
 
 
 class TrustedIssuers:
     def __init__(self, issuers: list[str], audiences: list[str],
-                 jwks: JwksCache | None = None) -> None:
-        self.issuers = {i.rstrip("/") for i in issuers if i}
+                 jwks: JwksCache | None = None,
+                 introspection: tuple[str, str] | None = None) -> None:
+        self.issuers = [i.rstrip("/") for i in dict.fromkeys(issuers) if i]
         self.audiences = [a.rstrip("/") for a in audiences if a]
         self.jwks = jwks or JwksCache()
-        self._jwks_uri: dict[str, str] = {}
-        self._cache: OrderedDict[str, TokenClaims] = OrderedDict()
+        # (client id, secret) this server introspects with; None: JWKS verification
+        self.introspection = introspection
+        self._discovery: dict[str, dict[str, Any]] = {}
+        # token -> (claims, the moment the answer stops being trusted)
+        self._cache: OrderedDict[str, tuple[TokenClaims, float]] = OrderedDict()
 
     def trusts(self, issuer: str) -> bool:
         return issuer.rstrip("/") in self.issuers
 
     def cached(self, token: str) -> TokenClaims | None:
         found = self._cache.get(token)
-        if found is not None and found.expires + LEEWAY < time.time():
+        if found is None:
+            return None
+        claims, until = found
+        now = time.time()
+        if claims.expires + LEEWAY < now:
             self._cache.pop(token, None)
             raise InvalidToken("the access token has expired")
-        return found
+        if until < now:  # an introspected answer gone stale: ask the issuer again
+            self._cache.pop(token, None)
+            return None
+        return claims
+
+    def _keep(self, token: str, claims: TokenClaims, until: float) -> TokenClaims:
+        self._cache[token] = (claims, until)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return claims
+
+    async def introspect(self, token: str, issuer: str | None = None) -> TokenClaims:
+        """The issuer's own word on ``token`` (every trusted issuer in turn for an opaque
+        token, whose issuer cannot be read from it)."""
+        assert self.introspection is not None
+        for candidate in [issuer.rstrip("/")] if issuer else self.issuers:
+            answer = await self._ask(candidate, token)
+            if answer is not None:
+                return self._keep(token, *self._introspected(candidate, answer))
+        raise InvalidToken("no trusted issuer knows this token as active")
+
+    async def _ask(self, issuer: str, token: str) -> dict[str, Any] | None:
+        assert self.introspection is not None
+        endpoint = (await self._document(issuer)).get("introspection_endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            raise InvalidToken(f"the trusted issuer {issuer} publishes no "
+                               "introspection_endpoint")
+        try:
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
+                response = await http.post(endpoint, auth=self.introspection, data={
+                    "token": token, "token_type_hint": "access_token"})
+        except httpx.HTTPError:
+            raise InvalidToken(f"the trusted issuer {issuer} cannot be reached to introspect "
+                               "the token") from None
+        if response.status_code != 200:
+            raise InvalidToken(f"the trusted issuer {issuer} answered introspection with "
+                               f"HTTP {response.status_code}")
+        try:
+            answer = response.json()
+        except ValueError:
+            raise InvalidToken(f"the trusted issuer {issuer} answered introspection with "
+                               "something that is not JSON") from None
+        if not isinstance(answer, dict) or answer.get("active") is not True:
+            return None
+        return answer
+
+    def _introspected(self, issuer: str, answer: dict[str, Any]) -> tuple[TokenClaims, float]:
+        claims = dict(answer)
+        claims["iss"] = str(claims.get("iss") or issuer).rstrip("/")
+        if not self.trusts(claims["iss"]):
+            raise InvalidToken(f"the introspected token names issuer {claims['iss']!r}, which "
+                               "is not trusted here")
+        now = time.time()
+        if "aud" in claims:  # optional in RFC 7662; checked when the issuer says
+            self._check_audience(claims["aud"])
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            exp = now + INTROSPECTION_CACHE_SECONDS  # no expiry given: good until asked again
+        if exp + LEEWAY < now:
+            raise InvalidToken("the access token has expired")
+        claims["exp"] = int(exp)
+        return self._claims(claims), min(float(exp), now + INTROSPECTION_CACHE_SECONDS)
+
+    def _check_audience(self, aud: Any) -> None:
+        auds = [a.rstrip("/") for a in (aud if isinstance(aud, list) else [aud])
+                if isinstance(a, str)]
+        if not set(auds) & set(self.audiences):
+            raise InvalidToken(f"the token's aud {aud!r} is not this server "
+                               f"({', '.join(self.audiences)})")
+
+    @staticmethod
+    def _claims(claims: dict[str, Any]) -> TokenClaims:
+        if "scope" not in claims and isinstance(claims.get("scp"), list):
+            claims["scope"] = " ".join(str(s) for s in claims["scp"])
+        claims.setdefault("client_id", claims.get("azp") or claims.get("cid") or "")
+        return TokenClaims.from_claims(claims)
 
     async def verify(self, token: str, header: dict[str, Any], issuer: str) -> TokenClaims:
+        if self.introspection is not None:
+            return await self.introspect(token, issuer)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise InvalidToken(f"tokens signed {alg!r} are not accepted (asymmetric only)")
@@ -62,41 +155,39 @@ class TrustedIssuers:
         except (JoseError, ValueError) as exc:
             raise InvalidToken(f"the token from {issuer} does not verify ({exc})") from None
         claims = dict(decoded.claims)
-        aud = claims.get("aud")
-        auds = [a.rstrip("/") for a in (aud if isinstance(aud, list) else [aud])
-                if isinstance(a, str)]
-        if not set(auds) & set(self.audiences):
-            raise InvalidToken(f"the token's aud {aud!r} is not this server "
-                               f"({', '.join(self.audiences)})")
-        if "scope" not in claims and isinstance(claims.get("scp"), list):
-            claims["scope"] = " ".join(str(s) for s in claims["scp"])
-        claims.setdefault("client_id", claims.get("azp") or claims.get("cid") or "")
-        found = TokenClaims.from_claims(claims)
-        self._cache[token] = found
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return found
+        self._check_audience(claims.get("aud"))
+        found = self._claims(claims)
+        return self._keep(token, found, float(found.expires))
 
     async def _discover(self, issuer: str) -> str:
-        uri = self._jwks_uri.get(issuer)
-        if uri is not None:
-            return uri
+        found = (await self._document(issuer)).get("jwks_uri")
+        if isinstance(found, str) and found:
+            return found
+        raise InvalidToken(f"the trusted issuer {issuer} publishes no jwks_uri")
+
+    async def _document(self, issuer: str) -> dict[str, Any]:
+        """The issuer's discovery metadata, fetched once: its OpenID document, with what only
+        its RFC 8414 or SMART document names (an introspection endpoint, often) filled in."""
+        doc = self._discovery.get(issuer)
+        if doc is not None:
+            return doc
+        merged: dict[str, Any] = {}
         async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
-            for path in ("/.well-known/openid-configuration", "/.well-known/smart-configuration"):
+            for path in ("/.well-known/openid-configuration",
+                         "/.well-known/oauth-authorization-server",  # RFC 8414
+                         "/.well-known/smart-configuration"):
                 try:
                     response = await http.get(issuer + path)
-                except httpx.HTTPError:
+                    found = response.json() if response.status_code == 200 else None
+                except (httpx.HTTPError, ValueError):
                     continue
-                if response.status_code == 200:
-                    try:
-                        found = response.json().get("jwks_uri")
-                    except ValueError:
-                        continue
-                    if isinstance(found, str) and found:
-                        self._jwks_uri[issuer] = found
-                        return found
-        raise InvalidToken(f"the trusted issuer {issuer} publishes no jwks_uri (or cannot be "
-                           "reached)")
+                if isinstance(found, dict):
+                    merged = {**found, **merged}
+        if not merged:
+            raise InvalidToken(f"the trusted issuer {issuer} publishes no discovery document "
+                               "(or cannot be reached)")
+        self._discovery[issuer] = merged
+        return merged
 
     async def _keys(self, uri: str, kid: Any, alg: str) -> KeySet:
         try:

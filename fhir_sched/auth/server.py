@@ -69,7 +69,11 @@ class SmartAuth:
         self.users = Users(self.registry)
         issuers = [i.strip() for i in settings.trust_issuer.split(",") if i.strip()]
         audiences = [a.strip() for a in settings.trust_audience.split(",") if a.strip()]
-        self.trusted = TrustedIssuers(issuers, audiences or [self.audience]) if issuers else None
+        introspection = ((settings.trust_introspection_client,
+                          settings.trust_introspection_secret)
+                         if settings.trust_introspection_client else None)
+        self.trusted = (TrustedIssuers(issuers, audiences or [self.audience],
+                                       introspection=introspection) if issuers else None)
         self._tokens: Tokens | None = None
         self._backend: BackendServices | None = None
         self._code: CodeFlow | None = None
@@ -142,6 +146,8 @@ class SmartAuth:
             header = compact.headers()
             issuer = orjson.loads(compact.payload).get("iss", "")
         except (JoseError, ValueError, AttributeError):
+            if self.trusted.introspection is not None:  # opaque: only its issuer can tell
+                return await self.trusted.introspect(token)
             raise InvalidToken("the access token is not a JWT") from None
         if isinstance(issuer, str) and issuer != self.issuer and self.trusted.trusts(issuer):
             return await self.trusted.verify(token, header, issuer)
@@ -164,6 +170,15 @@ class SmartAuth:
         raise OAuthError("unsupported_grant_type", f"grant_type {grant_type!r} is not "
                          "supported here (authorization_code, refresh_token and "
                          "client_credentials are)")
+
+    async def introspector(self, basic: tuple[str, str]) -> None:
+        """A resource server asking about tokens as a confidential client (RFC 7662 2.1's
+        usual way, and the one Keycloak and Okta expect): only a registered client with a
+        secret may, and the secret must match."""
+        client = await self.registry.client(basic[0]) if basic[0] else None
+        if client is None or client.kind != "confidential" or not client.secret_matches(basic[1]):
+            raise OAuthError("invalid_client", "introspection needs a bearer token or a "
+                             "confidential client's credentials", 401)
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662 with SMART's fields; an unusable token is simply ``active: false``."""
@@ -225,6 +240,10 @@ class SmartAuth:
             "scopes_supported": ["openid", "fhirUser", "profile"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
             "code_challenge_methods_supported": ["S256"],
+            # RFC 8414 metadata OpenID discovery may carry too (Keycloak's does): what a
+            # resource server introspecting our tokens looks for
+            "introspection_endpoint": self.issuer + INTROSPECT_PATH,
+            "revocation_endpoint": self.issuer + REVOKE_PATH,
         }
 
     def oauth_uris(self) -> dict[str, str]:

@@ -279,14 +279,23 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
                      _NO_STORE)
 
     async def introspect(request: Request) -> Response:
-        # RFC 7662 2.1: the caller must be authorized; here, with any valid token of ours
+        # RFC 7662 2.1: the caller must be authorized: a confidential client's credentials
+        # (HTTP Basic), or any valid token of ours
         try:
-            await auth.context(request.headers.get("authorization"), base_url="",
-                               request_id=None)
-        except InvalidToken as exc:
-            return _json({"error": "invalid_token", "error_description": str(exc) or
-                          "introspection needs a bearer access token"}, 401,
-                         {**_NO_STORE, "www-authenticate": 'Bearer realm="fhir-sched"'})
+            basic = _basic(request)
+            if basic is not None:
+                await auth.introspector(basic)
+        except OAuthError as exc:
+            return _json(exc.body(), 401, {**_NO_STORE,
+                                           "www-authenticate": 'Basic realm="fhir-sched"'})
+        if basic is None:
+            try:
+                await auth.context(request.headers.get("authorization"), base_url="",
+                                   request_id=None)
+            except InvalidToken as exc:
+                return _json({"error": "invalid_token", "error_description": str(exc) or
+                              "introspection needs a bearer access token"}, 401,
+                             {**_NO_STORE, "www-authenticate": 'Bearer realm="fhir-sched"'})
         try:
             form = await _form(request)
         except OAuthError as exc:
