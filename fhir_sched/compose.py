@@ -98,15 +98,19 @@ async def stop_jobs(tasks: list[asyncio.Task[None]], patience: float = JOB_STOP_
     that arrives as its inner call completes (CPython gh-86296), and the MongoDB driver awaits
     through it, so a job cancelled mid-write could carry on into its next sleep. Shutdown then
     hung until the supervisor's SIGKILL, and the audit entries still queued were lost. A job
-    still running is cancelled again every half second, for up to ``patience`` seconds.
+    still running 2 s after the first cancel is cancelled again every half second, for up to
+    ``patience`` seconds (the 2 s first: a job's own cleanup, such as the outbound sender
+    handing its endpoints over, is not cut short by a second cancel while it runs).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + patience
     pending = {t for t in tasks if not t.done()}
+    wait = min(2.0, patience)
     while pending:
         for t in pending:
             t.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
+        _, pending = await asyncio.wait(pending, timeout=wait)
+        wait = 0.5
         if pending and loop.time() > deadline:
             log.error("%d background job(s) ignored shutdown for %.0f s; closing anyway",
                       len(pending), patience)
