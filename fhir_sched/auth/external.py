@@ -18,6 +18,7 @@ cannot: a token it revoked is refused here within ``INTROSPECTION_CACHE_SECONDS`
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from typing import Any
@@ -27,7 +28,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .jwks import FETCH_TIMEOUT, JwksCache, JwksError
+from .jwks import JwksCache, JwksError, TooLarge, fetch
 from .tokens import CACHE_SIZE, LEEWAY, InvalidToken, TokenClaims
 
 # How long an issuer's "active" answer is trusted before the token is introspected again.
@@ -89,17 +90,16 @@ class TrustedIssuers:
             raise InvalidToken(f"the trusted issuer {issuer} publishes no "
                                "introspection_endpoint")
         try:
-            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
-                response = await http.post(endpoint, auth=self.introspection, data={
-                    "token": token, "token_type_hint": "access_token"})
-        except httpx.HTTPError:
+            response = await fetch("POST", endpoint, auth=self.introspection, data={
+                "token": token, "token_type_hint": "access_token"})
+        except (httpx.HTTPError, TooLarge):
             raise InvalidToken(f"the trusted issuer {issuer} cannot be reached to introspect "
                                "the token") from None
-        if response.status_code != 200:
+        if response.status != 200:
             raise InvalidToken(f"the trusted issuer {issuer} answered introspection with "
-                               f"HTTP {response.status_code}")
+                               f"HTTP {response.status}")
         try:
-            answer = response.json()
+            answer = json.loads(response.body)
         except ValueError:
             raise InvalidToken(f"the trusted issuer {issuer} answered introspection with "
                                "something that is not JSON") from None
@@ -172,17 +172,16 @@ class TrustedIssuers:
         if doc is not None:
             return doc
         merged: dict[str, Any] = {}
-        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False) as http:
-            for path in ("/.well-known/openid-configuration",
-                         "/.well-known/oauth-authorization-server",  # RFC 8414
-                         "/.well-known/smart-configuration"):
-                try:
-                    response = await http.get(issuer + path)
-                    found = response.json() if response.status_code == 200 else None
-                except (httpx.HTTPError, ValueError):
-                    continue
-                if isinstance(found, dict):
-                    merged = {**found, **merged}
+        for path in ("/.well-known/openid-configuration",
+                     "/.well-known/oauth-authorization-server",  # RFC 8414
+                     "/.well-known/smart-configuration"):
+            try:
+                response = await fetch("GET", issuer + path)
+                found = json.loads(response.body) if response.status == 200 else None
+            except (httpx.HTTPError, TooLarge, ValueError):
+                continue
+            if isinstance(found, dict):
+                merged = {**found, **merged}
         if not merged:
             raise InvalidToken(f"the trusted issuer {issuer} publishes no discovery document "
                                "(or cannot be reached)")
