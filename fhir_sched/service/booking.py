@@ -92,7 +92,7 @@ class BookingService:
             if held != checked:
                 held = self.resources.prepare("Appointment", held, id_)
             saved = await self.resources.put_in_unit(unit, ctx, "Appointment", id_, held)
-            await self.resources.audit_operation(unit, ctx, "$hold", saved)
+            await self.resources.audit_operation(unit, ctx, "$hold", saved, held)
             return saved
 
         return Held(await self.resources.atomic(run), expires)
@@ -167,7 +167,7 @@ class BookingService:
             if result != checked:
                 result = self.resources.prepare("Appointment", result, id_)
             saved = await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
-            await self.resources.audit_operation(unit, ctx, "$book", saved)
+            await self.resources.audit_operation(unit, ctx, "$book", saved, result)
             return saved
 
         return await self.resources.atomic(run)

@@ -232,16 +232,16 @@ class ResourceService:
         return Saved(rec, old is None)
 
     async def audit_operation(self, unit: Unit, ctx: RequestContext, name: str,
-                              saved: Saved) -> None:
+                              saved: Saved, body: Json) -> None:
         """An operation's own entry (``$hold``, ``$book``), in the unit of the writes it made,
-        beside their create/update entries: the trail says which operation made them."""
-        rec = saved.record
-        if self.audit is None or rec.body is None:
+        beside their create/update entries: the trail says which operation made them.
+        ``body`` is the resource the operation wrote (its patient, without a second parse)."""
+        if self.audit is None:
             return
+        rec = saved.record
         await self.audit.in_unit(unit, audit_entry(
             ctx.through("operation"), name, action="C" if saved.created else "U",
-            entity=f"{rec.type}/{rec.id}",
-            patient=patient_of(rec.type, orjson.loads(rec.body))))
+            entity=f"{rec.type}/{rec.id}", patient=patient_of(rec.type, body)))
 
     async def _follow(self, unit: Unit, ctx: RequestContext, follow_ups: list[FollowUp]) -> None:
         """The further writes a rule asked for, through this same pipeline (and their rules)."""
