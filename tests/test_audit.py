@@ -22,6 +22,7 @@ AUDITOR = BackendClient.new("auditor", "ES384")
 READER = BackendClient.new("audit-reader", "ES384")
 DESK = BackendClient.new("audit-desk", "ES384")
 OVERBOOKED = "https://fhir-sched.org/fhir/StructureDefinition/overbooked"
+FRAME_LIMIT = 64 * 1024
 EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -35,7 +36,8 @@ def server(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
                           (DESK, "system/*.cruds fhir-sched/overbook")):
         register_backend(url, client, scope, keys)
     proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
-                                   "FHIR_SCHED_MLLP_PORT": str(free_port())}).start()
+                                   "FHIR_SCHED_MLLP_PORT": str(free_port()),
+                                   "FHIR_SCHED_MLLP_MAX_FRAME_BYTES": str(FRAME_LIMIT)}).start()
     yield proc
     proc.stop()
     if url.startswith("sqlite"):
@@ -178,6 +180,24 @@ def test_an_unreadable_hl7v2_frame_is_audited_as_a_refused_import(server: Server
     assert found, "no audit for the unreadable frame"
     assert found[0]["type"]["code"] == "110107" and found[0]["outcome"] == "4"
     assert "not HL7" not in json.dumps(found[0])  # what was sent is not repeated
+
+
+def test_a_frame_refused_as_too_large_is_audited_by_its_sender_without_content(
+        server: ServerProcess) -> None:
+    port = int(server.env["FHIR_SCHED_MLLP_PORT"])
+    big = s12(1, control="BIG1").replace(b"Doe^Jane1", b"Doe^" + b"Bulky" * FRAME_LIMIT)
+    peer = RawPeer(port)
+    try:
+        assert msa(peer.send(big))[1:3] == ["AR", "BIG1"]
+    finally:
+        peer.close()
+    found = events(server, lambda e: e["subtype"][0]["code"] == "hl7v2/too-large")
+    assert found, "no audit for the refused frame"
+    event = found[0]
+    assert event["type"]["code"] == "110107" and event["outcome"] == "4"
+    assert any("hl7v2/CLINIC/NORTH" in json.dumps(a["who"]) for a in event["agent"])
+    assert str(len(big)) in json.dumps(event)
+    assert "Bulky" not in json.dumps(event) and "Doe" not in json.dumps(event)
 
 
 def _bookable(server: ServerProcess, admin: dict[str, str], sid: str, capacity: int = 1

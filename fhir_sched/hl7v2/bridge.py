@@ -148,6 +148,20 @@ class Bridge:
             return self._ack(header, Answer(AckCode.AE, "rejected", "application internal error",
                                             207))
 
+    def frame_refused(self, head: bytes, size: int, peer: str) -> None:
+        """Audit a frame the listener answered AR without us (over the size limit): by its
+        sender as far as the kept head says, with the size and no content. Queued, not in a
+        unit: nothing was written, and the ACK must not wait on the store."""
+        try:
+            header = recover_header(head)
+        except Exception:
+            header = recover_header(b"")
+        who = subject_of(header) if header.sending_application else f"hl7v2/peer/{peer}"
+        key = key_of(header) if header.control_id.strip() else f"unkeyed/{unique_id()}"
+        self.services.audit.later(audit_entry(
+            RequestContext(subject=who, door="mllp", request_id=key[:200]),
+            "hl7v2/too-large", "4", action="C", detail=f"AR frame of {size} bytes"))
+
     async def replay(self, raw: bytes, peer: str = "replay") -> bytes:
         """Run a kept message again, replacing its earlier refusal (a dead letter's retry)."""
         return await self._handle(raw, peer, replay=True)

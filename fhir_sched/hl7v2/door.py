@@ -21,6 +21,10 @@ class MessageHandler(Protocol):
         """One message in, its ACK out; never raises."""
         ...
 
+    def frame_refused(self, head: bytes, size: int, peer: str) -> None:
+        """A frame the transport refused before the handler saw it (over the size limit)."""
+        ...
+
 
 def load_senders(settings: Settings) -> Senders:
     """The ``--hl7v2-config`` file, or the defaults; the zone from ``FHIR_SCHED_HL7V2_TIMEZONE``
@@ -51,10 +55,14 @@ class MllpDoor:
                 release2=settings.mllp_release == 2,
             ),
             self._handle,
+            self._refused,
         )
 
     async def _handle(self, frame: bytes, peer: PeerInfo) -> bytes:
         return await self.handler.handle(frame, f"{peer.host}:{peer.port}")
+
+    def _refused(self, head: bytes, size: int, peer: PeerInfo) -> None:
+        self.handler.frame_refused(head, size, f"{peer.host}:{peer.port}")
 
     async def start(self) -> None:
         await self.listener.start()

@@ -82,6 +82,9 @@ class ListenerSettings:
 
 
 Handler = Callable[[bytes, PeerInfo], Awaitable[bytes]]
+# Told of a frame the listener answered itself, without the handler (too large): the first
+# bytes it kept, the frame's size and the peer. Must not block: the ACK waits on it.
+Refused = Callable[[bytes, int, PeerInfo], None]
 
 
 def _now() -> str:
@@ -137,9 +140,11 @@ class _Connection:
 
 
 class Listener:
-    def __init__(self, settings: ListenerSettings, handler: Handler) -> None:
+    def __init__(self, settings: ListenerSettings, handler: Handler,
+                 refused: Refused | None = None) -> None:
         self.settings = settings
         self.handler = handler
+        self.refused = refused
         self.stats = ListenerStats()
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -293,6 +298,11 @@ class Listener:
             self.stats.too_large += 1
             log.warning("mllp frame of %d bytes over the %d-byte limit from %s", event.size,
                         self.settings.max_frame_bytes, conn.peer)
+            if self.refused is not None:
+                try:
+                    self.refused(event.head, event.size, conn.peer)
+                except Exception as exc:  # the frame is still answered
+                    log.error("mllp refused-frame hook failed: %s", type(exc).__name__)
             return self._wire(internal_error_ack(event.head, "frame too large", AckCode.AR),
                               committed=False)
         self._note(event, conn)
