@@ -129,6 +129,48 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from .context import RequestContext
+    from .service.audit import purge
+    from .storage import open_store
+    from .timeutil import date_range, format_instant, from_us
+
+    if (args.before is None) == (args.older_than_days is None):
+        print("give one of --before DATE and --older-than-days N", file=sys.stderr)
+        return 2
+    if args.before is not None:
+        try:
+            before = format_instant(from_us(date_range(args.before, require_offset=True)[0]))
+        except ValueError:
+            print(f"--before {args.before!r} is not a FHIR date or dateTime with an offset",
+                  file=sys.stderr)
+            return 2
+    else:
+        if args.older_than_days < 1:
+            print("--older-than-days must be 1 or more", file=sys.stderr)
+            return 2
+        before = format_instant(datetime.now(UTC) - timedelta(days=args.older_than_days))
+    if before > format_instant(datetime.now(UTC)):
+        print(f"--before {args.before} is in the future: that would delete the entries still "
+              "being written", file=sys.stderr)
+        return 2
+    settings = Settings.from_env(store=args.store)
+
+    async def run() -> int:
+        store = open_store(settings)
+        await store.start()
+        try:
+            return await purge(store, before, RequestContext.system("audit-purge"))
+        finally:
+            await store.close()
+
+    deleted = asyncio.run(run())
+    print(f"{deleted} audit entries recorded before {before} deleted")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import load_demo
 
@@ -283,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
                              "for verification")
     rotate.add_argument("--store", default=None, help="the store, as for serve")
     rotate.set_defaults(fn=_keys)
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="audit_command", required=True)
+    apurge = audit.add_parser("purge", help="delete audit entries recorded before a date "
+                              "(the purge itself is audited); safe on a running server")
+    apurge.add_argument("--before", default=None,
+                        help="a FHIR date (UTC midnight) or dateTime with offset")
+    apurge.add_argument("--older-than-days", type=int, default=None,
+                        help="entries recorded more than N days ago")
+    apurge.add_argument("--store", default=None, help="the store, as for serve")
+    apurge.set_defaults(fn=_audit)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

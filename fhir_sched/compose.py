@@ -22,6 +22,7 @@ from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
 from .service.audit import AuditLog
+from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
@@ -147,9 +148,12 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     async def retention() -> None:
         await keep_raw_for(store, settings.hl7v2_raw_retention_days)
 
+    async def audit_retention() -> None:
+        await keep_audit_for(store, settings.audit_retention_days)
+
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
     jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention,
-                                                       audit.run)
+                                                       audit_retention, audit.run)
     if auth is not None:
         jobs += (auth.follow_revocations,)
     return Core(services, jobs, bridge, doors, auth)

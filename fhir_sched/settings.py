@@ -54,6 +54,8 @@ class Settings:
     hl7v2_max_attempts: int = 10
     # How long the raw bytes of inbound messages are kept (0: for good); outcomes and ACKs stay.
     hl7v2_raw_retention_days: int = 30
+    # How long audit entries are kept (0: for good, the default; many rules ask for years).
+    audit_retention_days: int = 0
     # "smart": every request but discovery needs a bearer token; "none": anonymous, for
     # development only (a warning at start and an ``X-FHIR-Sched-Auth: none`` header).
     auth: str = "smart"

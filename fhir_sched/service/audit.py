@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -30,10 +30,12 @@ from ..ids import unique_id
 from ..search.compartment import PATIENT_COMPARTMENT
 from ..search.extract import reference_targets
 from ..storage.base import AuditEntry, DocumentStore, Unit
+from ..storage.errors import StoreUnavailable
 from ..timeutil import format_instant, now_instant
 
 FLUSH_SECONDS = 0.2
 MAX_PENDING = 100_000
+PURGE_BATCH = 5_000  # entries per delete: one short write, so writers wait at most that long
 log = logging.getLogger("fhir_sched.audit")
 
 ACTION = {"create": "C", "read": "R", "vread": "R", "search-type": "E", "history": "R",
@@ -68,6 +70,40 @@ def entry(ctx: RequestContext, subtype: str, outcome: str = "0", *, entity: str 
 _Queued = tuple[float, RequestContext, str, str, str | None, str | None, int | None,
                 bytes | None, str]
 PATIENT_CACHE = 10_000
+
+
+async def purge(store: DocumentStore, before: str, ctx: RequestContext) -> int:
+    """Delete the entries recorded before the instant ``before``, in batches, then record the
+    purge itself when it removed anything (who, the cut-off, how many): removing audit
+    history is an audited act. That entry is recorded now, so no purge removes its own
+    record."""
+    total = 0
+    while True:
+        deleted = await store.audit_purge(before, PURGE_BATCH)
+        total += deleted
+        if deleted < PURGE_BATCH:
+            break
+        await asyncio.sleep(0)
+    if total:
+        detail = f"{total} entries recorded before {before} deleted"
+        await store.audit_append([entry(ctx, "audit/purge", action="D", entity="AuditEvent",
+                                        detail=detail)])
+    return total
+
+
+async def keep_for(store: DocumentStore, days: int, every_seconds: float = 3600.0) -> None:
+    """The retention job: entries older than ``days`` days are deleted every hour; ``days``
+    <= 0 (the default) keeps the trail for good, as most record-keeping rules expect."""
+    ctx = RequestContext.system("audit-retention")
+    while days > 0:
+        before = format_instant(datetime.now(UTC) - timedelta(days=days))
+        try:
+            deleted = await purge(store, before, ctx)
+            if deleted:
+                log.info("audit retention: %d entries older than %d days deleted", deleted, days)
+        except StoreUnavailable:
+            pass
+        await asyncio.sleep(every_seconds)
 
 
 class AuditLog:

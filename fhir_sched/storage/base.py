@@ -300,6 +300,11 @@ class DocumentStore(Protocol):
 
     async def audit_get(self, id_: str) -> AuditEntry | None: ...
 
+    async def audit_purge(self, before: str, limit: int) -> int:
+        """Delete at most ``limit`` entries recorded before the instant ``before``, oldest
+        first, in one short write; the number deleted (retention runs it until 0)."""
+        ...
+
     async def ping(self) -> None: ...
 
 

@@ -504,6 +504,15 @@ class MongoStore:
             doc = await self.audit.find_one({"_id": id_})
         return None if doc is None else audit_entry(doc)
 
+    async def audit_purge(self, before: str, limit: int) -> int:
+        async with _available():
+            ids = [d["_id"] async for d in self.audit.find(
+                {"recorded": {"$lt": before}}, {"_id": 1}).sort("recorded", 1).limit(limit)]
+            if not ids:
+                return 0
+            result = await self.audit.delete_many({"_id": {"$in": ids}})
+        return int(result.deleted_count)
+
     async def inbound_purge_raw(self, before: str) -> int:
         async with _available():
             result = await self.hl7v2_inbox.update_many(

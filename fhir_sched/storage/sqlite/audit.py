@@ -78,3 +78,10 @@ def listing(c: sqlite3.Connection, filters: dict[str, str | None], since: str | 
     rows = c.execute(f"SELECT {_COLUMNS} FROM audit_log{clause} ORDER BY seq DESC LIMIT ?",
                      (*args, limit))
     return [_entry(r) for r in rows]
+
+
+def purge(c: sqlite3.Connection, before: str, limit: int) -> int:
+    """The oldest entries first, found through the ``recorded`` index: a batch is a range
+    scan and ``limit`` deletes, whatever the table's size."""
+    return c.execute("DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log "
+                     "WHERE recorded < ? ORDER BY recorded LIMIT ?)", (before, limit)).rowcount

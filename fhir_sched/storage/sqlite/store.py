@@ -309,6 +309,12 @@ class SqliteStore:
     async def audit_get(self, id_: str) -> AuditEntry | None:
         return await self._read(lambda c: audit.get(c, id_))
 
+    async def audit_purge(self, before: str, limit: int) -> int:
+        async def run(unit: SqliteUnit) -> int:
+            return audit.purge(unit._conn, before, limit)
+
+        return int(await self.atomic(run))
+
     async def outbox_list(self, *, statuses: Sequence[str], limit: int = 100,
                           endpoint: str | None = None) -> list[OutboundEntry]:
         def run(c: sqlite3.Connection) -> list[OutboundEntry]:
