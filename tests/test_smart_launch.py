@@ -9,6 +9,7 @@ compartment let a token see and do.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from tests.support.server import ServerProcess, cleanup_dir, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
 
 PASSWORD = "correct horse battery"
+KEYED_APP = BackendClient.new("app-keys", "RS384")
 SCOPES = ("launch/patient openid fhirUser offline_access patient/Patient.rs "
           "patient/Appointment.rs")
 
@@ -71,6 +73,11 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
                           input="s3cret-value-for-tests\n", capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+    keys = tmp_path_factory.mktemp("launch-keys") / "app-keys.json"
+    keys.write_text(json.dumps(KEYED_APP.public_jwks()))
+    keyed = register(url, "app-keys", scope, "--redirect-uri", REDIRECT, "--jwks-file",
+                     str(keys))
+    assert keyed.returncode == 0 and "asymmetric" in keyed.stdout, keyed.stderr
     # this module signs in dozens of times a minute from one address
     proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart",
                                    "FHIR_SCHED_AUTH_LOGINS_PER_MINUTE": "100000"}).start()
@@ -405,6 +412,127 @@ def test_an_ehr_launch_binds_the_patient_the_ehr_has_open(world: World) -> None:
     launch = created.json()["launch"]
     body = tokens_for(world, "launch patient/Appointment.rs", user="dr-lee", launch=launch)
     assert f"Patient/{body['patient']}" == world.bob
+
+
+def test_an_ehr_launch_hands_its_encounter_and_fhir_context_to_the_app_and_its_refresh(
+        world: World) -> None:
+    in_view = [{"reference": f"Appointment/{world.bob_appointment}"},
+               {"reference": "Schedule/dr-lee-clinic", "type": "Schedule",
+                "role": "https://example.org/launch-role/calendar-on-screen"},
+               {"identifier": {"system": "urn:ehr:orders", "value": "ord-42"},
+                "type": "ServiceRequest"}]
+    created = web.post(f"{world.issuer}/auth/launch", headers=h(world.admin), json={
+        "patient": world.bob, "encounter": "Encounter/enc-9", "fhirContext": in_view})
+    assert created.status_code == 201, created.text
+    body = tokens_for(world, "launch offline_access patient/Appointment.rs", user="dr-lee",
+                      launch=created.json()["launch"])
+    assert f"Patient/{body['patient']}" == world.bob
+    assert body["encounter"] == "enc-9"
+    assert body["fhirContext"] == in_view
+    again = web.post(f"{world.issuer}/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+        "client_id": "app-public"})
+    assert again.status_code == 200, again.text
+    assert again.json()["encounter"] == "enc-9" and again.json()["fhirContext"] == in_view
+    discovery = web.get(f"{world.server.base}/.well-known/smart-configuration").json()
+    assert "context-ehr-encounter" in discovery["capabilities"]
+
+
+def test_a_standalone_launch_carries_no_encounter_or_fhir_context(world: World) -> None:
+    body = tokens_for(world)
+    assert "encounter" not in body and "fhirContext" not in body
+
+
+@pytest.mark.parametrize(("launch", "names"), [
+    ({"patient": "Bob"}, "patient"),
+    ({"patient": "Patient/b", "encounter": "enc-9"}, "encounter"),
+    ({"fhirContext": [{"reference": "Patient/b"}]}, "patient member"),
+    ({"fhirContext": [{"reference": "https://elsewhere/Appointment/1"}]}, "relative"),
+    ({"fhirContext": [{"reference": "Appointment/1", "canonical": "http://x/y"}]},
+     "exactly one"),
+    ({"fhirContext": [{"reference": "Appointment/1", "role": "launch"}]}, "role"),
+    ({"fhirContext": [{"reference": "Appointment/1", "colour": "red"}]}, "colour"),
+    ({"fhirContext": [{"reference": "Appointment/1"}] * 17}, "at most 16"),
+    ({"fhirContext": "Appointment/1"}, "array"),
+    ({}, "name what the EHR has open"),
+    ([], "JSON object"),
+])
+def test_a_launch_with_a_malformed_context_is_refused_naming_the_member(
+        world: World, launch: Any, names: str) -> None:
+    created = web.post(f"{world.issuer}/auth/launch", headers=h(world.admin), json=launch)
+    assert created.status_code == 400, created.text
+    assert names in created.json()["issue"][0]["diagnostics"]
+
+
+# --- a confidential-asymmetric app (private_key_jwt in the code flow) ----------------------------
+def _keyed_code(world: World) -> tuple[str, str]:
+    verifier, challenge = pkce()
+    code = world.browser().code("app-keys", SCOPES, challenge, "alice", PASSWORD)
+    return code, verifier
+
+
+def _keyed_form(world: World, code: str, verifier: str, **changes: Any) -> dict[str, str]:
+    token_url = f"{world.issuer}/auth/token"
+    return {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT,
+            "code_verifier": verifier, "client_id": "app-keys",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": KEYED_APP.assertion(token_url, **changes)}
+
+
+def test_an_app_with_keys_proves_itself_with_a_client_assertion_in_the_code_flow(
+        world: World) -> None:
+    code, verifier = _keyed_code(world)
+    response = web.post(f"{world.issuer}/auth/token", data=_keyed_form(world, code, verifier))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert f"Patient/{body['patient']}" == world.alice
+    again = web.post(f"{world.issuer}/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+        "client_id": "app-keys",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": KEYED_APP.assertion(f"{world.issuer}/auth/token")})
+    assert again.status_code == 200, again.text
+
+
+def test_an_app_with_keys_is_refused_without_its_assertion(world: World) -> None:
+    code, verifier = _keyed_code(world)
+    response = world.browser().exchange("app-keys", code, verifier)
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] == "invalid_client"
+    assert "client_assertion" in response.json()["error_description"]
+
+
+@pytest.mark.parametrize(("changes", "says"), [
+    ({"aud": "https://elsewhere.example/token"}, "aud"),
+    ({"exp": int(time.time()) - 600}, "expired"),
+    ({"_key": BackendClient.new("app-keys", "RS384").key}, "signature"),
+])
+def test_an_app_assertion_that_does_not_hold_is_refused(world: World, changes: dict[str, Any],
+                                                         says: str) -> None:
+    code, verifier = _keyed_code(world)
+    response = web.post(f"{world.issuer}/auth/token",
+                        data=_keyed_form(world, code, verifier, **changes))
+    assert response.status_code in (400, 401), response.text
+    assert response.json()["error"] == "invalid_client"
+    assert says in response.json()["error_description"]
+
+
+def test_an_app_assertion_is_used_once(world: World) -> None:
+    code, verifier = _keyed_code(world)
+    form = _keyed_form(world, code, verifier)
+    assert web.post(f"{world.issuer}/auth/token", data=form).status_code == 200
+    code2, verifier2 = _keyed_code(world)
+    replay = web.post(f"{world.issuer}/auth/token", data={
+        **form, "code": code2, "code_verifier": verifier2})
+    assert replay.status_code in (400, 401) and "replay" in replay.json()["error_description"]
+
+
+def test_an_app_with_keys_gets_no_client_credentials_token(world: World) -> None:
+    app_form = {"grant_type": "client_credentials", "scope": "system/*.rs",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": KEYED_APP.assertion(f"{world.issuer}/auth/token")}
+    refused = web.post(f"{world.issuer}/auth/token", data=app_form)
+    assert refused.status_code in (400, 401) and refused.json()["error"] == "invalid_client"
 
 
 def test_an_unknown_launch_is_refused(world: World) -> None:

@@ -106,6 +106,13 @@ def client_from_args(client_id: str, scope: str, *, jwks_file: str | None,
             if any("d" in k for k in keys if isinstance(k, dict)):
                 raise AdminError(f"--jwks-file {jwks_file} holds a private key; register the "
                                  "public keys only")
+        if public:
+            raise AdminError("a client with keys is confidential; --public does not apply")
+        if redirect_uris:
+            # An app that signs in users and proves itself with private_key_jwt at the token
+            # endpoint (SMART client-confidential-asymmetric) instead of a shared secret.
+            return Client(client_id, scope, "asymmetric", jwks=jwks, jwks_url=jwks_url,
+                          redirect_uris=tuple(redirect_uris))
         return Client(client_id, scope, "backend", jwks=jwks, jwks_url=jwks_url)
     if not redirect_uris:
         if secret and not public:

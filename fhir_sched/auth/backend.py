@@ -78,8 +78,10 @@ class BackendServices:
         return {"access_token": token, "token_type": "bearer", "expires_in": expires_in,
                 "scope": scope}
 
-    async def authenticate(self, form: dict[str, str]) -> tuple[Client, dict[str, Any]]:
-        """The client a ``private_key_jwt`` assertion proves, with the assertion's claims."""
+    async def authenticate(self, form: dict[str, str], kinds: tuple[str, ...] = ("backend",)
+                           ) -> tuple[Client, dict[str, Any]]:
+        """The client a ``private_key_jwt`` assertion proves, with the assertion's claims:
+        a backend client for ``client_credentials``, an asymmetric app for the code flow."""
         if form.get("client_assertion_type") != ASSERTION_TYPE:
             raise invalid_client(f"client_assertion_type must be {ASSERTION_TYPE}")
         assertion = form.get("client_assertion", "")
@@ -106,8 +108,9 @@ class BackendServices:
         if form.get("client_id") not in (None, "", iss):
             raise invalid_client("client_id does not match the assertion's iss")
         client = await self.registry.client(str(iss))
-        if client is None or client.kind != "backend":
-            raise invalid_client(f"no backend client {iss!r} is registered")
+        if client is None or client.kind not in kinds:
+            what = "backend client" if kinds == ("backend",) else "app with keys"
+            raise invalid_client(f"no {what} {iss!r} is registered")
         key = await self._key(client, header, str(kid), alg)
         try:
             claims = jwt.decode(assertion, key, algorithms=[alg]).claims

@@ -36,6 +36,7 @@ from joserfc import jwt
 
 from ..scopes import Grant, ScopeError, grantable
 from .errors import OAuthError, invalid_client
+from .launch_context import LaunchContext
 from .registry import Client, Registry
 from .tokens import InvalidToken, Tokens
 from .users import User, Users
@@ -151,12 +152,15 @@ class CodeFlow:
             raise back("invalid_scope", "none of the requested scopes is registered for this "
                        "app")
         launch_patient = None
+        launched: dict[str, Any] = {}
         if params.get("launch"):
             launch = await self.registry.get_doc(LAUNCH + params["launch"]) if _ID.match(
                 params["launch"]) else None
             if launch is None or launch["expires"] < time.time():
                 raise back("invalid_request", "the launch parameter names no current launch")
             launch_patient = launch.get("patient")
+            launched = {"encounter": launch.get("encounter"),
+                        "fhir_context": launch.get("fhir_context") or []}
         elif "launch" in scopes:
             raise back("invalid_request", "the launch scope needs a launch parameter (EHR "
                        "launch)")
@@ -164,7 +168,7 @@ class CodeFlow:
             "client_id": client.client_id, "redirect_uri": redirect, "scopes": scopes,
             "state": state, "code_challenge": params["code_challenge"],
             "nonce": params.get("nonce"), "launch_patient": launch_patient,
-            "expires": time.time() + PENDING_SECONDS})
+            "launched": launched, "expires": time.time() + PENDING_SECONDS})
         await self.registry.put_doc(PENDING + pending.id, pending.doc)
         return pending
 
@@ -224,7 +228,7 @@ class CodeFlow:
             "client_id": doc["client_id"], "redirect_uri": redirect, "scopes": scopes,
             "code_challenge": doc["code_challenge"], "patient": patient,
             "fhir_user": fhir_user, "user": doc["user"], "nonce": doc.get("nonce"),
-            "expires": time.time() + CODE_SECONDS})
+            "launched": doc.get("launched") or {}, "expires": time.time() + CODE_SECONDS})
         out = {"code": code}
         if state:
             out["state"] = state
@@ -238,6 +242,9 @@ class CodeFlow:
         client = await self.registry.client(client_id) if client_id else None
         if client is None or client.kind == "backend":
             raise invalid_client(f"no app {client_id!r} is registered")
+        if client.kind == "asymmetric":
+            raise invalid_client(f"app {client_id!r} authenticates with a private_key_jwt "
+                                 "client_assertion")
         if client.kind == "confidential":
             secret = basic[1] if basic else form.get("client_secret", "")
             if not secret or not client.secret_matches(secret):
@@ -293,6 +300,11 @@ class CodeFlow:
         if patient:
             body["patient"] = str(patient).removeprefix("Patient/")
             body["need_patient_banner"] = not str(fhir_user).startswith("Patient/")
+        launched = doc.get("launched") or {}
+        if launched.get("encounter"):
+            body["encounter"] = str(launched["encounter"]).removeprefix("Encounter/")
+        if launched.get("fhir_context"):
+            body["fhirContext"] = launched["fhir_context"]
         if "openid" in scopes and ("fhirUser" in scopes or "profile" in scopes):
             body["id_token"] = await self._id_token(client, doc)
         if "offline_access" in scopes or "online_access" in scopes:
@@ -300,7 +312,7 @@ class CodeFlow:
             lifetime = OFFLINE_SECONDS if "offline_access" in scopes else ONLINE_SECONDS
             await self.registry.put_doc(REFRESH + _hash(refresh), {
                 "client_id": client.client_id, "scopes": scopes, "patient": patient,
-                "fhir_user": fhir_user, "user": doc["user"],
+                "fhir_user": fhir_user, "user": doc["user"], "launched": launched,
                 "expires": time.time() + lifetime})
             body["refresh_token"] = refresh
         return body
@@ -319,11 +331,12 @@ class CodeFlow:
                           algorithms=["RS256"])
 
     # -- EHR launch ------------------------------------------------------------------------
-    async def new_launch(self, patient: str | None, encounter: str | None) -> str:
+    async def new_launch(self, context: LaunchContext) -> str:
+        """A launch id bound to what the EHR has open; its context reaches the app with the
+        access token (and again with each refresh)."""
         launch = secrets.token_urlsafe(16)
         await self.registry.put_doc(LAUNCH + launch, {
-            "patient": patient, "encounter": encounter,
-            "expires": time.time() + LAUNCH_SECONDS})
+            **context.doc(), "expires": time.time() + LAUNCH_SECONDS})
         return launch
 
     # -- revocation ------------------------------------------------------------------------

@@ -161,7 +161,10 @@ class SmartAuth:
         if grant_type == "client_credentials":
             return await self._backend.token(form)
         if grant_type in ("authorization_code", "refresh_token"):
-            client = await self.code.authenticate(form, basic)
+            if form.get("client_assertion_type") or form.get("client_assertion"):
+                client, _ = await self._backend.authenticate(form, kinds=("asymmetric",))
+            else:
+                client = await self.code.authenticate(form, basic)
             if grant_type == "authorization_code":
                 return await self.code.exchange(form, client)
             return await self.code.refresh(form, client)
@@ -217,7 +220,8 @@ class SmartAuth:
             "capabilities": [
                 "launch-ehr", "launch-standalone", "authorize-post", "client-public",
                 "client-confidential-symmetric", "client-confidential-asymmetric",
-                "sso-openid-connect", "context-ehr-patient", "context-standalone-patient",
+                "sso-openid-connect", "context-ehr-patient", "context-ehr-encounter",
+                "context-standalone-patient",
                 "context-banner", "permission-offline", "permission-online",
                 "permission-patient", "permission-user", "permission-v1", "permission-v2"],
             "code_challenge_methods_supported": ["S256"],

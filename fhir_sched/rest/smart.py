@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import pages
+from ..auth import launch_context, pages
 from ..auth.code_flow import BackToApp, ErrorPage
 from ..auth.errors import OAuthError
 from ..auth.server import SmartAuth
@@ -267,15 +267,14 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
             raise FhirError(403, "forbidden", "creating a launch needs a user/ or system/ "
                             "scope that reads Patient")
         try:
-            body = orjson.loads(await read_body(request, MAX_FORM_BYTES))
+            context = launch_context.parse(orjson.loads(
+                await read_body(request, MAX_FORM_BYTES)))
         except orjson.JSONDecodeError:
             raise FhirError(400, "invalid", "the body must be JSON: {\"patient\": "
                             "\"Patient/<id>\"}") from None
-        patient = body.get("patient") if isinstance(body, dict) else None
-        if not isinstance(patient, str) or not patient.startswith("Patient/"):
-            raise FhirError(400, "invalid", "patient must be \"Patient/<id>\"")
-        encounter = body.get("encounter") if isinstance(body.get("encounter"), str) else None
-        return _json({"launch": await auth.code.new_launch(patient, encounter)}, 201,
+        except launch_context.LaunchContextError as exc:
+            raise FhirError(400, "invalid", str(exc)) from None
+        return _json({"launch": await auth.code.new_launch(context)}, 201,
                      _NO_STORE)
 
     async def introspect(request: Request) -> Response:
