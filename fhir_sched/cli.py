@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from .settings import Settings
@@ -21,10 +22,19 @@ def _serve(args: argparse.Namespace) -> int:
                                  trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
                                  else None,
                                  trust_audience=args.trust_audience,
-                                 trust_introspection_client=args.trust_introspection_client)
-    if settings.trust_introspection_client and not settings.trust_introspection_secret:
-        raise SystemExit("--trust-introspection-client needs its secret in "
-                         "FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
+                                 trust_introspection_client=",".join(
+                                     args.trust_introspection_client)
+                                 if args.trust_introspection_client else None)
+    if settings.trust_introspection_client:
+        from .auth.external import credentials
+
+        try:
+            credentials(settings.trust_introspection_client,
+                        [i.strip() for i in settings.trust_issuer.split(",") if i.strip()],
+                        {**os.environ, "FHIR_SCHED_TRUST_INTROSPECTION_SECRET":
+                         settings.trust_introspection_secret})
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.demo:
@@ -261,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--trust-audience", default=None,
                        help="audiences a trusted issuer's tokens may name (comma-separated; "
                             "default: this server's FHIR base)")
-    serve.add_argument("--trust-introspection-client", default=None,
-                       help="introspect the trusted issuers' tokens (RFC 7662) as this client; "
-                            "its secret goes in FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
+    serve.add_argument("--trust-introspection-client", action="append", default=None,
+                       help="introspect the trusted issuers' tokens (RFC 7662) as this client "
+                            "(ID for all, or ISSUER=ID for one; repeatable); its secret goes in "
+                            "FHIR_SCHED_TRUST_INTROSPECTION_SECRET_<ID> or "
+                            "FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)

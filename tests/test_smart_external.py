@@ -9,15 +9,18 @@ rotate, its tokens carry its own ``aud``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from joserfc.jws import extract_compact
 
+from fhir_sched.auth.external import credentials, secret_env
 from tests.support import web
 from tests.support.server import ServerProcess
 from tests.support.smart import BackendClient, get_token, register
@@ -32,6 +35,7 @@ class Issuers:
     wrong_audience: ServerProcess  # trusts it, but only for its own audience
     stranger: ServerProcess  # an authorization server nobody trusts
     introspecting: ServerProcess  # trusts it, and asks it about every token
+    mixed: ServerProcess  # trusts it (asking about each token) and the stranger (by signature)
 
 
 INTROSPECTOR, INTROSPECTOR_SECRET = "rs-introspector", "introspection secret 0123456789"
@@ -44,6 +48,7 @@ def issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuers]:
     jwks.write_text(json.dumps(CLIENT.public_jwks()))
     stores = {name: f"sqlite:///{root}/{name}.db" for name in ("a", "b", "c", "d")}
     stores["e"] = f"sqlite:///{root}/e.db"
+    stores["f"] = f"sqlite:///{root}/f.db"
     for name in ("a", "d"):
         assert register(stores[name], CLIENT.client_id, "system/*.cruds", "--jwks-file",
                         str(jwks)).returncode == 0
@@ -72,7 +77,14 @@ def issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuers]:
             "FHIR_SCHED_TRUST_INTROSPECTION_CLIENT": INTROSPECTOR,
             "FHIR_SCHED_TRUST_INTROSPECTION_SECRET": INTROSPECTOR_SECRET}).start()
         started.append(e)
-        yield Issuers(a, b, c, d, e)
+        stranger = d.base.removesuffix("/fhir")
+        f = ServerProcess(stores["f"], env={
+            "FHIR_SCHED_AUTH": "smart", "FHIR_SCHED_TRUST_ISSUER": f"{issuer},{stranger}",
+            "FHIR_SCHED_TRUST_AUDIENCE": f"{a.base},{d.base}",
+            "FHIR_SCHED_TRUST_INTROSPECTION_CLIENT": f"{issuer}={INTROSPECTOR}",
+            secret_env(INTROSPECTOR): INTROSPECTOR_SECRET}).start()
+        started.append(f)
+        yield Issuers(a, b, c, d, e, f)
     finally:
         for proc in started:
             proc.stop()
@@ -162,6 +174,59 @@ def test_introspection_refuses_an_opaque_token_no_issuer_knows(issuers: Issuers)
     response = web.get(f"{issuers.introspecting.base}/Slot",
                        headers=bearer("opaque-0123456789abcdef"))
     assert response.status_code == 401
+
+
+def test_introspection_credentials_per_issuer_ask_one_and_verify_the_others_by_signature(
+        issuers: Issuers) -> None:
+    revoked = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
+    assert web.post(f"{issuers.issuer.base.removesuffix('/fhir')}/auth/revoke",
+                    data={"token": revoked}).status_code == 200
+    assert web.get(f"{issuers.mixed.base}/Slot", headers=bearer(revoked)).status_code == 401
+    live = get_token(issuers.issuer.base, CLIENT, "system/Slot.rs")
+    assert web.get(f"{issuers.mixed.base}/Slot", headers=bearer(live)).status_code == 200
+    # the stranger has no introspection client registered: only a signature check passes
+    theirs = get_token(issuers.stranger.base, CLIENT, "system/Slot.rs")
+    assert web.get(f"{issuers.mixed.base}/Slot", headers=bearer(theirs)).status_code == 200
+
+
+ISSUER_A, ISSUER_B = "https://a.example/auth", "https://b.example/auth"
+
+
+def test_introspection_credentials_default_to_every_issuer_and_a_named_one_wins() -> None:
+    env = {"FHIR_SCHED_TRUST_INTROSPECTION_SECRET": "shared",
+           secret_env("b-only"): "b-secret"}
+    assert credentials("rs", [ISSUER_A, ISSUER_B], env) == {
+        ISSUER_A: ("rs", "shared"), ISSUER_B: ("rs", "shared")}
+    for spec in (f"rs,{ISSUER_B}=b-only", f"{ISSUER_B}=b-only,rs"):
+        assert credentials(spec, [ISSUER_A, ISSUER_B + "/"], env) == {
+            ISSUER_A: ("rs", "shared"), ISSUER_B: ("b-only", "b-secret")}
+    assert credentials("", [ISSUER_A], env) == {}
+
+
+@pytest.mark.parametrize(("spec", "issuers", "env", "says"), [
+    ("rs", [ISSUER_A], {}, "FHIR_SCHED_TRUST_INTROSPECTION_SECRET_RS"),
+    ("https://c.example=rs", [ISSUER_A], {"FHIR_SCHED_TRUST_INTROSPECTION_SECRET": "x"},
+     "not a --trust-issuer"),
+    (f"{ISSUER_A}=", [ISSUER_A], {"FHIR_SCHED_TRUST_INTROSPECTION_SECRET": "x"},
+     "no client id"),
+    ("rs", [], {"FHIR_SCHED_TRUST_INTROSPECTION_SECRET": "x"}, "needs a --trust-issuer"),
+])
+def test_introspection_credentials_that_cannot_work_are_refused_naming_the_problem(
+        spec: str, issuers: list[str], env: dict[str, str], says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        credentials(spec, issuers, env)
+
+
+def test_serve_refuses_to_start_with_an_introspection_client_lacking_its_secret(
+        tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "serve", "--store",
+                           f"sqlite:///{tmp_path}/x.db", "--trust-issuer", ISSUER_A,
+                           "--trust-introspection-client", f"{ISSUER_A}=rs-x"],
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items()
+                               if not k.startswith("FHIR_SCHED_")})
+    assert done.returncode != 0
+    assert "FHIR_SCHED_TRUST_INTROSPECTION_SECRET_RS_X" in done.stderr
 
 
 def test_the_introspection_endpoint_takes_a_confidential_clients_credentials(

@@ -9,18 +9,24 @@ default its own FHIR base), and ``exp`` is required. Scopes come from ``scope`` 
 ``scp`` (a list, as Okta and Azure send them); ``patient`` and ``fhirUser`` as SMART defines.
 A verified token is cached by its bytes until it expires, as the embedded server's are.
 
-Introspection mode (``--trust-introspection-client`` with the secret in
-``FHIR_SCHED_TRUST_INTROSPECTION_SECRET``): the issuer itself is asked (RFC 7662, the
-``introspection_endpoint`` of its discovery document, HTTP Basic client authentication) about
-each token it issued, opaque ones included. The issuer's verdict takes in what a signature
-cannot: a token it revoked is refused here within ``INTROSPECTION_CACHE_SECONDS``.
+Introspection mode (``--trust-introspection-client``, see ``credentials``): the issuer itself
+is asked (RFC 7662, the ``introspection_endpoint`` of its discovery document, HTTP Basic client
+authentication) about each token it issued, opaque ones included. The issuer's verdict takes in
+what a signature cannot: a token it revoked is refused here within
+``INTROSPECTION_CACHE_SECONDS``. Each issuer has its own credentials, or none (its JWTs are
+then verified by signature), so one server can introspect for one issuer and verify another's.
+A token no issuer knows is remembered as such for ``INACTIVE_CACHE_SECONDS``, so a client
+resending a dead or made-up token does not cost an outbound call per request.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -33,22 +39,75 @@ from .tokens import CACHE_SIZE, LEEWAY, InvalidToken, TokenClaims
 
 # How long an issuer's "active" answer is trusted before the token is introspected again.
 INTROSPECTION_CACHE_SECONDS = 30
+# How long "no issuer knows this token" is remembered; an issued token is active at once, so
+# only a made-up, expired or revoked one is ever refused from here.
+INACTIVE_CACHE_SECONDS = 10
+SECRET_ENV = "FHIR_SCHED_TRUST_INTROSPECTION_SECRET"
 ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384")
 _KTY = {"R": "RSA", "P": "RSA", "E": "EC"}
+
+
+def secret_env(client_id: str) -> str:
+    """The environment variable holding one introspection client's secret:
+    ``FHIR_SCHED_TRUST_INTROSPECTION_SECRET_`` and the client id in capitals, each run of other
+    characters an underscore (``rs-introspector`` -> ``..._RS_INTROSPECTOR``)."""
+    return f"{SECRET_ENV}_{re.sub(r'[^A-Z0-9]+', '_', client_id.upper()).strip('_')}"
+
+
+def credentials(spec: str, issuers: list[str], environ: Mapping[str, str]
+                ) -> dict[str, tuple[str, str]]:
+    """Introspection credentials by issuer, from ``--trust-introspection-client`` values
+    (comma-separated): ``ID`` for every trusted issuer, or ``ISSUER=ID`` for one. A client's
+    secret is read from ``secret_env(ID)``, else from ``FHIR_SCHED_TRUST_INTROSPECTION_SECRET``
+    (secrets never go on a command line, where ``ps`` shows them). Raises ValueError naming
+    what is wrong: an issuer not trusted, a client without a secret."""
+    trusted = [i.rstrip("/") for i in issuers]
+    out: dict[str, tuple[str, str]] = {}
+    if spec.strip() and not trusted:
+        raise ValueError("--trust-introspection-client needs a --trust-issuer to ask")
+    for item in (p.strip() for p in spec.split(",")):
+        if not item:
+            continue
+        issuer, sep, client_id = item.rpartition("=")
+        client_id = client_id.strip()
+        if not client_id:
+            raise ValueError(f"--trust-introspection-client {item!r} names no client id")
+        secret = environ.get(secret_env(client_id)) or environ.get(SECRET_ENV, "")
+        if not secret:
+            raise ValueError(f"--trust-introspection-client {client_id} needs its secret in "
+                             f"{secret_env(client_id)} or {SECRET_ENV}")
+        if not sep:  # every issuer; one named on its own keeps its own, in whatever order
+            for name in trusted:
+                out.setdefault(name, (client_id, secret))
+            continue
+        issuer = issuer.strip().rstrip("/")
+        if issuer not in trusted:
+            raise ValueError(f"--trust-introspection-client names {issuer}, which is not a "
+                             "--trust-issuer")
+        out[issuer] = (client_id, secret)
+    return out
 
 
 class TrustedIssuers:
     def __init__(self, issuers: list[str], audiences: list[str],
                  jwks: JwksCache | None = None,
-                 introspection: tuple[str, str] | None = None) -> None:
+                 introspection: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.issuers = [i.rstrip("/") for i in dict.fromkeys(issuers) if i]
         self.audiences = [a.rstrip("/") for a in audiences if a]
         self.jwks = jwks or JwksCache()
-        # (client id, secret) this server introspects with; None: JWKS verification
-        self.introspection = introspection
+        # issuer -> (client id, secret) this server introspects its tokens with; an issuer
+        # not named here has its JWTs verified by signature
+        self.introspection = {i.rstrip("/"): c for i, c in (introspection or {}).items()}
         self._discovery: dict[str, dict[str, Any]] = {}
         # token -> (claims, the moment the answer stops being trusted)
         self._cache: OrderedDict[str, tuple[TokenClaims, float]] = OrderedDict()
+        # digest of a token no issuer knew -> until when that answer holds
+        self._inactive: OrderedDict[bytes, float] = OrderedDict()
+
+    @property
+    def introspects(self) -> bool:
+        """Some issuer is asked about its tokens: an opaque token may be one of them."""
+        return bool(self.introspection)
 
     def trusts(self, issuer: str) -> bool:
         return issuer.rstrip("/") in self.issuers
@@ -74,23 +133,33 @@ class TrustedIssuers:
         return claims
 
     async def introspect(self, token: str, issuer: str | None = None) -> TokenClaims:
-        """The issuer's own word on ``token`` (every trusted issuer in turn for an opaque
-        token, whose issuer cannot be read from it)."""
-        assert self.introspection is not None
-        for candidate in [issuer.rstrip("/")] if issuer else self.issuers:
+        """The issuer's own word on ``token`` (every issuer we introspect for, in turn, for an
+        opaque token, whose issuer cannot be read from it)."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        until = self._inactive.get(digest)
+        if until is not None:
+            if until > now:
+                raise InvalidToken("no trusted issuer knows this token as active")
+            del self._inactive[digest]
+        for candidate in ([issuer.rstrip("/")] if issuer else
+                          [i for i in self.issuers if i in self.introspection]):
             answer = await self._ask(candidate, token)
             if answer is not None:
                 return self._keep(token, *self._introspected(candidate, answer))
+        self._inactive[digest] = now + INACTIVE_CACHE_SECONDS
+        if len(self._inactive) > CACHE_SIZE:
+            self._inactive.popitem(last=False)
         raise InvalidToken("no trusted issuer knows this token as active")
 
     async def _ask(self, issuer: str, token: str) -> dict[str, Any] | None:
-        assert self.introspection is not None
+        auth = self.introspection[issuer]
         endpoint = (await self._document(issuer)).get("introspection_endpoint")
         if not isinstance(endpoint, str) or not endpoint:
             raise InvalidToken(f"the trusted issuer {issuer} publishes no "
                                "introspection_endpoint")
         try:
-            response = await fetch("POST", endpoint, auth=self.introspection, data={
+            response = await fetch("POST", endpoint, auth=auth, data={
                 "token": token, "token_type_hint": "access_token"})
         except (httpx.HTTPError, TooLarge):
             raise InvalidToken(f"the trusted issuer {issuer} cannot be reached to introspect "
@@ -139,7 +208,7 @@ class TrustedIssuers:
         return TokenClaims.from_claims(claims)
 
     async def verify(self, token: str, header: dict[str, Any], issuer: str) -> TokenClaims:
-        if self.introspection is not None:
+        if issuer.rstrip("/") in self.introspection:
             return await self.introspect(token, issuer)
         alg = header.get("alg")
         if alg not in ALGORITHMS:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from functools import lru_cache
 from typing import Any
@@ -28,7 +29,7 @@ from ..storage.base import DocumentStore
 from .backend import ALGORITHMS, OVERBOOK_SCOPE, BackendServices
 from .code_flow import REVOKED, CodeFlow
 from .errors import OAuthError
-from .external import TrustedIssuers
+from .external import SECRET_ENV, TrustedIssuers, credentials
 from .registry import Registry
 from .tokens import InvalidToken, TokenClaims, Tokens
 from .users import Users
@@ -69,9 +70,10 @@ class SmartAuth:
         self.users = Users(self.registry)
         issuers = [i.strip() for i in settings.trust_issuer.split(",") if i.strip()]
         audiences = [a.strip() for a in settings.trust_audience.split(",") if a.strip()]
-        introspection = ((settings.trust_introspection_client,
-                          settings.trust_introspection_secret)
-                         if settings.trust_introspection_client else None)
+        environ = dict(os.environ)
+        if settings.trust_introspection_secret:
+            environ[SECRET_ENV] = settings.trust_introspection_secret
+        introspection = credentials(settings.trust_introspection_client, issuers, environ)
         self.trusted = (TrustedIssuers(issuers, audiences or [self.audience],
                                        introspection=introspection) if issuers else None)
         self._tokens: Tokens | None = None
@@ -146,7 +148,7 @@ class SmartAuth:
             header = compact.headers()
             issuer = orjson.loads(compact.payload).get("iss", "")
         except (JoseError, ValueError, AttributeError):
-            if self.trusted.introspection is not None:  # opaque: only its issuer can tell
+            if self.trusted.introspects:  # opaque: only its issuer can tell
                 return await self.trusted.introspect(token)
             raise InvalidToken("the access token is not a JWT") from None
         if isinstance(issuer, str) and issuer != self.issuer and self.trusted.trusts(issuer):
