@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if core.auth is not None:
         app.router.routes.append(Route(settings.base_path + "/.well-known/smart-configuration",
                                        configuration_endpoint(core.auth), methods=["GET"]))
-        for path, (methods, endpoint) in endpoints(core.auth).items():
+        for path, (methods, endpoint) in endpoints(core.auth, core.services.audit).items():
             app.router.routes.append(Route(path, endpoint, methods=methods.split()))
         fhir = BearerGate(router, core.auth, settings.base_path, settings.public_base)
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the

@@ -14,7 +14,7 @@ from .ids import unique_id
 from .scopes import Grant
 
 # The doors a change can come in by; recorded on every change row.
-Door = Literal["rest", "operation", "mllp", "system"]
+Door = Literal["rest", "operation", "mllp", "system", "auth"]
 
 
 @dataclass(frozen=True, slots=True)

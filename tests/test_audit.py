@@ -14,7 +14,7 @@ import pytest
 from tests.support import web
 from tests.support.scheduling import hours, parameters, schedule, template
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
-from tests.support.smart import BackendClient, get_token, register_backend
+from tests.support.smart import BackendClient, get_token, register_backend, token_form
 from tests.test_hl7v2_serve import RawPeer, msa, s12
 
 ADMIN = BackendClient.new("audit-admin", "ES384")
@@ -167,6 +167,28 @@ def test_an_hl7v2_message_is_audited_as_an_import_by_its_sender(server: ServerPr
     assert event["type"]["code"] == "110107"
     assert event["outcome"] == "0"
     assert any("hl7v2/CLINIC/NORTH" in json.dumps(a["who"]) for a in event["agent"])
+
+
+def test_tokens_issued_and_refused_are_audited_as_authentication_without_the_assertion(
+        server: ServerProcess) -> None:
+    token_url = f"{server.base.removesuffix('/fhir')}/auth/token"
+    get_token(server.base, READER, "system/Slot.rs")
+    forged = BackendClient.new("audit-reader", "ES384").assertion(token_url)
+    refused = web.post(token_url, data=token_form(READER, token_url, "system/Slot.rs") | {
+        "client_assertion": forged})
+    assert refused.status_code in (400, 401)
+    def reader_token(outcome: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e["outcome"] == outcome and any(
+            "audit-reader" in json.dumps(a["who"]) for a in e["agent"])
+
+    refusals = events(server, reader_token("4"), subtype="auth/token")
+    issued = events(server, reader_token("0"), subtype="auth/token")
+    found = refusals + issued
+    assert issued and refusals
+    assert all(e["type"]["code"] == "110114" for e in found)
+    assert "client_credentials: system/Slot.rs" in issued[0]["outcomeDesc"]
+    assert "invalid_client" in refusals[0]["outcomeDesc"]
+    assert forged not in json.dumps(found) and forged.split(".")[2] not in json.dumps(found)
 
 
 def test_an_unreadable_hl7v2_frame_is_audited_as_a_refused_import(server: ServerProcess) -> None:

@@ -26,6 +26,7 @@ from tests.support.server import ServerProcess
 from tests.support.smart import BackendClient, get_token, register
 
 CLIENT = BackendClient.new("external-backend", "ES384")
+AUDITOR = BackendClient.new("external-auditor", "ES384")
 
 
 @dataclass
@@ -52,6 +53,10 @@ def issuers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Issuers]:
     for name in ("a", "d"):
         assert register(stores[name], CLIENT.client_id, "system/*.cruds", "--jwks-file",
                         str(jwks)).returncode == 0
+    auditor = root / "auditor.json"
+    auditor.write_text(json.dumps(AUDITOR.public_jwks()))
+    assert register(stores["a"], AUDITOR.client_id, "system/AuditEvent.rs", "--jwks-file",
+                    str(auditor)).returncode == 0
     added = subprocess.run([sys.executable, "-m", "fhir_sched.cli", "client", "add",
                             "--client-id", INTROSPECTOR, "--scope", "system/*.rs",
                             "--secret-stdin", "--store", stores["a"]],
@@ -174,6 +179,28 @@ def test_introspection_refuses_an_opaque_token_no_issuer_knows(issuers: Issuers)
     response = web.get(f"{issuers.introspecting.base}/Slot",
                        headers=bearer("opaque-0123456789abcdef"))
     assert response.status_code == 401
+
+
+def _introspections_at_the_issuer(issuers: Issuers) -> int:
+    token = get_token(issuers.issuer.base, AUDITOR, "system/AuditEvent.rs")
+    bundle = web.get(f"{issuers.issuer.base}/AuditEvent", headers=bearer(token),
+                     params={"subtype": "auth/introspect", "_count": "1000"}).json()
+    return sum(1 for e in bundle.get("entry", [])
+               if any(INTROSPECTOR in json.dumps(a["who"]) for a in e["resource"]["agent"]))
+
+
+def test_a_token_no_issuer_knows_is_refused_from_memory_after_the_first_ask(
+        issuers: Issuers) -> None:
+    before = _introspections_at_the_issuer(issuers)
+    made_up = f"opaque-{os.urandom(12).hex()}"
+    for _ in range(5):
+        assert web.get(f"{issuers.introspecting.base}/Slot",
+                       headers=bearer(made_up)).status_code == 401
+    deadline = time.monotonic() + 10
+    while _introspections_at_the_issuer(issuers) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # room for any further entry to be flushed, had there been more asks
+    assert _introspections_at_the_issuer(issuers) == before + 1
 
 
 def test_introspection_credentials_per_issuer_ask_one_and_verify_the_others_by_signature(

@@ -29,6 +29,7 @@ from tests.support.smart import BackendClient, get_token, register, register_bac
 
 PASSWORD = "correct horse battery"
 KEYED_APP = BackendClient.new("app-keys", "RS384")
+AUDITOR = BackendClient.new("launch-auditor", "ES384")
 SCOPES = ("launch/patient openid fhirUser offline_access patient/Patient.rs "
           "patient/Appointment.rs")
 
@@ -63,6 +64,7 @@ def world(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempP
     url = store_url(store_kind, mongo_uri, "fhir_sched_launch")
     admin = BackendClient.new("launch-admin", "ES384")
     register_backend(url, admin, "system/*.cruds", tmp_path_factory.mktemp("launch"))
+    register_backend(url, AUDITOR, "system/AuditEvent.rs", tmp_path_factory.mktemp("auditor"))
     scope = ("launch launch/patient openid fhirUser offline_access online_access "
              "patient/*.cruds user/*.cruds")
     assert register(url, "app-public", scope, "--redirect-uri", REDIRECT, "--public"
@@ -541,6 +543,55 @@ def test_an_unknown_launch_is_refused(world: World) -> None:
                                          challenge, launch="nope")
     assert response.status_code == 303
     assert query_of(response.headers["location"])["error"] == "invalid_request"
+
+
+# --- the authorization server's audit trail ---------------------------------------------------
+def _auth_events(world: World, subtype: str, want: Any, count: int = 1
+                 ) -> list[dict[str, Any]]:
+    token = get_token(world.server.base, AUDITOR, "system/AuditEvent.rs")
+    deadline = time.monotonic() + 10
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        bundle = web.get(f"{world.server.base}/AuditEvent", headers=h(token),
+                         params={"subtype": subtype, "_count": "1000"}).json()
+        found = [e["resource"] for e in bundle.get("entry", []) if want(e["resource"])]
+        if len(found) >= count:
+            break
+        time.sleep(0.2)
+    return found
+
+
+def test_sign_ins_consent_and_the_token_are_audited_without_password_or_username(
+        world: World) -> None:
+    _, challenge = pkce()
+    b = world.browser()
+    page = b.authorize("app-public", SCOPES, challenge, state="audit-1")
+    assert b.login(page, "alice", "a wrong password!").status_code == 401
+    assert b.login(page, "alice-typo-username", PASSWORD).status_code == 401
+    tokens_for(world)
+    refused = _auth_events(world, "auth/login", lambda e: e["outcome"] == "4", 2)
+    assert len(refused) >= 2
+    signed_in = _auth_events(world, "auth/login", lambda e: e["outcome"] == "0" and any(
+        world.alice in json.dumps(a["who"]) for a in e["agent"]))
+    assert signed_in and signed_in[0]["type"]["code"] == "110114"
+    consent = _auth_events(world, "auth/consent", lambda e: "allowed" in e["outcomeDesc"])
+    assert consent
+    issued = _auth_events(world, "auth/token", lambda e: e["outcome"] == "0" and any(
+        world.alice in json.dumps(x.get("what", {})) for x in e.get("entity", [])))
+    assert issued and "authorization_code" in issued[0]["outcomeDesc"]
+    text = json.dumps(refused + signed_in + consent + issued)
+    assert PASSWORD not in text and "a wrong password!" not in text
+    assert "alice-typo-username" not in text and '"alice"' not in text
+
+
+def test_an_ehr_launch_is_audited_for_its_patient(world: World) -> None:
+    created = web.post(f"{world.issuer}/auth/launch", headers=h(world.admin),
+                       json={"patient": world.bob})
+    assert created.status_code == 201
+    found = _auth_events(world, "auth/launch", lambda e: any(
+        world.bob in json.dumps(x.get("what", {})) for x in e.get("entity", [])))
+    assert found and found[0]["action"] == "C"
+    assert created.json()["launch"] not in json.dumps(found)
 
 
 # --- a third-party client: Python fhirclient ----------------------------------------------------

@@ -68,7 +68,7 @@ def render(e: AuditEntry) -> dict[str, Any]:
                      "code": e.subtype}],
         "action": e.action, "recorded": e.recorded, "outcome": e.outcome,
         "outcomeDesc": _OUTCOME_TEXT.get(e.outcome, e.outcome) + (
-            f" ({e.detail})" if e.detail and e.outcome != "0" else ""),
+            f" ({e.detail})" if e.detail and (e.outcome != "0" or e.door == "auth") else ""),
         "agent": [{"type": {"coding": [{
             "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
             "code": "IRCP", "display": "information recipient"}]},
@@ -112,14 +112,19 @@ _IMPORT = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "11
            "display": "Import"}
 _EXPORT = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106",
            "display": "Export"}
+_AUTHENTICATED = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114",
+                  "display": "User Authenticated"}
 _REST = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
          "display": "RESTful Operation"}
 
 
 def _type(e: AuditEntry) -> dict[str, str]:
-    """DICOM Import for a message received, Export for one sent; RESTful Operation else."""
+    """DICOM Import for a message received, Export for one sent, User Authenticated for the
+    authorization server's events; RESTful Operation else."""
     if e.subtype.startswith("hl7v2-out/"):
         return _EXPORT
+    if e.door == "auth":
+        return _AUTHENTICATED
     return _IMPORT if e.door == "mllp" else _REST
 
 

@@ -29,7 +29,11 @@ from ..auth.code_flow import BackToApp, ErrorPage
 from ..auth.errors import OAuthError
 from ..auth.server import SmartAuth
 from ..auth.tokens import InvalidToken
+from ..context import RequestContext
 from ..errors import FhirError
+from ..ids import unique_id
+from ..service.audit import AuditLog
+from ..service.audit import entry as audit_entry
 from .http import base_url, read_body
 
 PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
@@ -159,17 +163,82 @@ class _Window:
         return True
 
 
-def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
+class _Trail:
+    """The authorization server's part of the audit trail (door ``auth``): sign-ins, consent,
+    tokens issued and refused, revocation, introspection and launches. Queued like reads, so
+    the token endpoint does not wait on the store. Never a password, a secret or a token;
+    for a refused sign-in not even the username typed (people type passwords there), only
+    the app and the client address, which is what a brute-force search needs."""
+
+    def __init__(self, audit: AuditLog | None) -> None:
+        self.audit = audit
+
+    def __call__(self, request: Request, subtype: str, outcome: str = "0", *,
+                 who: str = "anonymous", client_id: str | None = None,
+                 patient: str | None = None, detail: str = "", action: str = "E") -> None:
+        if self.audit is None:
+            return
+        rid = getattr(request.state, "request_id", None) or unique_id()
+        # who and client_id can come from the request itself: bounded, like everything kept
+        ctx = RequestContext(request_id=rid, subject=who[:200],
+                             client_id=client_id[:200] if client_id else None, door="auth")
+        self.audit.later(audit_entry(ctx, subtype, outcome, patient=patient, detail=detail,
+                                     action=action))
+
+
+def _payload(token: str) -> dict[str, Any]:
+    """A JWT's claims, read without checking the signature: for the audit trail only."""
+    try:
+        payload = token.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, binascii.Error, orjson.JSONDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+def _claimed_client(form: dict[str, str], basic: tuple[str, str] | None) -> str | None:
+    """Who a refused token request said it was: its Basic user, ``client_id``, or the
+    assertion's ``iss`` (unproven, which the refusal itself records)."""
+    if basic:
+        return basic[0]
+    if form.get("client_id"):
+        return form["client_id"]
+    iss = _payload(form.get("client_assertion", "")).get("iss")
+    return iss if isinstance(iss, str) else None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def endpoints(auth: SmartAuth, audit: AuditLog | None = None
+              ) -> dict[str, tuple[str, Endpoint]]:
     """path -> (method, handler) for the SMART endpoints outside the FHIR base."""
+    trail = _Trail(audit)
 
     async def token(request: Request) -> Response:
+        form: dict[str, str] = {}
+        basic = None
         try:
-            body = await auth.token(await _form(request), _basic(request))
+            form = await _form(request)
+            basic = _basic(request)
+            body = await auth.token(form, basic)
         except OAuthError as exc:
             headers = dict(_NO_STORE)
             if exc.status == 401:
                 headers["www-authenticate"] = 'Basic realm="fhir-sched"'
+            trail(request, "auth/token", "4", client_id=_claimed_client(form, basic),
+                  detail=f"{form.get('grant_type') or '-'} refused: {exc.error} "
+                  f"(from {_address(request)})")
             return _json(exc.body(), exc.status, headers)
+        claims = _payload(str(body.get("access_token", "")))
+        fhir_user = str(claims.get("fhirUser") or "")
+        who = fhir_user.removeprefix(auth.audience + "/") if fhir_user else str(
+            claims.get("sub") or "anonymous")
+        patient = claims.get("patient")
+        trail(request, "auth/token", who=who, client_id=str(claims.get("client_id") or ""),
+              patient=f"Patient/{patient}" if patient else None,
+              detail=f"{form.get('grant_type')}: {body.get('scope', '')}")
         return _json(body, 200, _NO_STORE)
 
     async def authorize(request: Request) -> Response:
@@ -209,6 +278,7 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
     async def login(request: Request) -> Response:
         address = request.client.host if request.client else "unknown"
         if not logins.allow(address):
+            trail(request, "auth/login", "4", detail=f"rate limited (from {address})")
             return HTMLResponse(pages.error("Too many sign-in attempts from here; wait a "
                                             "minute and try again."), 429,
                                 headers={**_PAGE_HEADERS, "retry-after": "60"})
@@ -222,9 +292,13 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
                                      (form.get("password") or [""])[0])
         app = str(pending.doc["client_id"])
         if user is None:
+            trail(request, "auth/login", "4", client_id=app,
+                  detail=f"wrong username or password, or locked (from {address})")
             return _html(pages.login(pending.id, app, "Wrong username or password, or the "
                                      "account is locked for a while after too many tries."),
                          401)
+        trail(request, "auth/login", who=user.fhir_user, client_id=app,
+              detail=f"signed in (from {address})")
         pending = await auth.code.pending(pending.id)
         return _html(pages.consent(pending.id, app, f"{user.username} ({user.fhir_user})",
                                    pending.scopes, pending.needs_patient_pick))
@@ -239,6 +313,12 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
             return _html(pages.error(str(exc)), 400)
         except OAuthError as exc:
             return _html(pages.error(exc.description), 400)
+        answer = parse_qsl(url.partition("?")[2])
+        error = next((v for k, v in answer if k == "error"), None)
+        trail(request, "auth/consent", "4" if error else "0",
+              who=str(pending.doc.get("fhir_user") or "anonymous"),
+              client_id=str(pending.doc.get("client_id") or ""),
+              detail=error or "allowed")
         response = RedirectResponse(url, 303)
         response.delete_cookie(FLOW_COOKIE, path="/auth")
         return response
@@ -252,6 +332,8 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
             return _json(OAuthError("invalid_request", "token is required").body(), 400,
                          _NO_STORE)
         await auth.code.revoke(form["token"])
+        trail(request, "auth/revoke", client_id=form.get("client_id"), action="D",
+              detail=f"revocation (from {_address(request)})")
         return Response(b"", 200, headers=_NO_STORE)
 
     async def launch(request: Request) -> Response:
@@ -274,8 +356,10 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
                             "\"Patient/<id>\"}") from None
         except launch_context.LaunchContextError as exc:
             raise FhirError(400, "invalid", str(exc)) from None
-        return _json({"launch": await auth.code.new_launch(context)}, 201,
-                     _NO_STORE)
+        launch_id = await auth.code.new_launch(context)
+        trail(request, "auth/launch", who=ctx.subject, client_id=ctx.client_id,
+              patient=context.patient, action="C", detail="EHR launch")
+        return _json({"launch": launch_id}, 201, _NO_STORE)
 
     async def introspect(request: Request) -> Response:
         # RFC 7662 2.1: the caller must be authorized: a confidential client's credentials
@@ -302,7 +386,11 @@ def endpoints(auth: SmartAuth) -> dict[str, tuple[str, Endpoint]]:
         if not form.get("token"):
             return _json(OAuthError("invalid_request", "token is required").body(), 400,
                          _NO_STORE)
-        return _json(await auth.introspect(form["token"]), 200, _NO_STORE)
+        answer = await auth.introspect(form["token"])
+        trail(request, "auth/introspect", who=basic[0] if basic else "bearer",
+              client_id=basic[0] if basic else None,
+              detail="active" if answer.get("active") else "inactive")
+        return _json(answer, 200, _NO_STORE)
 
     async def jwks(request: Request) -> Response:
         return _json(await auth.public_jwks(), 200, {"cache-control": "max-age=300",
