@@ -11,7 +11,8 @@ In one run, on one machine:
 3. ``POST /fhir/Appointment`` on the fhir-sched process: each request is validated, its
    references resolved, indexed and durably committed (``synchronous=FULL``) before the 201,
 4. the same read with a bearer token on a second fhir-sched process with auth on (same store):
-   the cost of SMART on the hot path, against the anonymous read (target: >= 90%),
+   the cost of SMART on the hot path, against the anonymous read (target: >= 90%); the two
+   reads are measured in turn, twice each, and each keeps its run with less CPU per request,
 5. the SMART Backend Services token endpoint: each request a fresh ES384 client assertion
    (signature check, jti recorded durably, token signed), against the create rate (both are
    one durable write per request).
@@ -393,9 +394,6 @@ def main() -> None:
               f"{os.cpu_count()} CPUs, body {len(stored.content)} bytes", flush=True)
         ceil = measure("ceiling  GET (bare FastAPI, same bytes)", ceiling_url, args,
                        ceiling.pid)
-        read = measure("fhir-sched GET /fhir/Appointment/{id}", read_url, args, fhir.pid)
-        create = measure("fhir-sched POST /fhir/Appointment", f"{base}/Appointment", args,
-                         fhir.pid, "POST", str(post_file))
 
         key = register_backend(store, work)
         smart_port = free_port()
@@ -413,12 +411,24 @@ def main() -> None:
                                                "authorization": f"Bearer {token}"})
         assert check.status_code == 200 and check.content == stored.content
         assert httpx.get(authed_url).status_code == 401
-        os.environ["BENCH_TOKEN"] = token
-        try:
-            authed = measure("fhir-sched GET, bearer token (auth on)", authed_url, args,
-                             smart.pid)
-        finally:
-            os.environ.pop("BENCH_TOKEN", None)
+        # The two reads are measured in turn, twice, before any create grows the store (the
+        # background checkpoint after thousands of creates would be charged to whichever read
+        # came next); each keeps its better run, so a noisy neighbour hurts neither alone.
+        reads: list[Result] = []
+        authed_runs: list[Result] = []
+        for _ in range(2):
+            reads.append(measure("fhir-sched GET /fhir/Appointment/{id}", read_url, args,
+                                 fhir.pid))
+            os.environ["BENCH_TOKEN"] = token
+            try:
+                authed_runs.append(measure("fhir-sched GET, bearer token (auth on)",
+                                           authed_url, args, smart.pid))
+            finally:
+                os.environ.pop("BENCH_TOKEN", None)
+        read = min(reads, key=lambda r: r.cpu_us)
+        authed = min(authed_runs, key=lambda r: r.cpu_us)
+        create = measure("fhir-sched POST /fhir/Appointment", f"{base}/Appointment", args,
+                         fhir.pid, "POST", str(post_file))
         tokens = measure_tokens(token_url, key, args, smart.pid)
     finally:
         if ceiling is not None:

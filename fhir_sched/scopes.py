@@ -13,7 +13,7 @@ history; ``u`` update and patch; ``d`` delete; ``s`` search and type or system h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 LEVELS = ("patient", "user", "system")
@@ -74,6 +74,13 @@ class Grant:
     resource: tuple[ResourceScope, ...]
     other: frozenset[str]
     patient: str | None = None
+    # Every resource scope is ``patient/``: the caller is confined to one compartment. Asked
+    # on every request, so worked out once (a grant never changes).
+    patient_only: bool = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patient_only", bool(self.resource) and all(
+            s.level == "patient" for s in self.resource))
 
     @classmethod
     def parse(cls, scopes: str | frozenset[str] | list[str], patient: str | None = None) -> Grant:
@@ -94,11 +101,6 @@ class Grant:
     @property
     def texts(self) -> frozenset[str]:
         return frozenset(s.text for s in self.resource) | self.other
-
-    @property
-    def patient_only(self) -> bool:
-        """Every resource scope is ``patient/``: the caller is confined to one compartment."""
-        return bool(self.resource) and all(s.level == "patient" for s in self.resource)
 
 
 def grantable(requested: str, registered: str) -> list[str]:

@@ -56,6 +56,9 @@ class Settings:
     hl7v2_raw_retention_days: int = 30
     # How long audit entries are kept (0: for good, the default; many rules ask for years).
     audit_retention_days: int = 0
+    # "on": FastAPI's OpenTelemetry spans, metrics and logs, for a provider the operator sets
+    # up (opentelemetry-instrument, or the OTEL_* environment); "off" costs nothing per request.
+    opentelemetry: str = "off"
     # "smart": every request but discovery needs a bearer token; "none": anonymous, for
     # development only (a warning at start and an ``X-FHIR-Sched-Auth: none`` header).
     auth: str = "smart"
@@ -89,6 +92,9 @@ class Settings:
         if values.get("auth", "smart") not in AUTH_MODES:
             raise SystemExit(f"FHIR_SCHED_AUTH / --auth must be one of {', '.join(AUTH_MODES)}, "
                              f"got {values['auth']!r}")
+        if values.get("opentelemetry", "off") not in ("on", "off"):
+            raise SystemExit("FHIR_SCHED_OPENTELEMETRY must be on or off, got "
+                             f"{values['opentelemetry']!r}")
         return cls(**values)
 
 

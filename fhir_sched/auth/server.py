@@ -53,6 +53,26 @@ def _grant(scope: str, patient: str | None) -> Grant:
     return Grant.parse(scope, patient)
 
 
+@lru_cache(maxsize=4096)
+def _caller(claims: TokenClaims) -> tuple[str, str | None, Grant, str | None, bool]:
+    """What a request context takes from a token's claims, worked out once per token:
+    subject, client, grant, confining patient, overbooking."""
+    grant = _grant(claims.scope, claims.patient)
+    return (claims.fhir_user or claims.subject, claims.client_id, grant,
+            claims.patient if grant.patient_only else None,
+            OVERBOOK_SCOPE in grant.other and not grant.patient_only)
+
+
+def _context(claims: TokenClaims, base_url: str, request_id: str | None) -> RequestContext:
+    subject, client_id, grant, patient, overbook = _caller(claims)
+    if request_id:
+        return RequestContext(request_id=request_id, subject=subject, client_id=client_id,
+                              grant=grant, patient=patient, base_url=base_url,
+                              may_overbook=overbook)
+    return RequestContext(subject=subject, client_id=client_id, grant=grant, patient=patient,
+                          base_url=base_url, may_overbook=overbook)
+
+
 def issuer_of(settings: Settings) -> str:
     if settings.public_base:
         base = settings.public_base.rstrip("/")
@@ -127,14 +147,8 @@ class SmartAuth:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise InvalidToken("the Authorization header must be 'Bearer <access token>'")
-        claims = await self._verify(token)
-        grant = _grant(claims.scope, claims.patient)
-        extra: dict[str, Any] = {"request_id": request_id} if request_id else {}
-        return RequestContext(
-            subject=claims.fhir_user or claims.subject, client_id=claims.client_id,
-            grant=grant, patient=claims.patient if grant.patient_only else None,
-            base_url=base_url,
-            may_overbook=OVERBOOK_SCOPE in grant.other and not grant.patient_only, **extra)
+        claims = await self._verify(token)  # expiry and revocation: checked on every request
+        return _context(claims, base_url, request_id)
 
     async def _verify(self, token: str) -> TokenClaims:
         """Ours (the common case: a cache hit), or a trusted issuer's."""

@@ -156,17 +156,20 @@ class FhirResponse(Response):
 
 
 def base_url(request: Request, configured: str, base_path: str) -> str:
+    return scope_base_url(request.scope, configured, base_path)
+
+
+def scope_base_url(scope: Scope, configured: str, base_path: str) -> str:
     if configured:
         return configured.rstrip("/")
     # What Starlette's ``request.base_url`` gives when the client sent a Host header (HTTP/1.1
     # always does), without building and parsing a URL object on every request's hot path.
-    scope = request.scope
     for key, value in scope["headers"]:
         if key == b"host":
             root = scope.get("app_root_path", scope.get("root_path", ""))
             return (f"{scope.get('scheme', 'http')}://{value.decode('latin-1')}"
                     f"{root.rstrip('/')}{base_path}")
-    return str(request.base_url).rstrip("/") + base_path
+    return str(Request(scope).base_url).rstrip("/") + base_path
 
 
 def context_for(request: Request, configured_base: str, base_path: str) -> RequestContext:

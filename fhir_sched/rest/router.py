@@ -42,7 +42,10 @@ class FhirRouter:
         self._root = _Node()
         self.routes: list[RouteEntry] = []
 
-    def add(self, path: str, methods: tuple[str, ...], handler: Handler) -> None:
+    def add(self, path: str, methods: tuple[str, ...], handler: Handler, *,
+            listed: bool = True) -> None:
+        """Route ``path``; ``listed=False`` for what is not a FHIR interaction (SMART
+        discovery under the base), left out of ``routes``."""
         node = self._root
         for seg in (s for s in path.split("/") if s):
             if seg.startswith("{") and seg.endswith("}"):
@@ -58,8 +61,9 @@ class FhirRouter:
             if m in node.handlers:
                 raise ValueError(f"{m} {path} is routed twice")
             node.handlers[m] = handler
-        self.routes.append(RouteEntry(self.base_path + (path if path != "/" else ""),
-                                      frozenset(methods)))
+        if listed:
+            self.routes.append(RouteEntry(self.base_path + (path if path != "/" else ""),
+                                          frozenset(methods)))
 
     def _match(self, segs: list[str]) -> tuple[_Node | None, dict[str, str]]:
         """Depth-first, literal before hole, so ``/Appointment/$find`` never reads as an id."""

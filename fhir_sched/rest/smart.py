@@ -34,7 +34,7 @@ from ..errors import FhirError
 from ..ids import unique_id
 from ..service.audit import AuditLog
 from ..service.audit import entry as audit_entry
-from .http import base_url, read_body
+from .http import read_body, scope_base_url
 
 PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
 FLOW_COOKIE = "fhir_sched_flow"
@@ -81,7 +81,7 @@ class BearerGate:
         try:
             ctx = await self.auth.context(
                 authorization, request_id=state.get("request_id"),
-                base_url=base_url(Request(scope), self.public_base, self.base_path))
+                base_url=scope_base_url(scope, self.public_base, self.base_path))
         except InvalidToken as exc:
             raise unauthorized(str(exc)) from None
         state["fhir_ctx"] = ctx
