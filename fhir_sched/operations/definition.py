@@ -22,6 +22,7 @@ from typing import Any
 
 from ..conformance_files import load
 from ..errors import FhirError
+from ..numbers import MAX_INT64, plain_int
 from ..timeutil import parse_instant
 
 ALIAS = "https://fhir-sched.org/fhir/StructureDefinition/parameter-alias"
@@ -196,8 +197,9 @@ def _convert(p: ParamDef, name: str, value: Any) -> Any:
             raise _bad(name, "must be an integer")
         if isinstance(value, int):
             return value
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
+        number = plain_int(value) if isinstance(value, str) else None
+        if number is not None and number <= MAX_INT64:
+            return number
         raise _bad(name, "must be a non-negative integer")
     if p.takes_reference:
         return _reference(p, name, value)

@@ -13,16 +13,25 @@ types are checked against the validated model, value by value.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import date, time
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
+from fhir.resources.R4B import get_fhir_model_class
 from pydantic import BaseModel, ValidationError
 
 from ..errors import FhirError
+from . import narrative
 from .registry import get_type
+
+log = logging.getLogger("fhir_sched.validate")
+# Deeper JSON than any real resource needs (extensions and Questionnaire items nest, but not
+# this far); checked before the models, whose recursive validators would otherwise run out of
+# stack on a hostile body.
+MAX_DEPTH = 64
 
 
 def _loc_path(type_: str, loc: tuple[Any, ...]) -> str:
@@ -98,10 +107,45 @@ def _json_type_problems(value: Any, parsed: Any, path: str) -> Iterator[tuple[st
         yield (path, f"expected a JSON string, got {_json_kind(value)}")
 
 
+def _too_deep(resource: dict[str, Any]) -> bool:
+    stack: list[tuple[Any, int]] = [(resource, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
+def _shape_problems(resource: dict[str, Any], type_: str) -> list[tuple[str, str]]:
+    """What would stop the models from validating at all: too deep, or contained resources
+    of no FHIR type (the models fail on those with errors of their own, not a report)."""
+    if _too_deep(resource):
+        return [(type_, f"the resource nests deeper than {MAX_DEPTH} levels")]
+    found = []
+    contained = resource.get("contained")
+    for n, inner in enumerate(contained if isinstance(contained, list) else []):
+        rtype = inner.get("resourceType") if isinstance(inner, dict) else None
+        path = f"{type_}.contained[{n}]"
+        if not isinstance(rtype, str):
+            found.append((path, "a contained resource needs a resourceType"))
+            continue
+        try:
+            get_fhir_model_class(rtype)
+        except (ValueError, KeyError):
+            found.append((f"{path}.resourceType", f"{rtype!r} is not a FHIR R4 resource type"))
+    return found
+
+
 def problems(resource: dict[str, Any]) -> list[tuple[str, str]]:
     type_ = resource["resourceType"]
     rt = get_type(type_)
-    found: list[tuple[str, str]] = []
+    found = _shape_problems(resource, type_)
+    if found:
+        return found
     try:
         parsed = rt.model.model_validate(resource)
         found.extend(_json_type_problems(resource, parsed, type_))
@@ -111,13 +155,25 @@ def problems(resource: dict[str, Any]) -> list[tuple[str, str]]:
             found.append((_loc_path(type_, err["loc"]), msg))
     except (ValueError, TypeError) as exc:
         found.append((type_, str(exc)))
+    except Exception as exc:  # the models' own failure on some input: still the client's 4xx
+        log.warning("validation of a %s failed inside the models: %s", type_,
+                    type(exc).__name__)
+        found.append((type_, f"the resource cannot be validated ({type(exc).__name__})"))
     for dotted, codes in rt.bindings.items():
         for path, value in _walk(resource, dotted.split("."), type_):
             if isinstance(value, str) and value not in codes:
                 found.append((path, f"{value!r} is not in the required value set "
                               f"({', '.join(sorted(codes))})"))
+    for path, text in narrative.narratives(resource, type_):
+        found.extend(narrative.problems(text, path))
     if rt.rules is not None:
-        found.extend(rt.rules(resource))
+        # The rules read the resource as FHIR shapes it; when the model already found it
+        # misshapen they may meet types they do not expect, and the model's report stands.
+        try:
+            found.extend(rt.rules(resource))
+        except (TypeError, AttributeError, ValueError, KeyError):
+            if not found:
+                raise
     return found
 
 

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request
+from ..numbers import MAX_INT64, plain_int
 from ..storage.base import Record
 from ..timeutil import parse_instant
 from .fhirxml import XmlError, json_to_xml, parse_xml
@@ -214,9 +215,10 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = JSON_TYPES) 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        size_declared = plain_int(declared)
+        if size_declared is None:
             raise bad_request("Content-Length is not a number")
-        if int(declared) > limit:
+        if size_declared > limit:
             raise FhirError(413, "too-costly", f"body of {declared} bytes exceeds the limit of "
                             f"{limit} bytes")
     chunks, size = [], 0
@@ -258,9 +260,10 @@ def parse_etag(value: str | None, header: str) -> int | None:
     if v.startswith("W/"):
         v = v[2:]
     v = v.strip('"')
-    if not v.isdigit():
+    version = plain_int(v)
+    if version is None:
         raise bad_request(f"{header} must be a version ETag such as W/\"3\", got {value!r}")
-    return int(v)
+    return min(version, MAX_INT64)  # past any stored version: it simply does not match
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, outcome
+from ..numbers import MAX_INT64, plain_int
 from ..query import Expr
 from ..resources import is_hosted
 from ..search.parse import ParsedSearch, query_for
@@ -258,10 +259,11 @@ class FhirRoutes:
         qp = request.query_params
         count = self.settings.default_count
         if "_count" in qp:
-            if not qp["_count"].isdigit():
+            asked = plain_int(qp["_count"])
+            if asked is None:
                 raise FhirError(400, "invalid", "_count must be a non-negative integer",
                                 expression=["_count"])
-            count = min(int(qp["_count"]), self.settings.max_count)
+            count = min(asked, self.settings.max_count)
         since = None
         if "_since" in qp:
             try:
@@ -270,9 +272,9 @@ class FhirRoutes:
                 raise FhirError(400, "invalid", f"_since: {exc}", expression=["_since"]) from None
         before = None
         if "_page" in qp:
-            if not qp["_page"].isdigit():
+            before = plain_int(qp["_page"])
+            if before is None or before > MAX_INT64:
                 raise FhirError(400, "invalid", "_page token is malformed", expression=["_page"])
-            before = int(qp["_page"])
         records = await self.service.history(ctx, type_, id_, since, count + 1, before)
         more = len(records) > count
         records = records[:count]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import FhirError
+from ..numbers import plain_int
 from ..query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Missing, Not, Query, SortKey
 from ..resources import HOSTED_TYPES, is_hosted
 from ..timeutil import date_range
@@ -464,9 +465,10 @@ def parse_search(
         base = name.split(":")[0]
         if base in RESULT_PARAMS:
             if base == "_count":
-                if not raw.isdigit():
+                asked = plain_int(raw)
+                if asked is None:
                     raise SearchError(name, "_count must be a non-negative integer")
-                count = min(int(raw), max_count)
+                count = min(asked, max_count)
                 out.applied.append((name, str(count)))  # the self link shows what was used
                 continue
             elif base == "_sort":

@@ -16,6 +16,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, not_found, precondition_failed, unprocessable
+from ..numbers import MAX_INT64, plain_int
 from ..resources import is_hosted
 from ..search.parse import query_for
 from ..storage.base import Unit
@@ -124,10 +125,10 @@ def _in_entry(exc: FhirError, n: int) -> FhirError:
 def _if_match(raw: Any, where: str) -> int | None:
     if raw is None:
         return None
-    v = str(raw).removeprefix("W/").strip('"')
-    if not v.isdigit():
+    version = plain_int(str(raw).removeprefix("W/").strip('"'))
+    if version is None:
         raise bad_request(f"{where}: ifMatch must be a version ETag like W/\"1\"")
-    return int(v)
+    return min(version, MAX_INT64)
 
 
 def _request_of(e: Json, n: int) -> tuple[Json, str, str, Target, int | None]:

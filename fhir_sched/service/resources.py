@@ -19,6 +19,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, gone, not_found, precondition_failed, unprocessable
 from ..ids import unique_id
+from ..numbers import MAX_INT64, plain_int
 from ..query import Query
 from ..resources import get_type, is_hosted
 from ..resources.appointment import PROPOSAL_ID_PREFIX
@@ -59,8 +60,10 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 def check_id(id_: str) -> None:
-    if not _ID.match(id_):
-        raise bad_request(f"invalid resource id {id_!r}: 1-64 of [A-Za-z0-9-.]")
+    # "." and ".." match the R4 id pattern but name a path segment, not a resource: a URL
+    # with them is rewritten by every client and proxy on its way here.
+    if not _ID.match(id_) or id_ in (".", ".."):
+        raise bad_request(f"invalid resource id {id_!r}: 1-64 of [A-Za-z0-9-.], not . or ..")
 
 
 class ResourceService:
@@ -115,9 +118,10 @@ class ResourceService:
 
     async def vread(self, ctx: RequestContext, type_: str, id_: str, vid: str) -> Record:
         self.authorizer.check(ctx, Interaction.VREAD, type_, id_)
-        if not vid.isdigit():
+        version = plain_int(vid)
+        if version is None or version > MAX_INT64:  # past any version a store can hold
             raise not_found(f"{type_}/{id_} has no version {vid!r}")
-        rec = await self.store.get_version(type_, id_, int(vid))
+        rec = await self.store.get_version(type_, id_, version)
         rec = self._readable(ctx, Interaction.VREAD, rec, f"{type_}/{id_} has no version {vid}",
                              f"{type_}/{id_} version {vid} is a deletion")
         if self.audit is not None:
@@ -359,7 +363,8 @@ class ResourceService:
             raise bad_request("a JSON Patch body must be an array of operations")
         try:
             patch = jsonpatch.JsonPatch(ops)
-        except (jsonpatch.JsonPatchException, TypeError, KeyError, AttributeError) as exc:
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+                KeyError, AttributeError, ValueError) as exc:
             raise bad_request(f"invalid JSON Patch: {exc}") from exc
 
         def make(old: Json | None) -> Json:

@@ -1,0 +1,194 @@
+"""Hostile and malformed requests against a real server on both stores: each gets a 4xx with an
+OperationOutcome naming what is wrong, never a 500, and the server keeps serving.
+
+The cases issue 13 lists (a participant given as a number, an extension nested 500 deep, a
+contained resource of no FHIR type, a version number past int64, a JSON Patch pointer with a
+bad escape, an id of ``..``), their families (digits ``int()`` refuses, huge page tokens and
+ETags), and the narrative rules FHIR sets (the status value set, txt-1's element and attribute
+lists, no script URLs, txt-2). A valid rich narrative and an instant with 12 fraction digits
+(legal in R4) are accepted: the checks must not refuse what FHIR allows.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import web
+from tests.support.server import ServerProcess, cleanup_dir, store_url
+
+FHIR_JSON = {"content-type": "application/fhir+json"}
+XHTML = "http://www.w3.org/1999/xhtml"
+
+
+@pytest.fixture(scope="module")
+def server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
+    url = store_url(store_kind, mongo_uri, "fhir_sched_hostile")
+    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none"}).start()
+    yield proc
+    proc.stop()
+    if url.startswith("sqlite"):
+        cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+def outcome(response: Any, status: int, *mentions: str) -> dict[str, Any]:
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    text = json.dumps(body)
+    for m in mentions:
+        assert m in text, (m, text[:300])
+    return dict(body)
+
+
+def raw(server: ServerProcess, request: bytes) -> tuple[int, bytes]:
+    """One request written as given (no client normalises its path), the status and body."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def patient(server: ServerProcess, **extra: Any) -> Any:
+    return web.post(f"{server.base}/Patient", headers=FHIR_JSON,
+                    json={"resourceType": "Patient", **extra})
+
+
+def narrative(div: str, status: str = "generated") -> dict[str, Any]:
+    return {"text": {"status": status, "div": div}}
+
+
+def test_a_participant_given_as_a_number_is_a_422_naming_the_element(
+        server: ServerProcess) -> None:
+    response = web.post(f"{server.base}/Appointment", headers=FHIR_JSON, json={
+        "resourceType": "Appointment", "status": "proposed", "participant": 5})
+    outcome(response, 422, "Appointment.participant")
+
+
+def test_an_extension_nested_500_deep_is_a_422_not_a_recursion_error(
+        server: ServerProcess) -> None:
+    inner = '{"url": "http://example.org/x", "valueString": "v"}'
+    for _ in range(500):
+        inner = '{"url": "http://example.org/x", "extension": [' + inner + "]}"
+    response = web.post(f"{server.base}/Patient", headers=FHIR_JSON,
+                        content='{"resourceType": "Patient", "extension": [' + inner + "]}")
+    outcome(response, 422, "deeper than 64 levels")
+
+
+def test_a_contained_resource_of_no_fhir_type_is_a_422_naming_it(server: ServerProcess) -> None:
+    response = patient(server, contained=[{"resourceType": "Bogus", "id": "a"}])
+    outcome(response, 422, "Patient.contained[0].resourceType", "Bogus")
+    response = patient(server, contained=[{"id": "a"}])
+    outcome(response, 422, "Patient.contained[0]", "resourceType")
+
+
+def test_a_version_past_int64_is_not_found_not_an_overflow(server: ServerProcess) -> None:
+    id_ = patient(server).json()["id"]
+    response = web.get(f"{server.base}/Patient/{id_}/_history/99999999999999999999")
+    outcome(response, 404, "no version")
+
+
+def test_a_version_of_digits_int_refuses_is_not_found(server: ServerProcess) -> None:
+    id_ = patient(server).json()["id"]
+    status, body = raw(server, f"GET /fhir/Patient/{id_}/_history/%C2%B9 HTTP/1.1\r\n"
+                               "Host: localhost\r\nConnection: close\r\n\r\n".encode())
+    assert status == 404 and b"OperationOutcome" in body
+
+
+def test_a_history_page_token_past_int64_is_a_400(server: ServerProcess) -> None:
+    response = web.get(f"{server.base}/Patient/_history",
+                       params={"_page": "99999999999999999999"})
+    outcome(response, 400, "_page")
+
+
+def test_a_count_of_digits_int_refuses_is_a_400(server: ServerProcess) -> None:
+    outcome(web.get(f"{server.base}/Patient", params={"_count": "¹"}), 400, "_count")
+    outcome(web.get(f"{server.base}/Patient/_history", params={"_count": "²"}), 400, "_count")
+
+
+def test_an_if_match_past_int64_is_a_412_not_an_overflow(server: ServerProcess) -> None:
+    id_ = patient(server).json()["id"]
+    response = web.put(f"{server.base}/Patient/{id_}", json={"resourceType": "Patient",
+                                                            "id": id_},
+                       headers={**FHIR_JSON, "if-match": 'W/"99999999999999999999"'})
+    outcome(response, 412)
+
+
+def test_a_json_patch_pointer_with_a_bad_escape_is_a_400(server: ServerProcess) -> None:
+    id_ = patient(server).json()["id"]
+    response = web.patch(f"{server.base}/Patient/{id_}",
+                         headers={"content-type": "application/json-patch+json"},
+                         json=[{"op": "replace", "path": "/~2", "value": 1}])
+    outcome(response, 400, "JSON Patch")
+
+
+@pytest.mark.parametrize("bad_id", ["..", "."])
+def test_an_id_that_is_a_path_segment_is_refused(server: ServerProcess, bad_id: str) -> None:
+    body = json.dumps({"resourceType": "Patient", "id": bad_id}).encode()
+    status, answer = raw(server, f"PUT /fhir/Patient/{bad_id} HTTP/1.1\r\nHost: localhost\r\n"
+                                 f"Content-Type: application/fhir+json\r\n"
+                                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                                 .encode() + body)
+    assert 400 <= status < 500 and b"OperationOutcome" in answer, (status, answer[:200])
+
+
+def test_a_narrative_status_outside_its_value_set_is_a_422(server: ServerProcess) -> None:
+    response = patient(server, **narrative(f'<div xmlns="{XHTML}">x</div>', status="bogus"))
+    outcome(response, 422, "Patient.text.status", "bogus")
+
+
+@pytest.mark.parametrize(("div", "says"), [
+    (f'<div xmlns="{XHTML}"><script>alert(1)</script></div>', "<script>"),
+    (f'<div xmlns="{XHTML}"><p onclick="steal()">hi</p></div>', "onclick"),
+    (f'<div xmlns="{XHTML}"><a href="javascript:steal()">hi</a></div>', "script URL"),
+    (f'<div xmlns="{XHTML}"><iframe src="https://evil.example"/>x</div>', "<iframe>"),
+    (f'<div xmlns="{XHTML}"><form><p>x</p></form></div>', "<form>"),
+    ('<div>no namespace</div>', "XHTML"),
+    (f'<p xmlns="{XHTML}">not a div</p>', "<div>"),
+    (f'<div xmlns="{XHTML}"><p>unclosed</div>', "well-formed"),
+    (f'<div xmlns="{XHTML}">   </div>', "txt-2"),
+    (f'<!DOCTYPE d [<!ENTITY e "x">]><div xmlns="{XHTML}">&e;</div>', "well-formed"),
+])
+def test_narrative_xhtml_outside_the_fhir_rules_is_a_422(server: ServerProcess, div: str,
+                                                         says: str) -> None:
+    outcome(patient(server, **narrative(div)), 422, "Patient.text.div", says)
+
+
+def test_a_contained_resources_narrative_is_held_to_the_same_rules(
+        server: ServerProcess) -> None:
+    response = patient(server, contained=[{
+        "resourceType": "Organization", "id": "o1", "name": "North",
+        **narrative(f'<div xmlns="{XHTML}"><script>x</script></div>')}])
+    outcome(response, 422, "Patient.contained[0].text.div")
+
+
+def test_a_rich_narrative_within_the_rules_is_accepted(server: ServerProcess) -> None:
+    div = (f'<div xmlns="{XHTML}" lang="en" xml:lang="en"><h3>Visit</h3><table class="grid">'
+           '<tr><th>When</th><td style="color: red">Monday</td></tr></table>'
+           '<p>See <a href="https://example.org/info">details</a> '
+           '<img src="#pic" alt="map"/></p><ul><li><b>bold</b> <i>it</i></li></ul></div>')
+    response = patient(server, **narrative(div, status="additional"))
+    assert response.status_code == 201, response.text
+
+
+def test_an_instant_with_twelve_fraction_digits_is_accepted_and_booked(
+        server: ServerProcess) -> None:
+    response = web.post(f"{server.base}/Appointment", headers=FHIR_JSON, json={
+        "resourceType": "Appointment", "status": "booked",
+        "start": "2030-01-01T10:00:00.123456789012Z", "end": "2030-01-01T10:30:00Z",
+        "participant": [{"actor": {"display": "Dr Who"}, "status": "accepted"}]})
+    assert response.status_code == 201, response.text
+    found = web.get(f"{server.base}/Appointment", params={"date": "2030-01-01"}).json()
+    assert any(e["resource"]["id"] == response.json()["id"] for e in found.get("entry", []))
+
+
+def test_the_server_still_serves_after_the_hostile_cases(server: ServerProcess) -> None:
+    assert web.get(f"{server.base}/metadata").status_code == 200
+    assert "Traceback" not in server.log()
