@@ -21,6 +21,7 @@ from .rest.audit import capability_entry as audit_capability_entry
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
+from .rest.health import health_routes
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.messages import hl7v2_endpoint
 from .rest.middleware import RequestIdMiddleware
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     settings = settings or Settings.from_env()
     core = build(settings, authorizer)
 
+    serving = {"ready": False}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if core.auth is None:
@@ -98,9 +101,11 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         # ~40 ms stalls at the 99th percentile of reads).
         gc.freeze()
         tasks = core.start_jobs()
+        serving["ready"] = True
         try:
             yield
         finally:
+            serving["ready"] = False
             # Each job finishes its cancellation (a write in hand) before the store closes.
             await stop_jobs(tasks)
             await core.close()
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if core.auth is not None:
         hl7v2 = hl7v2_gate(hl7v2, core.auth)
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
+    app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
     # On every response: no MIME sniffing, no framing, no referrer carrying URLs (search
     # parameters, codes) to other sites; and a loud marker when auth is off.
     headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),

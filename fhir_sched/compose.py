@@ -47,9 +47,16 @@ class Door(Protocol):
     """A listener the process runs beside HTTP (the MLLP door): started after the store, so its
     first message finds the store open, and stopped before it, so no message is cut short."""
 
+    name: str  # for readiness checks
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+    @property
+    def ready(self) -> bool:
+        """Accepting connections now."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

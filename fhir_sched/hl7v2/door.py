@@ -38,6 +38,8 @@ def load_senders(settings: Settings) -> Senders:
 class MllpDoor:
     """The listener on ``settings.mllp_port``, started and stopped with the server."""
 
+    name = "mllp"
+
     def __init__(self, settings: Settings, handler: MessageHandler) -> None:
         if settings.mllp_release not in (1, 2):
             raise ValueError(f"FHIR_SCHED_MLLP_RELEASE must be 1 or 2, not {settings.mllp_release}")
@@ -63,6 +65,10 @@ class MllpDoor:
 
     def _refused(self, head: bytes, size: int, peer: PeerInfo) -> None:
         self.handler.frame_refused(head, size, f"{peer.host}:{peer.port}")
+
+    @property
+    def ready(self) -> bool:
+        return self.listener.serving
 
     async def start(self) -> None:
         await self.listener.start()

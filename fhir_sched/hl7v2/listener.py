@@ -157,6 +157,10 @@ class Listener:
         return port
 
     @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving() and not self._stopping
+
+    @property
     def open_connections(self) -> int:
         return len(self._connections)
 
