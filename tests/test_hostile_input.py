@@ -192,3 +192,29 @@ def test_an_instant_with_twelve_fraction_digits_is_accepted_and_booked(
 def test_the_server_still_serves_after_the_hostile_cases(server: ServerProcess) -> None:
     assert web.get(f"{server.base}/metadata").status_code == 200
     assert "Traceback" not in server.log()
+
+
+def test_server_assigned_ids_are_random_not_counted(server: ServerProcess) -> None:
+    ids = [patient(server).json()["id"] for _ in range(20)]
+    assert len(set(ids)) == 20
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # a counter under a per-process prefix shares the prefix; 128 random bits share nothing
+    assert len({i[:16] for i in ids}) == 20
+    request_ids = {web.get(f"{server.base}/metadata").headers["x-request-id"] for _ in range(5)}
+    assert len({r[:16] for r in request_ids}) == 5
+
+
+@pytest.mark.parametrize("given", ["3f2c9a1e-8b7d-4c2a-9e1f-0a1b2c3d4e5f", "trace.01:span-2"])
+def test_a_short_plain_request_id_is_kept(server: ServerProcess, given: str) -> None:
+    response = web.get(f"{server.base}/metadata", headers={"x-request-id": given})
+    assert response.headers["x-request-id"] == given
+
+
+@pytest.mark.parametrize("given", ["Jane Doe 1980-01-01", "x" * 65, "a\"b", "<script>",
+                                   "caf\u00e9"])
+def test_a_request_id_that_is_long_or_not_plain_is_replaced(server: ServerProcess,
+                                                            given: str) -> None:
+    response = web.get(f"{server.base}/metadata",
+                       headers={"x-request-id": given.encode("utf-8")})
+    answered = response.headers["x-request-id"]
+    assert answered != given and len(answered) == 32

@@ -1,18 +1,22 @@
 """A pure-ASGI request-id middleware: cheap enough for the read path, unlike BaseHTTPMiddleware.
 
-The id (the client's ``X-Request-Id`` when it is sane, else a new one) is echoed on every
-response and carried into the RequestContext and the log, so a 500 can be traced.
-
-New ids come from ``fhir_sched.ids`` (a per-process random prefix plus a counter), which avoids
-a ``getrandom`` system call on every request (it showed in read profiles).
+The id (the client's ``X-Request-Id`` when it is short and plain: 1-64 of letters, digits and
+``._:-``, which covers UUIDs and trace ids; else a new random one) is echoed on every response
+and carried into the RequestContext, the audit trail and the log, so a 500 can be traced. What
+a client sends beyond that (spaces, quotes, control or non-ASCII characters, a patient's name)
+never reaches a log line or a header.
 """
 
 from __future__ import annotations
+
+import re
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..ids import unique_id as new_request_id
+
+_SAFE_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,64}")
 
 
 class RequestIdMiddleware:
@@ -29,9 +33,8 @@ class RequestIdMiddleware:
         rid = ""
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                text = value.decode("latin-1")
-                if 0 < len(text) <= 200 and text.isprintable():
-                    rid = text
+                if _SAFE_ID.fullmatch(value):
+                    rid = value.decode("ascii")
                 break
         rid = rid or new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
