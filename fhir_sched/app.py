@@ -22,6 +22,7 @@ from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
 from .rest.health import health_routes
+from .rest.hosts import HostGuard, allow_list
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.messages import hl7v2_endpoint
 from .rest.middleware import RequestIdMiddleware
@@ -162,6 +163,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                            "x-request-id"],
             expose_headers=["location", "etag", "content-location", "last-modified",
                             "x-request-id", "www-authenticate"], max_age=600)
+    if not settings.public_base:  # inside the request-id layer, so its 400 carries the id
+        app.add_middleware(HostGuard, patterns=allow_list(settings.allowed_hosts, settings.host))
     app.add_middleware(RequestIdMiddleware, extra_headers=tuple(headers))
     app.state.core = core
     app.state.fhir_router = router

@@ -16,6 +16,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(host=args.host, port=args.port, store=args.store,
                                  public_base=args.public_base, mllp_port=args.mllp_port,
+                                 allowed_hosts=args.allowed_hosts,
                                  mllp_tls_cert=args.mllp_tls_cert,
                                  mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config,
                                  auth=args.auth,
@@ -250,8 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="port (default 8080)")
     serve.add_argument("--store", default=None,
                        help="sqlite:///path.db (default ./fhir-sched.db) or mongodb://host/db")
-    serve.add_argument("--public-base", default=None,
-                       help="public FHIR base URL used in links (default: from the request)")
+    serve.add_argument("--base-url", "--public-base", dest="public_base", default=None,
+                       help="public FHIR base URL used in every absolute link (default: from "
+                            "the request's Host, which must then be in --allowed-hosts)")
+    serve.add_argument("--allowed-hosts", default=None,
+                       help="Host names requests may carry when no --base-url is set "
+                            "(comma-separated; default: localhost, 127.0.0.1, ::1 and --host; "
+                            "* for any)")
     serve.add_argument("--demo", action="store_true",
                        help="load the demo clinic before serving (idempotent)")
     serve.add_argument("--access-log", action="store_true", help="log every request")

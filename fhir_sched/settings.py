@@ -20,7 +20,11 @@ class Settings:
     port: int = 8080
     base_path: str = "/fhir"
     # Public base URL for Bundle links and Location headers; derived from the request if empty.
+    # FHIR_SCHED_BASE_URL (--base-url) is its issue-13 name; FHIR_SCHED_PUBLIC_BASE still works.
     public_base: str = ""
+    base_url: str = ""
+    # Without a base URL, the Host names requests may carry (comma-separated; "*" for any).
+    allowed_hosts: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     default_count: int = 50
     max_count: int = 1000
@@ -92,6 +96,8 @@ class Settings:
         if values.get("auth", "smart") not in AUTH_MODES:
             raise SystemExit(f"FHIR_SCHED_AUTH / --auth must be one of {', '.join(AUTH_MODES)}, "
                              f"got {values['auth']!r}")
+        if values.get("base_url") and not values.get("public_base"):
+            values["public_base"] = values["base_url"]
         if values.get("opentelemetry", "off") not in ("on", "off"):
             raise SystemExit("FHIR_SCHED_OPENTELEMETRY must be on or off, got "
                              f"{values['opentelemetry']!r}")

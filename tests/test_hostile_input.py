@@ -218,3 +218,53 @@ def test_a_request_id_that_is_long_or_not_plain_is_replaced(server: ServerProces
                        headers={"x-request-id": given.encode("utf-8")})
     answered = response.headers["x-request-id"]
     assert answered != given and len(answered) == 32
+
+
+def test_a_host_outside_the_allow_list_is_a_400_and_plants_no_url(server: ServerProcess) -> None:
+    status, body = raw(server, b"GET /fhir/Patient HTTP/1.1\r\nHost: evil.example\r\n"
+                               b"Connection: close\r\n\r\n")
+    assert status == 400 and b"--allowed-hosts" in body and b"evil.example/fhir" not in body
+    status, body = raw(server, b"GET /fhir/metadata HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert status == 400  # HTTP/1.1 without a Host
+
+
+@pytest.mark.parametrize("host", [b"localhost", b"127.0.0.1:9", b"[::1]:8080", b"LOCALHOST"])
+def test_the_loopback_names_are_allowed_by_default(server: ServerProcess, host: bytes) -> None:
+    status, body = raw(server, b"GET /fhir/metadata HTTP/1.1\r\nHost: " + host +
+                       b"\r\nConnection: close\r\n\r\n")
+    assert status == 200, body[:200]
+
+
+def test_allowed_hosts_and_base_url_decide_the_links(store_kind: str, mongo_uri: str | None
+                                                     ) -> None:
+    url = store_url(store_kind, mongo_uri, "fhir_sched_hosts")
+    listed = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none",
+                                     "FHIR_SCHED_ALLOWED_HOSTS": "127.0.0.1,.clinic.example"}
+                           ).start()
+    try:
+        status, _ = raw(listed, b"POST /fhir/Patient HTTP/1.1\r\nHost: fhir.clinic.example"
+                           b"\r\nContent-Type: application/fhir+json\r\nContent-Length: 26\r\n"
+                           b"Connection: close\r\n\r\n{\"resourceType\":\"Patient\"}")
+        assert status == 201
+        assert raw(listed, b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\n"
+                           b"Connection: close\r\n\r\n")[0] == 400  # the list replaces the default
+    finally:
+        listed.stop()
+    based = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none",
+                                    "FHIR_SCHED_BASE_URL": "https://fhir.clinic.example/fhir"}
+                          ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", based.port), timeout=10) as sock:
+            sock.sendall(b"POST /fhir/Patient HTTP/1.1\r\nHost: evil.example\r\n"
+                         b"Content-Type: application/fhir+json\r\nContent-Length: 26\r\n"
+                         b"Connection: close\r\n\r\n{\"resourceType\":\"Patient\"}")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        assert b" 201 " in data.split(b"\r\n", 1)[0]
+        assert b"location: https://fhir.clinic.example/fhir/patient/" in data.lower()
+        assert b"evil.example" not in data
+    finally:
+        based.stop()
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
