@@ -16,6 +16,8 @@ from starlette.routing import Route
 
 from .compose import Core, build, stop_jobs
 from .hl7v2.door import handle_body
+from .resources.narrative import MAX_DIV_CHARS
+from .resources.validate import MAX_DEPTH
 from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
 from .rest.capability import RouteSpec, capability_statement
@@ -32,6 +34,7 @@ from .rest.routes import FhirRoutes
 from .rest.smart import BearerGate, configuration_endpoint, endpoints, hl7v2_gate
 from .search.compartment import PATIENT_COMPARTMENT
 from .service.authorization import Authorizer
+from .service.search import MAX_INCLUDED
 from .settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -43,6 +46,13 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     settings = services.settings
     r = FhirRoutes(services)
     table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
+    limits = {"max-body-bytes": settings.max_body_bytes, "max-nesting-depth": MAX_DEPTH,
+              "max-narrative-chars": MAX_DIV_CHARS, "max-page-size": settings.max_count,
+              "max-search-parameters": settings.search_max_params,
+              "max-values-per-parameter": settings.search_max_or_values,
+              "max-includes": settings.search_max_includes,
+              "max-sort-keys": settings.search_max_sort_keys,
+              "max-included-resources": MAX_INCLUDED}
 
     async def metadata(request: Request) -> Response:
         check_accept(request)
@@ -51,7 +61,7 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
             [spec for spec, _ in table], ctx.base_url,
             {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
              "AuditEvent": audit_capability_entry()},
-            core.auth.oauth_uris() if core.auth else None))
+            core.auth.oauth_uris() if core.auth else None, limits))
 
     # (path, method, FHIR interaction, level, handler, fixed types), most specific first
     rows: list[tuple[str, str, str, str, Handler, tuple[str, ...]]] = [

@@ -21,6 +21,7 @@ from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
+from .search.parse import SearchLimits
 from .service.audit import AuditLog
 from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
@@ -136,7 +137,11 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     policy = authorizer or SmartPolicy()
     resources = ResourceService(
         store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds)))
-    search = SearchService(store, policy, settings.default_count, settings.max_count)
+    search = SearchService(store, policy, settings.default_count, settings.max_count,
+                           SearchLimits(settings.search_max_params,
+                                        settings.search_max_or_values,
+                                        settings.search_max_includes,
+                                        settings.search_max_sort_keys))
     booking = BookingService(resources, settings.hold_seconds)
     sweeper = Sweeper(booking, settings.sweep_seconds)
     audit = AuditLog(store)

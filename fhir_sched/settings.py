@@ -28,6 +28,11 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     default_count: int = 50
     max_count: int = 1000
+    # Bounded work per search (issue 13): refused with a 400 before the search runs.
+    search_max_params: int = 50
+    search_max_or_values: int = 100
+    search_max_includes: int = 10
+    search_max_sort_keys: int = 5
     hold_seconds: int = 600
     sweep_seconds: int = 60
     # A booking may start at most this many seconds in the past (0: not at all).

@@ -268,3 +268,47 @@ def test_allowed_hosts_and_base_url_decide_the_links(store_kind: str, mongo_uri:
         based.stop()
         if url.startswith("sqlite"):
             cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+# --- bounded work: refused before the search runs -----------------------------------------------
+def test_an_id_list_past_the_limit_is_a_400_naming_it(server: ServerProcess) -> None:
+    response = web.get(f"{server.base}/Patient",
+                       params={"_id": ",".join(f"p{i}" for i in range(5000))})
+    outcome(response, 400, "_id", "at most 100 values")
+    ok = web.get(f"{server.base}/Patient", params={"_id": ",".join(f"p{i}" for i in range(100))})
+    assert ok.status_code == 200
+
+
+def test_too_many_sort_keys_is_a_400(server: ServerProcess) -> None:
+    response = web.get(f"{server.base}/Appointment", params={"_sort": ",".join(["date"] * 200)})
+    outcome(response, 400, "_sort", "at most 5 sort keys")
+
+
+def test_too_many_parameters_is_a_400(server: ServerProcess) -> None:
+    response = web.get(f"{server.base}/Patient", params=[("name", f"n{i}") for i in range(60)])
+    outcome(response, 400, "at most 50 parameters")
+
+
+def test_a_repeated_include_is_run_once_and_distinct_ones_are_bounded(
+        server: ServerProcess) -> None:
+    once = web.get(f"{server.base}/Appointment", params=[("_include", "Appointment:actor")])
+    repeated = web.get(f"{server.base}/Appointment",
+                       params=[("_include", "Appointment:actor")] * 1000)
+    assert repeated.status_code == 200
+    assert len(repeated.json().get("entry", [])) == len(once.json().get("entry", []))
+    distinct = [("_include", f"Appointment:{p}") for p in (
+        "actor", "patient", "practitioner", "location", "slot", "based-on",
+        "reason-reference", "supporting-info")]
+    distinct += [("_include:iterate", "Patient:general-practitioner"),
+                 ("_include:iterate", "Patient:organization"),
+                 ("_revinclude", "Provenance:target")]
+    outcome(web.get(f"{server.base}/Appointment", params=distinct), 400, "at most 10")
+
+
+def test_the_capability_statement_states_the_limits(server: ServerProcess) -> None:
+    rest = web.get(f"{server.base}/metadata").json()["rest"][0]
+    limits = {e["url"]: e["valueInteger"] for x in rest["extension"]
+              if x["url"].endswith("/request-limits") for e in x["extension"]}
+    assert limits["max-values-per-parameter"] == 100 and limits["max-includes"] == 10
+    assert limits["max-nesting-depth"] == 64 and limits["max-body-bytes"] > 0
+    assert "max-values-per-parameter 100" in rest["documentation"]

@@ -465,7 +465,8 @@ async def test_an_operation_with_a_malformed_xml_parameters_body_is_a_400(
 async def test_a_narrative_the_json_door_took_is_still_answered_in_xml(
         fhir: httpx.AsyncClient, xml: httpx.AsyncClient, fhir_schema: SchemaValidator) -> None:
     pid = await created(fhir, {"resourceType": "Patient", "identifier": [ident()],
-                               "text": {"status": "generated", "div": "<div>a&nbsp;b</div>"}})
+                               "text": {"status": "generated", "div": (
+                                   '<div xmlns="http://www.w3.org/1999/xhtml">a&#160;b</div>')}})
     r = await xml.get(f"/Patient/{pid}")
     assert r.status_code == 200
     assert read(r, fhir_schema)["text"]["div"] == (

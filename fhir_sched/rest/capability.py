@@ -38,9 +38,13 @@ SUPPORTED_PROFILES = {
 }
 
 
+LIMITS_URL = "https://fhir-sched.org/fhir/StructureDefinition/request-limits"
+
+
 def capability_statement(routes: list[RouteSpec], base_url: str,
                          read_only: dict[str, dict[str, Any]] | None = None,
-                         oauth_uris: dict[str, str] | None = None) -> dict[str, Any]:
+                         oauth_uris: dict[str, str] | None = None,
+                         limits: dict[str, int] | None = None) -> dict[str, Any]:
     """``read_only``: entries for routed types that are not hosted (the conformance
     definitions), by type; their interactions still come from the routes. ``oauth_uris``: the
     SMART endpoints when auth is on, published in ``rest.security`` (the oauth-uris extension is
@@ -102,12 +106,19 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
     for t, fixed in sorted((read_only or {}).items()):
         resources.append({**fixed, "interaction": [{"code": c}
                                                    for c in sorted(type_interactions[t])]})
+    documentation = "FHIR R4 JSON and XML. Dates with a time need an offset."
+    if limits:
+        documentation += (" Limits per request, refused with a 4xx before any work: " +
+                          ", ".join(f"{k} {v}" for k, v in limits.items()) + ".")
     rest: dict[str, Any] = {
         "mode": "server",
-        "documentation": "FHIR R4 JSON and XML. Dates with a time need an offset.",
+        "documentation": documentation,
         "resource": resources,
         "interaction": [{"code": c} for c in sorted(system_interactions)],
     }
+    if limits:
+        rest["extension"] = [{"url": LIMITS_URL, "extension": [
+            {"url": k, "valueInteger": v} for k, v in limits.items()]}]
     if system_ops:
         rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops.items())]
     if oauth_uris:

@@ -14,6 +14,7 @@ The parser knows nothing about storage: it produces ``query`` values that every 
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -40,6 +41,21 @@ MODIFIERS = {
     "quantity": {"missing"},
     "uri": {"missing", "below", "above"},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchLimits:
+    """How much one search may ask for, refused with a 400 before any work starts (issue 13);
+    settings with these defaults, stated in the CapabilityStatement."""
+
+    max_params: int = 50  # search and result parameters in one request
+    max_or_values: int = 100  # comma-separated values of one parameter (``_id=a,b,...``)
+    max_includes: int = 10  # distinct _include plus _revinclude
+    max_sort_keys: int = 5
+
+
+DEFAULT_LIMITS = SearchLimits()
+_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 
 
 class SearchError(FhirError):
@@ -451,8 +467,13 @@ def parse_search(
     max_count: int = 1000,
     base_url: str = "",
     extra_where: tuple[Expr, ...] = (),
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> ParsedSearch:
     """The request's pairs as a ParsedSearch; ``extra_where`` (a compartment) is ANDed in."""
+    pairs = list(dict.fromkeys(pairs))  # a repeated name=value asks for nothing more
+    if len(pairs) > limits.max_params:
+        raise SearchError(pairs[limits.max_params][0], f"a search takes at most "
+                          f"{limits.max_params} parameters")
     where: list[Expr] = list(extra_where)
     out = ParsedSearch(Query(type_))
     count = default_count
@@ -473,6 +494,8 @@ def parse_search(
                 continue
             elif base == "_sort":
                 sort = _sort_keys(type_, raw)
+                if len(sort) > limits.max_sort_keys:
+                    raise SearchError(name, f"at most {limits.max_sort_keys} sort keys")
             elif base == "_total":
                 if raw not in ("none", "estimate", "accurate"):
                     raise SearchError(name, "_total is none, estimate or accurate")
@@ -486,7 +509,13 @@ def parse_search(
                 out.elements = [e.strip() for e in raw.split(",") if e.strip()]
             elif base in ("_include", "_revinclude"):
                 inc = _include(type_, name, raw, base == "_revinclude")
-                (out.revincludes if base == "_revinclude" else out.includes).append(inc)
+                listed = out.revincludes if base == "_revinclude" else out.includes
+                if inc in listed:  # a repeat asks for nothing more: not run twice
+                    continue
+                listed.append(inc)
+                if len(out.includes) + len(out.revincludes) > limits.max_includes:
+                    raise SearchError(name, f"at most {limits.max_includes} distinct _include "
+                                      "and _revinclude")
             elif base == "_page":
                 out.page_token = raw
                 continue
@@ -497,6 +526,8 @@ def parse_search(
                 continue
             out.applied.append((name, raw))
             continue
+        if len(_UNESCAPED_COMMA.findall(raw)) >= limits.max_or_values:
+            raise SearchError(name, f"at most {limits.max_or_values} values in one parameter")
         expr = parse_param(type_, name, raw, base_url)
         if expr is None:
             if strict:

@@ -23,7 +23,7 @@ from ..resources import HOSTED_TYPES, get_type, is_hosted
 from ..search.compartment import PATIENT_COMPARTMENT, compartment_filter
 from ..search.extract import reference_targets
 from ..search.params import params_for
-from ..search.parse import ParsedSearch, parse_search
+from ..search.parse import ParsedSearch, SearchLimits, parse_search
 from ..storage.base import DocumentStore
 from .audit import AuditLog
 from .authorization import Authorizer, Interaction
@@ -108,11 +108,12 @@ class SearchService:
     see are left out."""
 
     def __init__(self, store: DocumentStore, authorizer: Authorizer, default_count: int,
-                 max_count: int) -> None:
+                 max_count: int, limits: SearchLimits | None = None) -> None:
         self.store = store
         self.authorizer = authorizer
         self.default_count = default_count
         self.max_count = max_count
+        self.limits = limits or SearchLimits()
         self.audit: AuditLog | None = None  # set by compose
 
     async def search(self, ctx: RequestContext, type_: str, pairs: list[tuple[str, str]], *,
@@ -123,7 +124,8 @@ class SearchService:
         if ctx.patient is not None and type_ in PATIENT_COMPARTMENT:
             where = (*where, *compartment_filter(type_, ctx.patient))
         parsed = parse_search(type_, pairs, strict=strict, default_count=self.default_count,
-                              max_count=self.max_count, base_url=base_url, extra_where=where)
+                              max_count=self.max_count, base_url=base_url, extra_where=where,
+                              limits=self.limits)
         for reached in sorted(reached_types(parsed.query.where)):
             auth.check(ctx, Interaction.SEARCH, reached)
         result = await run_search(self.store, parsed, self.max_count)
@@ -217,11 +219,16 @@ async def _includes(store: DocumentStore, parsed: ParsedSearch, rows: list[tuple
                     for ref in reference_targets(type_, p, res):
                         if inc.target is None or ref.startswith(inc.target + "/"):
                             wanted.append(ref)
+        # A resource may name thousands of others (an Appointment's participants): what is
+        # fetched is bounded by what the page can still carry, not by what was named.
+        room = MAX_INCLUDED - len(included)
         fresh = []
         for ref in dict.fromkeys(wanted):
             t, _, i = ref.partition("/")
             if (t, i) not in seen and is_hosted(t):
                 fresh.append(ref)
+                if len(fresh) >= room:
+                    break
         new: list[tuple[str, str, dict[str, Any]]] = []
         for t, i, body in await _fetch(store, fresh):
             seen.add((t, i))
