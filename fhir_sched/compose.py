@@ -136,7 +136,9 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     # falls back to the open policy's compartment rule inside it.
     policy = authorizer or SmartPolicy()
     resources = ResourceService(
-        store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds)))
+        store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds),
+                                   max_appointment=timedelta(
+                                       hours=settings.max_appointment_hours)))
     search = SearchService(store, policy, settings.default_count, settings.max_count,
                            SearchLimits(settings.search_max_params,
                                         settings.search_max_or_values,

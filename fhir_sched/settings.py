@@ -37,6 +37,8 @@ class Settings:
     sweep_seconds: int = 60
     # A booking may start at most this many seconds in the past (0: not at all).
     past_grace_seconds: int = 0
+    # The longest booking (booked, pending, arrived...) that takes time on calendars, in hours.
+    max_appointment_hours: int = 24
     # "full" makes every acknowledged write survive an OS crash or power loss, not just a process
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"

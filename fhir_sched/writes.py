@@ -23,6 +23,9 @@ class WriteConfig:
 
     # How far in the past a booking may still start (a front desk entering a walk-in late).
     past_grace: timedelta = timedelta(0)
+    # The longest a booking that takes time may last: what it claims grows with its length,
+    # so a ten-year "appointment" would tie up the writer and gigabytes of memory (issue 13).
+    max_appointment: timedelta = timedelta(hours=24)
 
 
 @dataclass(slots=True)

@@ -312,3 +312,26 @@ def test_the_capability_statement_states_the_limits(server: ServerProcess) -> No
     assert limits["max-values-per-parameter"] == 100 and limits["max-includes"] == 10
     assert limits["max-nesting-depth"] == 64 and limits["max-body-bytes"] > 0
     assert "max-values-per-parameter 100" in rest["documentation"]
+
+
+def _booked(start: str, end: str) -> dict[str, Any]:
+    return {"resourceType": "Appointment", "status": "booked", "start": start, "end": end,
+            "participant": [{"actor": {"display": "Dr Who"}, "status": "accepted"}]}
+
+
+def test_a_booking_ten_years_long_is_refused_before_anything_is_claimed(
+        server: ServerProcess) -> None:
+    response = web.post(f"{server.base}/Appointment", headers=FHIR_JSON,
+                        json=_booked("2030-01-01T09:00:00Z", "2040-01-01T09:00:00Z"))
+    outcome(response, 422, "Appointment.end", "at most 24 hours")
+    day = web.post(f"{server.base}/Appointment", headers=FHIR_JSON,
+                   json=_booked("2030-02-01T00:00:00Z", "2030-02-02T00:00:00Z"))
+    assert day.status_code == 201, day.text  # a whole day is still a booking
+
+
+def test_a_ten_year_wish_is_not_a_booking_and_is_kept(server: ServerProcess) -> None:
+    response = web.post(f"{server.base}/Appointment", headers=FHIR_JSON, json={
+        "resourceType": "Appointment", "status": "proposed",
+        "requestedPeriod": [{"start": "2030-01-01T09:00:00Z", "end": "2040-01-01T09:00:00Z"}],
+        "participant": [{"actor": {"display": "Dr Who"}, "status": "needs-action"}]})
+    assert response.status_code == 201, response.text
