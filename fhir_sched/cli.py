@@ -53,8 +53,16 @@ def _serve(args: argparse.Namespace) -> int:
     if settings.mllp_port:
         print(f"fhir-sched receiving HL7 v2 over MLLP{'/TLS' if settings.mllp_tls_cert else ''}"
               f" at {settings.host}:{settings.mllp_port}", file=sys.stderr, flush=True)
+    from .rest.edge import EdgeLimits, edge_protocol
+
+    edge = EdgeLimits(header_seconds=settings.http_header_seconds,
+                      body_seconds=settings.http_body_seconds,
+                      max_headers=settings.http_max_headers,
+                      max_header_bytes=settings.http_max_header_bytes)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=args.access_log, workers=1)
+                access_log=args.access_log, workers=1, http=edge_protocol(edge),
+                timeout_keep_alive=settings.http_keepalive_seconds,
+                limit_concurrency=settings.http_max_connections)
     return 0
 
 

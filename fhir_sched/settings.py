@@ -26,6 +26,14 @@ class Settings:
     # Without a base URL, the Host names requests may carry (comma-separated; "*" for any).
     allowed_hosts: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
+    # Edge limits (rest/edge.py): headers and body must arrive in time, a request ends in time.
+    http_header_seconds: int = 10
+    http_body_seconds: int = 60
+    http_request_seconds: int = 120
+    http_keepalive_seconds: int = 5
+    http_max_headers: int = 100
+    http_max_header_bytes: int = 16 * 1024
+    http_max_connections: int = 1000
     default_count: int = 50
     max_count: int = 1000
     # Bounded work per search (issue 13): refused with a 400 before the search runs.
