@@ -86,3 +86,19 @@ async def test_internal_error_is_handled_once_and_keeps_the_connection_usable(
     log = sqlite_server.log()
     assert log.count(f"unexpected error in request {rid}") == 1
     assert "Exception in ASGI application" not in log
+
+
+async def test_the_logged_error_names_its_type_and_frames_but_not_the_value_that_failed(
+        client: httpx.AsyncClient, sqlite_server: ServerProcess) -> None:
+    r = await client.post("/Patient", json={"resourceType": "Patient"})
+    pid = r.json()["id"]
+    secret = f"Jane Doe born 1980-01-01 {uuid.uuid4().hex[:8]}"
+    with sqlite3.connect(sqlite_server.store.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE resources SET updated = ? WHERE type = 'Patient' AND id = ?",
+                   (secret, pid))
+    rid = f"trace-{uuid.uuid4().hex}"
+    assert (await client.get(f"/Patient/{pid}", headers={"X-Request-Id": rid})).status_code \
+        == 500
+    line = next(line for line in sqlite_server.log().splitlines() if rid in line)
+    assert "Error" in line and ".py:" in line  # the exception type and where it was raised
+    assert secret not in sqlite_server.log() and "Jane Doe" not in sqlite_server.log()

@@ -128,7 +128,7 @@ class SmartAuth:
                         live.add(key.removeprefix(REVOKED))
                 self.tokens.revoked |= live
             except Exception as exc:  # store trouble: try again next round
-                log.warning("reading revoked tokens failed: %s", exc)
+                log.warning("reading revoked tokens failed: %s", type(exc).__name__)
             await asyncio.sleep(REVOCATION_POLL_SECONDS)
 
     @property

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from ..context import RequestContext
 from ..errors import FhirError, outcome
+from ..logsafe import describe
 from ..service.audit import entry as audit_entry
 from ..service.store_errors import as_fhir_error
 from ..storage.errors import StoreError, StoreUnavailable
@@ -72,7 +73,8 @@ async def store_error(request: Request, exc: Exception) -> Response:
     """Every storage error, rendered as the service layer says it reads to a client."""
     assert isinstance(exc, StoreError)
     if isinstance(exc, StoreUnavailable):
-        log.warning("store unavailable for request %s: %s", _rid(request), exc)
+        log.warning("store unavailable for request %s: %s", _rid(request),
+                    type(exc.__cause__ or exc).__name__)
     error = as_fhir_error(exc)
     if error.status >= 500 and not isinstance(exc, StoreUnavailable):
         return await unexpected(request, exc)
@@ -81,7 +83,8 @@ async def store_error(request: Request, exc: Exception) -> Response:
 
 async def unexpected(request: Request, exc: Exception) -> Response:
     rid = _rid(request)
-    log.exception("unexpected error in request %s", rid, exc_info=exc)
+    # the type and the frames, not the message: messages carry the values that failed
+    log.error("unexpected error in request %s: %s", rid, describe(exc))
     _audit_failure(request, 500)
     return FhirResponse(
         outcome("fatal", "exception", f"internal error; request id {rid}"),

@@ -170,7 +170,7 @@ def _handler(services: Services, op: Operation[Any]) -> Handler:
         except FhirError as exc:
             return refusal(op.definition, exc, warnings)
         except StoreUnavailable as exc:  # still a refusal in the transaction's shape (ITI-117)
-            log.warning("store unavailable for request %s: %s", ctx.request_id, exc)
+            log.warning("store unavailable for request %s: %s", ctx.request_id, type(exc).__name__)
             return refusal(op.definition, as_fhir_error(exc), warnings)
         return render(ctx.base_url, op.resource_type, outcome, warnings)
 

@@ -13,6 +13,7 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError
+from ..logsafe import describe
 from ..query import Cond, Entry, Query
 from ..scheduling.extensions import hold_expiry
 from ..storage.base import Unit
@@ -59,7 +60,7 @@ class Sweeper:
                 n = await self.sweep()
                 if n:
                     log.info("sweeper cancelled %d expired holds", n)
-            except Exception:  # the sweeper must outlive a passing store outage
-                log.exception("sweeper run failed")
+            except Exception as exc:  # the sweeper must outlive a passing store outage
+                log.error("sweeper run failed: %s", describe(exc))
 
 
