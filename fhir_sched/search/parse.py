@@ -61,9 +61,14 @@ _UNESCAPED_COMMA = re.compile(r"(?<!\\),")
 class SearchError(FhirError):
     """A 400 whose OperationOutcome names the offending parameter in ``expression``."""
 
-    def __init__(self, param: str, msg: str) -> None:
-        super().__init__(400, "invalid", f"search parameter {param!r}: {msg}",
+    def __init__(self, param: str, msg: str, code: str = "invalid") -> None:
+        super().__init__(400, code, f"search parameter {param!r}: {msg}",
                          expression=[param])
+
+
+def _too_costly(param: str, msg: str) -> SearchError:
+    """A limit of bounded work (``SearchLimits``): the request is fine, just too much."""
+    return SearchError(param, msg, "too-costly")
 
 
 @dataclass(slots=True)
@@ -472,7 +477,7 @@ def parse_search(
     """The request's pairs as a ParsedSearch; ``extra_where`` (a compartment) is ANDed in."""
     pairs = list(dict.fromkeys(pairs))  # a repeated name=value asks for nothing more
     if len(pairs) > limits.max_params:
-        raise SearchError(pairs[limits.max_params][0], f"a search takes at most "
+        raise _too_costly(pairs[limits.max_params][0], f"a search takes at most "
                           f"{limits.max_params} parameters")
     where: list[Expr] = list(extra_where)
     out = ParsedSearch(Query(type_))
@@ -495,7 +500,7 @@ def parse_search(
             elif base == "_sort":
                 sort = _sort_keys(type_, raw)
                 if len(sort) > limits.max_sort_keys:
-                    raise SearchError(name, f"at most {limits.max_sort_keys} sort keys")
+                    raise _too_costly(name, f"at most {limits.max_sort_keys} sort keys")
             elif base == "_total":
                 if raw not in ("none", "estimate", "accurate"):
                     raise SearchError(name, "_total is none, estimate or accurate")
@@ -514,7 +519,7 @@ def parse_search(
                     continue
                 listed.append(inc)
                 if len(out.includes) + len(out.revincludes) > limits.max_includes:
-                    raise SearchError(name, f"at most {limits.max_includes} distinct _include "
+                    raise _too_costly(name, f"at most {limits.max_includes} distinct _include "
                                       "and _revinclude")
             elif base == "_page":
                 out.page_token = raw
@@ -527,7 +532,7 @@ def parse_search(
             out.applied.append((name, raw))
             continue
         if len(_UNESCAPED_COMMA.findall(raw)) >= limits.max_or_values:
-            raise SearchError(name, f"at most {limits.max_or_values} values in one parameter")
+            raise _too_costly(name, f"at most {limits.max_or_values} values in one parameter")
         expr = parse_param(type_, name, raw, base_url)
         if expr is None:
             if strict:
