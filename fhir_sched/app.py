@@ -22,7 +22,7 @@ from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
-from .rest.edge import RequestTimeout
+from .rest.edge import Compression, RequestTimeout
 from .rest.errors import HANDLERS
 from .rest.health import health_routes
 from .rest.hosts import HostGuard, allow_list
@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                            "x-request-id"],
             expose_headers=["location", "etag", "content-location", "last-modified",
                             "x-request-id", "www-authenticate"], max_age=600)
+    app.add_middleware(Compression)
     app.add_middleware(RequestTimeout, seconds=float(settings.http_request_seconds))
     if not settings.public_base:  # inside the request-id layer, so its 400 carries the id
         app.add_middleware(HostGuard, patterns=allow_list(settings.allowed_hosts, settings.host))

@@ -11,6 +11,7 @@ lists, no script URLs, txt-2). A valid rich narrative and an instant with 12 fra
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -335,3 +336,49 @@ def test_a_ten_year_wish_is_not_a_booking_and_is_kept(server: ServerProcess) -> 
         "requestedPeriod": [{"start": "2030-01-01T09:00:00Z", "end": "2040-01-01T09:00:00Z"}],
         "participant": [{"actor": {"display": "Dr Who"}, "status": "needs-action"}]})
     assert response.status_code == 201, response.text
+
+
+# --- encodings --------------------------------------------------------------------------------
+def test_a_gzip_body_is_accepted(server: ServerProcess) -> None:
+    body = gzip.compress(b'{"resourceType": "Patient", "name": [{"family": "Zipped"}]}')
+    response = web.post(f"{server.base}/Patient", content=body,
+                        headers={**FHIR_JSON, "content-encoding": "gzip"})
+    assert response.status_code == 201, response.text
+    assert response.json()["name"][0]["family"] == "Zipped"
+
+
+def test_a_gzip_bomb_is_refused_as_soon_as_it_grows_past_the_limit(
+        server: ServerProcess) -> None:
+    bomb = gzip.compress(b'{"resourceType": "Patient", "x": "' + b"a" * 50_000_000 + b'"}')
+    assert len(bomb) < 100_000
+    response = web.post(f"{server.base}/Patient", content=bomb,
+                        headers={**FHIR_JSON, "content-encoding": "gzip"})
+    outcome(response, 413, "once decompressed")
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "says"), [
+    ({"content-encoding": "gzip"}, b"not gzip at all", 400, "not valid gzip"),
+    ({"content-encoding": "br"}, b"{}", 415, "Content-Encoding"),
+    ({"content-type": "application/fhir+json; charset=utf-16"},
+     '{"resourceType": "Patient"}'.encode("utf-16"), 415, "UTF-8"),
+    ({}, '{"resourceType": "Patient"}'.encode("utf-16"), 415, "UTF-16"),
+])
+def test_bodies_in_encodings_we_do_not_read_are_refused_clearly(
+        server: ServerProcess, headers: dict[str, str], body: bytes, status: int,
+        says: str) -> None:
+    response = web.post(f"{server.base}/Patient", content=body, headers={**FHIR_JSON, **headers})
+    outcome(response, status, says)
+
+
+def test_a_utf8_byte_order_mark_is_tolerated(server: ServerProcess) -> None:
+    response = web.post(f"{server.base}/Patient", headers=FHIR_JSON,
+                        content=b'\xef\xbb\xbf{"resourceType": "Patient"}')
+    assert response.status_code == 201, response.text
+
+
+def test_responses_are_compressed_when_asked(server: ServerProcess) -> None:
+    plain = web.get(f"{server.base}/metadata", headers={"accept-encoding": "identity"})
+    zipped = web.get(f"{server.base}/metadata", headers={"accept-encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.json()["resourceType"] == "CapabilityStatement"  # httpx inflates it

@@ -179,3 +179,22 @@ class RequestTimeout:
                 (b"content-type", b"application/fhir+json; charset=utf-8"),
                 (b"content-length", str(len(body)).encode()), (b"retry-after", b"5")]})
             await send({"type": "http.response.body", "body": body})
+
+
+class Compression:
+    """gzip for responses a client asked to have compressed (``Accept-Encoding: gzip``), from
+    ``minimum_size`` bytes on, large ones compressed off the event loop (Starlette's
+    GZipMiddleware). Not for the authorization server's pages and tokens under ``/auth``:
+    compressing a secret beside text an attacker chooses leaks it (BREACH)."""
+
+    def __init__(self, app: ASGIApp, minimum_size: int = 1024) -> None:
+        from starlette.middleware.gzip import GZipMiddleware
+
+        self.app = app
+        self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=5)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/auth"):
+            await self.gzip(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -12,6 +12,7 @@ A JSON answer never pays for this beyond one scan of the request headers.
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC
 from typing import Any, Literal
 from urllib.parse import parse_qsl
@@ -203,6 +204,10 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = JSON_TYPES) 
     if raw is None:
         return allowed[0]
     kind = raw.split(";")[0].strip().lower()
+    charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in raw.split(";")[1:]
+                    if p.strip().lower().startswith("charset=")), "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        raise FhirError(415, "not-supported", f"charset {charset!r}: FHIR bodies are UTF-8")
     if kind in allowed or (kind in XML_TYPES and FHIR_JSON in allowed):
         return kind
     if kind in XML_TYPES and PATCH_JSON in allowed:
@@ -212,7 +217,20 @@ def check_content_type(request: Request, allowed: tuple[str, ...] = JSON_TYPES) 
                     f"content type {kind!r} is not accepted here; use {' or '.join(allowed)}")
 
 
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 async def read_body(request: Request, limit: int) -> bytes:
+    """The body, within ``limit`` bytes after decoding: ``Content-Encoding`` gzip or deflate
+    is inflated as it arrives and the limit applies to what it inflates to (a small bomb is
+    refused as soon as it grows past it); a UTF-8 byte order mark is dropped and a UTF-16 one
+    refused (FHIR bodies are UTF-8)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+        raise FhirError(415, "not-supported", f"Content-Encoding {encoding!r} is not "
+                        "supported; send gzip, deflate or none")
+    inflate = None if encoding == "identity" else zlib.decompressobj(
+        wbits=31 if "gzip" in encoding else 15)
     declared = request.headers.get("content-length")
     if declared is not None:
         size_declared = plain_int(declared)
@@ -222,12 +240,27 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise FhirError(413, "too-costly", f"body of {declared} bytes exceeds the limit of "
                             f"{limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise FhirError(413, "too-costly", f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async for chunk in request.stream():
+            if inflate is not None:
+                chunk = inflate.decompress(chunk, limit + 1 - size)
+                if inflate.unconsumed_tail:  # more would come out than the limit allows
+                    size = limit + 1
+            size += len(chunk)
+            if size > limit:
+                raise FhirError(413, "too-costly", f"body exceeds the limit of {limit} bytes"
+                                + (" once decompressed" if inflate is not None else ""))
+            chunks.append(chunk)
+        if inflate is not None:
+            chunks.append(inflate.flush())
+            if not inflate.eof:
+                raise bad_request(f"the {encoding} body is truncated")
+    except zlib.error:
+        raise bad_request(f"the body is not valid {encoding} data") from None
+    body = b"".join(chunks)
+    if body.startswith(_UTF16_BOMS):
+        raise FhirError(415, "not-supported", "the body is UTF-16; FHIR bodies are UTF-8")
+    return body.removeprefix(b"\xef\xbb\xbf")
 
 
 def parse_json(raw: bytes) -> Any:
