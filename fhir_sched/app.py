@@ -53,7 +53,9 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
               "max-values-per-parameter": settings.search_max_or_values,
               "max-includes": settings.search_max_includes,
               "max-sort-keys": settings.search_max_sort_keys,
-              "max-included-resources": MAX_INCLUDED}
+              "max-included-resources": MAX_INCLUDED,
+              "max-appointment-hours": settings.max_appointment_hours,
+              "max-recorded-appointment-hours": settings.max_recorded_appointment_hours}
 
     async def metadata(request: Request) -> Response:
         check_accept(request)

@@ -138,7 +138,9 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     resources = ResourceService(
         store, policy, WriteConfig(past_grace=timedelta(seconds=settings.past_grace_seconds),
                                    max_appointment=timedelta(
-                                       hours=settings.max_appointment_hours)))
+                                       hours=settings.max_appointment_hours),
+                                   max_recorded=timedelta(
+                                       hours=settings.max_recorded_appointment_hours)))
     search = SearchService(store, policy, settings.default_count, settings.max_count,
                            SearchLimits(settings.search_max_params,
                                         settings.search_max_or_values,

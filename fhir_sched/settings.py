@@ -46,7 +46,10 @@ class Settings:
     # A booking may start at most this many seconds in the past (0: not at all).
     past_grace_seconds: int = 0
     # The longest booking (booked, pending, arrived...) that takes time on calendars, in hours.
-    max_appointment_hours: int = 168
+    max_appointment_hours: int = 24
+    # The same for what a calendar of record reports (an SIU feed of record, a system job): it
+    # records another system's booking, which may be a multi-day course, so its cap is wider.
+    max_recorded_appointment_hours: int = 168
     # "full" makes every acknowledged write survive an OS crash or power loss, not just a process
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"

@@ -25,7 +25,9 @@ class WriteConfig:
     past_grace: timedelta = timedelta(0)
     # The longest a booking that takes time may last: what it claims grows with its length,
     # so a ten-year "appointment" would tie up the writer and gigabytes of memory (issue 13).
-    max_appointment: timedelta = timedelta(hours=168)
+    max_appointment: timedelta = timedelta(hours=24)
+    # What a calendar of record reports is recorded, not booked here: a wider cap, still a cap.
+    max_recorded: timedelta = timedelta(hours=168)
 
 
 @dataclass(slots=True)

@@ -454,3 +454,16 @@ async def test_raw_bytes_are_dropped_after_retention_but_the_answer_stays(core: 
     entry = await kept(core, "/S12-50")
     assert entry.raw is None and entry.outcome == "applied"
     assert await b.handle(s12(50), "t") == first
+
+
+async def test_a_calendar_of_record_may_report_a_booking_longer_than_a_day_but_not_unbounded(
+        core: Core) -> None:
+    """The four-day fixture is recorded (its sender is of record); the same sender reporting a
+    month is refused, naming the setting that allows it."""
+    raw = (FIXTURES / "FHIR-Converter_S12_3.hl7").read_bytes()
+    assert msa(await bridge(core).handle(raw, "test"))[1] == "AA"
+    month = raw.replace(b"202010081126+0215|A", b"202011081126+0215|A").replace(
+        b"MSG00001", b"MSG00002").replace(b"SCH|12345|36996", b"SCH|12346|36997")
+    ack = await bridge(core).handle(month, "test")
+    assert msa(ack)[1] == "AE"
+    assert "FHIR_SCHED_MAX_RECORDED_APPOINTMENT_HOURS" in err(ack)

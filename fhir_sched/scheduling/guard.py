@@ -69,7 +69,10 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         await unit.release("Appointment", ev.id)
     new = ev.new
     if new is not None and new.get("status") in TAKING and new.get("start") and new.get("end"):
-        _within_length(new, ev.config.max_appointment)
+        if ev.ctx.of_record:
+            _within_length(new, ev.config.max_recorded, "FHIR_SCHED_MAX_RECORDED_APPOINTMENT_HOURS")
+        else:
+            _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
@@ -78,15 +81,15 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
     return await _follow_slots(unit, ev)
 
 
-def _within_length(appt: dict[str, Any], longest: timedelta) -> None:
-    """Refused before anything is claimed, for every caller: a calendar of record too, since
-    recording the booking would cost the same."""
+def _within_length(appt: dict[str, Any], longest: timedelta, setting: str) -> None:
+    """Refused before anything is claimed, for every caller: a calendar of record too (with
+    its own, wider cap), since recording the booking costs what booking it would."""
     length = parse_instant(appt["end"]) - parse_instant(appt["start"])
     if length > longest:
         hours = longest.total_seconds() / 3600
         raise FhirError(422, "business-rule", f"an appointment that takes time may last at "
-                        f"most {hours:g} hours; this one lasts {length} "
-                        "(FHIR_SCHED_MAX_APPOINTMENT_HOURS)", expression=["Appointment.end"])
+                        f"most {hours:g} hours; this one lasts {length} ({setting})",
+                        expression=["Appointment.end"])
 
 
 def _refuse(breach: Breach) -> FhirError:
