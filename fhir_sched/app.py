@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from .compose import Core, build, stop_jobs
 from .hl7v2.door import handle_body
+from .query import Cond, Entry, Query
 from .resources.narrative import MAX_DIV_CHARS
+from .resources.registry import HOSTED_TYPES
 from .resources.validate import MAX_DEPTH
 from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
@@ -28,7 +30,9 @@ from .rest.health import health_routes
 from .rest.hosts import HostGuard, allow_list
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.messages import hl7v2_endpoint
+from .rest.metrics_route import metrics_route
 from .rest.middleware import RequestIdMiddleware
+from .rest.observe import Observe
 from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
@@ -133,16 +137,19 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     handlers: dict[Any, Any] = dict(HANDLERS)
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)
-    router = FhirRouter(settings.base_path)
+    router = FhirRouter(settings.base_path, frozenset(HOSTED_TYPES) | {"AuditEvent"})
     for spec, route_handler in build_routes(core):
-        router.add(spec.path, spec.methods, route_handler)
+        router.add(spec.path, spec.methods, route_handler,
+                   interaction=f"${spec.operation}" if spec.operation else spec.interaction,
+                   type_label=spec.types[0] if len(spec.types) == 1 else "")
     fhir: Any = router
     if core.auth is not None:
         # In the trie with the FHIR routes (the gate lets it through without a token), so
         # the FHIR base stays the app's first route: Starlette tries routes in order, one
         # regular expression each, and a read should not pay for the OAuth endpoints'.
         router.add("/.well-known/smart-configuration", ("GET",),
-                   configuration_endpoint(core.auth), listed=False)
+                   configuration_endpoint(core.auth), listed=False,
+                   interaction="smart-configuration")
         fhir = BearerGate(router, core.auth, settings.base_path, settings.public_base)
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
     # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
@@ -159,6 +166,14 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         hl7v2 = hl7v2_gate(hl7v2, core.auth)
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
+
+    async def pending_holds() -> int:
+        page = await core.store.search(Query("Appointment", (
+            Entry("status", (Cond("val", "=", "pending"),)),), total=True, count_only=True))
+        return page.total or 0
+
+    app.router.routes.append(metrics_route(
+        None if core.auth is None else settings.metrics_token, pending_holds))
     # On every response: no MIME sniffing, no framing, no referrer carrying URLs (search
     # parameters, codes) to other sites; and a loud marker when auth is off.
     headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
@@ -180,6 +195,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.add_middleware(RequestTimeout, seconds=float(settings.http_request_seconds))
     if not settings.public_base:  # inside the request-id layer, so its 400 carries the id
         app.add_middleware(HostGuard, patterns=allow_list(settings.allowed_hosts, settings.host))
+    known = frozenset(r.path for r in app.router.routes if isinstance(r, Route)
+                      and "{" not in r.path)
+    app.add_middleware(Observe, known_paths=known, log_requests=settings.access_log)
     app.add_middleware(RequestIdMiddleware, extra_headers=tuple(headers))
     app.state.core = core
     app.state.fhir_router = router

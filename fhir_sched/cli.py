@@ -19,7 +19,8 @@ def _serve(args: argparse.Namespace) -> int:
                                  allowed_hosts=args.allowed_hosts,
                                  mllp_tls_cert=args.mllp_tls_cert,
                                  mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config,
-                                 auth=args.auth,
+                                 auth=args.auth, access_log=args.access_log,
+                                 log_format=args.log_format,
                                  trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
                                  else None,
                                  trust_audience=args.trust_audience,
@@ -36,8 +37,12 @@ def _serve(args: argparse.Namespace) -> int:
                          settings.trust_introspection_secret})
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .logformat import configure
+
+    try:
+        configure(settings.log_level, settings.log_format)
+    except ValueError as exc:
+        raise SystemExit(f"FHIR_SCHED_LOG_FORMAT: {exc}") from None
     if args.demo:
         from .demo import load_demo
 
@@ -59,8 +64,10 @@ def _serve(args: argparse.Namespace) -> int:
                       body_seconds=settings.http_body_seconds,
                       max_headers=settings.http_max_headers,
                       max_header_bytes=settings.http_max_header_bytes)
+    # uvicorn's own access log copies the full path and query (names, birth dates): off; the
+    # app's request log (rest/observe.py) records the route template instead.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=args.access_log, workers=1, http=edge_protocol(edge),
+                log_config=None, access_log=False, workers=1, http=edge_protocol(edge),
                 timeout_keep_alive=settings.http_keepalive_seconds,
                 limit_concurrency=settings.http_max_connections)
     return 0
@@ -268,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
                             "* for any)")
     serve.add_argument("--demo", action="store_true",
                        help="load the demo clinic before serving (idempotent)")
-    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="one log line per request: id, method, route template, status, "
+                            "duration; no query values (default: on)")
+    serve.add_argument("--log-format", choices=("auto", "json", "text"), default=None,
+                       help="json lines, text, or auto: text on a terminal (default)")
     serve.add_argument("--mllp-port", type=int, default=None,
                        help="also receive HL7 v2 over MLLP on this port (default: off)")
     serve.add_argument("--mllp-tls-cert", default=None,

@@ -54,6 +54,12 @@ class Settings:
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"
     log_level: str = "info"
+    # "json" (one object per line), "text", or "auto": text on a terminal, else JSON.
+    log_format: str = "auto"
+    # One log line per request: request id, method, route template, status, duration.
+    access_log: bool = True
+    # The bearer token Prometheus sends to /metrics when auth is on (unset: /metrics is 401).
+    metrics_token: str = ""
     # HL7 v2: the MLLP listener (0: none), on ``host``; TLS when a certificate is given.
     mllp_port: int = 0
     mllp_tls_cert: str = ""
@@ -128,4 +134,10 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             return int(raw)
         except ValueError:
             raise SystemExit(f"FHIR_SCHED_{name.upper()} must be an integer, got {raw!r}") from None
+    if type_name in ("bool", bool):
+        if raw.strip().lower() in ("1", "on", "true", "yes"):
+            return True
+        if raw.strip().lower() in ("0", "off", "false", "no"):
+            return False
+        raise SystemExit(f"FHIR_SCHED_{name.upper()} must be on or off, got {raw!r}")
     return raw

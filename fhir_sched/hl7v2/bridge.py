@@ -49,6 +49,7 @@ from fhir_sched.hl7v2.header import Header
 from fhir_sched.hl7v2.send import ack_code
 from fhir_sched.hl7v2.senders import Senders
 from fhir_sched.ids import unique_id
+from fhir_sched.metrics import HL7V2_MESSAGES, ack_label, hl7v2_event_label
 from fhir_sched.service.audit import entry as audit_entry
 from fhir_sched.service.services import Services
 from fhir_sched.storage.base import InboundEntry, Unit
@@ -141,12 +142,14 @@ class Bridge:
     async def handle(self, frame: bytes, peer: str) -> bytes:
         """One message (no MLLP framing) in, its ACK bytes out. Never raises."""
         try:
-            return await self._handle(frame, peer, replay=False)
+            ack = await self._handle(frame, peer, replay=False)
         except Exception as exc:  # a bug: answer, log the type only (no PHI), keep serving
             log.error("hl7v2 message from %s failed: %s", peer, type(exc).__name__)
             header = recover_header(frame)
-            return self._ack(header, Answer(AckCode.AE, "rejected", "application internal error",
-                                            207))
+            ack = self._ack(header, Answer(AckCode.AE, "rejected", "application internal error",
+                                           207))
+        _count(frame, ack, peer)
+        return ack
 
     def frame_refused(self, head: bytes, size: int, peer: str) -> None:
         """Audit a frame the listener answered AR without us (over the size limit): by its
@@ -298,3 +301,20 @@ class Bridge:
             ack = self._ack(header, answer)
         return self._wire(header, ack)
 
+
+
+def _count(frame: bytes, ack: bytes, peer: str) -> None:
+    """One message answered, in HL7V2_MESSAGES: its event and the ACK code sent back, both
+    from a closed set (anything else is "other"), so a sender cannot grow the label space."""
+    try:
+        event = recover_header(frame).trigger_event
+    except Exception:
+        event = ""
+    code = ""
+    for line in ack.split(b"\r"):
+        if line.startswith(b"MSA") and len(line) > 3:
+            fields = line.split(line[3:4])
+            code = fields[1].decode("ascii", "replace") if len(fields) > 1 else ""
+            break
+    HL7V2_MESSAGES.labels("http" if peer.startswith("http") else "mllp",
+                          hl7v2_event_label(event), ack_label(code)).inc()

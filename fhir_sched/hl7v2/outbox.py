@@ -38,6 +38,7 @@ from fhir_sched.hl7v2.client import MllpClient, MllpError
 from fhir_sched.hl7v2.endpoints import Subscriber, subscriber
 from fhir_sched.hl7v2.send import ack_code
 from fhir_sched.ids import unique_id
+from fhir_sched.metrics import HL7V2_OUTBOUND, ack_label
 from fhir_sched.query import Query
 from fhir_sched.service.audit import entry as audit_entry
 from fhir_sched.service.audit import patient_of
@@ -285,6 +286,7 @@ class Outbound:
                 code, error = ack_code(ack), ""
             except MllpError as exc:
                 ack, code, error = b"", "", str(exc)
+            HL7V2_OUTBOUND.labels(ack_label(code) if code else "unreachable").inc()
             if code in _OK:
                 await self._record(replace(entry, status="done", attempts=entry.attempts + 1,
                                            ack=ack, error=""))

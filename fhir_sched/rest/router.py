@@ -26,6 +26,9 @@ class _Node:
     literal: dict[str, _Node] = field(default_factory=dict)
     hole: tuple[str, _Node] | None = None
     handlers: dict[str, Handler] = field(default_factory=dict)
+    # per method: (FHIR interaction or "$operation", resource type, route template), for
+    # metrics and the request log; a type of None is read from the ``{type}`` hole
+    labels: dict[str, tuple[str, str | None, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +40,20 @@ class RouteEntry:
 
 
 class FhirRouter:
-    def __init__(self, base_path: str) -> None:
+    def __init__(self, base_path: str, types: frozenset[str] = frozenset()) -> None:
         self.base_path = base_path.rstrip("/")
         self._root = _Node()
         self.routes: list[RouteEntry] = []
+        # The hosted types: a ``{type}`` hole is labelled with its value only when it is one
+        # of these, so a scan of made-up type names cannot grow a metric's label set.
+        self.types = types
 
     def add(self, path: str, methods: tuple[str, ...], handler: Handler, *,
-            listed: bool = True) -> None:
+            listed: bool = True, interaction: str = "", type_label: str = "") -> None:
         """Route ``path``; ``listed=False`` for what is not a FHIR interaction (SMART
-        discovery under the base), left out of ``routes``."""
+        discovery under the base), left out of ``routes``. ``interaction`` and
+        ``type_label`` (for a path with a ``{type}`` hole, its value) label the route's
+        requests in metrics and the request log."""
         node = self._root
         for seg in (s for s in path.split("/") if s):
             if seg.startswith("{") and seg.endswith("}"):
@@ -61,6 +69,9 @@ class FhirRouter:
             if m in node.handlers:
                 raise ValueError(f"{m} {path} is routed twice")
             node.handlers[m] = handler
+            node.labels[m] = (interaction or "other",
+                              None if "{type}" in path else type_label,
+                              self.base_path + path.rstrip("/") or "/")
         if listed:
             self.routes.append(RouteEntry(self.base_path + (path if path != "/" else ""),
                                           frozenset(methods)))
@@ -95,13 +106,19 @@ class FhirRouter:
         node, params = self._match([s for s in rel.split("/") if s])
         if node is None:
             raise HTTPException(404)
-        handler = node.handlers.get(scope["method"])
+        method = scope["method"]
+        handler = node.handlers.get(method)
         if handler is None:
-            if scope["method"] == "HEAD" and "GET" in node.handlers:
+            if method == "HEAD" and "GET" in node.handlers:
+                method = "GET"
                 handler = node.handlers["GET"]
             else:
                 allow = ", ".join(sorted(node.handlers))
                 raise HTTPException(405, headers={"Allow": allow})
+        interaction, type_, template = node.labels[method]
+        if type_ is None:
+            type_ = params["type"] if params["type"] in self.types else "other"
+        scope.setdefault("state", {})["route"] = (interaction, type_, template)
         scope["path_params"] = params
         response = await handler(Request(scope, receive, send))
         await response(scope, receive, send)

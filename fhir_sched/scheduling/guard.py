@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from ..errors import FhirError
+from ..metrics import BOOKING_REFUSALS
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
@@ -93,6 +94,7 @@ def _within_length(appt: dict[str, Any], longest: timedelta, setting: str) -> No
 
 
 def _refuse(breach: Breach) -> FhirError:
+    BOOKING_REFUSALS.labels(breach.code, "refused").inc()
     status, code = (422, "business-rule") if breach.code == "past" else (409, "conflict")
     return FhirError(status, code, breach.message, severity="fatal")
 
@@ -101,6 +103,7 @@ def _note(ev: WriteEvent, breach: Breach) -> list[Breach]:
     """A breach is refused, unless the caller is a calendar of record: then it is recorded."""
     if not ev.ctx.of_record:
         raise _refuse(breach)
+    BOOKING_REFUSALS.labels(breach.code, "recorded").inc()
     return [breach]
 
 
@@ -132,6 +135,8 @@ async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
         out.insert(0, past)  # the first thing to tell: no other time fixes that
     if out and not ev.ctx.of_record:
         raise _refuse(out[0])
+    for breach in out:
+        BOOKING_REFUSALS.labels(breach.code, "recorded").inc()
     return out
 
 
@@ -195,6 +200,7 @@ async def _claim_all(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
         capacity = await _slot_capacity(unit, body)
         if not await _take(unit, claims.slot_prefix(sid), capacity, owner, expires, now,
                            overbook or record):
+            BOOKING_REFUSALS.labels("slot-taken", "refused").inc()
             raise FhirError(409, "conflict", f"Slot/{sid} is already taken", severity="fatal")
     return out
 

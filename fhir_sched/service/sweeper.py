@@ -14,6 +14,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError
 from ..logsafe import describe
+from ..metrics import HOLDS_EXPIRED
 from ..query import Cond, Entry, Query
 from ..scheduling.extensions import hold_expiry
 from ..storage.base import Unit
@@ -48,6 +49,7 @@ class Sweeper:
             try:
                 await self.booking.resources.atomic(cancel)
                 done += 1
+                HOLDS_EXPIRED.inc()
             except FhirError as exc:  # changed under us: the next sweep looks again
                 log.info("sweeper skipped Appointment/%s: %s", id_, exc.diagnostics)
         return done

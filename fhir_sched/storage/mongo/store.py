@@ -59,6 +59,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from ...metrics import timed_store
 from ...query import IndexEntry, Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
 from ..errors import StoreUnavailable, VersionConflict
@@ -277,6 +278,7 @@ class MongoStore:
             await self.db.command("ping")
 
     # -- atomic units ------------------------------------------------------------------------
+    @timed_store("mongodb", "atomic")
     async def atomic(self, fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
         """``fn`` in one transaction, retried (bounded, with jitter) while it loses races."""
         if self._client is None:
@@ -350,6 +352,7 @@ class MongoStore:
         return result
 
     # -- reads -------------------------------------------------------------------------------
+    @timed_store("mongodb", "get")
     async def get(self, type_: str, id_: str) -> Record | None:
         async with _available():
             doc = await self.resources.find_one({"_id": resource_key(type_, id_)}, {"idx": 0})
@@ -410,6 +413,7 @@ class MongoStore:
             {"_id": "seq"}, {"n": 1})
         return int(doc.get("n", 0)) if doc else 0
 
+    @timed_store("mongodb", "search")
     async def search(self, query: Query) -> Page:
         async with _available():
             return await _search(self.resources, None, query)

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ...metrics import timed_store
 from ...query import Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record
 from ..errors import StoreUnavailable
@@ -128,6 +129,7 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._rexec, run)
 
     # -- atomic units ------------------------------------------------------------------------
+    @timed_store("sqlite", "atomic")
     async def atomic(self, fn: Callable[[SqliteUnit], Awaitable[T]]) -> T:
         assert self._wconn is not None, "store not started"
         result: T = await self._units.submit(fn)
@@ -177,6 +179,7 @@ class SqliteStore:
         return results
 
     # -- reads -------------------------------------------------------------------------------
+    @timed_store("sqlite", "get")
     async def get(self, type_: str, id_: str) -> Record | None:
         return await self._gets.submit(type_, id_)
 
@@ -196,6 +199,7 @@ class SqliteStore:
     async def last_position(self) -> int:
         return await self._read(changes.head)
 
+    @timed_store("sqlite", "search")
     async def search(self, query: Query) -> Page:
         return await self._read(lambda c: search(c, query))
 
