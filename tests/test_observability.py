@@ -204,3 +204,22 @@ def test_without_a_scrape_token_metrics_say_which_setting_opens_them(
         proc.stop()
         if url.startswith("sqlite"):
             cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+def test_a_client_that_disconnects_mid_body_is_an_info_line_not_an_error(
+        server: ServerProcess) -> None:
+    import socket
+    import time
+
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/fhir+json\r\nContent-Length: 5000\r\n"
+                     b"X-Request-Id: gone-away-7\r\n\r\n{\"resourceType\":")
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    mine: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not mine:
+        mine = [ln for ln in log_lines(server) if ln.get("request_id") == "gone-away-7"]
+        time.sleep(0.1)
+    assert [(ln["level"], ln["msg"]) for ln in mine] == [("INFO", "client disconnected")]
+    assert not [ln for ln in log_lines(server) if ln["level"] == "ERROR"]
