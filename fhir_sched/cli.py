@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="entries recorded more than N days ago")
     apurge.add_argument("--store", default=None, help="the store, as for serve")
     apurge.set_defaults(fn=_audit)
+    from .data_commands import add_parsers
+
+    add_parsers(sub)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 
