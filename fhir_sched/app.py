@@ -24,15 +24,14 @@ from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
-from .rest.edge import Compression, RequestTimeout
 from .rest.errors import HANDLERS
 from .rest.health import health_routes
-from .rest.hosts import HostGuard, allow_list
+from .rest.hosts import HostCheck, allow_list
 from .rest.http import FhirResponse, check_accept, context_for
 from .rest.messages import hl7v2_endpoint
 from .rest.metrics_route import metrics_route
-from .rest.middleware import RequestIdMiddleware
-from .rest.observe import Observe
+from .rest.middleware import FrontDoor
+from .rest.observe import Recorder
 from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
@@ -191,14 +190,14 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                            "x-request-id"],
             expose_headers=["location", "etag", "content-location", "last-modified",
                             "x-request-id", "www-authenticate"], max_age=600)
-    app.add_middleware(Compression)
-    app.add_middleware(RequestTimeout, seconds=float(settings.http_request_seconds))
-    if not settings.public_base:  # inside the request-id layer, so its 400 carries the id
-        app.add_middleware(HostGuard, patterns=allow_list(settings.allowed_hosts, settings.host))
     known = frozenset(r.path for r in app.router.routes if isinstance(r, Route)
                       and "{" not in r.path)
-    app.add_middleware(Observe, known_paths=known, log_requests=settings.access_log)
-    app.add_middleware(RequestIdMiddleware, extra_headers=tuple(headers))
+    # Host checks only without --base-url: with it, every link is built from that URL.
+    hosts = None if settings.public_base else HostCheck(
+        allow_list(settings.allowed_hosts, settings.host))
+    app.add_middleware(FrontDoor, extra_headers=tuple(headers),
+                       recorder=Recorder(known, settings.access_log), hosts=hosts,
+                       request_seconds=float(settings.http_request_seconds))
     app.state.core = core
     app.state.fhir_router = router
     return app

@@ -13,7 +13,8 @@ standard process and Python collectors (memory, CPU, file descriptors, garbage c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from bisect import bisect_left
+from collections.abc import Callable, Coroutine, Iterable
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,12 +22,14 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
+    Metric,
     gc_collector,
     generate_latest,
     platform_collector,
     process_collector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 process_collector.ProcessCollector(registry=REGISTRY)
@@ -39,18 +42,85 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             10.0, 30.0)
 
-REQUESTS = Counter(
+class LoopCounter:
+    """A labelled counter for the event loop's own hot path: a dict add per event instead of
+    prometheus-client's locked child (which cost ~4% of a read with the histogram beside it).
+    Only ever touched from the event-loop thread; ``Fast`` exposes it at scrape time."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+
+class LoopHistogram:
+    """The histogram counterpart of LoopCounter: per label set, one count per bucket (not
+    cumulative until scraped) and the sum."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...],
+                 buckets: tuple[float, ...]) -> None:
+        self.name, self.doc, self.labels, self.buckets = name, doc, labels, buckets
+        self.bounds = [*(repr(float(b)) for b in buckets), "+Inf"]  # the "le" label values
+        self.series: dict[tuple[str, ...], list[float]] = {}  # counts..., +Inf count, sum
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        row = self.series.get(key)
+        if row is None:
+            row = self.series[key] = [0.0] * (len(self.buckets) + 2)
+        row[bisect_left(self.buckets, value)] += 1
+        row[-1] += value
+
+
+class LoopGauge:
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.value = 0.0
+
+
+class _Fast(Collector):
+    def __init__(self, *series: LoopCounter | LoopHistogram | LoopGauge) -> None:
+        self.series = series
+
+    def collect(self) -> Iterable[Metric]:
+        for s in self.series:
+            if isinstance(s, LoopCounter):
+                counter = CounterMetricFamily(s.name, s.doc, labels=s.labels)
+                for key, v in list(s.values.items()):
+                    counter.add_metric(key, v)
+                yield counter
+            elif isinstance(s, LoopHistogram):
+                histogram = HistogramMetricFamily(s.name, s.doc, labels=s.labels)
+                for key, row in list(s.series.items()):
+                    running, cumulative = 0.0, []
+                    for bound, n in zip(s.bounds, row[:-1], strict=True):
+                        running += n
+                        cumulative.append((bound, running))
+                    histogram.add_metric(key, cumulative, row[-1])
+                yield histogram
+            else:
+                yield GaugeMetricFamily(s.name, s.doc, value=s.value)
+
+
+REQUESTS = LoopCounter(
     "fhir_sched_http_requests", "HTTP requests answered, by FHIR interaction, type and status",
-    ("interaction", "type", "status"), registry=REGISTRY)
-REQUEST_SECONDS = Histogram(
+    ("interaction", "type", "status"))
+REQUEST_SECONDS = LoopHistogram(
     "fhir_sched_http_request_duration_seconds",
     "Time from the request's arrival to the end of its response, by FHIR interaction",
-    ("interaction",), buckets=_LATENCY, registry=REGISTRY)
-DISCONNECTS = Counter(
+    ("interaction",), _LATENCY)
+DISCONNECTS = LoopCounter(
     "fhir_sched_http_client_disconnects",
-    "Requests the client abandoned before the response was sent", registry=REGISTRY)
-IN_FLIGHT = Gauge(
-    "fhir_sched_http_requests_in_flight", "HTTP requests being handled now", registry=REGISTRY)
+    "Requests the client abandoned before the response was sent", ())
+IN_FLIGHT = LoopGauge(
+    "fhir_sched_http_requests_in_flight", "HTTP requests being handled now")
+STORE_SECONDS = LoopHistogram(
+    "fhir_sched_store_operation_duration_seconds",
+    "Time spent in the store, by operation (search; atomic: a write unit and its commit; a "
+    "read by id is the read interaction's own latency)",
+    ("store", "operation"), _LATENCY)
+REGISTRY.register(_Fast(REQUESTS, REQUEST_SECONDS, DISCONNECTS, IN_FLIGHT, STORE_SECONDS))
 
 BOOKING_REFUSALS = Counter(
     "fhir_sched_booking_conflicts",
@@ -62,11 +132,6 @@ HOLDS_PENDING = Gauge(
     "fhir_sched_holds_pending",
     "Appointments in status pending (holds, expired ones not yet swept included), read at "
     "scrape time", registry=REGISTRY)
-
-STORE_SECONDS = Histogram(
-    "fhir_sched_store_operation_duration_seconds",
-    "Time spent in the store, by operation (get, search, atomic: a write unit and its commit)",
-    ("store", "operation"), buckets=_LATENCY, registry=REGISTRY)
 
 HL7V2_MESSAGES = Counter(
     "fhir_sched_hl7v2_messages", "Inbound HL7 v2 messages answered, by event and ACK code",
@@ -94,9 +159,10 @@ def ack_label(code: str) -> str:
 
 def timed_store(store: str, operation: str) -> Callable[
         [Callable[P, Coroutine[Any, Any, T]]], Callable[P, Coroutine[Any, Any, T]]]:
-    """Time an adapter coroutine into STORE_SECONDS (the child is bound once, here, so a
-    call pays for one clock read on each side and one observe)."""
-    child = STORE_SECONDS.labels(store, operation)
+    """Time an adapter coroutine into STORE_SECONDS: a clock read on each side and one
+    observe. The adapters' coroutines run on the event loop (their threads do the I/O)."""
+    key = (store, operation)
+    observe = STORE_SECONDS.observe
 
     def wrap(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
         @wraps(fn)
@@ -105,7 +171,7 @@ def timed_store(store: str, operation: str) -> Callable[
             try:
                 return await fn(*args, **kwargs)
             finally:
-                child.observe(time.perf_counter() - started)
+                observe(key, time.perf_counter() - started)
         return run
     return wrap
 

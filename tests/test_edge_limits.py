@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fhir_sched.rest.edge import RequestTimeout
+from fhir_sched.rest.middleware import FrontDoor
 from tests.support import web
 from tests.support.server import ServerProcess
 
@@ -135,7 +135,8 @@ def test_a_request_running_past_its_time_is_stopped_with_a_503() -> None:
     async def receive() -> dict[str, object]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    app = RequestTimeout(forever, seconds=0.2)  # type: ignore[arg-type]
-    asyncio.run(app({"type": "http", "method": "GET", "state": {}}, receive, send))  # type: ignore[arg-type]
+    app = FrontDoor(forever, request_seconds=0.2)  # type: ignore[arg-type]
+    asyncio.run(app({"type": "http", "method": "GET", "path": "/fhir/Patient", "headers": [],
+                     "state": {}}, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 503
     assert b'"code":"timeout"' in sent[1]["body"]  # type: ignore[operator]

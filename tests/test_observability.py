@@ -11,6 +11,7 @@ submits do not reach any log line, tracebacks included.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -70,6 +71,17 @@ def log_lines(server: ServerProcess) -> list[dict[str, object]]:
         if line.startswith("{"):
             out.append(json.loads(line))
     return out
+
+
+def lines_of(server: ServerProcess, request_id: str) -> list[dict[str, object]]:
+    """The log lines of one request, waited for: the line is written after the response, by
+    the log thread."""
+    deadline = time.monotonic() + 10
+    while True:
+        mine = [ln for ln in log_lines(server) if ln.get("request_id") == request_id]
+        if mine or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.05)
 
 
 def test_requests_are_counted_by_interaction_type_and_status(server: ServerProcess) -> None:
@@ -149,7 +161,7 @@ def test_each_request_is_one_json_line_with_its_route_template(server: ServerPro
     response = web.get(f"{server.base}/Patient", params={"family": NAME},
                        headers={"x-request-id": "trace-me-42"})
     assert response.status_code == 200
-    lines = [ln for ln in log_lines(server) if ln.get("request_id") == "trace-me-42"]
+    lines = lines_of(server, "trace-me-42")
     assert len(lines) == 1, lines
     line = lines[0]
     assert line["logger"] == "fhir_sched.access" and line["level"] == "INFO"
@@ -169,6 +181,8 @@ def test_no_log_line_holds_the_names_and_birth_dates_clients_sent(
     web.post(f"{root(server)}/hl7v2", headers={"content-type": "x-application/hl7-v2+er7"},
              content=f"MSH|^~\\&|A|B|C|D|2024||SIU^S12|9|P|2.5\rPID|1||1||{NAME}^Ann||"
                      f"{BIRTH.replace('-', '')}\r".encode())
+    web.get(f"{server.base}/metadata", headers={"x-request-id": "phi-end"})
+    assert lines_of(server, "phi-end")  # everything before it has been written
     text = server.log()
     assert "Traceback" not in text
     assert NAME not in text and BIRTH not in text and BIRTH.replace("-", "") not in text
@@ -209,17 +223,12 @@ def test_without_a_scrape_token_metrics_say_which_setting_opens_them(
 def test_a_client_that_disconnects_mid_body_is_an_info_line_not_an_error(
         server: ServerProcess) -> None:
     import socket
-    import time
 
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      b"Content-Type: application/fhir+json\r\nContent-Length: 5000\r\n"
                      b"X-Request-Id: gone-away-7\r\n\r\n{\"resourceType\":")
         time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    mine: list[dict[str, object]] = []
-    while time.monotonic() < deadline and not mine:
-        mine = [ln for ln in log_lines(server) if ln.get("request_id") == "gone-away-7"]
-        time.sleep(0.1)
+    mine = lines_of(server, "gone-away-7")
     assert [(ln["level"], ln["msg"]) for ln in mine] == [("INFO", "client disconnected")]
     assert not [ln for ln in log_lines(server) if ln["level"] == "ERROR"]

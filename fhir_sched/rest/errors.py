@@ -25,7 +25,7 @@ def _rid(request: Request) -> str:
     ctx = getattr(request.state, "fhir_ctx", None)
     if ctx is not None:
         return str(ctx.request_id)
-    # set by RequestIdMiddleware before any handler runs, even when no context was built yet
+    # set by the front door before any handler runs, even when no context was built yet
     return str(getattr(request.state, "request_id", "") or request.headers.get("x-request-id")
                or "")
 
@@ -98,6 +98,6 @@ HANDLERS: dict[type[BaseException], Callable[[Request, Exception], Awaitable[Res
     StoreError: store_error,
     # Only the fallback for failures outside the request-id middleware: Starlette runs this
     # handler in its outermost middleware, which re-raises after answering, and uvicorn then
-    # closes the keep-alive connection. Route failures are answered by RequestIdMiddleware.
+    # closes the keep-alive connection. Route failures are answered by the front door.
     Exception: unexpected,
 }

@@ -13,7 +13,6 @@ the allow list names hosts, not listeners.
 from __future__ import annotations
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
@@ -43,27 +42,31 @@ def allowed(name: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-class HostGuard:
-    """ASGI middleware: 400 for a Host outside the allow list (only without ``--base-url``)."""
+class HostCheck:
+    """The front door's Host rule: ``refusal`` is None for an allowed Host, else the 400 body.
+    Verdicts are kept per Host value seen (a handful in practice, so a request pays one dict
+    lookup), at most 256 of them, so a client sending a new Host each time cannot grow it."""
 
-    def __init__(self, app: ASGIApp, patterns: tuple[str, ...]) -> None:
-        self.app = app
+    def __init__(self, patterns: tuple[str, ...]) -> None:
         self.patterns = patterns
+        self._seen: dict[bytes, bool] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = next((v for k, v in scope["headers"] if k == b"host"), None)
-        if host is not None and allowed(host_name(host), self.patterns):
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        host = None
+        for k, v in headers:
+            if k == b"host":
+                host = v
+                break
+        if host is not None:
+            ok = self._seen.get(host)
+            if ok is None:
+                ok = allowed(host_name(host), self.patterns)
+                if len(self._seen) < 256:
+                    self._seen[host] = ok
+            if ok:
+                return None
         shown = host.decode("latin-1")[:100] if host is not None else "(none)"
-        body = orjson.dumps({"resourceType": "OperationOutcome", "issue": [{
+        return orjson.dumps({"resourceType": "OperationOutcome", "issue": [{
             "severity": "error", "code": "security",
             "diagnostics": f"Host {shown!r} is not one this server answers to; start it with "
                            "--base-url https://your.public/fhir or --allowed-hosts NAME"}]})
-        await send({"type": "http.response.start", "status": 400, "headers": [
-            (b"content-type", b"application/fhir+json; charset=utf-8"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})

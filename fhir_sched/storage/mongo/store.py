@@ -352,7 +352,6 @@ class MongoStore:
         return result
 
     # -- reads -------------------------------------------------------------------------------
-    @timed_store("mongodb", "get")
     async def get(self, type_: str, id_: str) -> Record | None:
         async with _available():
             doc = await self.resources.find_one({"_id": resource_key(type_, id_)}, {"idx": 0})

@@ -179,7 +179,6 @@ class SqliteStore:
         return results
 
     # -- reads -------------------------------------------------------------------------------
-    @timed_store("sqlite", "get")
     async def get(self, type_: str, id_: str) -> Record | None:
         return await self._gets.submit(type_, id_)
 
