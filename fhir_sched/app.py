@@ -201,3 +201,15 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.state.core = core
     app.state.fhir_router = router
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one ``--workers`` process: logging set up as ``serve`` does it (each worker
+    is a fresh interpreter), settings from the environment ``serve`` filled in."""
+    from .logformat import configure
+
+    # No flush_on_signals here: uvicorn's own handlers are in place by now, and replacing
+    # them would end the worker without its graceful shutdown.
+    settings = Settings.from_env()
+    configure(settings.log_level, settings.log_format)
+    return create_app(settings)

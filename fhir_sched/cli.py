@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
 from .settings import Settings
 
@@ -20,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
                                  mllp_tls_cert=args.mllp_tls_cert,
                                  mllp_tls_key=args.mllp_tls_key, hl7v2_config=args.hl7v2_config,
                                  auth=args.auth, access_log=args.access_log,
-                                 log_format=args.log_format,
+                                 log_format=args.log_format, workers=args.workers,
                                  trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
                                  else None,
                                  trust_audience=args.trust_audience,
@@ -37,12 +38,13 @@ def _serve(args: argparse.Namespace) -> int:
                          settings.trust_introspection_secret})
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-    from .logformat import configure
+    from .logformat import configure, flush_on_signals
 
     try:
         configure(settings.log_level, settings.log_format)
     except ValueError as exc:
         raise SystemExit(f"FHIR_SCHED_LOG_FORMAT: {exc}") from None
+    flush_on_signals()
     if args.demo:
         from .demo import load_demo
 
@@ -50,26 +52,33 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("fhir_sched").info("demo data: %d resources created", created)
         if settings.auth == "smart":
             _print_demo_token(settings)
-    from .app import create_app
-
-    app = create_app(settings)
     print(f"fhir-sched serving FHIR R4 at http://{settings.host}:{settings.port}"
-          f"{settings.base_path} (store {settings.store})", file=sys.stderr, flush=True)
+          f"{settings.base_path} (store {settings.store}"
+          f"{f', {settings.workers} workers' if settings.workers > 1 else ''})",
+          file=sys.stderr, flush=True)
     if settings.mllp_port:
         print(f"fhir-sched receiving HL7 v2 over MLLP{'/TLS' if settings.mllp_tls_cert else ''}"
               f" at {settings.host}:{settings.mllp_port}", file=sys.stderr, flush=True)
-    from .rest.edge import EdgeLimits, edge_protocol
-
-    edge = EdgeLimits(header_seconds=settings.http_header_seconds,
-                      body_seconds=settings.http_body_seconds,
-                      max_headers=settings.http_max_headers,
-                      max_header_bytes=settings.http_max_header_bytes)
     # uvicorn's own access log copies the full path and query (names, birth dates): off; the
     # app's request log (rest/observe.py) records the route template instead.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                log_config=None, access_log=False, workers=1, http=edge_protocol(edge),
-                timeout_keep_alive=settings.http_keepalive_seconds,
-                limit_concurrency=settings.http_max_connections)
+    common: dict[str, Any] = dict(
+        host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
+        access_log=False, timeout_keep_alive=settings.http_keepalive_seconds,
+        limit_concurrency=settings.http_max_connections)
+    if settings.workers > 1:
+        # Each worker is a fresh process (uvicorn spawns them): it reads these settings back
+        # from the environment and is handed the app and the protocol by import path.
+        from .settings import to_env
+
+        os.environ.update(to_env(settings))
+        uvicorn.run("fhir_sched.app:worker_app", factory=True, workers=settings.workers,
+                    http="fhir_sched.rest.edge:EnvEdgeProtocol", **common)
+        return 0
+    from .app import create_app
+    from .rest.edge import edge_protocol, limits_of
+
+    uvicorn.run(create_app(settings), workers=1, http=edge_protocol(limits_of(settings)),
+                **common)
     return 0
 
 
@@ -278,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
                        help="one log line per request: id, method, route template, status, "
                             "duration; no query values (default: on)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="server processes on the one store (default 1); the MLLP port is "
+                            "shared among them")
     serve.add_argument("--log-format", choices=("auto", "json", "text"), default=None,
                        help="json lines, text, or auto: text on a terminal (default)")
     serve.add_argument("--mllp-port", type=int, default=None,

@@ -11,9 +11,11 @@ that failed (a name, a birth date, an identifier).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import logging.handlers
 import queue
+import signal
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -46,7 +48,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {"ts": _when(record), "level": record.levelname,
-                                "logger": record.name, "msg": record.getMessage()}
+                                "logger": record.name, "pid": record.process,
+                                "msg": record.getMessage()}
         line.update(_extras(record))
         error = _error(record)
         if error:
@@ -92,6 +95,27 @@ def configure(level: str, kind: str = "auto", stream: IO[str] | None = None) -> 
         lg.propagate = True
     listener.start()
     atexit.register(listener.stop)
+    _LISTENERS.append(listener)
+
+
+_LISTENERS: list[logging.handlers.QueueListener] = []
+
+
+def flush_on_signals() -> None:
+    """Write out what is queued when SIGTERM or SIGINT ends the process. uvicorn ends a
+    clean shutdown by restoring the handlers it found and raising the signal again, which
+    with the default handler kills the process before ``atexit`` runs: its last lines
+    ("Application shutdown complete") would be lost. This handler is the one it finds: it
+    drains the queue, then dies of the signal as the default would."""
+    def drain_then_die(sig: int, frame: object) -> None:
+        for listener in _LISTENERS:
+            with contextlib.suppress(Exception):
+                listener.stop()
+        signal.signal(sig, signal.SIG_DFL)
+        signal.raise_signal(sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, drain_then_die)
 
 
 class _Enqueue(logging.handlers.QueueHandler):

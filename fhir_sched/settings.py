@@ -54,6 +54,8 @@ class Settings:
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"
     log_level: str = "info"
+    # Server processes on the one store (uvicorn's supervisor restarts one that dies).
+    workers: int = 1
     # "json" (one object per line), "text", or "auto": text on a terminal, else JSON.
     log_format: str = "auto"
     # One log line per request: request id, method, route template, status, duration.
@@ -141,3 +143,16 @@ def _coerce(type_name: Any, raw: str, name: str) -> Any:
             return False
         raise SystemExit(f"FHIR_SCHED_{name.upper()} must be on or off, got {raw!r}")
     return raw
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``FHIR_SCHED_*`` variables ``from_env`` reads back: how a worker
+    process started afresh (``--workers``) gets what the command line said."""
+    out: dict[str, str] = {}
+    for f in fields(settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        out[f"FHIR_SCHED_{f.name.upper()}"] = (
+            ("on" if value else "off") if isinstance(value, bool) else str(value))
+    return out

@@ -55,6 +55,7 @@ class MllpDoor:
                 tls_key=settings.mllp_tls_key,
                 handler_seconds=float(settings.mllp_handler_seconds),
                 release2=settings.mllp_release == 2,
+                reuse_port=settings.workers > 1,
             ),
             self._handle,
             self._refused,

@@ -72,6 +72,9 @@ class ListenerSettings:
     release2: bool = False  # MLLP release 2: commit ACK/NAK blocks (see Listener._wire)
     tls_cert: str = ""
     tls_key: str = ""
+    # Several server processes (``--workers``) each listen on the port; the kernel spreads
+    # connections among them. Order and idempotency live in the store, so any may take one.
+    reuse_port: bool = False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls_cert:
@@ -177,6 +180,7 @@ class Listener:
             ssl=ctx,
             ssl_handshake_timeout=handshake,
             limit=_READ_BYTES,
+            reuse_port=self.settings.reuse_port or None,
         )
 
     async def stop(self) -> None:

@@ -31,6 +31,8 @@ import orjson
 from starlette.types import ASGIApp, Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..settings import Settings
+
 log = logging.getLogger("fhir_sched.edge")
 
 
@@ -51,6 +53,22 @@ def _plain_response(status: bytes, text: str) -> bytes:
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
             b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
             + body)
+
+
+def limits_of(settings: Settings) -> EdgeLimits:
+    return EdgeLimits(header_seconds=settings.http_header_seconds,
+                      body_seconds=settings.http_body_seconds,
+                      max_headers=settings.http_max_headers,
+                      max_header_bytes=settings.http_max_header_bytes)
+
+
+def __getattr__(name: str) -> Any:
+    """``fhir_sched.rest.edge:EnvEdgeProtocol``: the protocol with the limits of the
+    environment's settings, by import path, for worker processes (``--workers``), which
+    uvicorn starts afresh and hands the protocol by name, not as a class object."""
+    if name == "EnvEdgeProtocol":
+        return edge_protocol(limits_of(Settings.from_env()))
+    raise AttributeError(name)
 
 
 def edge_protocol(limits: EdgeLimits) -> type[HttpToolsProtocol]:
