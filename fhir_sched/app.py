@@ -57,6 +57,7 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
               "max-includes": settings.search_max_includes,
               "max-sort-keys": settings.search_max_sort_keys,
               "max-included-resources": MAX_INCLUDED,
+              "max-search-milliseconds": settings.search_max_ms,
               "max-appointment-hours": settings.max_appointment_hours,
               "max-recorded-appointment-hours": settings.max_recorded_appointment_hours}
 

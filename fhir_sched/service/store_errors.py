@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..errors import FhirError
 from ..storage.errors import (
     InvalidCursor,
+    QueryTimedOut,
     QueryTooComplex,
     StoreError,
     StoreUnavailable,
@@ -29,6 +30,10 @@ def as_fhir_error(exc: StoreError) -> FhirError:
     if isinstance(exc, QueryTooComplex):
         return FhirError(400, "too-costly", f"the search is too costly to run ({exc}); narrow it "
                          "with more specific criteria or fewer values")
+    if isinstance(exc, QueryTimedOut):
+        return FhirError(400, "too-costly", f"the search ran past its time budget and was "
+                         f"stopped ({exc}; FHIR_SCHED_SEARCH_MAX_MS); narrow it with more "
+                         "specific criteria, a date range or fewer _include")
     if isinstance(exc, InvalidCursor):
         return FhirError(400, "invalid", f"{exc}; start the search again", expression=["_page"])
     if isinstance(exc, VersionConflict):

@@ -11,10 +11,11 @@ def open_store(settings: Settings) -> DocumentStore:
     if url.startswith("sqlite:"):
         from .sqlite import SqliteStore, path_from_url
 
-        return SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
+        return SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous,
+                           search_seconds=settings.search_max_ms / 1000)
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from .mongo import MongoStore
 
-        return MongoStore(url)
+        return MongoStore(url, search_seconds=settings.search_max_ms / 1000)
     raise SystemExit(f"unsupported store URL {url!r}: use sqlite:///path.db or "
                      "mongodb://host:port/db")

@@ -30,5 +30,14 @@ class QueryTooComplex(StoreError):
     matching too much): the caller asked for too much, and retrying will not help."""
 
 
+class QueryTimedOut(StoreError):
+    """The query ran past its time budget and was stopped: it would hold a reader (and, on
+    SQLite, the CPU) for longer than any one request may."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"stopped after {seconds:g} s")
+        self.seconds = seconds
+
+
 class InvalidCursor(StoreError):
     """A keyset cursor (``Query.after``) that this query and adapter did not produce."""

@@ -51,6 +51,7 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
+    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -62,7 +63,7 @@ from pymongo.write_concern import WriteConcern
 from ...metrics import timed_store
 from ...query import IndexEntry, Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
-from ..errors import StoreUnavailable, VersionConflict
+from ..errors import QueryTimedOut, StoreUnavailable, VersionConflict
 from . import inbox, outbox
 from .query import (
     Compiler,
@@ -187,8 +188,9 @@ class _Collection:
 class MongoStore:
     name = "mongo"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, search_seconds: float = 10.0) -> None:
         self.url = url
+        self.search_seconds = search_seconds
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
         # Units of one process would only conflict with each other on the counter; queueing
@@ -414,8 +416,16 @@ class MongoStore:
 
     @timed_store("mongodb", "search")
     async def search(self, query: Query) -> Page:
+        """Within the time budget: the driver's client-side timeout also sends it as each
+        command's ``maxTimeMS``, so the server stops the query too."""
         async with _available():
-            return await _search(self.resources, None, query)
+            try:
+                with pymongo.timeout(self.search_seconds):
+                    return await _search(self.resources, None, query)
+            except (ExecutionTimeout, NetworkTimeout) as exc:
+                # the query ran out of time; a database that cannot be reached at all is a
+                # ServerSelectionTimeoutError, which stays "unavailable"
+                raise QueryTimedOut(self.search_seconds) from exc
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]:
         async with _available():

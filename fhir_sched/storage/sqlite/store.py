@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 from ...metrics import timed_store
 from ...query import Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record
-from ..errors import StoreUnavailable
+from ..errors import QueryTimedOut, StoreUnavailable
 from . import audit, changes, inbox, outbox, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
 from .checkpoint import Checkpointer
@@ -41,11 +42,16 @@ def path_from_url(url: str) -> str:
     return rest or "fhir-sched.db"
 
 
+# Virtual-machine steps between deadline checks: ~1 ms of work, so the check costs nothing.
+_PROGRESS_STEPS = 20_000
+
 class SqliteStore:
     name = "sqlite"
 
-    def __init__(self, path: str, synchronous: str = "full", readers: int = 4) -> None:
+    def __init__(self, path: str, synchronous: str = "full", readers: int = 4,
+                 search_seconds: float = 10.0) -> None:
         self.path = path
+        self.search_seconds = search_seconds
         self.synchronous = synchronous.upper()
         self._readers = readers
         self._wexec = ThreadPoolExecutor(1, thread_name_prefix="sqlite-w")
@@ -200,7 +206,24 @@ class SqliteStore:
 
     @timed_store("sqlite", "search")
     async def search(self, query: Query) -> Page:
-        return await self._read(lambda c: search(c, query))
+        """Within the time budget: SQLite's progress handler, called every few thousand
+        virtual-machine steps, interrupts the statement once the deadline has passed, which
+        frees the reader thread (a statement cannot otherwise be stopped from outside)."""
+        budget = self.search_seconds
+        deadline = time.monotonic() + budget
+
+        def run(c: sqlite3.Connection) -> Page:
+            c.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+            try:
+                return search(c, query)
+            except sqlite3.OperationalError as exc:
+                if str(exc) == "interrupted":
+                    raise QueryTimedOut(budget) from exc
+                raise
+            finally:
+                c.set_progress_handler(None, 0)
+
+        return await self._read(run)
 
     async def explain(self, query: Query) -> list[str]:
         """The plan SQLite chooses for ``search(query)``'s page (diagnostics, benchmarks)."""
