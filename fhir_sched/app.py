@@ -22,6 +22,7 @@ from .resources.registry import HOSTED_TYPES
 from .resources.validate import MAX_DEPTH
 from .rest.audit import audit_routes
 from .rest.audit import capability_entry as audit_capability_entry
+from .rest.bulk_export import export_routes, job_routes
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
@@ -50,6 +51,7 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     settings = services.settings
     r = FhirRoutes(services)
     table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
+    table += export_routes(services)
     limits = {"max-body-bytes": settings.max_body_bytes, "max-nesting-depth": MAX_DEPTH,
               "max-narrative-chars": MAX_DIV_CHARS, "max-page-size": settings.max_count,
               "max-search-parameters": settings.search_max_params,
@@ -142,6 +144,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         router.add(spec.path, spec.methods, route_handler,
                    interaction=f"${spec.operation}" if spec.operation else spec.interaction,
                    type_label=spec.types[0] if len(spec.types) == 1 else "")
+    for job_path, job_methods, job_handler in job_routes(core.services):
+        router.add(job_path, job_methods, job_handler, listed=False,
+                   interaction="$export-job")
     fhir: Any = router
     if core.auth is not None:
         # In the trie with the FHIR routes (the gate lets it through without a token), so

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Protocol
 
 from .auth.policy import SmartPolicy
@@ -27,6 +29,7 @@ from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
+from .service.export_jobs import ExportJobs
 from .service.find import FindService
 from .service.resources import ResourceService
 from .service.search import SearchService
@@ -94,6 +97,7 @@ class Core:
     async def close(self) -> None:
         for door in reversed(self.doors):
             await door.stop()
+        await self.services.exports.close()
         await self.store.close()
 
     def start_jobs(self) -> list[asyncio.Task[None]]:
@@ -129,6 +133,18 @@ async def stop_jobs(tasks: list[asyncio.Task[None]], patience: float = JOB_STOP_
             log.error("background job ended with %s", type(t.exception()).__name__)
 
 
+def export_directory(settings: Settings) -> Path:
+    """Where ``$export`` files go: FHIR_SCHED_EXPORT_DIR, else beside a SQLite store, else in
+    the system temp directory (fine for one machine; several must share a directory)."""
+    if settings.export_dir:
+        return Path(settings.export_dir)
+    if settings.store.startswith("sqlite:"):
+        from .storage.sqlite import path_from_url
+
+        return Path(path_from_url(settings.store)).resolve().parent / "fhir-sched-exports"
+    return Path(tempfile.gettempdir()) / "fhir-sched-exports"
+
+
 def build(settings: Settings, authorizer: Authorizer | None = None,
           store: DocumentStore | None = None) -> Core:
     store = store or open_store(settings)
@@ -154,7 +170,9 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
         bundles=BundleProcessor(resources, search), find=find,
-        booking=booking, sweeper=sweeper, audit=audit)
+        booking=booking, sweeper=sweeper, audit=audit,
+        exports=ExportJobs(store, export_directory(settings),
+                           timedelta(hours=settings.export_ttl_hours)))
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
     outbound = Outbound(services, application=settings.hl7v2_application,

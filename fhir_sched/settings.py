@@ -56,6 +56,10 @@ class Settings:
     # crash; "normal" is faster and still survives a killed server process.
     sqlite_synchronous: str = "full"
     log_level: str = "info"
+    # Bulk Data $export: where the files go (default: beside a SQLite store, else the temp
+    # directory) and how long a finished export is kept.
+    export_dir: str = ""
+    export_ttl_hours: int = 24
     # Server processes on the one store (uvicorn's supervisor restarts one that dies).
     workers: int = 1
     # "json" (one object per line), "text", or "auto": text on a terminal, else JSON.

@@ -32,6 +32,8 @@ from ..context import RequestContext
 from ..errors import FhirError
 from ..query import Query
 from ..resources.registry import HOSTED_TYPES
+from ..search.compartment import PATIENT_COMPARTMENT
+from ..search.extract import reference_targets
 from ..search.parse import parse_search
 from ..storage.base import DocumentStore, Unit
 from ..storage.errors import StoreError, StoreUnavailable
@@ -63,6 +65,15 @@ def export_types(only: Iterable[str] | None = None) -> list[str]:
     return sorted(wanted, key=_rank)
 
 
+def in_some_patient_compartment(type_: str, body: bytes) -> bool:
+    """For a Patient-level export: a Patient, or a resource some patient's compartment holds."""
+    if type_ == "Patient":
+        return True
+    resource = orjson.loads(body)
+    return any(ref.startswith("Patient/") for p in PATIENT_COMPARTMENT.get(type_, ())
+               for ref in reference_targets(type_, p, resource))
+
+
 def _rank(type_: str) -> tuple[int, str]:
     return (ORDER.index(type_) if type_ in ORDER else len(ORDER), type_)
 
@@ -85,9 +96,11 @@ async def resources_of(store: DocumentStore, type_: str, since: str | None = Non
 
 async def export_ndjson(store: DocumentStore, directory: Path, types: list[str],
                         since: str | None = None,
-                        progress: Callable[[str, int], None] | None = None) -> dict[str, int]:
-    """Write ``<Type>.ndjson`` for each type that has resources; the count per type.
-    Files are written under a temporary name and renamed, so a reader never sees half."""
+                        progress: Callable[[str, int], None] | None = None,
+                        keep: Callable[[str, bytes], bool] | None = None) -> dict[str, int]:
+    """Write ``<Type>.ndjson`` for each type that has resources (that ``keep`` keeps); the
+    count per type. Files are written under a temporary name and renamed, so a reader never
+    sees half. The file writes are small and buffered; a page's worth at a time."""
     directory.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for type_ in types:
@@ -96,6 +109,8 @@ async def export_ndjson(store: DocumentStore, directory: Path, types: list[str],
         n = 0
         with open(partial, "wb") as out:
             async for body in resources_of(store, type_, since):
+                if keep is not None and not keep(type_, body):
+                    continue
                 out.write(body)
                 out.write(b"\n")
                 n += 1

@@ -13,6 +13,7 @@ from ..storage.base import DocumentStore
 from .audit import AuditLog
 from .booking import BookingService
 from .bundles import BundleProcessor
+from .export_jobs import ExportJobs
 from .find import FindService
 from .resources import ResourceService
 from .search import SearchService
@@ -30,3 +31,4 @@ class Services:
     booking: BookingService
     sweeper: Sweeper
     audit: AuditLog
+    exports: ExportJobs
