@@ -23,6 +23,7 @@ from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
+from .looplag import watch_loop
 from .search.parse import SearchLimits
 from .service.audit import AuditLog
 from .service.audit import keep_for as keep_audit_for
@@ -187,7 +188,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
 
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
     jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention,
-                                                       audit_retention, audit.run)
+                                                       audit_retention, audit.run, watch_loop)
     if auth is not None:
         jobs += (auth.follow_revocations,)
     return Core(services, jobs, bridge, doors, auth)

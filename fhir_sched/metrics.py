@@ -120,7 +120,12 @@ STORE_SECONDS = LoopHistogram(
     "Time spent in the store, by operation (search; atomic: a write unit and its commit; a "
     "read by id is the read interaction's own latency)",
     ("store", "operation"), _LATENCY)
-REGISTRY.register(_Fast(REQUESTS, REQUEST_SECONDS, DISCONNECTS, IN_FLIGHT, STORE_SECONDS))
+LOOP_LAG = LoopHistogram(
+    "fhir_sched_event_loop_lag_seconds",
+    "How much later than asked a 100 ms timer fired: time the event loop was held",
+    (), (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+REGISTRY.register(_Fast(REQUESTS, REQUEST_SECONDS, DISCONNECTS, IN_FLIGHT, STORE_SECONDS,
+                        LOOP_LAG))
 
 BOOKING_REFUSALS = Counter(
     "fhir_sched_booking_conflicts",

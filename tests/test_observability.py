@@ -232,3 +232,13 @@ def test_a_client_that_disconnects_mid_body_is_an_info_line_not_an_error(
     mine = lines_of(server, "gone-away-7")
     assert [(ln["level"], ln["msg"]) for ln in mine] == [("INFO", "client disconnected")]
     assert not [ln for ln in log_lines(server) if ln["level"] == "ERROR"]
+
+
+def test_the_event_loop_lag_is_measured(server: ServerProcess) -> None:
+    deadline = time.monotonic() + 10
+    lag = 0.0
+    while time.monotonic() < deadline and lag < 3:
+        lag = count(samples(server), "fhir_sched_event_loop_lag_seconds_count")
+        time.sleep(0.2)
+    assert lag >= 3  # ten samples a second
+    assert count(samples(server), "fhir_sched_event_loop_lag_seconds_bucket", le="+Inf") >= 3

@@ -7,6 +7,7 @@ extraction and the change-log append. Nothing reaches the store any other way.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,9 @@ def check_id(id_: str) -> None:
     if not _ID.match(id_) or id_ in (".", ".."):
         raise bad_request(f"invalid resource id {id_!r}: 1-64 of [A-Za-z0-9-.], not . or ..")
 
+
+# Bodies past this (serialized) are validated off the event loop (prepare_off_loop).
+BIG_BODY_BYTES = 32 * 1024
 
 class ResourceService:
     def __init__(self, store: DocumentStore, authorizer: Authorizer | None = None,
@@ -129,6 +133,20 @@ class ResourceService:
         return rec
 
     # -- the write pipeline ------------------------------------------------------------------
+    async def prepare_off_loop(self, type_: str, body: Any, id_: str | None) -> Json:
+        """``prepare``, in a worker thread when the body is large: validating a 3 MB resource
+        takes most of a second of CPU, which on the event loop would hold every other
+        request for as long (bench/stall_bench.py). In a thread the interpreter hands the
+        loop its turn every few milliseconds. Small bodies, nearly all, stay on the loop,
+        where a thread hop would cost more than their validation."""
+        try:
+            big = isinstance(body, dict) and len(orjson.dumps(body)) > BIG_BODY_BYTES
+        except orjson.JSONEncodeError:  # nested past orjson's limit: prepare refuses it
+            big = False
+        if big:
+            return await asyncio.to_thread(self.prepare, type_, body, id_)
+        return self.prepare(type_, body, id_)
+
     def prepare(self, type_: str, body: Any, id_: str | None) -> Json:
         """Check a client payload before any transaction is opened."""
         if not isinstance(body, dict):
@@ -291,7 +309,7 @@ class ResourceService:
         self, ctx: RequestContext, type_: str, body: Any, if_none_exist: Query | None = None
     ) -> Saved:
         self.authorizer.check(ctx, Interaction.CREATE, type_)
-        body = self.prepare(type_, body, None)
+        body = await self.prepare_off_loop(type_, body, None)
         id_ = new_id()
 
         async def run(unit: Unit) -> Saved:
@@ -312,7 +330,7 @@ class ResourceService:
         self, ctx: RequestContext, type_: str, id_: str, body: Any, if_match: int | None = None
     ) -> Saved:
         self.authorizer.check(ctx, Interaction.UPDATE, type_, id_)
-        body = self.prepare(type_, body, id_)
+        body = await self.prepare_off_loop(type_, body, id_)
         return await self._put_from_current(ctx, type_, id_, lambda _old: body, if_match)
 
     async def _put_from_current(
