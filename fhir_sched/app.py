@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from .compose import Core, build, stop_jobs
@@ -33,6 +34,7 @@ from .rest.messages import hl7v2_endpoint
 from .rest.metrics_route import metrics_route
 from .rest.middleware import FrontDoor
 from .rest.observe import Recorder
+from .rest.openapi import docs_page, openapi
 from .rest.operations import operation_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
@@ -45,13 +47,10 @@ from .settings import Settings
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
-    """Operation routes first (so ``/Appointment/$find`` is not read as an id), then the rest."""
-    services = core.services
-    settings = services.settings
-    r = FhirRoutes(services)
-    table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
-    table += export_routes(services)
+def statement_of(core: Core, specs: list[RouteSpec], base_url: str) -> dict[str, Any]:
+    """The CapabilityStatement for ``specs`` at ``base_url``: /metadata, and the source of
+    /openapi.json."""
+    settings = core.services.settings
     limits = {"max-body-bytes": settings.max_body_bytes, "max-nesting-depth": MAX_DEPTH,
               "max-narrative-chars": MAX_DIV_CHARS, "max-page-size": settings.max_count,
               "max-search-parameters": settings.search_max_params,
@@ -62,15 +61,23 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
               "max-search-milliseconds": settings.search_max_ms,
               "max-appointment-hours": settings.max_appointment_hours,
               "max-recorded-appointment-hours": settings.max_recorded_appointment_hours}
+    return capability_statement(
+        specs, base_url, {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
+                          "AuditEvent": audit_capability_entry()},
+        core.auth.oauth_uris() if core.auth else None, limits)
 
+
+def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
+    """Operation routes first (so ``/Appointment/$find`` is not read as an id), then the rest."""
+    services = core.services
+    settings = services.settings
+    r = FhirRoutes(services)
+    table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
+    table += export_routes(services)
     async def metadata(request: Request) -> Response:
         check_accept(request)
         ctx = context_for(request, settings.public_base, settings.base_path)
-        return FhirResponse(capability_statement(
-            [spec for spec, _ in table], ctx.base_url,
-            {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
-             "AuditEvent": audit_capability_entry()},
-            core.auth.oauth_uris() if core.auth else None, limits))
+        return FhirResponse(statement_of(core, [spec for spec, _ in table], ctx.base_url))
 
     # (path, method, FHIR interaction, level, handler, fixed types), most specific first
     rows: list[tuple[str, str, str, str, Handler, tuple[str, ...]]] = [
@@ -140,7 +147,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     for exc_type, handler in handlers.items():
         app.add_exception_handler(exc_type, handler)
     router = FhirRouter(settings.base_path, frozenset(HOSTED_TYPES) | {"AuditEvent"})
-    for spec, route_handler in build_routes(core):
+    routes = build_routes(core)
+    for spec, route_handler in routes:
         router.add(spec.path, spec.methods, route_handler,
                    interaction=f"${spec.operation}" if spec.operation else spec.interaction,
                    type_label=spec.types[0] if len(spec.types) == 1 else "")
@@ -171,6 +179,22 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         hl7v2 = hl7v2_gate(hl7v2, core.auth)
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
+
+    async def openapi_json(request: Request) -> Response:
+        base = context_for(request, settings.public_base, settings.base_path).base_url
+        doc = openapi(statement_of(core, [spec for spec, _ in routes], base), base,
+                      bearer=core.auth is not None)
+        return Response(orjson.dumps(doc), media_type="application/json")
+
+    async def docs(request: Request) -> Response:
+        base = context_for(request, settings.public_base, settings.base_path).base_url
+        doc = openapi(statement_of(core, [spec for spec, _ in routes], base), base,
+                      bearer=core.auth is not None)
+        return HTMLResponse(docs_page(doc))
+
+    # public, like /metadata: what the API is, never what it holds
+    app.router.routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
+    app.router.routes.append(Route("/docs", docs, methods=["GET"]))
 
     async def pending_holds() -> int:
         page = await core.store.search(Query("Appointment", (
