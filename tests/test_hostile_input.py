@@ -1,6 +1,9 @@
 """Hostile and malformed requests against a real server on both stores: each gets a 4xx with an
 OperationOutcome naming what is wrong, never a 500, and the server keeps serving.
 
+Each case is also bounded in what it costs the server: CPU seconds and peak memory while it
+runs (``bounded_work``).
+
 The cases issue 13 lists (a participant given as a number, an extension nested 500 deep, a
 contained resource of no FHIR type, a version number past int64, a JSON Patch pointer with a
 bad escape, an id of ``..``), their families (digits ``int()`` refuses, huge page tokens and
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +39,44 @@ def server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
     proc.stop()
     if url.startswith("sqlite"):
         cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+# The work one hostile request may cost the server: CPU seconds (all its threads) and peak
+# resident memory while it runs. Not wall-clock time: a busy CI machine slows a case down
+# without making it cost more.
+MAX_CPU_SECONDS = 10.0
+MAX_PEAK_RSS_MB = 768
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.fixture(autouse=True)
+def bounded_work(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every case here: at most MAX_CPU_SECONDS of server CPU and MAX_PEAK_RSS_MB of peak
+    memory (the peak is reset before the case: ``clear_refs`` 5)."""
+    if "server" not in request.fixturenames:
+        yield
+        return
+    server: ServerProcess = request.getfixturevalue("server")
+    assert server.proc is not None
+    pid = server.proc.pid
+    with open(f"/proc/{pid}/clear_refs", "w") as fh:
+        fh.write("5")
+    cpu = _cpu_seconds(pid)
+    yield
+    used, peak = _cpu_seconds(pid) - cpu, _peak_rss_mb(pid)
+    assert used <= MAX_CPU_SECONDS, f"the case cost {used:.1f} s of server CPU"
+    assert peak <= MAX_PEAK_RSS_MB, f"the server's memory peaked at {peak:.0f} MB"
 
 
 def outcome(response: Any, status: int, *mentions: str) -> dict[str, Any]:
