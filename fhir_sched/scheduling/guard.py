@@ -28,6 +28,7 @@ from .admission import Breach, availability_breach, in_past
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
+from .visit_types import VisitTypeError, codings, parse_visit_types
 
 
 def resource_actors(appointment: dict[str, Any]) -> list[str]:
@@ -73,13 +74,44 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         if ev.ctx.of_record:
             _within_length(new, ev.config.max_recorded, "FHIR_SCHED_MAX_RECORDED_APPOINTMENT_HOURS")
         else:
-            _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
+            typed = await visit_type_longest(unit, new)
+            if typed is not None:
+                _within_length(new, typed[1], f"the longest a {typed[0]} visit may last")
+            else:
+                _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
         if ev.ctx.of_record:
             ev.new = flag(new, breaches)
     return await _follow_slots(unit, ev)
+
+
+async def visit_type_longest(unit: Unit, appt: dict[str, Any]) -> tuple[str, timedelta] | None:
+    """The longest a booking of the appointment's visit type may last, when it names one
+    (appointmentType or serviceType) that a HealthcareService among its participants offers
+    with a maxMinutesDuration: (the visit type's code, the length)."""
+    wanted = codings(appt.get("appointmentType"))
+    for concept in appt.get("serviceType") or []:
+        wanted += codings(concept)
+    if not wanted:
+        return None
+    for ref in resource_actors(appt):
+        if not ref.startswith("HealthcareService/"):
+            continue
+        rec = await unit.get("HealthcareService", ref.split("/", 1)[1])
+        if rec is None or rec.deleted or rec.body is None:
+            continue
+        try:
+            offered = parse_visit_types(orjson.loads(rec.body))
+        except VisitTypeError:  # stored before a rule change: not this rule's to refuse
+            continue
+        for vt in offered:
+            if vt.longest is not None and any(
+                    code == vt.code and (system is None or vt.system is None
+                                         or system == vt.system) for system, code in wanted):
+                return vt.code, vt.longest
+    return None
 
 
 def _within_length(appt: dict[str, Any], longest: timedelta, setting: str) -> None:

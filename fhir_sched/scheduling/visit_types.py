@@ -18,6 +18,7 @@ VISIT_TYPE_URL = EXTENSION_BASE + "visit-type"
 ACTOR_TYPES = frozenset({"Practitioner", "PractitionerRole", "Location", "Device"})
 
 Coding = tuple[str | None, str]
+MAX_VISIT_MINUTES = 31 * 24 * 60  # a visit type's longest booking: bounded work still
 """(system, code); a None system in a requirement matches any system."""
 
 
@@ -69,6 +70,10 @@ class VisitType:
     display: str | None
     duration: timedelta
     needs: tuple[Need, ...]
+    # The longest a booking of this type may last (maxMinutesDuration), in place of the
+    # server's FHIR_SCHED_MAX_APPOINTMENT_HOURS: a sleep study or an infusion day may need
+    # more, a 15-minute consult far less. None: the server's cap.
+    longest: timedelta | None = None
 
     def matches_token(self, token: str) -> bool:
         """Match `$find`'s visit-type with FHIR token rules: code, system|code, |code, system|."""
@@ -132,8 +137,8 @@ def _parse_need(element: Mapping[str, object], path: str) -> Need:
 
 
 def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
-    groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "need"}, {"need"},
-                                  VisitTypeError)
+    groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "maxMinutesDuration",
+                                              "need"}, {"need"}, VisitTypeError)
     if "code" not in groups:
         raise VisitTypeError(path, "code is required")
     sub_path, sub = groups["code"][0]
@@ -155,6 +160,17 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
             f"{sub_path}.valuePositiveInt", f"must be an integer >= 1, got {minutes!r}"
         )
 
+    longest = None
+    if "maxMinutesDuration" in groups:
+        sub_path, sub = groups["maxMinutesDuration"][0]
+        most = sub.get("valuePositiveInt")
+        if not isinstance(most, int) or isinstance(most, bool) or not (
+                minutes <= most <= MAX_VISIT_MINUTES):
+            raise VisitTypeError(
+                f"{sub_path}.valuePositiveInt", f"must be an integer from minutesDuration "
+                f"({minutes}) to {MAX_VISIT_MINUTES} (31 days), got {most!r}")
+        longest = timedelta(minutes=most)
+
     needs = tuple(_parse_need(sub, sub_path) for sub_path, sub in groups.get("need", []))
     return VisitType(
         system=system if isinstance(system, str) else None,
@@ -162,6 +178,7 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
         display=display if isinstance(display, str) else None,
         duration=timedelta(minutes=minutes),
         needs=needs,
+        longest=longest,
     )
 
 
