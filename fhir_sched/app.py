@@ -59,6 +59,7 @@ def statement_of(core: Core, specs: list[RouteSpec], base_url: str) -> dict[str,
               "max-sort-keys": settings.search_max_sort_keys,
               "max-included-resources": MAX_INCLUDED,
               "max-search-milliseconds": settings.search_max_ms,
+              "max-bundle-entries": settings.max_bundle_entries,
               "max-appointment-hours": settings.max_appointment_hours,
               "max-recorded-appointment-hours": settings.max_recorded_appointment_hours}
     return capability_statement(

@@ -170,7 +170,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     resources.audit = search.audit = find.audit = audit
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
-        bundles=BundleProcessor(resources, search), find=find,
+        bundles=BundleProcessor(resources, search, settings.max_bundle_entries), find=find,
         booking=booking, sweeper=sweeper, audit=audit,
         exports=ExportJobs(store, export_directory(settings),
                            timedelta(hours=settings.export_ttl_hours)))

@@ -38,6 +38,8 @@ class Settings:
     max_count: int = 1000
     # Bounded work per search (issue 13): refused with a 400 before the search runs.
     search_max_params: int = 50
+    # Entries one batch or transaction Bundle may hold.
+    max_bundle_entries: int = 1000
     # A search (each of its queries: the page, the total, the includes) is stopped past this.
     search_max_ms: int = 10000
     search_max_or_values: int = 100

@@ -425,3 +425,11 @@ def test_responses_are_compressed_when_asked(server: ServerProcess) -> None:
     assert "content-encoding" not in plain.headers
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.json()["resourceType"] == "CapabilityStatement"  # httpx inflates it
+
+
+def test_a_batch_of_more_entries_than_the_limit_is_refused_before_any_runs(
+        server: ServerProcess) -> None:
+    search = {"request": {"method": "GET", "url": "Patient?name=x"}}
+    response = web.post(server.base, headers=FHIR_JSON, json={
+        "resourceType": "Bundle", "type": "batch", "entry": [search] * 1001})
+    outcome(response, 400, "too-costly", "at most 1000 entries", "Bundle.entry")

@@ -140,9 +140,13 @@ def _request_of(e: Json, n: int) -> tuple[Json, str, str, Target, int | None]:
 
 
 class BundleProcessor:
-    def __init__(self, service: ResourceService, search: SearchService) -> None:
+    def __init__(self, service: ResourceService, search: SearchService,
+                 max_entries: int = 1000) -> None:
         self.service = service
         self.search = search
+        # Entries one batch or transaction may hold: each is a request's worth of work, and
+        # a transaction holds the writer for all of them at once.
+        self.max_entries = max_entries
 
     def _entries(self, bundle: Any) -> list[Json]:
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
@@ -152,6 +156,11 @@ class BundleProcessor:
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
             raise bad_request("Bundle.entry must be an array of objects",
                               expression=["Bundle.entry"])
+        if len(entries) > self.max_entries:
+            raise FhirError(400, "too-costly", f"a batch or transaction may hold at most "
+                            f"{self.max_entries} entries; this one has {len(entries)} "
+                            "(FHIR_SCHED_MAX_BUNDLE_ENTRIES): send it in parts",
+                            expression=["Bundle.entry"])
         for n, e in enumerate(entries):
             req = e.get("request")
             if not isinstance(req, dict) or req.get("method") not in _ORDER or not isinstance(
