@@ -61,7 +61,7 @@ async def test_internal_error_is_500_outcome_with_the_request_id_that_is_logged(
     assert oo["resourceType"] == "OperationOutcome"
     assert oo["issue"][0]["code"] == "exception"
     assert rid in oo["issue"][0]["diagnostics"]
-    assert rid in sqlite_server.log()
+    assert rid in sqlite_server.log_with(rid)
 
 
 async def test_internal_error_without_client_request_id_logs_the_generated_one(
@@ -72,7 +72,7 @@ async def test_internal_error_without_client_request_id_logs_the_generated_one(
     rid = r.headers["x-request-id"]
     assert len(rid) >= 16
     assert rid in r.json()["issue"][0]["diagnostics"]
-    assert rid in sqlite_server.log()
+    assert rid in sqlite_server.log_with(rid)
 
 
 async def test_internal_error_is_handled_once_and_keeps_the_connection_usable(
@@ -83,7 +83,7 @@ async def test_internal_error_is_handled_once_and_keeps_the_connection_usable(
     rid = f"once-{uuid.uuid4().hex}"
     assert (await client.get(f"/Patient/{pid}", headers={"X-Request-Id": rid})).status_code == 500
     assert (await client.get("/metadata")).status_code == 200
-    log = sqlite_server.log()
+    log = sqlite_server.log_with(rid)
     assert log.count(f"unexpected error in request {rid}") == 1
     assert "Exception in ASGI application" not in log
 
@@ -99,6 +99,6 @@ async def test_the_logged_error_names_its_type_and_frames_but_not_the_value_that
     rid = f"trace-{uuid.uuid4().hex}"
     assert (await client.get(f"/Patient/{pid}", headers={"X-Request-Id": rid})).status_code \
         == 500
-    line = next(line for line in sqlite_server.log().splitlines() if rid in line)
+    line = next(line for line in sqlite_server.log_with(rid).splitlines() if rid in line)
     assert "Error" in line and ".py:" in line  # the exception type and where it was raised
     assert secret not in sqlite_server.log() and "Jane Doe" not in sqlite_server.log()

@@ -78,6 +78,14 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def log_with(self, text: str, timeout: float = 10.0) -> str:
+        """The log once ``text`` is in it: lines are written by the server's log thread, a
+        moment after the response that caused them."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)

@@ -51,7 +51,6 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     ExecutionTimeout,
-    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -416,16 +415,18 @@ class MongoStore:
 
     @timed_store("mongodb", "search")
     async def search(self, query: Query) -> Page:
-        """Within the time budget: the driver's client-side timeout also sends it as each
-        command's ``maxTimeMS``, so the server stops the query too."""
+        """Within the time budget: each command carries it as ``maxTimeMS``, so the server
+        stops the query, and the call is abandoned at the budget in case a server does not
+        honour it. Not the driver's own timeout (``pymongo.timeout``): that retries a read
+        until it runs out, so an outage would answer after the whole budget instead of after
+        server selection gives up (3 s)."""
+        budget = self.search_seconds
         async with _available():
             try:
-                with pymongo.timeout(self.search_seconds):
-                    return await _search(self.resources, None, query)
-            except (ExecutionTimeout, NetworkTimeout) as exc:
-                # the query ran out of time; a database that cannot be reached at all is a
-                # ServerSelectionTimeoutError, which stays "unavailable"
-                raise QueryTimedOut(self.search_seconds) from exc
+                return await asyncio.wait_for(
+                    _search(self.resources, None, query, max(1, int(budget * 1000))), budget)
+            except (TimeoutError, ExecutionTimeout) as exc:
+                raise QueryTimedOut(budget) from exc
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]:
         async with _available():
@@ -794,18 +795,22 @@ class MongoUnit:
 
 
 async def _aggregate(coll: AsyncCollection[Doc], session: AsyncClientSession | None,
-                     pipeline: Pipeline) -> list[Doc]:
-    cursor = await coll.aggregate(pipeline, session=session)
+                     pipeline: Pipeline, max_ms: int | None = None) -> list[Doc]:
+    if max_ms:
+        cursor = await coll.aggregate(pipeline, session=session, maxTimeMS=max_ms)
+    else:
+        cursor = await coll.aggregate(pipeline, session=session)
     return await cursor.to_list()
 
 
 async def _search(coll: AsyncCollection[Doc], session: AsyncClientSession | None,
-                  query: Query) -> Page:
-    compiler = Compiler(lambda p: _aggregate(coll, session, p))
+                  query: Query, max_ms: int | None = None) -> Page:
+    compiler = Compiler(lambda p: _aggregate(coll, session, p, max_ms))
     match = combine(base_filter(query), await compiler.where(query.where, query.type))
     total = None
     if query.total or query.count_only:
-        total = await coll.count_documents(match, session=session)
+        total = await (coll.count_documents(match, session=session, maxTimeMS=max_ms) if max_ms
+                       else coll.count_documents(match, session=session))
     if query.count_only:
         return Page([], None, total)
     cols = sort_columns(query.sort)
@@ -821,10 +826,13 @@ async def _search(coll: AsyncCollection[Doc], session: AsyncClientSession | None
         if keyset:
             pipeline.append({"$match": keyset})
         pipeline += [{"$sort": order}, {"$limit": limit}, {"$project": project}]
-        docs = await _aggregate(coll, session, pipeline)
+        docs = await _aggregate(coll, session, pipeline, max_ms)
     else:
-        docs = await coll.find(combine(match, keyset), project, session=session).sort(
-            list(order.items())).limit(limit).to_list()
+        cursor = coll.find(combine(match, keyset), project, session=session).sort(
+            list(order.items())).limit(limit)
+        if max_ms:
+            cursor = cursor.max_time_ms(max_ms)
+        docs = await cursor.to_list()
     more = len(docs) > query.count
     docs = docs[: max(query.count, 0)]
     next_after = tuple(docs[-1][name] for name, _, _ in cols) if more and docs else None
