@@ -110,24 +110,30 @@ def _inputs(paths: list[str]) -> list[Path]:
 
 def import_command(args: argparse.Namespace) -> int:
     from .compose import build
-    from .service.bulk import IN_FLIGHT, IN_FLIGHT_MONGODB, Importer, ImportReport, Item, read_items
+    from .service.bulk import (
+        IN_FLIGHT,
+        IN_FLIGHT_MONGODB,
+        Importer,
+        ImportReport,
+        import_paths,
+        read_items,
+    )
 
     settings = Settings.from_env(store=args.store)
-    paths = _inputs(args.files)
+    paths = import_paths(_inputs(args.files))
     missing = [str(p) for p in paths if not p.exists()]
     if missing or not paths:
         print(f"import: no such file: {', '.join(missing) or 'none given'}", file=sys.stderr)
         return 2
-    items = list(read_items(paths))
 
     async def run() -> ImportReport:
         core = build(settings)
         await core.start()
         try:
-            with _bar("importing", sum(isinstance(i, Item) for i in items)) as advance:
+            with _bar("importing", None) as advance:
                 flight = IN_FLIGHT_MONGODB if settings.store.startswith("mongodb") else IN_FLIGHT
                 return await Importer(core.services.resources, in_flight=flight).run(
-                    items, advance)
+                    read_items(paths), advance)
         finally:
             await core.close()
 

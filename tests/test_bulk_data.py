@@ -9,6 +9,7 @@ server writes is a consistent, checked SQLite file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -123,22 +124,25 @@ async def test_an_import_killed_half_way_and_run_again_leaves_each_resource_once
         make_store: Callable[[str], str], workdir: Path) -> None:
     url = make_store("bulk_kill")
     # SecantusDB takes a few dozen sequential writes a second: a smaller file there
-    n = 3000 if url.startswith("sqlite") else 500
+    n = 10_000 if url.startswith("sqlite") else 300
     slots_ndjson(workdir / "Slot.ndjson", n, with_ids=False)
-    proc = subprocess.Popen([sys.executable, "-m", "fhir_sched.cli", "import",
-                             str(workdir / "Slot.ndjson"), "--store", url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        if len(await current(url, "Slot")) >= n // 10:
-            break
-        time.sleep(0.05)
-    killed_before_end = proc.poll() is None
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    partial = len(await current(url, "Slot"))
-    assert killed_before_end and partial < n, "the import finished before it could be killed"
+    count = Query("Slot", total=True, count_only=True)
+    async with opened_store(url) as store:
+        proc = subprocess.Popen([sys.executable, "-m", "fhir_sched.cli", "import",
+                                 str(workdir / "Slot.ndjson"), "--store", url],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ((await store.search(count)).total or 0) >= n // 20:
+                break
+            await asyncio.sleep(0.01 if url.startswith("sqlite") else 0.25)
+        killed_before_end = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        partial = (await store.search(count)).total or 0
+    assert killed_before_end and 0 < partial < n, (
+        f"{partial} of {n} written when killed: the kill must land half-way")
     rerun = cli("import", str(workdir / "Slot.ndjson"), store=url)
     assert rerun.returncode == 0, rerun.stderr
     slots = await current(url, "Slot")

@@ -46,6 +46,7 @@ PAGE = 1000
 IN_FLIGHT = 32
 IN_FLIGHT_MONGODB = 1
 MAX_LINE_BYTES = 16 * 1024 * 1024
+CHUNK = 5000  # items an import holds in memory at once
 
 # Referenced before referencing: what each type points at is written before it.
 ORDER = ("Organization", "Location", "Practitioner", "HealthcareService", "PractitionerRole",
@@ -72,6 +73,15 @@ def in_some_patient_compartment(type_: str, body: bytes) -> bool:
     resource = orjson.loads(body)
     return any(ref.startswith("Patient/") for p in PATIENT_COMPARTMENT.get(type_, ())
                for ref in reference_targets(type_, p, resource))
+
+
+def import_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files in reference order of the type their name says (``Slot.ndjson`` after
+    ``Schedule.ndjson``, as an export writes them); other names after, as given."""
+    def key(p: Path) -> tuple[int, str]:
+        stem = p.name.split(".", 1)[0]
+        return _rank(stem) if stem in HOSTED_TYPES else (len(ORDER) + 1, "")
+    return sorted(paths, key=key)
 
 
 def _rank(type_: str) -> tuple[int, str]:
@@ -258,18 +268,34 @@ class Importer:
 
     async def run(self, items: Iterable[Item | tuple[str, str]],
                   progress: Callable[[int], None] | None = None) -> ImportReport:
-        by_type: dict[str, list[Item]] = {}
-        for it in items:
-            if isinstance(it, Item):
-                by_type.setdefault(it.type, []).append(it)
-            else:
-                self.report.refused.append(it)
+        """In chunks of CHUNK items, each written in reference order of its types, so memory
+        stays a chunk's worth whatever the input holds (inputs are best given in reference
+        order too, as ``import_paths`` sorts Bulk Data files). What failed on a reference
+        not yet written is tried again at the end, once."""
         retry: list[Item] = []
-        for type_ in sorted(by_type, key=_rank):
-            retry += await self._write_all(by_type[type_], progress, final=False)
+        chunk: list[Item] = []
+        for it in items:
+            if not isinstance(it, Item):
+                self.report.refused.append(it)
+                continue
+            chunk.append(it)
+            if len(chunk) >= CHUNK:
+                retry += await self._write_chunk(chunk, progress)
+                chunk = []
+        retry += await self._write_chunk(chunk, progress)
         if retry:
             await self._write_all(retry, progress, final=True)
         return self.report
+
+    async def _write_chunk(self, chunk: list[Item], progress: Callable[[int], None] | None
+                           ) -> list[Item]:
+        by_type: dict[str, list[Item]] = {}
+        for it in chunk:
+            by_type.setdefault(it.type, []).append(it)
+        later: list[Item] = []
+        for type_ in sorted(by_type, key=_rank):
+            later += await self._write_all(by_type[type_], progress, final=False)
+        return later
 
     async def _write_all(self, items: list[Item], progress: Callable[[int], None] | None,
                          final: bool) -> list[Item]:
