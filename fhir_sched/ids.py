@@ -1,19 +1,25 @@
-"""Server-assigned ids: 128 random bits from the operating system's CSPRNG, as 32 hex digits.
+"""Server-assigned ids: the creation millisecond, then 128 random bits from the operating
+system's CSPRNG; 44 hex digits.
 
-Random rather than counted, so an id says nothing about how many resources or requests came
-before it and cannot be guessed from a neighbour's (issue 13). ``os.urandom(16)`` costs about
-half a microsecond here, well under what naming a resource costs anyway.
+Random rather than counted, so an id says nothing about how many resources came before it and
+cannot be guessed from a neighbour's (issue 13): the 128 random bits are more than a UUID v4's
+122. The time first (as in RFC 9562's UUID v7, with more randomness) keeps the ids a store
+writes in order, so each insert lands at the end of its indexes instead of on a random page:
+with ids random from the first digit, creates cost 28% more CPU on SQLite (927 against 723 us,
+``bench/rest_bench.py``). What the prefix tells is when the resource was created, which its
+first ``meta.lastUpdated`` tells anyway.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 
 
 def unique_id() -> str:
-    """32 lowercase hex characters (128 random bits): a valid FHIR id and a sane request id."""
-    return os.urandom(16).hex()
+    """12 hex digits of Unix milliseconds, then 32 of randomness: a valid FHIR id."""
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(16).hex()}"
 
 
 _rng = random.Random(os.urandom(32))

@@ -18,6 +18,7 @@ import gzip
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,9 +242,11 @@ def test_the_server_still_serves_after_the_hostile_cases(server: ServerProcess) 
 def test_server_assigned_ids_are_random_not_counted(server: ServerProcess) -> None:
     ids = [patient(server).json()["id"] for _ in range(20)]
     assert len(set(ids)) == 20
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
-    # a counter under a per-process prefix shares the prefix; 128 random bits share nothing
-    assert len({i[:16] for i in ids}) == 20
+    assert all(len(i) == 44 and int(i, 16) >= 0 for i in ids)
+    # creation milliseconds, in order, then 128 random bits that no two ids share any part of
+    # (a counter would share all but its last digits)
+    assert all(abs(int(i[:12], 16) / 1000 - time.time()) < 600 for i in ids)
+    assert len({i[12:28] for i in ids}) == 20 and len({i[28:] for i in ids}) == 20
     request_ids = {web.get(f"{server.base}/metadata").headers["x-request-id"] for _ in range(5)}
     assert len({r[:16] for r in request_ids}) == 5
 

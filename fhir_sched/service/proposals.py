@@ -14,7 +14,7 @@ is the fallback for everyone, which keeps one path:
 - the proposal is kept store-side (``DocumentStore.put_proposals``: a small table on SQLite, a
   collection on MongoDB, outside atomic units and the change log) for ``TTL`` after it was last
   offered; every worker and a restarted server see it;
-- no server-assigned id starts with ``proposal-`` (they are 32 hex characters) and the
+- no server-assigned id starts with ``proposal-`` (they are 44 hex characters) and the
   Appointment content rule refuses a client-chosen one that does, so a proposal id never names a
   stored Appointment;
 - an unknown, tampered (altered ids are simply unknown) or malformed proposal id is a 404
