@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import web
 from tests.support.scheduling import visit_type
-from tests.support.server import ServerProcess, cleanup_dir, store_url
+from tests.support.server import ServerProcess, served
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 SYSTEM = "https://clinic.example/visit-types"
@@ -20,17 +20,15 @@ SYSTEM = "https://clinic.example/visit-types"
 
 @pytest.fixture(scope="module")
 def server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
-    url = store_url(store_kind, mongo_uri, "fhir_sched_length")
-    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none"}).start()
-    service = {"resourceType": "HealthcareService", "id": "sleep-lab", "extension": [
-        _typed(visit_type(SYSTEM, "sleep-study", 600), 2880),  # up to 48 hours
-        _typed(visit_type(SYSTEM, "quick-check", 15), 30)]}
-    put = web.put(f"{proc.base}/HealthcareService/sleep-lab", headers=FHIR_JSON, json=service)
-    assert put.status_code in (200, 201), put.text
-    yield proc
-    proc.stop()
-    if url.startswith("sqlite"):
-        cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+    with served(store_kind, mongo_uri, "fhir_sched_length", {"FHIR_SCHED_AUTH": "none"}
+                ) as proc:
+        service = {"resourceType": "HealthcareService", "id": "sleep-lab", "extension": [
+            _typed(visit_type(SYSTEM, "sleep-study", 600), 2880),  # up to 48 hours
+            _typed(visit_type(SYSTEM, "quick-check", 15), 30)]}
+        put = web.put(f"{proc.base}/HealthcareService/sleep-lab", headers=FHIR_JSON,
+                      json=service)
+        assert put.status_code in (200, 201), put.text
+        yield proc
 
 
 def _typed(ext: dict[str, Any], longest: int) -> dict[str, Any]:

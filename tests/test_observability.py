@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import web
-from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
+from tests.support.server import ServerProcess, cleanup_dir, free_port, served, store_url
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 SCRAPE = "s3cret-scrape-token"
@@ -26,14 +26,10 @@ NAME, BIRTH = "Quizzlewick", "1961-07-23"
 
 @pytest.fixture(scope="module")
 def server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
-    url = store_url(store_kind, mongo_uri, "fhir_sched_observe")
-    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_LOG_LEVEL": "info",
-                                   "FHIR_SCHED_LOG_FORMAT": "json",
-                                   "FHIR_SCHED_MLLP_PORT": str(free_port())}).start()
-    yield proc
-    proc.stop()
-    if url.startswith("sqlite"):
-        cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+    env = {"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_LOG_LEVEL": "info",
+           "FHIR_SCHED_LOG_FORMAT": "json", "FHIR_SCHED_MLLP_PORT": str(free_port())}
+    with served(store_kind, mongo_uri, "fhir_sched_observe", env) as proc:
+        yield proc
 
 
 def root(server: ServerProcess) -> str:

@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.support import web
-from tests.support.server import ServerProcess, cleanup_dir, store_url
+from tests.support.server import ServerProcess, served
 
 
 @pytest.fixture(scope="module")
 def server(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
-    url = store_url(store_kind, mongo_uri, "fhir_sched_openapi")
-    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none"}).start()
-    yield proc
-    proc.stop()
-    if url.startswith("sqlite"):
-        cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+    with served(store_kind, mongo_uri, "fhir_sched_openapi", {"FHIR_SCHED_AUTH": "none"}) as proc:
+        yield proc
 
 
 def root(server: ServerProcess) -> str:

@@ -123,6 +123,20 @@ def store_url(kind: str, mongo_uri: str | None, name: str) -> str:
 
 
 @contextlib.contextmanager
+def served(store_kind: str, mongo_uri: str | None, name: str,
+           env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
+    """One real server on a fresh database of ``store_kind``, removed afterwards."""
+    url = store_url(store_kind, mongo_uri, name)
+    proc = ServerProcess(url, env=dict(env or {})).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+@contextlib.contextmanager
 def servers(url: str, n: int = 1, env: dict[str, str] | None = None
             ) -> Iterator[list[ServerProcess]]:
     """``n`` real ``fhir-sched serve`` processes sharing the database at ``url``."""
