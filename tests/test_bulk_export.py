@@ -149,6 +149,7 @@ def test_a_patient_export_refuses_types_outside_the_compartment(
 
 def test_only_the_caller_who_kicked_it_off_sees_the_job_and_its_files(
         server: ServerProcess, token: str) -> None:
+    create(server, token, {"resourceType": "Practitioner", "name": [{"family": "Mine"}]})
     status = kick_off(server, token, _type="Practitioner")
     manifest = finished(server, token, status)
     other = get_token(server.base, OTHER, SCOPE)
@@ -158,6 +159,7 @@ def test_only_the_caller_who_kicked_it_off_sees_the_job_and_its_files(
 
 
 def test_a_deleted_job_is_gone_with_its_files(server: ServerProcess, token: str) -> None:
+    create(server, token, {"resourceType": "Practitioner", "name": [{"family": "Gone"}]})
     status = kick_off(server, token, _type="Practitioner")
     manifest = finished(server, token, status)
     assert web.delete(status, headers=auth(token)).status_code == 202
