@@ -17,7 +17,6 @@ from starlette.routing import Route
 
 from .compose import Core, build, stop_jobs
 from .hl7v2.door import handle_body
-from .query import Cond, Entry, Query
 from .resources.narrative import MAX_DIV_CHARS
 from .resources.registry import HOSTED_TYPES
 from .resources.validate import MAX_DEPTH
@@ -181,29 +180,23 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
 
-    async def openapi_json(request: Request) -> Response:
+    def api_doc(request: Request) -> dict[str, Any]:
         base = context_for(request, settings.public_base, settings.base_path).base_url
-        doc = openapi(statement_of(core, [spec for spec, _ in routes], base), base,
-                      bearer=core.auth is not None)
-        return Response(orjson.dumps(doc), media_type="application/json")
+        return openapi(statement_of(core, [spec for spec, _ in routes], base), base,
+                       bearer=core.auth is not None)
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(orjson.dumps(api_doc(request)), media_type="application/json")
 
     async def docs(request: Request) -> Response:
-        base = context_for(request, settings.public_base, settings.base_path).base_url
-        doc = openapi(statement_of(core, [spec for spec, _ in routes], base), base,
-                      bearer=core.auth is not None)
-        return HTMLResponse(docs_page(doc))
+        return HTMLResponse(docs_page(api_doc(request)))
 
     # public, like /metadata: what the API is, never what it holds
     app.router.routes.append(Route("/openapi.json", openapi_json, methods=["GET"]))
     app.router.routes.append(Route("/docs", docs, methods=["GET"]))
-
-    async def pending_holds() -> int:
-        page = await core.store.search(Query("Appointment", (
-            Entry("status", (Cond("val", "=", "pending"),)),), total=True, count_only=True))
-        return page.total or 0
-
     app.router.routes.append(metrics_route(
-        None if core.auth is None else settings.metrics_token, pending_holds))
+        None if core.auth is None else settings.metrics_token,
+        core.services.sweeper.pending_count))
     # On every response: no MIME sniffing, no framing, no referrer carrying URLs (search
     # parameters, codes) to other sites; and a loud marker when auth is off.
     headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),

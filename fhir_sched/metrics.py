@@ -184,9 +184,3 @@ def timed_store(store: str, operation: str) -> Callable[
 def render() -> bytes:
     """The exposition text of every metric in the registry."""
     return generate_latest(REGISTRY)
-
-
-def value(name: str, labels: dict[str, str] | None = None) -> float:
-    """A sample's current value (0 when absent): what tests and the demo read."""
-    got: Any = REGISTRY.get_sample_value(name, labels or {})
-    return float(got or 0.0)

@@ -40,6 +40,9 @@ PREFIX = "bulk-export/"
 RUNNING = 2  # jobs one process runs at once
 PER_CALLER = 5  # unfinished jobs one caller may have
 STALE = timedelta(minutes=2)  # a running job without a heartbeat this long has died
+# A queued job waits for its process's turn (RUNNING at a time) without beating; one queued
+# this long belonged to a process that is gone.
+QUEUED_STALE = timedelta(hours=1)
 
 
 @dataclass(slots=True)
@@ -185,16 +188,12 @@ class ExportJobs:
             self._tasks.pop(job.id, None)
 
     def _dead(self, job: Job) -> bool:
-        if job.state == "queued":
-            beat = job.created
-        elif job.state == "running":
-            beat = job.heartbeat
-        else:
+        """An unfinished job no live process is running (this one's tasks are known)."""
+        if job.id in self._tasks or job.state not in ("queued", "running"):
             return False
-        if job.id in self._tasks:
-            return False
-        return parse_instant(beat) + STALE < datetime.now(UTC) - (
-            timedelta(hours=1) if job.state == "queued" else timedelta(0))
+        beat, patience = ((job.created, QUEUED_STALE) if job.state == "queued"
+                          else (job.heartbeat, STALE))
+        return parse_instant(beat) + patience < datetime.now(UTC)
 
     async def _save(self, job: Job) -> None:
         text = job.to_json()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import orjson
 
@@ -22,6 +23,7 @@ from ..timeutil import now_instant
 from .booking import BookingService
 
 log = logging.getLogger("fhir_sched.sweeper")
+PENDING = Query("Appointment", (Entry("status", (Cond("val", "=", "pending"),)),))
 
 
 class Sweeper:
@@ -34,8 +36,7 @@ class Sweeper:
         """Cancel expired holds and free their Slots. Correctness never waits for this (an
         expired hold's claims stop counting at once); it keeps the data tidy for readers."""
         ctx = RequestContext.system("sweeper")
-        q = Query("Appointment", (Entry("status", (Cond("val", "=", "pending"),)),), count=500)
-        page = await self.store.search(q)
+        page = await self.store.search(replace(PENDING, count=500))
         now = now_instant()
         done = 0
         for id_, body in page.rows:
@@ -53,6 +54,11 @@ class Sweeper:
             except FhirError as exc:  # changed under us: the next sweep looks again
                 log.info("sweeper skipped Appointment/%s: %s", id_, exc.diagnostics)
         return done
+
+    async def pending_count(self) -> int:
+        """Appointments in status pending (holds; expired ones not yet swept included)."""
+        page = await self.store.search(replace(PENDING, total=True, count_only=True))
+        return page.total or 0
 
     async def run(self) -> None:
         """Sweep every ``every_seconds`` until cancelled."""
