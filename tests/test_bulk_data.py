@@ -225,3 +225,14 @@ def test_backup_of_a_mongodb_store_says_how_without_the_credentials() -> None:
     assert result.returncode == 2
     assert "mongodump" in result.stderr and "--oplog" in result.stderr
     assert "hunter2" not in result.stderr and "db.example:27017/fs" in result.stderr
+
+
+def test_a_json_file_too_big_to_read_whole_is_refused_with_the_way_out(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_sched.service import bulk
+
+    monkeypatch.setattr(bulk, "MAX_JSON_FILE_BYTES", 100)
+    (workdir / "big.json").write_text(json.dumps({"resourceType": "Bundle", "type": "batch",
+                                                  "entry": [{"resource": {}}] * 50}))
+    refused = list(bulk.read_items([workdir / "big.json"]))
+    assert refused == [("big.json", refused[0][1])] and "NDJSON" in refused[0][1]

@@ -46,6 +46,7 @@ PAGE = 1000
 IN_FLIGHT = 32
 IN_FLIGHT_MONGODB = 1
 MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_JSON_FILE_BYTES = 256 * 1024 * 1024  # a Bundle or resource file, parsed in one piece
 CHUNK = 5000  # items an import holds in memory at once
 
 # Referenced before referencing: what each type points at is written before it.
@@ -195,7 +196,13 @@ def read_items(paths: Iterable[Path]) -> Iterator[Item | tuple[str, str]]:
             continue
         try:
             with _open(path) as fh:
-                doc = orjson.loads(fh.read())
+                raw = fh.read(MAX_JSON_FILE_BYTES + 1)
+            if len(raw) > MAX_JSON_FILE_BYTES:
+                yield name, (f"a JSON file is read whole, and this one is over "
+                             f"{MAX_JSON_FILE_BYTES // 2**20} MB: give it as NDJSON, one "
+                             "resource per line")
+                continue
+            doc = orjson.loads(raw)
         except (OSError, orjson.JSONDecodeError) as exc:
             yield name, _reason(exc)
             continue
