@@ -971,3 +971,191 @@ async def test_audit_entries_of_the_first_audit_table_survive_the_upgrade_in_tim
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     conn.close()
     assert "audit" not in tables and "audit_log" in tables
+
+
+# -- isolation without one deployment-wide lock -------------------------------------------------
+# SQLite has one writer at a time by design; MongoDB's units run side by side, each on its own
+# snapshot. What the port promises either way: a unit's reads are as good as locked (no write
+# skew, no phantom for the searches it decides on), and the feed stays exactly-once and ordered.
+MONGO_ONLY = pytest.mark.parametrize("store_kind", ["mongo"], indirect=True, scope="session")
+
+
+@MONGO_ONLY
+async def test_an_open_transaction_on_an_appointment_does_not_block_a_write_to_an_unrelated_patient(
+        open_store: StoreFactory) -> None:
+    holder, other = await open_store(), await open_store()
+    start = await other.last_position()
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(unit: Unit) -> None:
+        await unit.write(Record("Appointment", "held", 1, stamp(), False, b"{}", "POST"), [], 0)
+        inside.set()
+        await release.wait()
+
+    held = asyncio.create_task(holder.atomic(slow))
+    await asyncio.wait_for(inside.wait(), 10)
+    # Another process's write, and this process's own: neither waits for the open unit.
+    await asyncio.wait_for(put(other, "Patient", "unrelated"), 5)
+    await asyncio.wait_for(put(holder, "Patient", "unrelated-too"), 5)
+    assert not held.done()
+    meanwhile = await other.changes_since(start, 10)
+    assert [r.id for r in meanwhile] == ["unrelated", "unrelated-too"]
+    release.set()
+    await asyncio.wait_for(held, 10)
+    feed = await other.changes_since(start, 10)
+    assert [r.id for r in feed] == ["unrelated", "unrelated-too", "held"]
+    assert all(a.seq < b.seq for a, b in itertools.pairwise(feed))
+    assert [r.id for r in await other.changes_since(meanwhile[-1].seq, 10)] == ["held"]
+
+
+@MONGO_ONLY
+async def test_an_open_transaction_on_one_resource_holds_up_only_writers_of_that_resource(
+        open_store: StoreFactory) -> None:
+    holder, other = await open_store(), await open_store()
+    await put(other, "Appointment", "busy")
+    inside, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(unit: Unit) -> None:
+        prev = await unit.get("Appointment", "busy")
+        assert prev is not None
+        await unit.write(Record("Appointment", "busy", prev.version + 1, stamp(), False, b"{}"),
+                         [], prev.version)
+        inside.set()
+        await release.wait()
+
+    held = asyncio.create_task(holder.atomic(slow))
+    await asyncio.wait_for(inside.wait(), 10)
+    contender = asyncio.create_task(put(other, "Appointment", "busy"))
+    await asyncio.sleep(0.3)
+    assert not contender.done()  # it retries on the held document, and only there
+    release.set()
+    await asyncio.wait_for(held, 10)
+    last = await asyncio.wait_for(contender, 20)
+    assert last.version == 3
+    assert [r.version for r in await other.history("Appointment", "busy", None, 10, None)] == [
+        3, 2, 1]
+
+
+async def test_a_feed_reader_sees_a_long_unit_that_commits_after_later_ones_exactly_once(
+        open_store: StoreFactory) -> None:
+    """A unit that stays open while others commit around it: the reader, resuming from its
+    last position each time, must neither skip its change nor see any change twice."""
+    writing = [await open_store(), await open_store()]
+    reader = await open_store()
+    start = await reader.last_position()
+    done = asyncio.Event()
+
+    async def writer(w: int) -> list[str]:
+        sent = []
+        for k in range(12):
+            request = f"long{w}-{k}"
+            store = writing[w % 2]
+            if k % 4 == 1:
+                async def lingering(unit: Unit, request: str = request) -> None:
+                    await unit.write(Record("Slot", request, 1, stamp(), False, b"{}", "POST",
+                                            origin=Origin("w", None, "rest", request)), [], 0)
+                    await asyncio.sleep(0.05)  # others commit meanwhile (on MongoDB)
+
+                await store.atomic(lingering)
+            else:
+                await put(store, "Patient", request, origin=Origin("w", None, "rest", request))
+            sent.append(request)
+        return sent
+
+    reading = asyncio.create_task(follow(reader, start, done, 3, 0.001))
+    sent = await asyncio.gather(*(writer(w) for w in range(4)))
+    done.set()
+    seen = await reading
+    assert all(a.seq < b.seq for a, b in itertools.pairwise(seen))
+    requests = [r.origin.request_id or "" for r in seen]
+    assert sorted(requests) == sorted(req for reqs in sent for req in reqs)  # once each
+
+
+async def test_units_that_decide_on_what_they_read_do_not_both_win(
+        open_store: StoreFactory) -> None:
+    """Write skew: two units each read both switches and turn one off only while both are on.
+    Run one after the other, the second sees one off and does nothing; so must concurrent ones."""
+    stores = [await open_store(), await open_store()]
+    for sid in ("a", "b"):
+        await put(stores[0], "Basic", sid, body=b'{"on":true}')
+
+    async def turn_off(mine: str, other: str, n: int) -> bool:
+        async def run(unit: Unit) -> bool:
+            recs = {sid: await unit.get("Basic", sid) for sid in (mine, other)}
+            if not all(r is not None and r.body and orjson.loads(r.body)["on"]
+                       for r in recs.values()):
+                return False
+            await asyncio.sleep(0.02)  # both have read before either writes
+            prev = recs[mine]
+            assert prev is not None
+            await unit.write(Record("Basic", mine, prev.version + 1, stamp(), False,
+                                    b'{"on":false}'), [], prev.version)
+            return True
+
+        return await stores[n % 2].atomic(run)
+
+    won = await asyncio.gather(turn_off("a", "b", 0), turn_off("b", "a", 1))
+    assert sorted(won) == [False, True]
+    states = [await stores[1].get("Basic", sid) for sid in ("a", "b")]
+    assert sorted(orjson.loads(r.body)["on"] for r in states if r and r.body) == [False, True]
+
+
+async def test_units_that_count_claims_before_claiming_do_not_overfill_a_prefix(
+        open_store: StoreFactory) -> None:
+    """A phantom: each unit counts the claims under a prefix and adds its own (another key)
+    only while there is room for one. Whatever the interleaving, one gets in."""
+    stores = [await open_store(), await open_store()]
+
+    async def take(n: int) -> bool:
+        async def run(unit: Unit) -> bool:
+            if await unit.count_claims("cap/slot-1/") >= 1:
+                return False
+            await asyncio.sleep(0.02)
+            return await unit.claim(f"cap/slot-1/{n}", "Appointment", f"a{n}")
+
+        return await stores[n % 2].atomic(run)
+
+    got = await asyncio.gather(*(take(n) for n in range(4)))
+    assert got.count(True) == 1
+    assert len(await stores[0].claim_keys("cap/slot-1/")) == 1
+
+
+async def test_a_write_reports_the_feed_position_it_was_given(store: DocumentStore) -> None:
+    recs = [await put(store, "Patient", f"pos{n}") for n in range(3)]
+    feed = await store.changes_since(0, 10)
+    assert [(r.id, r.seq) for r in feed] == [(r.id, r.seq) for r in recs]
+    history = await store.history("Patient", None, None, 10, None)
+    assert [r.seq for r in history] == [r.seq for r in reversed(recs)]
+
+
+@MONGO_ONLY
+async def test_a_database_from_the_counter_era_keeps_its_feed_and_history(
+        open_store: StoreFactory) -> None:
+    """Releases before this one numbered each change as the ``_id`` of its change document
+    and kept the last number in ``counters.seq``; such a database must read the same after
+    the upgrade, and new changes must come after the old ones."""
+    from fhir_sched.storage.mongo import MongoStore
+
+    first = await open_store()
+    assert isinstance(first, MongoStore)
+    origin = {"subject": "Practitioner/old", "client_id": None, "door": "rest",
+              "request_id": "old-1"}
+    await first.changes.insert_many([
+        {"_id": n, "type": "Patient", "id": f"old{n}", "version": 1, "updated": stamp(),
+         "method": "POST", "body": b"{}", "origin": origin} for n in (1, 2, 3)])
+    await first.resources.insert_many([
+        {"_id": f"Patient/old{n}", "type": "Patient", "id": f"old{n}", "pos": n, "version": 1,
+         "updated": stamp(), "deleted": False, "body": b"{}", "idx": []} for n in (1, 2, 3)])
+    await first.counters.update_one({"_id": "seq"}, {"$set": {"n": 3}, "$unset": {"format": ""}},
+                                    upsert=True)
+    upgraded = await open_store()
+    old = await upgraded.changes_since(0, 10)
+    assert [(r.seq, r.id, r.origin.request_id) for r in old] == [
+        (1, "old1", "old-1"), (2, "old2", "old-1"), (3, "old3", "old-1")]
+    new = await put(upgraded, "Patient", "new")
+    assert new.seq > 3
+    assert [r.id for r in await upgraded.changes_since(2, 10)] == ["old3", "new"]
+    assert [r.id for r in await upgraded.history("Patient", None, None, 10, None)] == [
+        "new", "old3", "old2", "old1"]
+    assert [i for i, _ in (await upgraded.search(Query("Patient", count=10))).rows] == [
+        "old1", "old2", "old3", "new"]

@@ -9,23 +9,38 @@ Collections (see ``docs/scaling.md`` for indexes and shard keys):
   as the stored JSON *bytes* (BSON binary). Reads serve those bytes, and keys MongoDB treats
   specially (``$``-prefixed, dotted) inside extensions or ``contained`` never meet BSON key rules.
   Search-index entries live beside the body as ``idx: [{p, s, v, r, lo, hi}]``.
-- ``changes``: the change log, ``_id`` = a global sequence number, each with the ``origin``
-  (subject, client_id, door, request_id) of its write; ``changes_since`` reads it as a feed.
+- ``changes``: the change log, ``_id`` = a unique, roughly time-ordered number given when the
+  change is written, ``seq`` = its position in the feed, given just after it commits (below);
+  each with the ``origin`` (subject, client_id, door, request_id) of its write.
 - ``claims``: unique keys (``_id``) with their owner, for booking guards and idempotency.
 - ``proposals``: ``$find`` proposals by id (``_id``) with their body and expiry; written
   outside transactions (they are not resources and need no counter).
-- ``counters``: one document, ``seq``, the source of change sequence numbers and of ``pos``
-  (creation order, the default keyset sort).
+- ``locks``: one small document per search a unit decided on (below), dropped after an hour.
+- ``counters``: one document, ``seq``, the last feed position given. Only numbering passes
+  write it, never a unit of work.
 
-Concurrency: every atomic unit *starts* by writing the ``seq`` counter document inside its
-multi-document transaction. Two overlapping units therefore always write-conflict, and the loser
-retries: writing units are serialisable, exactly like SQLite's ``BEGIN IMMEDIATE``. That one
-decision is what makes the change log gap-free and commit-ordered (a reader that has seen ``seq``
-N never later finds a smaller one appear), makes a search-then-insert (``If-None-Exist``, a
-conditional update that creates, a claim count) safe across processes, and keeps version checks
-exact. The price is that writes are serialised on one document; see ``docs/scaling.md``.
-Within a process, units queue on a lock rather than racing each other on the database, and a unit
-that finds another process's unit holding the counter waits for exactly as long as it runs.
+Concurrency: each atomic unit is one multi-document transaction on its own snapshot, and units
+that touch different documents run side by side, in this process and in others. Snapshot
+isolation alone would allow two anomalies a booking server cannot have, so a unit makes what it
+reads count as a write:
+
+- a resource it reads (``get``) is touched (``_t`` incremented), so a concurrent unit that
+  writes it, or also read it to decide, write-conflicts and runs again on a fresh snapshot (no
+  write skew: two bookings that each checked the same Slot cannot both pass);
+- a search it decides on (``find_ids``: If-None-Exist, conditional update, the SIU resolver's
+  find-or-create; ``count_claims``: capacity) writes a lock document named after the search,
+  so two units deciding on the same search are serialised (no phantom: one creates, the other
+  finds it).
+
+The feed needs an order no single transaction can give without serialising every writer, so
+numbering comes after the commit: a short transaction takes committed changes that have no
+``seq`` yet (in ``_id`` order, each resource's versions in version order), numbers them after
+the counter and moves the counter, all at once. A writer runs such a pass right after its own
+commit (a pass numbers every waiting change, so concurrent writers share one), and every feed
+read runs one first, so a change whose writer died after its commit is numbered by the next
+reader. Passes serialise on the counter, but they hold it for milliseconds and never while a
+unit of work is open. A reader bounded by the counter's majority-committed value therefore sees
+every change below it and never finds a smaller number appear later.
 
 Faults: a short server-selection timeout turns a dead database into ``StoreUnavailable``
 within seconds, and the driver's monitor reconnects by itself when the database is back.
@@ -34,10 +49,15 @@ within seconds, and the driver's monitor reconnects by itself when the database 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import random
+import secrets
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
@@ -59,6 +79,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from ...logsafe import describe
 from ...metrics import timed_store
 from ...query import IndexEntry, Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
@@ -98,8 +119,19 @@ WRITE_CONFLICT = 112
 # Retry budget for an atomic unit that keeps losing races; past it the client gets a 503.
 CONTENTION_SECONDS = 20.0
 BACKOFF_BASE, BACKOFF_CAP = 0.002, 0.05
-# Longest single wait for another process's unit to end before looking again.
-WAIT_SECONDS = 2.0
+# A numbering pass takes at most this many changes; a longer backlog takes several passes.
+NUMBER_BATCH = 1000
+# How long a numbering pass keeps trying against other processes' passes before it leaves the
+# changes for the next one (the write it follows has committed either way).
+NUMBERING_SECONDS = 5.0
+# Lock documents matter only while the units that wrote them are open (60 s at most).
+LOCK_TTL_SECONDS = 3600
+# ``counters.seq.format``: 2 once change documents carry ``seq`` (before, ``_id`` was the seq).
+FORMAT = 2
+# Change ids before FORMAT 2 were feed positions: small. Newer ones are milliseconds << 20.
+_OLD_IDS_BELOW = 1 << 40
+
+log = logging.getLogger("fhir_sched.storage")
 # A broken pooled connection (the server restarted) gets this many immediate retries.
 CONNECTION_RETRIES = 2
 
@@ -114,8 +146,20 @@ class _Retry(Exception):
     """A race the database settled against this unit: run it again on a fresh snapshot."""
 
 
-class _Busy(_Retry):
-    """Another process's unit holds the counter: wait for it to end, then run again."""
+def _duplicate_only(exc: BaseException) -> bool:
+    """A batch insert that lost a race on a key: as retryable as a single insert's."""
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    return isinstance(exc, BulkWriteError) and all(
+        e.get("code") == 11000 for e in exc.details.get("writeErrors", [])) and bool(
+        exc.details.get("writeErrors"))
+
+
+def _change_ids() -> int:
+    """The first ``_id`` of a unit's changes: milliseconds, then 20 random bits, so ids are
+    unique without asking anyone (a rare collision is a duplicate key, and the unit runs
+    again) and roughly in time order, which is the order numbering passes take them in."""
+    return (time.time_ns() // 1_000_000) << 20 | secrets.randbits(20)
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -169,7 +213,7 @@ def _change_record(doc: Doc) -> Record:
     method = doc["method"]
     o = doc.get("origin") or {}
     return Record(doc["type"], doc["id"], doc["version"], doc["updated"], method == "DELETE",
-                  _body(doc), method, doc["_id"],
+                  _body(doc), method, doc.get("seq") or 0,
                   stored_origin(o.get("subject"), o.get("client_id"), o.get("door"),
                                 o.get("request_id")))
 
@@ -192,12 +236,15 @@ class MongoStore:
         self.search_seconds = search_seconds
         self._client: AsyncMongoClient[Doc] | None = None
         self._db: AsyncDatabase[Doc] | None = None
-        # Units of one process would only conflict with each other on the counter; queueing
-        # them here (FIFO) leaves just the other processes to race, instead of a retry storm.
-        self._local = asyncio.Lock()
-        # When a unit last found the database unreachable: units queued behind it give up at
-        # once instead of each waiting out its own server-selection timeout in turn.
+        # When a unit last found the database unreachable: units started before that give up
+        # at once instead of each waiting out its own server-selection timeout.
         self._outage_at = 0.0
+        # One numbering pass at a time in this process; writers waiting behind it usually find
+        # their changes numbered by it. ``_waiting`` holds the change ids they wait for and
+        # ``_numbered`` what passes gave those ids, until each writer takes its own.
+        self._numbering = asyncio.Lock()
+        self._waiting: set[int] = set()
+        self._numbered: dict[int, int] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     @property
@@ -210,6 +257,7 @@ class MongoStore:
     changes = _Collection()
     claims = _Collection()
     counters = _Collection()
+    locks = _Collection()
     proposals = _Collection()
     hl7v2_inbox = _Collection()
     hl7v2_outbox = _Collection()
@@ -251,8 +299,11 @@ class MongoStore:
         c = self.changes
         await c.create_index([("type", 1), ("id", 1), ("version", 1)], unique=True,
                              name="changes_version")
-        await c.create_index([("type", 1), ("_id", -1)], name="changes_type")
+        await c.create_index([("seq", 1)], name="changes_seq")
+        await c.create_index([("type", 1), ("seq", -1)], name="changes_type_seq")
         await c.create_index([("updated", 1)], name="changes_updated")
+        await self.locks.create_index([("at", 1)], expireAfterSeconds=LOCK_TTL_SECONDS,
+                                      name="locks_ttl")
         await self.claims.create_index([("owner_type", 1), ("owner_id", 1)], name="claims_owner")
         await self.proposals.create_index([("expires", 1)], name="proposals_expires")
         await self.hl7v2_outbox.create_index([("status", 1), ("_id", 1)], name="outbox_status")
@@ -264,9 +315,34 @@ class MongoStore:
                                       name="audit_entity")
         await self.hl7v2_inbox.create_index([("outcome", 1), ("received", -1)],
                                             name="inbox_outcome")
+        # An index becomes multikey with its first array value, and that is written to the
+        # catalog: two open transactions that both do it write-conflict, and SecantusDB keeps
+        # conflicting for as long as the first stays open. One array written and removed here
+        # settles it before any unit runs (the state outlives the document).
+        probe = {"_id": "~/multikey", "type": "~", "pos": 0, "deleted": True,
+                 "idx": [{"p": "~", "v": "~", "lo": 0}, {"p": "~~", "v": "~", "lo": 0}]}
+        await r.replace_one({"_id": probe["_id"]}, probe, upsert=True)
+        await r.delete_one({"_id": probe["_id"]})
+        counter = await self.counters.find_one({"_id": "seq"})
+        if counter is not None and counter.get("format", 1) < FORMAT:
+            await self._upgrade_numbering()
         with suppress(DuplicateKeyError):  # another worker created it at the same moment
-            await self.counters.update_one({"_id": "seq"}, {"$setOnInsert": {"n": 0, "w": 0}},
-                                           upsert=True)
+            await self.counters.update_one(
+                {"_id": "seq"}, {"$setOnInsert": {"n": 0, "w": 0, "format": FORMAT}},
+                upsert=True)
+
+    async def _upgrade_numbering(self) -> None:
+        """A database from before FORMAT 2: its change ids *were* the feed positions, so each
+        keeps its number as ``seq``. Idempotent, so workers starting together may all run it;
+        workers of the older release must be stopped first (they would go on numbering the
+        old way)."""
+        old = {"seq": None, "_id": {"$lt": _OLD_IDS_BELOW}}
+        while ids := [d["_id"] async for d in self.changes.find(old, {"_id": 1}).limit(
+                NUMBER_BATCH)]:
+            await self.changes.bulk_write(
+                [pymongo.UpdateOne({"_id": i, "seq": None}, {"$set": {"seq": i}}) for i in ids],
+                ordered=False)
+        await self.counters.update_one({"_id": "seq"}, {"$set": {"format": FORMAT}})
 
     async def close(self) -> None:
         if self._client is not None:
@@ -287,13 +363,14 @@ class MongoStore:
         started = time.monotonic()
         attempt = 0
         broken_connections = 0
-        async with self._local, _available(), self._client.start_session() as session:
-            if self._outage_at > started:
-                raise StoreUnavailable("MongoDB was unreachable for the unit queued before this")
+        async with _available(), self._client.start_session() as session:
             while True:
                 attempt += 1
+                if self._outage_at > started:
+                    raise StoreUnavailable("MongoDB was unreachable for a unit running beside "
+                                           "this one")
                 try:
-                    return await self._attempt(session, fn)
+                    result, unit = await self._attempt(session, fn)
                 except (PyMongoError, _Retry) as exc:
                     if isinstance(exc, ConnectionFailure):
                         # A dead database fails server selection after its timeout: answer
@@ -304,42 +381,25 @@ class MongoStore:
                             self._outage_at = time.monotonic()
                             raise
                         continue
-                    transient = isinstance(exc, (_Retry, DuplicateKeyError)) or (
+                    transient = isinstance(exc, _Retry) or _duplicate_only(exc) or (
                         exc.has_error_label("TransientTransactionError"))
                     if not transient:
                         raise
                     if time.monotonic() - started > CONTENTION_SECONDS:
                         raise StoreUnavailable(
                             f"gave up after {attempt} attempts lost write conflicts") from exc
-                    if isinstance(exc, _Busy):
-                        await self._wait_for_holder()
-                    else:
-                        await asyncio.sleep(random.uniform(
-                            0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
-
-    async def _wait_for_holder(self) -> None:
-        """Sleep exactly as long as another process's unit runs, not a guessed backoff.
-
-        A write *outside* a transaction to a document an open transaction has written waits
-        for that transaction to end (MongoDB's documented behaviour), so this no-op-ish
-        increment returns the moment the holder commits or aborts. Polling instead would
-        starve this process whenever the other one has a queue of units.
-        """
-        try:
-            with pymongo.timeout(WAIT_SECONDS):
-                await self.counters.update_one({"_id": "seq"}, {"$inc": {"waits": 1}})
-        except PyMongoError as exc:
-            if not exc.timeout:
-                raise
+                    await asyncio.sleep(random.uniform(
+                        0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+                    continue
+                await self._number_after_commit(unit.written)
+                return result
 
     async def _attempt(self, session: AsyncClientSession,
-                       fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
+                       fn: Callable[[MongoUnit], Awaitable[T]]) -> tuple[T, MongoUnit]:
         await session.start_transaction(read_concern=_TXN_READ, write_concern=_TXN_WRITE)
         try:
             unit = MongoUnit(self, session)
-            await unit.begin()
             result = await fn(unit)
-            await unit.finish()
         except BaseException:
             await _abort_quietly(session)
             raise
@@ -350,7 +410,97 @@ class MongoStore:
                 # It may have committed: running the unit again could apply it twice.
                 raise StoreUnavailable(f"outcome of the commit is unknown: {exc}") from exc
             raise  # definitely not committed: the caller's retry rules apply
-        return result
+        return result, unit
+
+    # -- feed numbering ----------------------------------------------------------------------
+    async def _number_after_commit(self, written: list[tuple[int, Record]]) -> None:
+        """Give the unit's changes their feed positions and set them on its records.
+
+        The unit has committed, so nothing here may fail the caller: if the database goes away
+        now, the records keep ``seq`` 0 and the next feed read numbers the changes."""
+        if not written:
+            return
+        mine = {cid for cid, _ in written}
+        self._waiting |= mine
+        try:
+            async with self._numbering:
+                while not mine <= self._numbered.keys():
+                    if not await self._number_pass():
+                        break  # nothing left waiting: another process numbered ours
+            missing = [cid for cid in mine if cid not in self._numbered]
+            if missing:
+                async for d in self.changes.find({"_id": {"$in": missing}}, {"seq": 1}):
+                    if d.get("seq"):
+                        self._numbered[d["_id"]] = d["seq"]
+            for cid, record in written:
+                record.seq = self._numbered.get(cid, 0)
+        except PyMongoError as exc:
+            log.warning("feed numbering after a commit deferred to the next reader: %s",
+                        describe(exc))
+        finally:
+            self._waiting -= mine
+            for cid in mine:
+                self._numbered.pop(cid, None)
+
+    async def _catch_up(self) -> None:
+        """Before a feed read: number what has committed without a number yet."""
+        if await self.changes.find_one({"seq": None}, {"_id": 1}) is None:
+            return
+        async with self._numbering:
+            while await self._number_pass() >= NUMBER_BATCH:
+                pass
+
+    async def _number_pass(self) -> int:
+        """One short transaction numbering up to NUMBER_BATCH committed changes; how many.
+
+        Two processes' passes write-conflict on the counter and the loser runs again on a
+        fresh snapshot, which no longer holds what the winner numbered."""
+        assert self._client is not None
+        started = time.monotonic()
+        attempt = 0
+        async with self._client.start_session() as session:
+            while True:
+                attempt += 1
+                await session.start_transaction(read_concern=_TXN_READ,
+                                                write_concern=_TXN_WRITE)
+                try:
+                    numbers = await self._number_in(session)
+                    if not numbers:
+                        await _abort_quietly(session)
+                        return 0
+                    await _commit(session)
+                except PyMongoError as exc:
+                    await _abort_quietly(session)
+                    if exc.has_error_label("UnknownTransactionCommitResult"):
+                        return 0  # either way, the next pass finds what is still unnumbered
+                    if not exc.has_error_label("TransientTransactionError") or (
+                            time.monotonic() - started > NUMBERING_SECONDS):
+                        raise
+                    await asyncio.sleep(random.uniform(
+                        0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+                    continue
+                for cid, seq in numbers.items():
+                    if cid in self._waiting:
+                        self._numbered[cid] = seq
+                return len(numbers)
+
+    async def _number_in(self, session: AsyncClientSession) -> dict[int, int]:
+        head = await self.counters.find_one_and_update(
+            {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
+            return_document=ReturnDocument.AFTER, session=session)
+        n = int(head.get("n", 0)) if head else 0
+        docs = await self.changes.find(
+            {"seq": None}, {"_id": 1, "type": 1, "id": 1, "version": 1},
+            session=session).sort("_id", 1).limit(NUMBER_BATCH).to_list()
+        if not docs:
+            return {}
+        numbers = _numbering(docs, n)
+        await self.changes.bulk_write(
+            [pymongo.UpdateOne({"_id": cid}, {"$set": {"seq": seq}})
+             for cid, seq in numbers.items()], ordered=False, session=session)
+        await self.counters.update_one({"_id": "seq"}, {"$set": {"n": n + len(numbers)}},
+                                       session=session)
+        return numbers
 
     # -- reads -------------------------------------------------------------------------------
     async def get(self, type_: str, id_: str) -> Record | None:
@@ -374,37 +524,38 @@ class MongoStore:
             match["id"] = id_
         if since is not None:
             match["updated"] = {"$gte": since}
-        if before_seq is not None:
-            match["_id"] = {"$lt": before_seq}
-        cursor = self.changes.find(match).sort("_id", -1)
+        # Numbered ones only: a change that commits while this reads is not history yet.
+        match["seq"] = {"$gte": 1} if before_seq is None else {"$gte": 1, "$lt": before_seq}
+        cursor = self.changes.find(match).sort("seq", -1)
         if count > 0:
             cursor = cursor.limit(count)
         async with _available():
+            await self._catch_up()
             docs = await cursor.to_list()
         return [_change_record(d) for d in docs]
 
     async def changes_since(self, position: int, limit: int) -> list[Record]:
         """Read only up to the counter's committed value, and only what a majority holds.
 
-        Units are serialised on the counter (see the module docstring), so a unit that takes
-        seq N+1 starts after the one that took N has committed: commit order is seq order. The
-        bound makes the read independent of how the database orders visibility besides: every
-        change up to the counter's value was committed with it or before it, so a reader that
-        sees N has every change below N in the same read, and never finds one appear later.
+        A numbering pass sets the counter and the numbers below it in one transaction (see
+        the module docstring), so a reader that sees the counter at N has every change up to N
+        in the same read, and never finds one below N appear later.
         """
         if limit <= 0:
             return []
         async with _available():
+            await self._catch_up()
             head = await self._committed_head()
             if head <= position:
                 return []
             docs = await self.changes.with_options(read_concern=_FEED_READ).find(
-                {"_id": {"$gt": position, "$lte": head}}).sort("_id", 1).limit(
+                {"seq": {"$gt": position, "$lte": head}}).sort("seq", 1).limit(
                 limit).to_list()
         return [_change_record(d) for d in docs]
 
     async def last_position(self) -> int:
         async with _available():
+            await self._catch_up()
             return await self._committed_head()
 
     async def _committed_head(self) -> int:
@@ -568,6 +719,26 @@ async def _commit(session: AsyncClientSession) -> None:
             raise
 
 
+def _numbering(docs: list[Doc], after: int) -> dict[int, int]:
+    """Positions after ``after`` in ``_id`` order, except that each resource's versions take
+    its positions in version order: ids come from each writer's clock, and a version written
+    on a host whose clock is behind must still follow the version it replaced."""
+    numbers = {d["_id"]: after + 1 + i for i, d in enumerate(docs)}
+    versions: dict[tuple[str, str], list[Doc]] = defaultdict(list)
+    for d in docs:
+        versions[(d["type"], d["id"])].append(d)
+    for group in versions.values():
+        if len(group) > 1:
+            places = sorted(numbers[d["_id"]] for d in group)
+            for d, place in zip(sorted(group, key=lambda d: d["version"]), places, strict=True):
+                numbers[d["_id"]] = place
+    return numbers
+
+
+def _lock_id(kind: str, key: object) -> str:
+    return f"{kind}:" + hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
+
 def _prefix(prefix: str) -> Filter:
     return {"_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"}}
 
@@ -590,16 +761,17 @@ def _resource_fields(record: Record, entries: list[IndexEntry]) -> Doc:
     }
 
 
-def _resource_doc(key: str, record: Record, entries: list[IndexEntry], seq: int) -> Doc:
-    """A new resource document; ``pos`` (creation order) is the seq of its first change."""
-    return {"_id": key, "type": record.type, "id": record.id, "pos": seq,
+def _resource_doc(key: str, record: Record, entries: list[IndexEntry], cid: int) -> Doc:
+    """A new resource document; ``pos`` (creation order) is the id of its first change."""
+    return {"_id": key, "type": record.type, "id": record.id, "pos": cid,
             **_resource_fields(record, entries)}
 
 
-def _change_doc(record: Record, seq: int) -> Doc:
+def _change_doc(record: Record, cid: int) -> Doc:
+    """Without ``seq``: the numbering pass after the commit gives it."""
     o = record.origin
     return {
-        "_id": seq, "type": record.type, "id": record.id, "version": record.version,
+        "_id": cid, "type": record.type, "id": record.id, "version": record.version,
         "updated": record.updated, "method": record.method, "body": record.body,
         "origin": {"subject": o.subject, "client_id": o.client_id, "door": o.door,
                    "request_id": o.request_id},
@@ -612,38 +784,25 @@ class MongoUnit:
     def __init__(self, store: MongoStore, session: AsyncClientSession) -> None:
         self._store = store
         self._s = session
-        self._seq = 0
-        self._allocated = False
-
-    async def begin(self) -> None:
-        """Write the counter first: from here on an overlapping unit conflicts (and retries)
-        instead of computing on a snapshot this one is about to change."""
-        try:
-            doc = await self._store.counters.find_one_and_update(
-                {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
-                return_document=ReturnDocument.AFTER, session=self._s)
-        except OperationFailure as exc:
-            if exc.code == WRITE_CONFLICT:
-                raise _Busy("another unit holds the counter") from exc
-            raise
-        self._seq = int(doc.get("n", 0)) if doc else 0
-
-    async def finish(self) -> None:
-        if self._allocated:
-            await self._store.counters.update_one(
-                {"_id": "seq"}, {"$set": {"n": self._seq}}, session=self._s)
+        self._next_cid = _change_ids()
+        # (change id, record) of each change written, for the numbering after the commit.
+        self.written: list[tuple[int, Record]] = []
 
     async def get(self, type_: str, id_: str) -> Record | None:
-        doc = await self._store.resources.find_one(
-            {"_id": resource_key(type_, id_)}, {"idx": 0}, session=self._s)
+        """Read for update: the touch makes a concurrent writer of this resource, or another
+        unit deciding on it, conflict with this one (see the module docstring)."""
+        doc = await self._store.resources.find_one_and_update(
+            {"_id": resource_key(type_, id_)}, {"$inc": {"_t": 1}}, {"idx": 0},
+            session=self._s)
         return None if doc is None else _current_record(doc)
 
     async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
-        """Ids matching ``query`` as this unit sees them. A search-then-insert (If-None-Exist)
-        is safe without a lock of its own: no other unit can commit until this one ends, because
-        ``begin`` holds the counter."""
+        """Ids matching ``query`` as this unit sees them. The lock document makes a
+        search-then-insert (If-None-Exist) safe: a second unit deciding on the same search
+        conflicts with this one and runs again after it, finding what this one created."""
         if limit == 0:
             return []
+        await self._lock("q", (query.type, query.where, query.include_deleted))
         res = self._store.resources
         compiler = Compiler(lambda p: _aggregate(res, self._s, p))
         match = combine(base_filter(query), await compiler.where(query.where, query.type))
@@ -651,6 +810,11 @@ class MongoUnit:
         if limit > 0:
             cursor = cursor.limit(limit)
         return [d["id"] for d in await cursor.to_list()]
+
+    async def _lock(self, kind: str, key: object) -> None:
+        await self._store.locks.update_one(
+            {"_id": _lock_id(kind, key)}, {"$set": {"at": datetime.now(UTC)}}, upsert=True,
+            session=self._s)
 
     async def write(
         self, record: Record, entries: list[IndexEntry], expect_version: int | None
@@ -660,20 +824,17 @@ class MongoUnit:
         cur = await res.find_one({"_id": key}, {"version": 1}, session=self._s)
         current = int(cur["version"]) if cur else 0
         _check_version(record, current, expect_version)
-        # Safe to number locally: no other unit can write the counter until this one ends. The
-        # number is taken for good only once its change is in (below), so a write that fails
-        # part-way leaves no gap in the feed even if the unit goes on.
-        seq = self._seq + 1
+        cid = self._next_cid
         if cur is None:
-            await res.insert_one(_resource_doc(key, record, entries, seq), session=self._s)
+            await res.insert_one(_resource_doc(key, record, entries, cid), session=self._s)
         else:
             done = await res.update_one({"_id": key, "version": current},
                                         {"$set": _resource_fields(record, entries)},
                                         session=self._s)
             if done.matched_count != 1:
                 raise _Retry(f"{key} changed under the unit")
-        await self._store.changes.insert_one(_change_doc(record, seq), session=self._s)
-        self._take(record, seq)
+        await self._store.changes.insert_one(_change_doc(record, cid), session=self._s)
+        self._take(record, cid)
 
     async def write_all(self, writes: Sequence[Write]) -> None:
         """Creates of resources that do not exist yet go in ``insert_many`` batches (one round
@@ -696,10 +857,10 @@ class MongoUnit:
                 await self._insert(resources, changes)
                 raise
             existing.add(key)
-            seq = self._seq + 1
-            resources.append(_resource_doc(key, record, entries, seq))
-            changes.append(_change_doc(record, seq))
-            self._take(record, seq)
+            cid = self._next_cid
+            resources.append(_resource_doc(key, record, entries, cid))
+            changes.append(_change_doc(record, cid))
+            self._take(record, cid)
         await self._insert(resources, changes)
 
     async def _insert(self, resources: list[Doc], changes: list[Doc]) -> None:
@@ -709,10 +870,12 @@ class MongoUnit:
             resources.clear()
             changes.clear()
 
-    def _take(self, record: Record, seq: int) -> None:
-        self._seq = seq
-        self._allocated = True
-        record.seq = seq
+    def _take(self, record: Record, cid: int) -> None:
+        """The id is spent only once its change is in, so a write that fails part-way and is
+        caught leaves the next write its id."""
+        self._next_cid = cid + 1
+        self.written.append((cid, record))
+        record.seq = 0  # known after the commit
 
     async def claim(
         self, key: str, owner_type: str, owner_id: str, expires: str | None = None,
@@ -748,6 +911,8 @@ class MongoUnit:
         await self._store.claims.delete_many(match, session=self._s)
 
     async def count_claims(self, prefix: str) -> int:
+        """Locked like a search (``find_ids``): capacity is decided on the count."""
+        await self._lock("c", prefix)
         return await self._store.claims.count_documents(_prefix(prefix), session=self._s)
 
     async def inbound_get(self, key: str) -> InboundEntry | None:
