@@ -67,7 +67,8 @@ class AuditEntry:
 class Record:
     """One version of one resource as stored. ``body`` is None for a delete (tombstone).
 
-    ``seq`` is the change's position in the change log (commit order); ``origin`` says who
+    ``seq`` is the change's position in the change feed (0 until the adapter has given it);
+    ``origin`` says who
     made it. Current-row reads may leave ``origin`` at its default: only the change log keeps it.
     """
 
@@ -131,7 +132,11 @@ Write = tuple[Record, list[IndexEntry], int | None]
 
 
 class Unit(Protocol):
-    """An atomic unit of work: all writes commit together or not at all."""
+    """An atomic unit of work: all writes commit together or not at all, and the outcome is as
+    if units ran one after another. Adapters that run units side by side (MongoDB) keep that
+    for what a unit decides on: a resource it read (``get``) and a search it ran (``find_ids``,
+    ``count_claims``) hold as if written, so a concurrent unit that would change the answer
+    runs after it, never beside it."""
 
     async def get(self, type_: str, id_: str) -> Record | None: ...
 
@@ -233,8 +238,8 @@ class DocumentStore(Protocol):
         ...
 
     async def changes_since(self, position: int, limit: int) -> list[Record]:
-        """The change feed: changes with ``seq > position`` in commit order (ascending
-        ``seq``), at most ``limit``, each with its ``origin``.
+        """The change feed: changes with ``seq > position`` in ascending ``seq`` (commit order,
+        up to the adapter's numbering), at most ``limit``, each with its ``origin``.
 
         A reader resumes with the ``seq`` of the last change it processed and so sees every
         change exactly once: a change never becomes visible after one with a higher ``seq``
