@@ -68,8 +68,8 @@ class Record:
     """One version of one resource as stored. ``body`` is None for a delete (tombstone).
 
     ``seq`` is the change's position in the change feed (0 until the adapter has given it);
-    ``origin`` says who
-    made it. Current-row reads may leave ``origin`` at its default: only the change log keeps it.
+    ``origin`` says who made it. Current-row reads may leave ``origin`` at its default: only
+    the change log keeps it.
     """
 
     type: str
