@@ -6,6 +6,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -196,7 +197,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.router.routes.append(Route("/docs", docs, methods=["GET"]))
     app.router.routes.append(metrics_route(
         None if core.auth is None else settings.metrics_token,
-        core.services.sweeper.pending_count))
+        core.services.sweeper.pending_count,
+        Path(settings.metrics_dir) if settings.metrics_dir else None))
     # On every response: no MIME sniffing, no framing, no referrer carrying URLs (search
     # parameters, codes) to other sites; and a loud marker when auth is off.
     headers = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),

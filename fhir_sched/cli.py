@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import os
 import sys
+import tempfile
 from typing import Any
 
 from .settings import Settings
@@ -70,9 +73,14 @@ def _serve(args: argparse.Namespace) -> int:
         # from the environment and is handed the app and the protocol by import path.
         from .settings import to_env
 
-        os.environ.update(to_env(settings))
-        uvicorn.run("fhir_sched.app:worker_app", factory=True, workers=settings.workers,
-                    http="fhir_sched.rest.edge:EnvEdgeProtocol", **common)
+        with contextlib.ExitStack() as cleanup:
+            if not settings.metrics_dir:  # a scrape reaches one worker: it speaks for all
+                made = cleanup.enter_context(
+                    tempfile.TemporaryDirectory(prefix="fhir-sched-metrics-"))
+                settings = dataclasses.replace(settings, metrics_dir=made)
+            os.environ.update(to_env(settings))
+            uvicorn.run("fhir_sched.app:worker_app", factory=True, workers=settings.workers,
+                        http="fhir_sched.rest.edge:EnvEdgeProtocol", **common)
         return 0
     from .app import create_app
     from .rest.edge import edge_protocol, limits_of

@@ -24,6 +24,7 @@ from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
 from .hl7v2.outbox import Outbound
 from .looplag import watch_loop
+from .metrics_share import share
 from .search.parse import SearchLimits
 from .service.audit import AuditLog
 from .service.audit import keep_for as keep_audit_for
@@ -191,4 +192,11 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                                        audit_retention, audit.run, watch_loop)
     if auth is not None:
         jobs += (auth.follow_revocations,)
+    if settings.metrics_dir:
+        directory = Path(settings.metrics_dir)
+
+        async def share_metrics() -> None:
+            await share(directory)
+
+        jobs += (share_metrics,)
     return Core(services, jobs, bridge, doors, auth)

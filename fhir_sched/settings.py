@@ -70,6 +70,9 @@ class Settings:
     access_log: bool = True
     # The bearer token Prometheus sends to /metrics when auth is on (unset: /metrics is 401).
     metrics_token: str = ""
+    # Where --workers processes leave their metrics for the one a scrape reaches (serve makes
+    # a temporary directory when unset; see metrics_share).
+    metrics_dir: str = ""
     # HL7 v2: the MLLP listener (0: none), on ``host``; TLS when a certificate is given.
     mllp_port: int = 0
     mllp_tls_cert: str = ""

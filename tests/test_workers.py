@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -60,6 +61,55 @@ def test_workers_serve_from_several_processes_on_one_store(url: str) -> None:
         assert len(pids) == 2, pids  # both workers answered some of them
     finally:
         server.stop()
+
+
+def requests_by_worker(exposition: str, interaction: str) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for s in family.samples:
+            if (s.name == "fhir_sched_http_requests_total"
+                    and s.labels.get("interaction") == interaction):
+                out[s.labels["worker"]] = out.get(s.labels["worker"], 0) + s.value
+    return out
+
+
+def test_a_scrape_reaching_any_worker_reports_every_worker_by_pid(url: str) -> None:
+    server = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_WORKERS": "2"})
+    server.start()
+    try:
+        assert server.proc is not None
+        # uvicorn's worker processes; not multiprocessing's resource tracker beside them
+        workers = {str(p) for p in children(server.proc.pid)
+                   if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()}
+        assert len(workers) == 2
+        environ = Path(f"/proc/{min(workers)}/environ").read_bytes().split(b"\0")
+        shared = next(v.split(b"=", 1)[1].decode() for v in environ
+                      if v.startswith(b"FHIR_SCHED_METRICS_DIR="))
+
+        def create(n: int) -> int:
+            return web.post(f"{server.base}/Patient", headers=FHIR_JSON, json={
+                "resourceType": "Patient", "identifier": [{"value": f"m{n}"}]},
+                timeout=30).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(create, range(40))) == [201] * 40
+        deadline = time.monotonic() + 20
+        seen: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            scrape = web.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+            assert scrape.status_code == 200
+            seen = requests_by_worker(scrape.text, "create")
+            if set(seen) == workers and sum(seen.values()) == 40:
+                break
+            time.sleep(0.5)
+        # Whichever worker answered, every worker's creates are there, each under its pid.
+        assert set(seen) == workers and sum(seen.values()) == 40, seen
+        assert all(v > 0 for v in seen.values())
+    finally:
+        server.stop()
+    assert not Path(shared).exists()  # the parent's directory goes with it
 
 
 def test_sigterm_lets_a_request_in_flight_finish_before_the_server_exits(url: str) -> None:

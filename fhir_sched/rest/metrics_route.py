@@ -17,19 +17,26 @@ import asyncio
 import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..metrics import CONTENT_TYPE, HOLDS_PENDING, render
+from ..metrics_share import gather
 
 COUNT_SECONDS = 2.0
 
 
-def metrics_route(token: str | None, pending_holds: Callable[[], Awaitable[int]]) -> Route:
-    """``token``: the bearer token scrapes must carry, or None when the endpoint is open."""
+def metrics_route(token: str | None, pending_holds: Callable[[], Awaitable[int]],
+                  shared: Path | None = None) -> Route:
+    """``token``: the bearer token scrapes must carry, or None when the endpoint is open;
+    ``shared``: the directory ``--workers`` processes leave their metrics in (all of them
+    answer, labelled by worker), or None for this process alone."""
     expected = f"Bearer {token}".encode() if token else None
+    produce: Callable[[], bytes] = render if shared is None else partial(gather, shared)
 
     async def metrics(request: Request) -> Response:
         if token is not None:
@@ -41,7 +48,7 @@ def metrics_route(token: str | None, pending_holds: Callable[[], Awaitable[int]]
                     "www-authenticate": 'Bearer realm="metrics"', "cache-control": "no-store"})
         with contextlib.suppress(Exception):  # a slow or absent store: keep the last value
             HOLDS_PENDING.set(await asyncio.wait_for(pending_holds(), COUNT_SECONDS))
-        body = await asyncio.to_thread(render)  # the collectors read /proc: off the loop
+        body = await asyncio.to_thread(produce)  # the collectors read /proc: off the loop
         return Response(body, headers={"content-type": CONTENT_TYPE,
                                        "cache-control": "no-store"})
 

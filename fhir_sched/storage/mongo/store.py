@@ -417,18 +417,21 @@ class MongoStore:
         """Give the unit's changes their feed positions and set them on its records.
 
         The unit has committed, so nothing here may fail the caller: if the database goes away
-        now, the records keep ``seq`` 0 and the next feed read numbers the changes."""
+        now, the records keep ``seq`` 0 and the next feed read numbers the changes. Nor may
+        it hold the caller up in an outage: once a pass has found the database gone, writers
+        queued behind it leave the numbering to the readers."""
         if not written:
             return
+        committed = time.monotonic()
         mine = {cid for cid, _ in written}
         self._waiting |= mine
         try:
             async with self._numbering:
                 while not mine <= self._numbered.keys():
-                    if not await self._number_pass():
-                        break  # nothing left waiting: another process numbered ours
+                    if self._outage_at >= committed or not await self._number_pass():
+                        break  # an outage, or nothing left waiting: another process's pass
             missing = [cid for cid in mine if cid not in self._numbered]
-            if missing:
+            if missing and self._outage_at < committed:
                 async for d in self.changes.find({"_id": {"$in": missing}}, {"seq": 1}):
                     if d.get("seq"):
                         self._numbered[d["_id"]] = d["seq"]
@@ -471,6 +474,9 @@ class MongoStore:
                     await _commit(session)
                 except PyMongoError as exc:
                     await _abort_quietly(session)
+                    if isinstance(exc, ConnectionFailure):
+                        self._outage_at = time.monotonic()
+                        raise
                     if exc.has_error_label("UnknownTransactionCommitResult"):
                         return 0  # either way, the next pass finds what is still unnumbered
                     if not exc.has_error_label("TransientTransactionError") or (
