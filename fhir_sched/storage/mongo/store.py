@@ -491,21 +491,20 @@ class MongoStore:
                 return len(numbers)
 
     async def _number_in(self, session: AsyncClientSession) -> dict[int, int]:
-        head = await self.counters.find_one_and_update(
-            {"_id": "seq"}, {"$inc": {"w": 1}}, upsert=True,
-            return_document=ReturnDocument.AFTER, session=session)
-        n = int(head.get("n", 0)) if head else 0
+        """Four round trips: what waits, the counter moved past it (the write that makes a
+        concurrent pass conflict), the numbers, the commit."""
         docs = await self.changes.find(
             {"seq": None}, {"_id": 1, "type": 1, "id": 1, "version": 1},
             session=session).sort("_id", 1).limit(NUMBER_BATCH).to_list()
         if not docs:
             return {}
-        numbers = _numbering(docs, n)
+        head = await self.counters.find_one_and_update(
+            {"_id": "seq"}, {"$inc": {"n": len(docs), "w": 1}}, upsert=True,
+            return_document=ReturnDocument.BEFORE, session=session)
+        numbers = _numbering(docs, int(head.get("n", 0)) if head else 0)
         await self.changes.bulk_write(
             [pymongo.UpdateOne({"_id": cid}, {"$set": {"seq": seq}})
              for cid, seq in numbers.items()], ordered=False, session=session)
-        await self.counters.update_one({"_id": "seq"}, {"$set": {"n": n + len(numbers)}},
-                                       session=session)
         return numbers
 
     # -- reads -------------------------------------------------------------------------------
