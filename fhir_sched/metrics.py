@@ -131,6 +131,10 @@ BOOKING_REFUSALS = Counter(
     "fhir_sched_booking_conflicts",
     "Bookings the guard refused (or, from a calendar of record, recorded with a flag), by rule",
     ("rule", "outcome"), registry=REGISTRY)
+STORE_RETRIES = Counter(
+    "fhir_sched_store_unit_retries",
+    "Units of work run again after losing a race (a write conflict) to another unit",
+    ("store",), registry=REGISTRY)
 HOLDS_EXPIRED = Counter(
     "fhir_sched_holds_expired", "Expired holds the sweeper cancelled", registry=REGISTRY)
 HOLDS_PENDING = Gauge(

@@ -236,7 +236,11 @@ class ResourceService:
         method = "POST" if old is None else "PUT"
         rec = Record(type_, id_, version, updated, False, orjson.dumps(body), method,
                      origin=origin_of(ctx))
-        await unit.write(rec, extract(type_, body), current)
+        # Index extraction walks every element: for a body at the size limit, tens of
+        # milliseconds, kept off the loop as its validation is (prepare_off_loop).
+        index = (await asyncio.to_thread(extract, type_, body)
+                 if len(rec.body or b"") > BIG_BODY_BYTES else extract(type_, body))
+        await unit.write(rec, index, current)
         if self.audit is not None:
             patient = patient_of(type_, body)
             action = "create" if old is None else "update"

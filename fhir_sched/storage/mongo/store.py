@@ -32,6 +32,10 @@ reads count as a write:
   so two units deciding on the same search are serialised (no phantom: one creates, the other
   finds it).
 
+A unit that loses such a race runs again holding a turn (``turns.Turns``) on every document its
+lost attempt touched, so many units of one process racing for one Slot take turns rather than
+colliding until their retry budget is spent; the database still settles races between processes.
+
 The feed needs an order no single transaction can give without serialising every writer, so
 numbering comes after the commit: a short transaction takes committed changes that have no
 ``seq`` yet (in ``_id`` order, each resource's versions in version order), numbers them after
@@ -56,7 +60,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -80,7 +84,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from ...logsafe import describe
-from ...metrics import timed_store
+from ...metrics import STORE_RETRIES, timed_store
 from ...query import IndexEntry, Page, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
 from ..errors import QueryTimedOut, StoreUnavailable, VersionConflict
@@ -95,6 +99,7 @@ from .query import (
     resource_key,
     sort_columns,
 )
+from .turns import Turns
 
 T = TypeVar("T")
 Doc = dict[str, Any]
@@ -239,6 +244,7 @@ class MongoStore:
         # When a unit last found the database unreachable: units started before that give up
         # at once instead of each waiting out its own server-selection timeout.
         self._outage_at = 0.0
+        self._turns = Turns()
         # One numbering pass at a time in this process; writers waiting behind it usually find
         # their changes numbered by it. ``_waiting`` holds the change ids they wait for and
         # ``_numbered`` what passes gave those ids, until each writer takes its own.
@@ -363,14 +369,18 @@ class MongoStore:
         started = time.monotonic()
         attempt = 0
         broken_connections = 0
-        async with _available(), self._client.start_session() as session:
+        contended: set[str] = set()
+        retried = STORE_RETRIES.labels("mongodb")
+        async with (_available(), self._client.start_session() as session,
+                    AsyncExitStack() as stack):
             while True:
                 attempt += 1
                 if self._outage_at > started:
                     raise StoreUnavailable("MongoDB was unreachable for a unit running beside "
                                            "this one")
+                unit = MongoUnit(self, session)
                 try:
-                    result, unit = await self._attempt(session, fn)
+                    result = await self._attempt(session, unit, fn)
                 except (PyMongoError, _Retry) as exc:
                     if isinstance(exc, ConnectionFailure):
                         # A dead database fails server selection after its timeout: answer
@@ -388,17 +398,21 @@ class MongoStore:
                     if time.monotonic() - started > CONTENTION_SECONDS:
                         raise StoreUnavailable(
                             f"gave up after {attempt} attempts lost write conflicts") from exc
+                    retried.inc()
+                    await stack.aclose()  # turns are given back while this unit waits
                     await asyncio.sleep(random.uniform(
                         0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 10))))
+                    contended |= unit.touched
+                    await self._turns.take(contended, stack)
                     continue
+                await stack.aclose()
                 await self._number_after_commit(unit.written)
                 return result
 
-    async def _attempt(self, session: AsyncClientSession,
-                       fn: Callable[[MongoUnit], Awaitable[T]]) -> tuple[T, MongoUnit]:
+    async def _attempt(self, session: AsyncClientSession, unit: MongoUnit,
+                       fn: Callable[[MongoUnit], Awaitable[T]]) -> T:
         await session.start_transaction(read_concern=_TXN_READ, write_concern=_TXN_WRITE)
         try:
-            unit = MongoUnit(self, session)
             result = await fn(unit)
         except BaseException:
             await _abort_quietly(session)
@@ -410,7 +424,7 @@ class MongoStore:
                 # It may have committed: running the unit again could apply it twice.
                 raise StoreUnavailable(f"outcome of the commit is unknown: {exc}") from exc
             raise  # definitely not committed: the caller's retry rules apply
-        return result, unit
+        return result
 
     # -- feed numbering ----------------------------------------------------------------------
     async def _number_after_commit(self, written: list[tuple[int, Record]]) -> None:
@@ -792,12 +806,16 @@ class MongoUnit:
         self._next_cid = _change_ids()
         # (change id, record) of each change written, for the numbering after the commit.
         self.written: list[tuple[int, Record]] = []
+        # Documents read for update or written: a retry after a conflict takes turns on them.
+        self.touched: set[str] = set()
 
     async def get(self, type_: str, id_: str) -> Record | None:
         """Read for update: the touch makes a concurrent writer of this resource, or another
         unit deciding on it, conflict with this one (see the module docstring)."""
+        key = resource_key(type_, id_)
+        self.touched.add(key)
         doc = await self._store.resources.find_one_and_update(
-            {"_id": resource_key(type_, id_)}, {"$inc": {"_t": 1}}, {"idx": 0},
+            {"_id": key}, {"$inc": {"_t": 1}}, {"idx": 0},
             session=self._s)
         return None if doc is None else _current_record(doc)
 
@@ -817,8 +835,10 @@ class MongoUnit:
         return [d["id"] for d in await cursor.to_list()]
 
     async def _lock(self, kind: str, key: object) -> None:
+        lock_id = _lock_id(kind, key)
+        self.touched.add(lock_id)
         await self._store.locks.update_one(
-            {"_id": _lock_id(kind, key)}, {"$set": {"at": datetime.now(UTC)}}, upsert=True,
+            {"_id": lock_id}, {"$set": {"at": datetime.now(UTC)}}, upsert=True,
             session=self._s)
 
     async def write(
@@ -826,6 +846,7 @@ class MongoUnit:
     ) -> None:
         res = self._store.resources
         key = resource_key(record.type, record.id)
+        self.touched.add(key)
         cur = await res.find_one({"_id": key}, {"version": 1}, session=self._s)
         current = int(cur["version"]) if cur else 0
         _check_version(record, current, expect_version)
@@ -846,6 +867,7 @@ class MongoUnit:
         trip per collection instead of three per write); anything else goes through ``write``
         at its place in the order, after the creates queued before it."""
         keys = [resource_key(r.type, r.id) for r, _, _ in writes]
+        self.touched.update(keys)
         found = await self._store.resources.find(
             {"_id": {"$in": keys}}, {"_id": 1}, session=self._s).to_list()
         existing = {d["_id"] for d in found}
@@ -889,6 +911,7 @@ class MongoUnit:
         """Insert, or take over a claim that is ours already or has expired by ``now``."""
         claims = self._store.claims
         fields = {"owner_type": owner_type, "owner_id": owner_id, "expires": expires}
+        self.touched.add("claim " + key)
         doc = await claims.find_one({"_id": key}, session=self._s)
         if doc is None:
             await claims.insert_one({"_id": key, **fields}, session=self._s)
@@ -925,6 +948,7 @@ class MongoUnit:
         return None if doc is None else inbox.from_doc(doc)
 
     async def inbound_put(self, entry: InboundEntry) -> None:
+        self.touched.add("inbox " + entry.key)
         await self._store.hl7v2_inbox.replace_one({"_id": entry.key}, inbox.to_doc(entry),
                                                   upsert=True, session=self._s)
 
@@ -933,10 +957,12 @@ class MongoUnit:
         return None if doc is None else str(doc["v"])
 
     async def mark_put(self, key: str, value: str) -> None:
+        self.touched.add("mark " + key)
         await self._store.marks.update_one({"_id": key}, {"$set": {"v": value}}, upsert=True,
                                            session=self._s)
 
     async def mark_delete(self, key: str) -> bool:
+        self.touched.add("mark " + key)
         done = await self._store.marks.delete_one({"_id": key}, session=self._s)
         return done.deleted_count > 0
 
@@ -959,6 +985,7 @@ class MongoUnit:
                                   session=self._s)
 
     async def outbox_set(self, entry: OutboundEntry) -> None:
+        self.touched.add("outbox " + entry.id)
         await self._store.hl7v2_outbox.update_one({"_id": entry.id}, {"$set": {
             "status": entry.status, "attempts": entry.attempts, "next_at": entry.next_at,
             "error": entry.error, "ack": entry.ack}}, session=self._s)
