@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -128,6 +129,11 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         # moving it out of the collector's reach keeps full collections short (they showed as
         # ~40 ms stalls at the 99th percentile of reads).
         gc.freeze()
+        # The loop gives up the interpreter on every socket call and must win it back from
+        # any thread computing meanwhile; at Python's 5 ms switch interval that wait, paid per
+        # call, was most of the loop lag under a hostile load (bench/stall_bench.py).
+        if settings.thread_switch_us > 0:
+            sys.setswitchinterval(settings.thread_switch_us / 1_000_000)
         tasks = core.start_jobs()
         serving["ready"] = True
         try:

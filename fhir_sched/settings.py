@@ -73,6 +73,10 @@ class Settings:
     # Where --workers processes leave their metrics for the one a scrape reaches (serve makes
     # a temporary directory when unset; see metrics_share).
     metrics_dir: str = ""
+    # How long a thread computing in Python (validation of a large body, a $find, SQLite row
+    # building) may keep the interpreter before the event loop gets it back, in microseconds:
+    # Python's 5 ms default let two such threads hold the loop ~100 ms at the 99th percentile.
+    thread_switch_us: int = 1000
     # HL7 v2: the MLLP listener (0: none), on ``host``; TLS when a certificate is given.
     mllp_port: int = 0
     mllp_tls_cert: str = ""
