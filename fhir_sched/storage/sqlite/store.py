@@ -45,6 +45,11 @@ def path_from_url(url: str) -> str:
 # Virtual-machine steps between deadline checks: ~1 ms of work, so the check costs nothing.
 _PROGRESS_STEPS = 20_000
 
+# The WAL is rewound once it holds this many bytes of pages (Checkpointer.restart_bytes) and
+# its file is trimmed back to this size then.
+WAL_KEEP_BYTES = 64 * 1024 * 1024
+
+
 class SqliteStore:
     name = "sqlite"
 
@@ -72,6 +77,8 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=30000")
         # Checkpoints run on their own thread (Checkpointer), never inside a commit.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        # When the log is rewound (see Checkpointer), its file is cut back to this size.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP_BYTES}")
         conn.execute("PRAGMA cache_size=-65536")
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
@@ -87,7 +94,7 @@ class SqliteStore:
 
         self._wconn = await self._in_writer(init)
         if self.path != ":memory:":
-            self._checkpointer = Checkpointer(self._connect)
+            self._checkpointer = Checkpointer(self._connect, WAL_KEEP_BYTES)
             self._checkpointer.start()
 
     async def close(self) -> None:
@@ -156,6 +163,8 @@ class SqliteStore:
         assert conn is not None
         if self._wloop is None:
             self._wloop = asyncio.new_event_loop()
+        if self._checkpointer is not None and self._checkpointer.rewind_wanted:
+            self._checkpointer.rewind(conn)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:  # locked by another process past busy_timeout
