@@ -20,6 +20,7 @@ class FhirError(Exception):
         severity: str = "error",
         headers: dict[str, str] | None = None,
         issues: list[dict[str, Any]] | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(diagnostics)
         self.status = status
@@ -29,6 +30,7 @@ class FhirError(Exception):
         self.severity = severity
         self.headers = headers or {}
         self.extra_issues = issues or []
+        self.details = details  # a CodeableConcept naming the rule (issue.details)
 
     def outcome(self) -> dict[str, Any]:
         issue: dict[str, Any] = {
@@ -36,6 +38,8 @@ class FhirError(Exception):
             "code": self.code,
             "diagnostics": self.diagnostics,
         }
+        if self.details:
+            issue["details"] = self.details
         if self.expression:
             issue["expression"] = self.expression
         return {"resourceType": "OperationOutcome", "issue": [issue, *self.extra_issues]}

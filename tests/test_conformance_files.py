@@ -30,3 +30,10 @@ def test_every_extension_url_in_the_code_has_a_structure_definition() -> None:
             used.add("https://fhir-sched.org/fhir/StructureDefinition/" + base_name)
     assert used, "the scan found no extension URLs at all"
     assert used - defined == set()
+
+
+def test_the_booking_rule_code_system_file_is_the_rules_table() -> None:
+    from fhir_sched.scheduling.booking_rules import code_system
+
+    stored = orjson.loads((ROOT / "conformance" / "CodeSystem-booking-rule.json").read_bytes())
+    assert stored == code_system()

@@ -25,10 +25,11 @@ from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
 from . import claims, participants
 from .admission import Breach, availability_breach, in_past
+from .booking_rules import age_breaches, caller_breaches, clinic_zone, timing_breaches
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
-from .visit_types import VisitTypeError, codings, parse_visit_types
+from .visit_types import VisitType, VisitTypeError, codings, parse_visit_types
 
 
 def resource_actors(appointment: dict[str, Any]) -> list[str]:
@@ -71,26 +72,28 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         await unit.release("Appointment", ev.id)
     new = ev.new
     if new is not None and new.get("status") in TAKING and new.get("start") and new.get("end"):
+        booked = await booked_visit_type(unit, new)
         if ev.ctx.of_record:
             _within_length(new, ev.config.max_recorded, "FHIR_SCHED_MAX_RECORDED_APPOINTMENT_HOURS")
+        elif booked is not None and booked[0].longest is not None:
+            _within_length(new, booked[0].longest,
+                           f"the longest a {booked[0].code} visit may last")
         else:
-            typed = await visit_type_longest(unit, new)
-            if typed is not None:
-                _within_length(new, typed[1], f"the longest a {typed[0]} visit may last")
-            else:
-                _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
+            _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
+        broken = await _visit_rules(unit, ev, new, booked)
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
-        if ev.ctx.of_record:
-            ev.new = flag(new, breaches)
+        if ev.ctx.of_record or broken:
+            ev.new = flag(new, broken + breaches)
     return await _follow_slots(unit, ev)
 
 
-async def visit_type_longest(unit: Unit, appt: dict[str, Any]) -> tuple[str, timedelta] | None:
-    """The longest a booking of the appointment's visit type may last, when it names one
-    (appointmentType or serviceType) that a HealthcareService among its participants offers
-    with a maxMinutesDuration: (the visit type's code, the length)."""
+async def booked_visit_type(unit: Unit, appt: dict[str, Any]
+                            ) -> tuple[VisitType, dict[str, Any]] | None:
+    """The visit type an appointment books, when it names one (appointmentType or
+    serviceType) that a HealthcareService among its participants offers: (the visit type,
+    that service)."""
     wanted = codings(appt.get("appointmentType"))
     for concept in appt.get("serviceType") or []:
         wanted += codings(concept)
@@ -102,16 +105,58 @@ async def visit_type_longest(unit: Unit, appt: dict[str, Any]) -> tuple[str, tim
         rec = await unit.get("HealthcareService", ref.split("/", 1)[1])
         if rec is None or rec.deleted or rec.body is None:
             continue
+        service = orjson.loads(rec.body)
         try:
-            offered = parse_visit_types(orjson.loads(rec.body))
+            offered = parse_visit_types(service)
         except VisitTypeError:  # stored before a rule change: not this rule's to refuse
             continue
         for vt in offered:
-            if vt.longest is not None and any(
-                    code == vt.code and (system is None or vt.system is None
-                                         or system == vt.system) for system, code in wanted):
-                return vt.code, vt.longest
+            if any(code == vt.code and (system is None or vt.system is None
+                                        or system == vt.system) for system, code in wanted):
+                return vt, service
     return None
+
+
+def newly_takes_time(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """A new booking, a moved one, or one that starts taking time again (a cancelled one
+    rebooked); a hold becoming booked keeps the time the hold was admitted for."""
+    return (old is None or old.get("status") not in TAKING
+            or old.get("start") != new["start"] or old.get("end") != new["end"])
+
+
+async def _visit_rules(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                       booked: tuple[VisitType, dict[str, Any]] | None) -> list[Breach]:
+    """The booked visit type's own rules (``booking_rules``), for time newly taken: the first
+    breach is refused with its rule's code, unless the caller is a calendar of record or
+    staff using the front-desk override, who book anyway with every breach flagged."""
+    if booked is None or not booked[0].rules.any or not newly_takes_time(ev.old, appt):
+        return []
+    vt, service = booked
+    rules, name = vt.rules, vt.display or vt.code
+    start, zone = parse_instant(appt["start"]), clinic_zone(service)
+    found = timing_breaches(rules, name, start, datetime.now(UTC), zone)
+    found += caller_breaches(rules, name, ev.ctx.patient is not None)
+    if rules.needs_patient:
+        patient = None
+        for ref in patient_actors(appt)[:1]:
+            rec = await unit.get("Patient", ref.split("/", 1)[1])
+            if rec is not None and rec.body is not None and not rec.deleted:
+                patient = orjson.loads(rec.body)
+        found += age_breaches(rules, name, patient, start, zone)
+    if not found:
+        return []
+    if ev.ctx.of_record or (ev.ctx.may_overbook and overbook_requested(appt)):
+        for b in found:
+            BOOKING_REFUSALS.labels(b.code, "recorded").inc()
+        return [Breach(b.code, b.message) for b in found]
+    BOOKING_REFUSALS.labels(found[0].code, "refused").inc()
+    first, *others = found
+    raise FhirError(422, "business-rule", first.message, expression=[first.expression],
+                    details={"coding": [first.coding()], "text": first.message},
+                    issues=[{"severity": "error", "code": "business-rule",
+                             "diagnostics": b.message, "expression": [b.expression],
+                             "details": {"coding": [b.coding()], "text": b.message}}
+                            for b in others])
 
 
 def _within_length(appt: dict[str, Any], longest: timedelta, setting: str) -> None:
@@ -148,8 +193,7 @@ async def _admit(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     theirs."""
     start, end = parse_instant(appt["start"]), parse_instant(appt["end"])
     old = ev.old
-    moved = (old is None or old.get("status") not in TAKING or old.get("start") != appt["start"]
-             or old.get("end") != appt["end"])
+    moved = newly_takes_time(old, appt)
     actors = resource_actors(appt)
     if not moved:
         before = set(resource_actors(old or {}))

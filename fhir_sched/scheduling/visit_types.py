@@ -8,9 +8,11 @@ path), and leniently on read (``codings``), since stored data predates any rule 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from .booking_rules import SETTINGS as RULE_SETTINGS
+from .booking_rules import RuleError, Rules, parse_rules
 from .templates import EXTENSION_BASE, group_sub_extensions
 
 RESOURCE_KIND_URL = EXTENSION_BASE + "resource-kind"
@@ -74,6 +76,8 @@ class VisitType:
     # server's FHIR_SCHED_MAX_APPOINTMENT_HOURS: a sleep study or an infusion day may need
     # more, a 15-minute consult far less. None: the server's cap.
     longest: timedelta | None = None
+    # Who may book it, how far ahead, for whom (booking_rules): none by default.
+    rules: Rules = field(default_factory=Rules)
 
     def matches_token(self, token: str) -> bool:
         """Match `$find`'s visit-type with FHIR token rules: code, system|code, |code, system|."""
@@ -138,7 +142,7 @@ def _parse_need(element: Mapping[str, object], path: str) -> Need:
 
 def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
     groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "maxMinutesDuration",
-                                              "need"}, {"need"}, VisitTypeError)
+                                              "need", *RULE_SETTINGS}, {"need"}, VisitTypeError)
     if "code" not in groups:
         raise VisitTypeError(path, "code is required")
     sub_path, sub = groups["code"][0]
@@ -172,6 +176,10 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
         longest = timedelta(minutes=most)
 
     needs = tuple(_parse_need(sub, sub_path) for sub_path, sub in groups.get("need", []))
+    try:
+        rules = parse_rules(groups)
+    except RuleError as exc:
+        raise VisitTypeError(exc.path, exc.message) from exc
     return VisitType(
         system=system if isinstance(system, str) else None,
         code=coding["code"],
@@ -179,6 +187,7 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
         duration=timedelta(minutes=minutes),
         needs=needs,
         longest=longest,
+        rules=rules,
     )
 
 

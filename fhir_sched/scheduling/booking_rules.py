@@ -1,0 +1,240 @@
+"""Booking rules a visit type declares: the front desk's checks, made by the server.
+
+A visit type (``visit_types``) may carry rules beside its length and needs. Each rule is a row
+of ``RULES``: its code in the ``booking-rule`` CodeSystem (``conformance/``), the sub-extension
+that sets it, and what it asks. The guard asks ``breaches`` about every write that newly takes
+time (a new booking, a moved one), whatever the door, and refuses the first breach with that
+code; a calendar of record, or staff with the front-desk override, books anyway and the
+breaches are flagged on the Appointment.
+
+Times are judged in the clinic's zone: the HealthcareService's ``timezone`` extension (the
+core one, an IANA code), else UTC. "Now" is the write's own clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+RULE_SYSTEM = "https://fhir-sched.org/fhir/CodeSystem/booking-rule"
+TIMEZONE_URL = "http://hl7.org/fhir/StructureDefinition/timezone"
+MAX_ADVANCE_DAYS = 3660  # ten years: past it a "rule" is a typo
+MAX_AGE_YEARS = 150
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    code: str
+    setting: str  # the visit-type sub-extension that turns it on
+    value_type: str  # its value[x] type
+    display: str
+    definition: str
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("min-notice", "minNoticeMinutes", "unsignedInt", "Minimum notice",
+         "The visit must start at least this many minutes after the booking is made."),
+    Rule("max-advance", "maxAdvanceDays", "positiveInt", "Maximum advance booking",
+         "The visit must start at most this many days after the booking is made."),
+    Rule("same-day-cutoff", "sameDayCutoff", "time", "Same-day cut-off",
+         "A visit on the day the booking is made must be booked before this time of day, "
+         "in the clinic's time zone."),
+    Rule("staff-only", "selfBooking", "boolean", "Staff only",
+         "When false, a patient (a caller confined to a patient compartment) may not book "
+         "this visit type; staff and systems may."),
+    Rule("min-age", "minAgeYears", "unsignedInt", "Minimum age",
+         "The patient must be at least this many whole years old on the day of the visit."),
+    Rule("max-age", "maxAgeYears", "unsignedInt", "Maximum age",
+         "The patient must be at most this many whole years old on the day of the visit."),
+    Rule("age-unknown", "minAgeYears", "unsignedInt", "Age unknown",
+         "An age rule applies and the patient's birth date is not known."),
+)
+SETTINGS = frozenset(r.setting for r in RULES)
+_BY_CODE = {r.code: r for r in RULES}
+
+
+class RuleError(ValueError):
+    """An unusable rule setting on a visit type; ``path`` points at it."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    min_notice: timedelta | None = None
+    max_advance: timedelta | None = None
+    same_day_cutoff: time | None = None
+    self_booking: bool = True
+    min_age: int | None = None
+    max_age: int | None = None
+
+    @property
+    def needs_patient(self) -> bool:
+        return self.min_age is not None or self.max_age is not None
+
+    @property
+    def any(self) -> bool:
+        return self != Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Breach:
+    """One rule a booking breaks: its code, words for the front desk, the element to fix."""
+
+    code: str
+    message: str
+    expression: str = "Appointment.start"
+
+    def coding(self) -> dict[str, str]:
+        return {"system": RULE_SYSTEM, "code": self.code, "display": _BY_CODE[self.code].display}
+
+
+def _count(path: str, sub: Mapping[str, Any], key: str, least: int, most: int) -> int:
+    value = sub.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= most:
+        raise RuleError(f"{path}.{key}", f"must be an integer from {least} to {most}, "
+                        f"got {value!r}")
+    return value
+
+
+def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Rules:
+    """Rules from a visit type's sub-extensions (grouped by url, each with its path)."""
+    found: dict[str, Any] = {}
+    if "minNoticeMinutes" in groups:
+        path, sub = groups["minNoticeMinutes"][0]
+        found["min_notice"] = timedelta(minutes=_count(path, sub, "valueUnsignedInt", 0,
+                                                       MAX_ADVANCE_DAYS * 1440))
+    if "maxAdvanceDays" in groups:
+        path, sub = groups["maxAdvanceDays"][0]
+        found["max_advance"] = timedelta(days=_count(path, sub, "valuePositiveInt", 1,
+                                                     MAX_ADVANCE_DAYS))
+    if "sameDayCutoff" in groups:
+        path, sub = groups["sameDayCutoff"][0]
+        raw = sub.get("valueTime")
+        try:
+            found["same_day_cutoff"] = time.fromisoformat(raw) if isinstance(raw, str) else None
+        except ValueError:
+            found["same_day_cutoff"] = None
+        if found["same_day_cutoff"] is None:
+            raise RuleError(f"{path}.valueTime", f"must be a time of day hh:mm:ss, got {raw!r}")
+    if "selfBooking" in groups:
+        path, sub = groups["selfBooking"][0]
+        if not isinstance(sub.get("valueBoolean"), bool):
+            raise RuleError(f"{path}.valueBoolean", "must be true or false")
+        found["self_booking"] = sub["valueBoolean"]
+    for key, field in (("minAgeYears", "min_age"), ("maxAgeYears", "max_age")):
+        if key in groups:
+            path, sub = groups[key][0]
+            found[field] = _count(path, sub, "valueUnsignedInt", 0, MAX_AGE_YEARS)
+    rules = Rules(**found)
+    if (rules.min_notice is not None and rules.max_advance is not None
+            and rules.min_notice > rules.max_advance):
+        path, _ = groups["minNoticeMinutes"][0]
+        raise RuleError(path, "minimum notice is longer than the maximum advance booking")
+    if rules.min_age is not None and rules.max_age is not None and rules.min_age > rules.max_age:
+        path, _ = groups["minAgeYears"][0]
+        raise RuleError(path, "minAgeYears is above maxAgeYears")
+    return rules
+
+
+def clinic_zone(service: Mapping[str, Any] | None) -> ZoneInfo:
+    for ext in (service or {}).get("extension") or []:
+        if isinstance(ext, Mapping) and ext.get("url") == TIMEZONE_URL:
+            try:
+                return ZoneInfo(str(ext.get("valueCode")))
+            except (ZoneInfoNotFoundError, ValueError):
+                break
+    return ZoneInfo("UTC")
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes % 1440 == 0 and minutes:
+        return f"{minutes // 1440} day(s)"
+    if minutes % 60 == 0 and minutes:
+        return f"{minutes // 60} hour(s)"
+    return f"{minutes} minute(s)"
+
+
+def timing_breaches(rules: Rules, visit: str, start: datetime, now: datetime,
+                    zone: ZoneInfo) -> list[Breach]:
+    out = []
+    if rules.min_notice is not None and start - now < rules.min_notice:
+        out.append(Breach("min-notice", f"a {visit} visit must be booked at least "
+                          f"{_minutes(rules.min_notice)} ahead"))
+    if rules.max_advance is not None and start - now > rules.max_advance:
+        out.append(Breach("max-advance", f"a {visit} visit may be booked at most "
+                          f"{_minutes(rules.max_advance)} ahead"))
+    if rules.same_day_cutoff is not None:
+        local_now = now.astimezone(zone)
+        if (start.astimezone(zone).date() == local_now.date()
+                and local_now.time() >= rules.same_day_cutoff):
+            out.append(Breach("same-day-cutoff", f"same-day {visit} visits must be booked "
+                              f"before {rules.same_day_cutoff.isoformat('minutes')} "
+                              f"({zone.key})"))
+    return out
+
+
+def caller_breaches(rules: Rules, visit: str, patient_caller: bool) -> list[Breach]:
+    if patient_caller and not rules.self_booking:
+        return [Breach("staff-only", f"a {visit} visit is booked by the clinic's staff; "
+                       "please call the clinic", "Appointment.appointmentType")]
+    return []
+
+
+def age_on(birth: date, day: date) -> int:
+    years = day.year - birth.year
+    return years - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def _birth(raw: object) -> date | None:
+    """A FHIR date of any precision, read as its earliest day (a year alone: 1 January)."""
+    if not isinstance(raw, str):
+        return None
+    parts = raw.split("-")
+    try:
+        return date(int(parts[0]), int(parts[1]) if len(parts) > 1 else 1,
+                    int(parts[2]) if len(parts) > 2 else 1)
+    except ValueError:
+        return None
+
+
+def age_breaches(rules: Rules, visit: str, patient: Mapping[str, Any] | None, start: datetime,
+                 zone: ZoneInfo) -> list[Breach]:
+    if not rules.needs_patient:
+        return []
+    birth = _birth((patient or {}).get("birthDate"))
+    if birth is None:
+        return [Breach("age-unknown", f"a {visit} visit has an age rule and the patient's "
+                       "birth date is not known", "Appointment.participant")]
+    age = age_on(birth, start.astimezone(zone).date())
+    if rules.min_age is not None and age < rules.min_age:
+        return [Breach("min-age", f"a {visit} visit is for patients aged {rules.min_age} and "
+                       f"over; this patient will be {age}", "Appointment.participant")]
+    if rules.max_age is not None and age > rules.max_age:
+        return [Breach("max-age", f"a {visit} visit is for patients aged up to "
+                       f"{rules.max_age}; this patient will be {age}",
+                       "Appointment.participant")]
+    return []
+
+
+def code_system() -> dict[str, Any]:
+    """The CodeSystem of these codes, as ``conformance/CodeSystem-booking-rule.json`` holds
+    it (a test keeps the file and this table the same)."""
+    return {
+        "resourceType": "CodeSystem", "id": "booking-rule", "url": RULE_SYSTEM,
+        "version": "0.1.0", "name": "BookingRule", "title": "Booking rules",
+        "status": "active", "experimental": False, "publisher": "fhir-sched",
+        "description": "Why a booking was refused or flagged: the visit-type rule it breaks. "
+                       "Carried in OperationOutcome.issue.details and in booking-flag "
+                       "extensions.",
+        "caseSensitive": True, "content": "complete", "count": len(RULES),
+        "concept": [{"code": r.code, "display": r.display, "definition": r.definition}
+                    for r in RULES],
+    }

@@ -1,0 +1,300 @@
+"""Visit-type booking rules (issue 14): each rule refuses on every booking door with its code
+from the booking-rule CodeSystem, passes when met, and a calendar of record or staff with the
+front-desk override books anyway with the breach flagged; against a real server process on
+both adapters, with auth on so the staff-only rule meets a real patient token."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from fhir_sched.scheduling.booking_rules import RULE_SYSTEM, TIMEZONE_URL
+from tests.support import web
+from tests.support.launch import REDIRECT, Browser, add_user, pkce
+from tests.support.scheduling import parameters, visit_type
+from tests.support.server import ServerProcess, cleanup_dir, store_url
+from tests.support.smart import BackendClient, get_token, register, register_backend
+
+SYSTEM = "https://clinic.example/visit-types"
+FLAG_URL = "https://fhir-sched.org/fhir/StructureDefinition/booking-flag"
+OVERBOOKED_URL = "https://fhir-sched.org/fhir/StructureDefinition/overbooked"
+ZONE = "Pacific/Auckland"  # far from UTC, so a rule read in UTC would be caught
+PASSWORD = "rules-password-1"
+ADMIN = BackendClient.new("rules-admin")
+DESK = BackendClient.new("rules-desk")
+_ids = itertools.count()
+
+RULED_TYPES: dict[str, list[dict[str, Any]]] = {
+    "notice": [{"url": "minNoticeMinutes", "valueUnsignedInt": 24 * 60}],
+    "advance": [{"url": "maxAdvanceDays", "valuePositiveInt": 30}],
+    "cutoff": [{"url": "sameDayCutoff", "valueTime": "00:00:00"}],  # never again today
+    "staff": [{"url": "selfBooking", "valueBoolean": False}],
+    "adults": [{"url": "minAgeYears", "valueUnsignedInt": 18}],
+    "paediatric": [{"url": "maxAgeYears", "valueUnsignedInt": 17}],
+}
+
+
+@dataclass
+class Clinic:
+    server: ServerProcess
+    admin: dict[str, str]  # system/*.cruds: staff, no override
+    desk: dict[str, str]  # the front-desk override scope
+    alice_token: dict[str, str]  # a patient's own token
+    alice: str  # born 30 years ago
+    child: str  # born 5 years ago
+    unknown: str  # no birth date
+
+    def post(self, path: str, body: Any, who: dict[str, str] | None = None) -> httpx.Response:
+        return web.post(f"{self.server.base}{path}", json=body,
+                        headers={**(who or self.admin), "content-type": "application/fhir+json"})
+
+
+def _patient_token(server: ServerProcess) -> dict[str, str]:
+    verifier, challenge = pkce()
+    b = Browser(server.base.removesuffix("/fhir"), server.base)
+    code = b.code("rules-app", "launch/patient patient/*.cruds", challenge, "alice", PASSWORD)
+    response = b.exchange("rules-app", code, verifier)
+    assert response.status_code == 200, response.text
+    return {"authorization": f"Bearer {response.json()['access_token']}"}
+
+
+@pytest.fixture(scope="module")
+def clinic(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Clinic]:
+    url = store_url(store_kind, mongo_uri, "fhir_sched_rules")
+    keys = tmp_path_factory.mktemp("rules")
+    register_backend(url, ADMIN, "system/*.cruds", keys)
+    register_backend(url, DESK, "system/*.cruds fhir-sched/overbook", keys)
+    assert register(url, "rules-app", "launch/patient patient/*.cruds", "--redirect-uri",
+                    REDIRECT, "--public").returncode == 0
+    proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart"}).start()
+    try:
+        admin = {"authorization": f"Bearer {get_token(proc.base, ADMIN, 'system/*.cruds')}"}
+        desk = {"authorization": "Bearer " + get_token(
+            proc.base, DESK, "system/*.cruds fhir-sched/overbook")}
+        today = datetime.now(UTC).date()
+
+        def make(body: dict[str, Any]) -> str:
+            r = web.post(f"{proc.base}/{body['resourceType']}", json=body, headers=admin)
+            assert r.status_code == 201, r.text
+            return f"{body['resourceType']}/{r.json()['id']}"
+
+        alice = make({"resourceType": "Patient", "birthDate": f"{today.year - 30}-01-01"})
+        child = make({"resourceType": "Patient", "birthDate": f"{today.year - 5}-01-01"})
+        unknown = make({"resourceType": "Patient", "name": [{"family": "NoBirthDate"}]})
+        service = {"resourceType": "HealthcareService", "id": "ruled",
+                   "extension": [{"url": TIMEZONE_URL, "valueCode": ZONE}] + [
+                       {**visit_type(SYSTEM, code, 30), "extension": [
+                           *visit_type(SYSTEM, code, 30)["extension"], *rules]}
+                       for code, rules in RULED_TYPES.items()]}
+        r = web.put(f"{proc.base}/HealthcareService/ruled", json=service, headers=admin)
+        assert r.status_code in (200, 201), r.text
+        add_user(url, "alice", PASSWORD, alice)
+        yield Clinic(proc, admin, desk, _patient_token(proc), alice, child, unknown)
+    finally:
+        proc.stop()
+        if url.startswith("sqlite"):
+            cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
+
+
+def _at(delta: timedelta) -> tuple[str, str]:
+    """A 30-minute visit starting ``delta`` from now, plus a half-hour step per call so no two
+    bookings of the suite meet on the service's one seat (under 20 hours for a visit less
+    than a day ahead, which the notice rows need)."""
+    start = (datetime.now(UTC) + delta).replace(second=0, microsecond=0)
+    n = next(_ids)
+    start += timedelta(minutes=30 * (n % 40 if delta < timedelta(days=1) else n))
+    start -= timedelta(minutes=start.minute % 5)
+    return start.isoformat().replace("+00:00", "Z"), (start + timedelta(minutes=30)).isoformat(
+    ).replace("+00:00", "Z")
+
+
+def appointment(code: str, patient: str, when: timedelta, status: str = "booked",
+                override: bool = False) -> dict[str, Any]:
+    start, end = _at(when)
+    out: dict[str, Any] = {
+        "resourceType": "Appointment", "status": status, "start": start, "end": end,
+        "appointmentType": {"coding": [{"system": SYSTEM, "code": code}]},
+        "participant": [
+            {"actor": {"reference": "HealthcareService/ruled"}, "status": "accepted"},
+            {"actor": {"reference": patient}, "status": "accepted"}]}
+    if override:
+        out["extension"] = [{"url": OVERBOOKED_URL, "valueBoolean": True}]
+    return out
+
+
+# The booking doors: each takes an Appointment and answers what the door answers.
+Door = Callable[[Clinic, dict[str, Any], dict[str, str] | None], httpx.Response]
+
+
+def _rest(c: Clinic, appt: dict[str, Any], who: dict[str, str] | None) -> httpx.Response:
+    return c.post("/Appointment", appt, who)
+
+
+def _hold(c: Clinic, appt: dict[str, Any], who: dict[str, str] | None) -> httpx.Response:
+    return c.post("/Appointment/$hold",
+                  parameters(("appt-resource", {**appt, "status": "proposed"})), who)
+
+
+def _book(c: Clinic, appt: dict[str, Any], who: dict[str, str] | None) -> httpx.Response:
+    return c.post("/Appointment/$book",
+                  parameters(("appt-resource", {**appt, "status": "proposed"})), who)
+
+
+def _transaction(c: Clinic, appt: dict[str, Any], who: dict[str, str] | None
+                 ) -> httpx.Response:
+    return c.post("", {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": appt, "request": {"method": "POST", "url": "Appointment"}}]}, who)
+
+
+DOORS: dict[str, Door] = {"rest": _rest, "$hold": _hold, "$book": _book,
+                          "transaction": _transaction}
+
+
+def refused_rule(r: httpx.Response) -> tuple[int, str, list[str]]:
+    """(status, the rule code in issue.details, expression) of a refusal, whatever the door
+    wraps it in (a $book Bundle's outcome entry, a transaction's OperationOutcome)."""
+    body = r.json()
+    if body.get("resourceType") == "Bundle":
+        [only] = body["entry"]
+        body = only["resource"]
+    assert body["resourceType"] == "OperationOutcome", body
+    issue = body["issue"][0]
+    [coding] = issue["details"]["coding"]
+    assert coding["system"] == RULE_SYSTEM
+    assert issue["diagnostics"].endswith(issue["details"]["text"])  # a transaction adds where
+    return r.status_code, coding["code"], issue.get("expression", [])
+
+
+def booked(r: httpx.Response) -> dict[str, Any]:
+    assert r.status_code in (200, 201), r.text
+    body = r.json()
+    if body["resourceType"] == "Bundle":
+        return next(e["resource"] for e in body["entry"]
+                    if e.get("resource", {}).get("resourceType") == "Appointment")
+    return dict(body)
+
+
+def flags(appt: dict[str, Any]) -> list[str]:
+    return [sub["valueCode"] for e in appt.get("extension", []) if e["url"] == FLAG_URL
+            for sub in e["extension"] if sub["url"] == "rule"]
+
+
+# (visit type, patient, when, rule broken or None): the rules table, each row on each door.
+ROWS = [
+    ("notice", "alice", timedelta(hours=2), "min-notice"),
+    ("notice", "alice", timedelta(days=3), None),
+    ("advance", "alice", timedelta(days=90), "max-advance"),
+    ("advance", "alice", timedelta(days=3), None),
+    ("adults", "child", timedelta(days=3), "min-age"),
+    ("adults", "alice", timedelta(days=3), None),
+    ("adults", "unknown", timedelta(days=3), "age-unknown"),
+    ("paediatric", "alice", timedelta(days=3), "max-age"),
+    ("paediatric", "child", timedelta(days=3), None),
+]
+
+
+@pytest.mark.parametrize("door", DOORS)
+@pytest.mark.parametrize(("code", "who", "when", "rule"), ROWS,
+                         ids=[f"{r[0]}-{r[1]}-{r[3] or 'ok'}" for r in ROWS])
+def test_each_rule_refuses_or_passes_on_each_booking_door(
+        clinic: Clinic, door: str, code: str, who: str, when: timedelta,
+        rule: str | None) -> None:
+    patient = getattr(clinic, who)
+    r = DOORS[door](clinic, appointment(code, patient, when), None)
+    if rule is None:
+        assert flags(booked(r)) == []
+        return
+    status, got, expression = refused_rule(r)
+    assert (status, got) == (422, rule), r.text
+    assert expression[-1] in ("Appointment.start", "Appointment.participant")
+
+
+def test_the_same_day_cut_off_is_read_in_the_clinics_zone(clinic: Clinic) -> None:
+    """Cut-off 00:00 means "not today, in Auckland": an hour from now is refused when it is
+    still today there, and tomorrow there is fine."""
+    zone = ZoneInfo(ZONE)
+    now = datetime.now(UTC)
+    soon = appointment("cutoff", clinic.alice, timedelta(hours=1))
+    start = datetime.fromisoformat(soon["start"].replace("Z", "+00:00"))
+    same_day = start.astimezone(zone).date() == now.astimezone(zone).date()
+    r = _rest(clinic, soon, None)
+    if same_day:
+        assert refused_rule(r)[:2] == (422, "same-day-cutoff")
+    else:
+        assert flags(booked(r)) == []
+    day_after = datetime.combine(now.astimezone(zone).date() + timedelta(days=2),
+                                 datetime.min.time(), zone)
+    assert flags(booked(_rest(clinic, appointment("cutoff", clinic.alice,
+                                                  day_after - now), None))) == []
+
+
+def test_a_staff_only_visit_refuses_the_patients_own_token_and_takes_staff(
+        clinic: Clinic) -> None:
+    r = _rest(clinic, appointment("staff", clinic.alice, timedelta(days=4)), clinic.alice_token)
+    status, got, expression = refused_rule(r)
+    assert (status, got, expression) == (422, "staff-only", ["Appointment.appointmentType"])
+    ok = _rest(clinic, appointment("staff", clinic.alice, timedelta(days=4)), None)
+    assert flags(booked(ok)) == []
+
+
+def test_a_patient_may_book_a_visit_that_allows_self_booking(clinic: Clinic) -> None:
+    r = _rest(clinic, appointment("notice", clinic.alice, timedelta(days=5)),
+              clinic.alice_token)
+    assert flags(booked(r)) == []
+
+
+def test_the_front_desk_override_books_anyway_with_the_breach_flagged(clinic: Clinic) -> None:
+    appt = appointment("notice", clinic.alice, timedelta(hours=1), override=True)
+    assert refused_rule(_rest(clinic, appt, None))[:2] == (422, "min-notice")  # not staff's
+    done = booked(_rest(clinic, appt, clinic.desk))
+    assert flags(done) == ["min-notice"]
+
+
+def test_every_broken_rule_is_told_not_only_the_first(clinic: Clinic) -> None:
+    r = _rest(clinic, appointment("adults", clinic.child, timedelta(days=3)), None)
+    assert refused_rule(r)[1] == "min-age"
+    appt = appointment("notice", clinic.alice, timedelta(hours=1), override=True)
+    done = booked(_rest(clinic, appt, clinic.desk))
+    assert flags(done) == ["min-notice"]
+
+
+def test_moving_a_booking_checks_the_rules_again_and_a_status_change_does_not(
+        clinic: Clinic) -> None:
+    made = booked(_rest(clinic, appointment("notice", clinic.alice, timedelta(days=3)), None))
+    base = f"{clinic.server.base}/Appointment/{made['id']}"
+    headers = {**clinic.admin, "content-type": "application/fhir+json"}
+    start, end = _at(timedelta(hours=2))
+    moved = web.put(base, json={**made, "start": start, "end": end}, headers=headers)
+    assert refused_rule(moved)[:2] == (422, "min-notice")
+    arrived = web.put(base, json={**made, "status": "arrived"}, headers=headers)
+    assert arrived.status_code == 200, arrived.text
+
+
+def test_a_rule_setting_that_makes_no_sense_is_refused_on_the_service(clinic: Clinic) -> None:
+    bad = {"resourceType": "HealthcareService", "id": "bad-rules", "extension": [
+        {**visit_type(SYSTEM, "x", 30), "extension": [
+            *visit_type(SYSTEM, "x", 30)["extension"],
+            {"url": "minAgeYears", "valueUnsignedInt": 40},
+            {"url": "maxAgeYears", "valueUnsignedInt": 20}]}]}
+    r = web.put(f"{clinic.server.base}/HealthcareService/bad-rules", json=bad,
+                headers={**clinic.admin, "content-type": "application/fhir+json"})
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["HealthcareService.extension[0].extension[2]"]
+    assert "maxAgeYears" in issue["diagnostics"]
+
+
+def test_the_rule_codes_are_served_as_a_code_system(clinic: Clinic) -> None:
+    r = web.get(f"{clinic.server.base}/CodeSystem/booking-rule", headers=clinic.admin)
+    assert r.status_code == 200, r.text
+    codes = {c["code"] for c in r.json()["concept"]}
+    assert {"min-notice", "max-advance", "same-day-cutoff", "staff-only", "min-age",
+            "max-age", "age-unknown"} <= codes
