@@ -1064,9 +1064,13 @@ def test_structure_definitions_declare_what_the_parsers_read() -> None:
         "extension:notAvailable.extension:during",
         "extension:validPeriod",
     }
+    from fhir_sched.scheduling.booking_rules import SETTINGS
+
     assert slices("visit-type") == {
         "extension:code",
         "extension:minutesDuration",
+        "extension:maxMinutesDuration",
+        *(f"extension:{setting}" for setting in SETTINGS),
         "extension:need",
         "extension:need.extension:actorType",
         "extension:need.extension:specialty",

@@ -18,7 +18,7 @@ import pytest
 from fhir_sched.scheduling.booking_rules import RULE_SYSTEM, TIMEZONE_URL
 from tests.support import web
 from tests.support.launch import REDIRECT, Browser, add_user, pkce
-from tests.support.scheduling import parameters, visit_type
+from tests.support.scheduling import hours, need, parameters, schedule, template, visit_type
 from tests.support.server import ServerProcess, cleanup_dir, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
 
@@ -38,6 +38,7 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "staff": [{"url": "selfBooking", "valueBoolean": False}],
     "adults": [{"url": "minAgeYears", "valueUnsignedInt": 18}],
     "paediatric": [{"url": "maxAgeYears", "valueUnsignedInt": 17}],
+    "specialist": [{"url": "referralRequired", "valueBoolean": True}],
 }
 
 
@@ -117,7 +118,7 @@ def _at(delta: timedelta) -> tuple[str, str]:
 
 
 def appointment(code: str, patient: str, when: timedelta, status: str = "booked",
-                override: bool = False) -> dict[str, Any]:
+                override: bool = False, based_on: str | None = None) -> dict[str, Any]:
     start, end = _at(when)
     out: dict[str, Any] = {
         "resourceType": "Appointment", "status": status, "start": start, "end": end,
@@ -127,6 +128,8 @@ def appointment(code: str, patient: str, when: timedelta, status: str = "booked"
             {"actor": {"reference": patient}, "status": "accepted"}]}
     if override:
         out["extension"] = [{"url": OVERBOOKED_URL, "valueBoolean": True}]
+    if based_on:
+        out["basedOn"] = [{"reference": based_on}]
     return out
 
 
@@ -298,3 +301,166 @@ def test_the_rule_codes_are_served_as_a_code_system(clinic: Clinic) -> None:
     codes = {c["code"] for c in r.json()["concept"]}
     assert {"min-notice", "max-advance", "same-day-cutoff", "staff-only", "min-age",
             "max-age", "age-unknown"} <= codes
+
+
+# -- referrals ------------------------------------------------------------------------------------
+
+
+def referral(c: Clinic, patient: str, *, visits: int | None = None, status: str = "active",
+             code: str = "specialist", period: tuple[str, str] | None = None) -> str:
+    body: dict[str, Any] = {
+        "resourceType": "ServiceRequest", "status": status, "intent": "order",
+        "subject": {"reference": patient},
+        "code": {"coding": [{"system": SYSTEM, "code": code}]}}
+    if visits is not None:
+        body["quantityQuantity"] = {"value": visits}
+    if period is not None:
+        body["occurrencePeriod"] = {"start": period[0], "end": period[1]}
+    r = c.post("/ServiceRequest", body)
+    assert r.status_code == 201, r.text
+    return f"ServiceRequest/{r.json()['id']}"
+
+
+def _new_patient(c: Clinic) -> str:
+    r = c.post("/Patient", {"resourceType": "Patient", "birthDate": "1980-02-02"})
+    assert r.status_code == 201, r.text
+    return f"Patient/{r.json()['id']}"
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_referral_only_visit_without_a_referral_is_refused_on_each_door(
+        clinic: Clinic, door: str) -> None:
+    r = DOORS[door](clinic, appointment("specialist", _new_patient(clinic), timedelta(days=3)),
+                    None)
+    status, got, expression = refused_rule(r)
+    assert (status, got, expression[-1]) == (422, "referral-required", "Appointment.basedOn")
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_named_referral_is_used_and_kept_on_the_booking(clinic: Clinic, door: str) -> None:
+    patient = _new_patient(clinic)
+    request = referral(clinic, patient)
+    done = booked(DOORS[door](clinic, appointment("specialist", patient, timedelta(days=3),
+                                                  based_on=request), None))
+    assert [b["reference"] for b in done["basedOn"]] == [request]
+
+
+def test_the_server_finds_the_patients_referral_when_none_is_named(clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    referral(clinic, patient, code="another-service")  # not this one
+    request = referral(clinic, patient)
+    done = booked(_rest(clinic, appointment("specialist", patient, timedelta(days=3)), None))
+    assert [b["reference"] for b in done["basedOn"]] == [request]
+
+
+@pytest.mark.parametrize(("make", "why"), [
+    (lambda c, p: referral(c, _new_patient(c)), "another patient"),
+    (lambda c, p: referral(c, p, status="completed"), "not active"),
+    (lambda c, p: referral(c, p, code="dermatology"), "another service"),
+    (lambda c, p: referral(c, p, period=("2020-01-01", "2020-12-31")), "occurrencePeriod"),
+], ids=["other-patient", "not-active", "other-service", "expired"])
+def test_a_named_referral_that_does_not_qualify_is_refused_saying_why(
+        clinic: Clinic, make: Callable[[Clinic, str], str], why: str) -> None:
+    patient = _new_patient(clinic)
+    request = make(clinic, patient)
+    r = _rest(clinic, appointment("specialist", patient, timedelta(days=3), based_on=request),
+              None)
+    status, got, _ = refused_rule(r)
+    assert (status, got) == (422, "referral-required")
+    assert request in r.text and why in r.text
+
+
+def test_each_booking_uses_a_visit_and_a_cancellation_gives_it_back(clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    request = referral(clinic, patient, visits=2)
+    first = booked(_rest(clinic, appointment("specialist", patient, timedelta(days=3)), None))
+    booked(_rest(clinic, appointment("specialist", patient, timedelta(days=4)), None))
+    third = _rest(clinic, appointment("specialist", patient, timedelta(days=5)), None)
+    status, got, _ = refused_rule(third)
+    assert (status, got) == (422, "referral-used")
+    assert "no visits left (all 2 are booked)" in third.text
+    headers = {**clinic.admin, "content-type": "application/fhir+json"}
+    cancel = web.put(f"{clinic.server.base}/Appointment/{first['id']}",
+                     json={**first, "status": "cancelled"}, headers=headers)
+    assert cancel.status_code == 200, cancel.text
+    again = booked(_rest(clinic, appointment("specialist", patient, timedelta(days=5)), None))
+    assert [b["reference"] for b in again["basedOn"]] == [request]
+
+
+def test_a_status_change_keeps_its_referral_visit(clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    referral(clinic, patient, visits=1)
+    made = booked(_rest(clinic, appointment("specialist", patient, timedelta(days=3)), None))
+    headers = {**clinic.admin, "content-type": "application/fhir+json"}
+    arrived = web.put(f"{clinic.server.base}/Appointment/{made['id']}",
+                      json={**made, "status": "arrived"}, headers=headers)
+    assert arrived.status_code == 200, arrived.text
+    other = _rest(clinic, appointment("specialist", patient, timedelta(days=6)), None)
+    assert refused_rule(other)[1] == "referral-used"  # the arrived visit still holds it
+
+
+# -- $find ----------------------------------------------------------------------------------------
+ALL_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@pytest.fixture(scope="module")
+def found_clinic(clinic: Clinic) -> str:
+    """A practitioner open around the clock every day, and a service whose visit types need
+    them: one with 48 hours' notice and at most 6 days ahead, one for staff only."""
+    headers = {**clinic.admin, "content-type": "application/fhir+json"}
+    base = clinic.server.base
+    spec = ("https://clinic.example/specialty", "ruled-find")
+    assert web.put(f"{base}/Practitioner/ruled-doc", json={
+        "resourceType": "Practitioner", "id": "ruled-doc"}, headers=headers).status_code < 300
+    sched = schedule("ruled-doc-sched", "Practitioner/ruled-doc",
+                     template("UTC", hours(ALL_WEEK, "00:00:00", "23:59:00")), specialty=spec)
+    assert web.put(f"{base}/Schedule/ruled-doc-sched", json=sched,
+                   headers=headers).status_code < 300
+    doctor = need("Practitioner", specialty=spec)
+
+    def typed(code: str, *rules: dict[str, Any]) -> dict[str, Any]:
+        vt = visit_type(SYSTEM, code, 30, doctor)
+        return {**vt, "extension": [*vt["extension"], *rules]}
+
+    service = {"resourceType": "HealthcareService", "id": "ruled-find", "extension": [
+        {"url": TIMEZONE_URL, "valueCode": ZONE},
+        typed("find-notice", {"url": "minNoticeMinutes", "valueUnsignedInt": 48 * 60},
+              {"url": "maxAdvanceDays", "valuePositiveInt": 6}),
+        typed("find-staff", {"url": "selfBooking", "valueBoolean": False})]}
+    assert web.put(f"{base}/HealthcareService/ruled-find", json=service,
+                   headers=headers).status_code < 300
+    return "ruled-find"
+
+
+def _find(c: Clinic, code: str, days: int, who: dict[str, str] | None = None
+          ) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    r = web.get(f"{c.server.base}/Appointment/$find", headers=who or c.admin, params={
+        "start": now.isoformat().replace("+00:00", "Z"),
+        "end": (now + timedelta(days=days)).isoformat().replace("+00:00", "Z"),
+        "visit-type": f"{SYSTEM}|{code}", "_count": "100"})
+    assert r.status_code == 200, r.text
+    return [e["resource"] for e in r.json().get("entry", [])
+            if e["resource"]["resourceType"] == "Appointment"]
+
+
+def test_find_offers_only_times_the_notice_and_advance_rules_allow(
+        clinic: Clinic, found_clinic: str) -> None:
+    asked = datetime.now(UTC)
+    options = _find(clinic, "find-notice", 10)
+    assert options, "an open calendar must offer something between 2 and 6 days ahead"
+    starts = [datetime.fromisoformat(o["start"]) for o in options]
+    assert min(starts) >= asked + timedelta(hours=48)
+    assert max(starts) <= datetime.now(UTC) + timedelta(days=6)
+    assert all(o["supportingInformation"] == [{"reference": f"HealthcareService/{found_clinic}"}]
+               for o in options)
+
+
+def test_a_find_proposal_books_under_its_visit_types_rules(
+        clinic: Clinic, found_clinic: str) -> None:
+    [option, *_] = _find(clinic, "find-staff", 3)
+    proposal = {**option, "participant": [*option["participant"], {
+        "actor": {"reference": clinic.alice}, "status": "accepted"}]}
+    r = _book(clinic, proposal, clinic.alice_token)
+    assert refused_rule(r)[:2] == (422, "staff-only")
+    assert booked(_book(clinic, proposal, None))["status"] == "booked"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from tests.support.scheduling import (
     hold,
     outcome,
     practitioner_calendar,
+    uid,
     utc,
 )
 from tests.support.server import ServerProcess, clients, opened_store, servers, store_url
@@ -170,3 +172,56 @@ async def test_book_hold_and_plain_post_racing_each_other_leave_one_winner(
         claims = await claims_of_actor(url, cal.ref)
         assert {k for k, _, _ in claims} == expected_keys(cal.ref, option, range(1))
         assert len({i for _, _, i in claims}) == 1
+
+
+async def test_100_bookings_racing_for_a_referrals_last_visit_on_two_servers_leave_one(
+    pair: tuple[str, list[ServerProcess]], fhir_schema: Any
+) -> None:
+    """Each booking at its own time, so only the referral's one visit is contended: the
+    visit is a claim like a seat of time, and exactly one booking may take it."""
+    from fhir_sched.scheduling.booking_rules import RULE_SYSTEM
+    from fhir_sched.scheduling.visit_types import VISIT_TYPE_URL
+
+    url, procs = pair
+    system, code = "https://clinic.example/visit-types", f"specialist-{uid()}"
+    async with clients(procs, fhir_schema) as cs:
+        service = f"hs-{uid()}"
+        r = await cs[0].put(f"/HealthcareService/{service}", json={
+            "resourceType": "HealthcareService", "id": service, "extension": [{
+                "url": VISIT_TYPE_URL, "extension": [
+                    {"url": "code", "valueCoding": {"system": system, "code": code}},
+                    {"url": "minutesDuration", "valuePositiveInt": 30},
+                    {"url": "referralRequired", "valueBoolean": True}]}]})
+        assert r.status_code == 201, r.text
+        patient = await cs[0].post("/Patient", json={"resourceType": "Patient"})
+        pid = f"Patient/{patient.json()['id']}"
+        request = await cs[1].post("/ServiceRequest", json={
+            "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "subject": {"reference": pid}, "quantityQuantity": {"value": 1},
+            "code": {"coding": [{"system": system, "code": code}]}})
+        sid = request.json()["id"]
+        first = utc("2038-03-01T00:00:00Z")
+
+        def booking(n: int) -> Json:
+            start = first + timedelta(minutes=30 * n)
+            return {"resourceType": "Appointment", "status": "booked",
+                    "start": start.isoformat().replace("+00:00", "Z"),
+                    "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+                    "appointmentType": {"coding": [{"system": system, "code": code}]},
+                    "participant": [
+                        {"actor": {"reference": f"HealthcareService/{service}"},
+                         "status": "accepted"},
+                        {"actor": {"reference": pid}, "status": "accepted"}]}
+
+        responses = await asyncio.gather(*(cs[n % 2].post("/Appointment", json=booking(n))
+                                           for n in range(N)))
+        assert Counter(r.status_code for r in responses) == {201: 1, 422: N - 1}
+        for r in responses:
+            if r.status_code == 422:
+                [coding] = r.json()["issue"][0]["details"]["coding"]
+                assert (coding["system"], coding["code"]) == (RULE_SYSTEM, "referral-used")
+        [won] = [r.json() for r in responses if r.status_code == 201]
+        assert won["basedOn"] == [{"reference": f"ServiceRequest/{sid}"}]
+        async with opened_store(url) as store:
+            visits = await store.claim_keys(codec.referral_prefix(sid))
+        assert [(t, i) for _, t, i in visits] == [("Appointment", won["id"])]

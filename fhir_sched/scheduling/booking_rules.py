@@ -51,6 +51,13 @@ RULES: tuple[Rule, ...] = (
          "The patient must be at most this many whole years old on the day of the visit."),
     Rule("age-unknown", "minAgeYears", "unsignedInt", "Age unknown",
          "An age rule applies and the patient's birth date is not known."),
+    Rule("referral-required", "referralRequired", "boolean", "Referral required",
+         "When true, the booking needs a referral: an active ServiceRequest for this patient "
+         "whose code is the visit type (or one of the service's types), whose occurrence "
+         "period holds the visit, named in Appointment.basedOn or found by the server."),
+    Rule("referral-used", "referralRequired", "boolean", "Referral visits used",
+         "Every visit the referral allows (ServiceRequest.quantityQuantity) is taken by an "
+         "active booking; a cancellation or a no-show gives its visit back."),
 )
 SETTINGS = frozenset(r.setting for r in RULES)
 _BY_CODE = {r.code: r for r in RULES}
@@ -73,6 +80,7 @@ class Rules:
     self_booking: bool = True
     min_age: int | None = None
     max_age: int | None = None
+    referral_required: bool = False
 
     @property
     def needs_patient(self) -> bool:
@@ -128,6 +136,11 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
         if not isinstance(sub.get("valueBoolean"), bool):
             raise RuleError(f"{path}.valueBoolean", "must be true or false")
         found["self_booking"] = sub["valueBoolean"]
+    if "referralRequired" in groups:
+        path, sub = groups["referralRequired"][0]
+        if not isinstance(sub.get("valueBoolean"), bool):
+            raise RuleError(f"{path}.valueBoolean", "must be true or false")
+        found["referral_required"] = sub["valueBoolean"]
     for key, field in (("minAgeYears", "min_age"), ("maxAgeYears", "max_age")):
         if key in groups:
             path, sub = groups[key][0]
@@ -181,6 +194,22 @@ def timing_breaches(rules: Rules, visit: str, start: datetime, now: datetime,
     return out
 
 
+def rule_window(rules: Rules, now: datetime, zone: ZoneInfo, lo: datetime, hi: datetime
+                ) -> tuple[datetime, datetime]:
+    """The part of [lo, hi) where a visit may start under the timing rules, as ``$find``
+    offers it (the guard judges each booking by ``timing_breaches``, to the same effect)."""
+    if rules.min_notice is not None:
+        lo = max(lo, now + rules.min_notice)
+    if rules.max_advance is not None:
+        hi = min(hi, now + rules.max_advance)
+    if rules.same_day_cutoff is not None:
+        local = now.astimezone(zone)
+        if local.time() >= rules.same_day_cutoff:
+            tomorrow = datetime.combine(local.date() + timedelta(days=1), time(0), zone)
+            lo = max(lo, tomorrow)
+    return lo, hi
+
+
 def caller_breaches(rules: Rules, visit: str, patient_caller: bool) -> list[Breach]:
     if patient_caller and not rules.self_booking:
         return [Breach("staff-only", f"a {visit} visit is booked by the clinic's staff; "
@@ -222,6 +251,68 @@ def age_breaches(rules: Rules, visit: str, patient: Mapping[str, Any] | None, st
                        f"{rules.max_age}; this patient will be {age}",
                        "Appointment.participant")]
     return []
+
+
+Coding = tuple[str | None, str]
+
+
+def _codings(concept: object) -> list[Coding]:
+    if not isinstance(concept, Mapping):
+        return []
+    out: list[Coding] = []
+    for c in concept.get("coding") or []:
+        if isinstance(c, Mapping) and isinstance(c.get("code"), str):
+            system = c.get("system")
+            out.append((system if isinstance(system, str) else None, c["code"]))
+    return out
+
+
+def referral_problem(request: Mapping[str, Any], patient: str | None,
+                     services: list[Coding], start: datetime) -> str | None:
+    """Why a ServiceRequest is not a referral for this booking, or None when it is one."""
+    if request.get("status") != "active":
+        return f"is {request.get('status')!r}, not active"
+    if request.get("intent") not in ("order", "original-order", "reflex-order", "filler-order",
+                                     "instance-order"):
+        return f"is a {request.get('intent')!r}, not an order"
+    subject = (request.get("subject") or {}).get("reference")
+    if patient is None or subject != patient:
+        return "is for another patient"
+    have = _codings(request.get("code"))
+    if not any(code == c and (system is None or s is None or system == s)
+               for system, code in services for s, c in have):
+        return "is for another service"
+    period = request.get("occurrencePeriod")
+    if isinstance(period, Mapping):
+        lo, hi = _period_bound(period.get("start")), _period_bound(period.get("end"), True)
+        if (lo is not None and start < lo) or (hi is not None and start >= hi):
+            return "does not cover the visit's date (occurrencePeriod)"
+    return None
+
+
+def _period_bound(raw: object, end: bool = False) -> datetime | None:
+    """A FHIR dateTime of any precision as an instant (a date-only end: the next midnight)."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        if len(raw) <= 10:
+            day = _birth(raw)
+            if day is None:
+                return None
+            at = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("UTC"))
+            return at + timedelta(days=1) if end else at
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def referral_visits(request: Mapping[str, Any]) -> int | None:
+    """How many visits a referral allows (quantityQuantity.value), None when it sets none."""
+    quantity = request.get("quantityQuantity")
+    value = quantity.get("value") if isinstance(quantity, Mapping) else None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return min(int(value), 1000)
+    return None
 
 
 def code_system() -> dict[str, Any]:

@@ -45,6 +45,11 @@ def slot_prefix(slot_id: str) -> str:
     return f"slot|Slot/{slot_id}|"
 
 
+def referral_prefix(request_id: str) -> str:
+    """The visits of one referral (a ServiceRequest): one seat per visit it allows."""
+    return f"ref|ServiceRequest/{request_id}|"
+
+
 def slot_overbook_prefix(slot_id: str) -> str:
     return f"{slot_prefix(slot_id)}ob"
 

@@ -20,12 +20,21 @@ import orjson
 
 from ..errors import FhirError
 from ..metrics import BOOKING_REFUSALS
+from ..query import Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
 from . import claims, participants
 from .admission import Breach, availability_breach, in_past
-from .booking_rules import age_breaches, caller_breaches, clinic_zone, timing_breaches
+from .booking_rules import Breach as RuleBreach
+from .booking_rules import (
+    age_breaches,
+    caller_breaches,
+    clinic_zone,
+    referral_problem,
+    referral_visits,
+    timing_breaches,
+)
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
@@ -81,6 +90,10 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         else:
             _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
         broken = await _visit_rules(unit, ev, new, booked)
+        referral, used = await _referral(unit, ev, new, booked)
+        broken += used
+        if referral is not None:
+            new = ev.new = link_referral(new, referral)
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
@@ -92,15 +105,18 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
 async def booked_visit_type(unit: Unit, appt: dict[str, Any]
                             ) -> tuple[VisitType, dict[str, Any]] | None:
     """The visit type an appointment books, when it names one (appointmentType or
-    serviceType) that a HealthcareService among its participants offers: (the visit type,
-    that service)."""
+    serviceType) that a HealthcareService among its participants, or named in its
+    ``supportingInformation`` (as ``$find`` proposals do), offers: (the visit type, that
+    service)."""
     wanted = codings(appt.get("appointmentType"))
     for concept in appt.get("serviceType") or []:
         wanted += codings(concept)
     if not wanted:
         return None
-    for ref in resource_actors(appt):
-        if not ref.startswith("HealthcareService/"):
+    named = [b.get("reference") for b in appt.get("supportingInformation") or []
+             if isinstance(b, dict)]
+    for ref in [*resource_actors(appt), *named]:
+        if not isinstance(ref, str) or not ref.startswith("HealthcareService/"):
             continue
         rec = await unit.get("HealthcareService", ref.split("/", 1)[1])
         if rec is None or rec.deleted or rec.body is None:
@@ -115,6 +131,87 @@ async def booked_visit_type(unit: Unit, appt: dict[str, Any]
                                         or system == vt.system) for system, code in wanted):
                 return vt, service
     return None
+
+
+def link_referral(appt: dict[str, Any], request: str) -> dict[str, Any]:
+    """The appointment naming the referral it uses in ``basedOn`` (added when found)."""
+    refs = [b.get("reference") for b in appt.get("basedOn") or [] if isinstance(b, dict)]
+    if request in refs:
+        return appt
+    return {**appt, "basedOn": [*(appt.get("basedOn") or []), {"reference": request}]}
+
+
+async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                    booked: tuple[VisitType, dict[str, Any]] | None
+                    ) -> tuple[str | None, list[Breach]]:
+    """The referral a booking of a referral-only visit type uses, and one of its visits.
+
+    The referral is the ServiceRequest named in ``basedOn``, else the server looks for one
+    among the patient's active ServiceRequests. It must qualify (``referral_problem``) when
+    the booking newly takes time; a write that keeps its time (a status change) keeps its
+    referral even if it lapsed since. Visits are claims, one seat per visit the referral
+    allows, taken under the same unique keys as time, so two bookings racing for the last
+    visit cannot both have it; every write starts by releasing the appointment's claims, so a
+    cancellation or no-show gives its visit back."""
+    if booked is None or not booked[0].rules.referral_required:
+        return None, []
+    vt, service = booked
+    fresh = newly_takes_time(ev.old, appt)
+    patients = patient_actors(appt)
+    patient = patients[0] if patients else None
+    services = [(vt.system, vt.code), *[c for t in service.get("type") or []
+                                        for c in codings(t)]]
+    given = [ref.split("/", 1)[1] for b in appt.get("basedOn") or [] if isinstance(b, dict)
+             and isinstance(ref := b.get("reference"), str) and ref.startswith("ServiceRequest/")]
+    candidates = given
+    if not given and fresh and patient is not None:
+        candidates = await unit.find_ids(Query("ServiceRequest", (
+            Entry("subject", (Cond("val", "=", patient),), unique=True),
+            Entry("status", (Cond("val", "=", "active"),)))), limit=20)
+    start = parse_instant(appt["start"])
+    expires = hold_expiry(appt) if appt.get("status") == "pending" else None
+    owner, now = ("Appointment", ev.id), now_instant()
+    reasons: list[str] = []
+    code = "referral-required"
+    for sid in candidates:
+        rec = await unit.get("ServiceRequest", sid)
+        if rec is None or rec.deleted or rec.body is None:
+            reasons.append(f"ServiceRequest/{sid} does not exist")
+            continue
+        request = orjson.loads(rec.body)
+        problem = referral_problem(request, patient, services, start) if fresh else None
+        if problem is not None:
+            reasons.append(f"ServiceRequest/{sid} {problem}")
+            continue
+        visits = referral_visits(request)
+        if visits is None or await _take(unit, claims.referral_prefix(sid), visits, owner,
+                                         expires, now, overbook=not fresh):
+            return f"ServiceRequest/{sid}", []
+        reasons.append(f"ServiceRequest/{sid} has no visits left (all {visits} are booked)")
+        code = "referral-used"
+    if not fresh:
+        return None, []  # a booking that keeps its time is not refused for its referral
+    name = vt.display or vt.code
+    why = "; ".join(reasons) if reasons else "the patient has no active referral for it"
+    breach = RuleBreach(code, f"a {name} visit needs a referral: {why}", "Appointment.basedOn")
+    return None, _settle(ev, appt, [breach])
+
+
+def _settle(ev: WriteEvent, appt: dict[str, Any], found: list[RuleBreach]) -> list[Breach]:
+    """Broken rules: refused (the first one's code, every one told), unless the caller is a
+    calendar of record or staff using the front-desk override, who book anyway flagged."""
+    if ev.ctx.of_record or (ev.ctx.may_overbook and overbook_requested(appt)):
+        for b in found:
+            BOOKING_REFUSALS.labels(b.code, "recorded").inc()
+        return [Breach(b.code, b.message) for b in found]
+    BOOKING_REFUSALS.labels(found[0].code, "refused").inc()
+    first, *others = found
+    raise FhirError(422, "business-rule", first.message, expression=[first.expression],
+                    details={"coding": [first.coding()], "text": first.message},
+                    issues=[{"severity": "error", "code": "business-rule",
+                             "diagnostics": b.message, "expression": [b.expression],
+                             "details": {"coding": [b.coding()], "text": b.message}}
+                            for b in others])
 
 
 def newly_takes_time(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
@@ -143,20 +240,7 @@ async def _visit_rules(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
             if rec is not None and rec.body is not None and not rec.deleted:
                 patient = orjson.loads(rec.body)
         found += age_breaches(rules, name, patient, start, zone)
-    if not found:
-        return []
-    if ev.ctx.of_record or (ev.ctx.may_overbook and overbook_requested(appt)):
-        for b in found:
-            BOOKING_REFUSALS.labels(b.code, "recorded").inc()
-        return [Breach(b.code, b.message) for b in found]
-    BOOKING_REFUSALS.labels(found[0].code, "refused").inc()
-    first, *others = found
-    raise FhirError(422, "business-rule", first.message, expression=[first.expression],
-                    details={"coding": [first.coding()], "text": first.message},
-                    issues=[{"severity": "error", "code": "business-rule",
-                             "diagnostics": b.message, "expression": [b.expression],
-                             "details": {"coding": [b.coding()], "text": b.message}}
-                            for b in others])
+    return _settle(ev, appt, found) if found else []
 
 
 def _within_length(appt: dict[str, Any], longest: timedelta, setting: str) -> None:

@@ -53,6 +53,7 @@ from ..errors import FhirError, bad_request
 from ..query import AnyOf, Cond, Entry, Expr, Query
 from ..scheduling import claims
 from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
+from ..scheduling.booking_rules import clinic_zone, rule_window
 from ..scheduling.capacity import Policy, resource_policy, schedules_of, templates_policy
 from ..scheduling.extensions import hold_expiry
 from ..scheduling.participants import with_actor
@@ -256,18 +257,24 @@ class FindService:
         want = max(req.offset + req.count + 1, MAX_TOTAL + 1 if counting else 0)
         options: list[Option] = []
         visit: VisitType | None = None
+        offered_by: tuple[str, dict[str, Any]] | None = None
         by_key: dict[str, _Calendar] = {}
         if lo < req.end:
-            visit, needs = await self._needs(req)
+            visit, needs, offered_by = await self._needs(req)
+            hi = req.end
+            if visit is not None and offered_by is not None:
+                # the visit type's notice, advance and cut-off rules narrow the window, judged
+                # from the clamp instant so every page of one search sees the same window
+                lo, hi = rule_window(visit.rules, req.not_before, clinic_zone(offered_by[1]),
+                                     lo, hi)
             groups = await self._candidates(req, needs, defined=visit is not None)
-            if all(groups):
+            if all(groups) and lo < hi:
                 duration = visit.duration if visit else timedelta(minutes=min(
                     (c.templates[0].slot_minutes for g in groups for c in g if c.templates),
                     default=30))
                 avoid = await self._patient_busy(req)
                 prefer = _timing_preference(req.timing, groups[0][0].zone)
-                options = await self._search(groups, lo, req.end, duration, want, avoid,
-                                             prefer)
+                options = await self._search(groups, lo, hi, duration, want, avoid, prefer)
                 by_key = {c.actor: c for g in groups for c in g}
         exhausted = len(options) < want
         total = len(options) if exhausted and req.total != "none" else None
@@ -276,7 +283,7 @@ class FindService:
                                      "is not counted; narrow the window to count them",
                                      "_total" if req.count else "_count"))
         page = [o for o in options[req.offset:req.offset + req.count] if o.start >= now]
-        proposals = [self._proposal(o, by_key, visit, req) for o in page]
+        proposals = [self._proposal(o, by_key, visit, req, offered_by) for o in page]
         await self.proposals.keep(proposals)
         more = len(options) > req.offset + req.count
         if more and req.count and req.offset + req.count >= MAX_TOTAL:
@@ -324,24 +331,27 @@ class FindService:
                 return options
             upto = min(start + (upto - start) * _GROWTH, end)
 
-    async def _needs(self, req: FindRequest) -> tuple[VisitType | None, list[Need]]:
+    async def _needs(self, req: FindRequest) -> tuple[
+            VisitType | None, list[Need], tuple[str, dict[str, Any]] | None]:
+        """The visit type asked for, what it needs, and the HealthcareService offering it."""
         specialty = _token_codings(req.specialty)
         if req.visit_type:
             services = await self.store.search(Query("HealthcareService", count=1000))
-            types: list[VisitType] = []
-            for _id, body in services.rows:
+            types: list[tuple[VisitType, tuple[str, dict[str, Any]]]] = []
+            for id_, body in services.rows:
+                service = orjson.loads(body)
                 try:
-                    types.extend(parse_visit_types(orjson.loads(body)))
+                    types.extend((vt, (id_, service)) for vt in parse_visit_types(service))
                 except VisitTypeError:
                     continue  # a broken definition elsewhere must not break every $find
             for token in req.visit_type:  # ORed in order of preference
-                for vt in types:
+                for vt, offered_by in types:
                     if vt.matches_token(token):
                         needs = [Need(n.actor_type, n.specialty or (
                             specialty if n.actor_type in _PART_ROLE and n.actor_type != "Location"
                             else ()), n.kind) for n in vt.needs]
-                        return vt, needs
-        return None, [Need("Practitioner", specialty)]
+                        return vt, needs, offered_by
+        return None, [Need("Practitioner", specialty)], None
 
     async def _candidates(self, req: FindRequest, needs: list[Need],
                           defined: bool = True) -> list[list[_Calendar]]:
@@ -693,7 +703,8 @@ class FindService:
         return sorted(out)
 
     def _proposal(self, opt: Option, by_key: dict[str, _Calendar], visit: VisitType | None,
-                  req: FindRequest) -> dict[str, Any]:
+                  req: FindRequest, offered_by: tuple[str, dict[str, Any]] | None = None
+                  ) -> dict[str, Any]:
         zone = by_key[opt.resources[0]].zone
         appt: dict[str, Any] = {"resourceType": "Appointment", "status": "proposed"}
         contained, slot_refs = [], []
@@ -717,6 +728,11 @@ class FindService:
             if visit.display:
                 coding["display"] = visit.display
             appt["serviceType"] = [{"coding": [coding]}]
+            if offered_by is not None:
+                # which service's visit type this is, so booking it meets that visit type's
+                # rules (the guard reads it here; as a participant it would take capacity)
+                appt["supportingInformation"] = [
+                    {"reference": f"HealthcareService/{offered_by[0]}"}]
         if req.specialty:
             appt["specialty"] = [{"coding": [_coding(t)]} for t in req.specialty[:1]]
         appt["start"] = _iso_in(opt.start, zone)
