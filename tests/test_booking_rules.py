@@ -426,22 +426,40 @@ def found_clinic(clinic: Clinic) -> str:
         {"url": TIMEZONE_URL, "valueCode": ZONE},
         typed("find-notice", {"url": "minNoticeMinutes", "valueUnsignedInt": 48 * 60},
               {"url": "maxAdvanceDays", "valuePositiveInt": 6}),
-        typed("find-staff", {"url": "selfBooking", "valueBoolean": False})]}
+        typed("find-staff", {"url": "selfBooking", "valueBoolean": False}),
+        typed("find-adults", {"url": "minAgeYears", "valueUnsignedInt": 18}),
+        typed("find-referral", {"url": "referralRequired", "valueBoolean": True})]}
     assert web.put(f"{base}/HealthcareService/ruled-find", json=service,
                    headers=headers).status_code < 300
     return "ruled-find"
 
 
-def _find(c: Clinic, code: str, days: int, who: dict[str, str] | None = None
-          ) -> list[dict[str, Any]]:
+def _find_bundle(c: Clinic, code: str, days: int, who: dict[str, str] | None = None,
+                 **extra: str) -> dict[str, Any]:
     now = datetime.now(UTC)
     r = web.get(f"{c.server.base}/Appointment/$find", headers=who or c.admin, params={
         "start": now.isoformat().replace("+00:00", "Z"),
         "end": (now + timedelta(days=days)).isoformat().replace("+00:00", "Z"),
-        "visit-type": f"{SYSTEM}|{code}", "_count": "100"})
+        "visit-type": f"{SYSTEM}|{code}", "_count": "100", **extra})
     assert r.status_code == 200, r.text
-    return [e["resource"] for e in r.json().get("entry", [])
+    return dict(r.json())
+
+
+def _find(c: Clinic, code: str, days: int, who: dict[str, str] | None = None,
+          **extra: str) -> list[dict[str, Any]]:
+    return [e["resource"] for e in _find_bundle(c, code, days, who, **extra).get("entry", [])
             if e["resource"]["resourceType"] == "Appointment"]
+
+
+def _explained(c: Clinic, code: str, days: int, who: dict[str, str] | None = None,
+               **extra: str) -> list[str]:
+    """The booking-rule codes a $find with _explain=true says narrowed its answer."""
+    bundle = _find_bundle(c, code, days, who, _explain="true", **extra)
+    return [coding["code"] for e in bundle.get("entry", [])
+            if e["resource"]["resourceType"] == "OperationOutcome"
+            for issue in e["resource"]["issue"] if issue["severity"] == "information"
+            for coding in issue.get("details", {}).get("coding", [])
+            if coding["system"] == RULE_SYSTEM]
 
 
 def test_find_offers_only_times_the_notice_and_advance_rules_allow(
@@ -464,3 +482,39 @@ def test_a_find_proposal_books_under_its_visit_types_rules(
     r = _book(clinic, proposal, clinic.alice_token)
     assert refused_rule(r)[:2] == (422, "staff-only")
     assert booked(_book(clinic, proposal, None))["status"] == "booked"
+
+
+def test_find_says_why_when_asked_and_only_then(clinic: Clinic, found_clinic: str) -> None:
+    assert set(_explained(clinic, "find-notice", 10)) == {"min-notice", "max-advance"}
+    bundle = _find_bundle(clinic, "find-notice", 10)
+    assert not any(e["resource"]["resourceType"] == "OperationOutcome"
+                   for e in bundle.get("entry", []))
+
+
+def test_find_offers_a_staff_only_visit_to_staff_and_nothing_to_a_patient(
+        clinic: Clinic, found_clinic: str) -> None:
+    assert _find(clinic, "find-staff", 3)
+    assert _find(clinic, "find-staff", 3, clinic.alice_token) == []
+    assert _explained(clinic, "find-staff", 3, clinic.alice_token) == ["staff-only"]
+
+
+def test_find_with_the_patient_applies_their_age(clinic: Clinic, found_clinic: str) -> None:
+    assert _find(clinic, "find-adults", 3, **{"patient-reference": clinic.alice})
+    assert _find(clinic, "find-adults", 3, **{"patient-reference": clinic.child}) == []
+    assert _explained(clinic, "find-adults", 3,
+                      **{"patient-reference": clinic.child}) == ["min-age"]
+    assert _explained(clinic, "find-adults", 3,
+                      **{"patient-reference": clinic.unknown}) == ["age-unknown"]
+
+
+def test_find_with_the_patient_offers_only_what_their_referral_covers(
+        clinic: Clinic, found_clinic: str) -> None:
+    patient = _new_patient(clinic)
+    assert _find(clinic, "find-referral", 6, **{"patient-reference": patient}) == []
+    assert _explained(clinic, "find-referral", 6,
+                      **{"patient-reference": patient}) == ["referral-required"]
+    day = (datetime.now(UTC) + timedelta(days=3)).date()
+    referral(clinic, patient, code="find-referral", period=(day.isoformat(), day.isoformat()))
+    options = _find(clinic, "find-referral", 6, **{"patient-reference": patient})
+    assert options
+    assert {datetime.fromisoformat(o["start"]).astimezone(UTC).date() for o in options} == {day}

@@ -40,6 +40,7 @@ _VALUE_KEYS = {
     "integer": ("valueInteger", "valuePositiveInt", "valueUnsignedInt", "valueString"),
     "Reference": _REFERENCE_KEYS,
     "uri": _REFERENCE_KEYS,
+    "boolean": ("valueBoolean", "valueString"),
     "Identifier": ("valueIdentifier",),
     "Timing": ("valueTiming",),
 }
@@ -201,6 +202,12 @@ def _convert(p: ParamDef, name: str, value: Any) -> Any:
         if number is not None and number <= MAX_INT64:
             return number
         raise _bad(name, "must be a non-negative integer")
+    if p.type == "boolean":
+        if isinstance(value, bool):
+            return value
+        if value in ("true", "false"):
+            return value == "true"
+        raise _bad(name, "must be true or false")
     if p.takes_reference:
         return _reference(p, name, value)
     if p.type == "string":

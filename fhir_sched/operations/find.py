@@ -70,6 +70,7 @@ def parse(values: Inputs, _instance: str | None) -> FindRequest:
         total=one(values, "_total"),
         appointment_type=values.get("appointment-type", []),
         insurance=values.get("insurance-reference", []),
+        explain=bool(one(values, "_explain")),
     )
 
 

@@ -222,7 +222,7 @@ def age_on(birth: date, day: date) -> int:
     return years - ((day.month, day.day) < (birth.month, birth.day))
 
 
-def _birth(raw: object) -> date | None:
+def birth_date(raw: object) -> date | None:
     """A FHIR date of any precision, read as its earliest day (a year alone: 1 January)."""
     if not isinstance(raw, str):
         return None
@@ -238,7 +238,7 @@ def age_breaches(rules: Rules, visit: str, patient: Mapping[str, Any] | None, st
                  zone: ZoneInfo) -> list[Breach]:
     if not rules.needs_patient:
         return []
-    birth = _birth((patient or {}).get("birthDate"))
+    birth = birth_date((patient or {}).get("birthDate"))
     if birth is None:
         return [Breach("age-unknown", f"a {visit} visit has an age rule and the patient's "
                        "birth date is not known", "Appointment.participant")]
@@ -268,8 +268,9 @@ def _codings(concept: object) -> list[Coding]:
 
 
 def referral_problem(request: Mapping[str, Any], patient: str | None,
-                     services: list[Coding], start: datetime) -> str | None:
-    """Why a ServiceRequest is not a referral for this booking, or None when it is one."""
+                     services: list[Coding], start: datetime | None) -> str | None:
+    """Why a ServiceRequest is not a referral for this booking, or None when it is one
+    (``start`` None: for any time, its occurrence period aside)."""
     if request.get("status") != "active":
         return f"is {request.get('status')!r}, not active"
     if request.get("intent") not in ("order", "original-order", "reflex-order", "filler-order",
@@ -282,12 +283,18 @@ def referral_problem(request: Mapping[str, Any], patient: str | None,
     if not any(code == c and (system is None or s is None or system == s)
                for system, code in services for s, c in have):
         return "is for another service"
-    period = request.get("occurrencePeriod")
-    if isinstance(period, Mapping):
-        lo, hi = _period_bound(period.get("start")), _period_bound(period.get("end"), True)
-        if (lo is not None and start < lo) or (hi is not None and start >= hi):
-            return "does not cover the visit's date (occurrencePeriod)"
+    lo, hi = referral_period(request)
+    if start is not None and ((lo is not None and start < lo) or (hi is not None and start >= hi)):
+        return "does not cover the visit's date (occurrencePeriod)"
     return None
+
+
+def referral_period(request: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """When a referral's visits may take place: its occurrencePeriod, open where unset."""
+    period = request.get("occurrencePeriod")
+    if not isinstance(period, Mapping):
+        return None, None
+    return _period_bound(period.get("start")), _period_bound(period.get("end"), True)
 
 
 def _period_bound(raw: object, end: bool = False) -> datetime | None:
@@ -296,7 +303,7 @@ def _period_bound(raw: object, end: bool = False) -> datetime | None:
         return None
     try:
         if len(raw) <= 10:
-            day = _birth(raw)
+            day = birth_date(raw)
             if day is None:
                 return None
             at = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("UTC"))

@@ -53,7 +53,6 @@ from ..errors import FhirError, bad_request
 from ..query import AnyOf, Cond, Entry, Expr, Query
 from ..scheduling import claims
 from ..scheduling.availability import Busy, Option, ResourceCalendar, find_options
-from ..scheduling.booking_rules import clinic_zone, rule_window
 from ..scheduling.capacity import Policy, resource_policy, schedules_of, templates_policy
 from ..scheduling.extensions import hold_expiry
 from ..scheduling.participants import with_actor
@@ -73,6 +72,7 @@ from ..timeutil import date_range, format_instant, now_instant, parse_instant, t
 from .audit import AuditLog
 from .audit import entry as audit_entry
 from .authorization import Authorizer, Interaction
+from .find_rules import narrow
 from .proposals import Proposals
 
 MAX_WINDOW = timedelta(days=365)
@@ -121,6 +121,7 @@ class FindRequest:
     offset: int = 0  # options skipped: the page's place in the search
     total: str | None = None  # _total: none | estimate | accurate
     not_before: datetime | None = None  # the first page's clamp instant (from a cursor)
+    explain: bool = False  # _explain: say which booking rules narrowed or emptied the window
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +263,14 @@ class FindService:
         if lo < req.end:
             visit, needs, offered_by = await self._needs(req)
             hi = req.end
-            if visit is not None and offered_by is not None:
-                # the visit type's notice, advance and cut-off rules narrow the window, judged
-                # from the clamp instant so every page of one search sees the same window
-                lo, hi = rule_window(visit.rules, req.not_before, clinic_zone(offered_by[1]),
-                                     lo, hi)
+            if visit is not None and offered_by is not None and visit.rules.any:
+                # what the visit type's rules leave (find_rules), judged from the clamp
+                # instant so every page of one search sees the same window
+                cut = await narrow(self.store, ctx, req.patient, visit, offered_by[1],
+                                   req.not_before, lo, hi)
+                lo, hi = cut.lo, cut.hi
+                if req.explain:
+                    warnings.extend(cut.issues())
             groups = await self._candidates(req, needs, defined=visit is not None)
             if all(groups) and lo < hi:
                 duration = visit.duration if visit else timedelta(minutes=min(

@@ -104,6 +104,10 @@ def _checked(name: str, annotation: str, value: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise _malformed(f"{name} is not an integer")
         return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _malformed(f"{name} is not true or false")
+        return value
     if kind == "str":
         if not isinstance(value, str):
             raise _malformed(f"{name} is not a string")

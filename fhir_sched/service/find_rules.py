@@ -1,0 +1,145 @@
+"""What a visit type's booking rules leave of a ``$find`` window, and why.
+
+``$find`` offers only what the guard would book: the timing rules cut the window (from the
+search's clamp instant, so every page sees the same window), a staff-only visit offers
+nothing to a patient's own token, and when the patient is given their age rules and their
+referral cut it further (a referral's occurrence period; nothing when none qualifies or its
+visits are all booked). Each cut is kept as a note; with ``_explain=true`` the notes are told
+as information issues carrying the rule's code, so a front desk sees why a free time is not
+offered. The guard still judges every booking on its own (``scheduling.guard``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+from ..query import Cond, Entry, Query
+from ..scheduling import claims
+from ..scheduling.booking_rules import (
+    Breach,
+    birth_date,
+    clinic_zone,
+    referral_period,
+    referral_problem,
+    referral_visits,
+    rule_window,
+)
+from ..scheduling.visit_types import VisitType, codings
+from ..storage.base import DocumentStore
+from ..timeutil import format_instant
+
+MAX_REFERRALS = 20  # a patient's active referrals looked at for one search
+
+
+@dataclass(slots=True)
+class Narrowed:
+    lo: datetime
+    hi: datetime
+    notes: list[Breach] = field(default_factory=list)
+
+    def empty(self, note: Breach) -> None:
+        self.hi = self.lo
+        self.notes.append(note)
+
+    def issues(self) -> list[dict[str, Any]]:
+        return [{"severity": "information", "code": "informational", "diagnostics": n.message,
+                 "details": {"coding": [n.coding()], "text": n.message}} for n in self.notes]
+
+
+def _birthday(birth: date, years: int) -> date:
+    try:
+        return birth.replace(year=birth.year + years)
+    except ValueError:  # 29 February in a year without one
+        return date(birth.year + years, 3, 1)
+
+
+async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
+                 visit: VisitType, service: dict[str, Any], now: datetime, lo: datetime,
+                 hi: datetime) -> Narrowed:
+    rules, name, zone = visit.rules, visit.display or visit.code, clinic_zone(service)
+    out = Narrowed(*rule_window(rules, now, zone, lo, hi))
+    if out.lo > lo:
+        out.notes.append(Breach("min-notice" if rules.min_notice is not None and
+                                out.lo == max(lo, now + rules.min_notice) else
+                                "same-day-cutoff",
+                                f"a {name} visit is not offered before "
+                                f"{format_instant(out.lo)} (its notice and cut-off rules)"))
+    if out.hi < hi:
+        out.notes.append(Breach("max-advance", f"a {name} visit is not offered after "
+                                f"{format_instant(out.hi)} (its maximum advance booking)"))
+    if ctx.patient is not None and not rules.self_booking:
+        out.empty(Breach("staff-only", f"a {name} visit is booked by the clinic's staff"))
+        return out
+    patient = f"Patient/{patients[0].removeprefix('Patient/')}" if patients else None
+    if (rules.needs_patient or rules.referral_required) and patient is None:
+        out.notes.append(Breach("age-unknown" if rules.needs_patient else
+                                "referral-required",
+                                f"a {name} visit has patient rules (age, referral) that "
+                                "are checked when booking; give patient-reference to see "
+                                "only the times this patient may book"))
+        return out
+    if rules.needs_patient and patient is not None:
+        rec = await store.get("Patient", patient.split("/", 1)[1])
+        body = orjson.loads(rec.body) if rec and rec.body and not rec.deleted else {}
+        birth = birth_date(body.get("birthDate"))
+        if birth is None:
+            out.empty(Breach("age-unknown", f"a {name} visit has an age rule and the "
+                             "patient's birth date is not known"))
+            return out
+        if rules.min_age is not None:
+            out.lo = max(out.lo, datetime.combine(_birthday(birth, rules.min_age), time(0), zone))
+        if rules.max_age is not None:
+            out.hi = min(out.hi, datetime.combine(_birthday(birth, rules.max_age + 1), time(0),
+                                                  zone))
+        if out.lo >= out.hi:
+            out.empty(Breach("min-age" if rules.min_age is not None else "max-age",
+                             f"the patient's age is outside the {name} visit's age range "
+                             "in this window"))
+            return out
+    if rules.referral_required and patient is not None:
+        await _referrals(store, out, patient, visit, service, now, name)
+    return out
+
+
+async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: VisitType,
+                     service: dict[str, Any], now: datetime, name: str) -> None:
+    """The window the patient's referrals cover, with visits left: their hull."""
+    services = [(visit.system, visit.code), *[c for t in service.get("type") or []
+                                              for c in codings(t)]]
+    page = await store.search(Query("ServiceRequest", (
+        Entry("subject", (Cond("val", "=", patient),), unique=True),
+        Entry("status", (Cond("val", "=", "active"),))), count=MAX_REFERRALS))
+    spans: list[tuple[datetime, datetime]] = []
+    used = False
+    stamp = format_instant(now)
+    for id_, body in page.rows:
+        request = orjson.loads(body)
+        if referral_problem(request, patient, services, None) is not None:
+            continue
+        visits = referral_visits(request)
+        if visits is not None:
+            prefix = claims.referral_prefix(id_)
+            taken = [k for k, expires in await store.claims_between(prefix, prefix + "\uffff")
+                     if expires is None or expires > stamp]
+            if len(taken) >= visits:
+                used = True
+                continue
+        start, end = referral_period(request)
+        spans.append((max(out.lo, start or out.lo), min(out.hi, end or out.hi)))
+    spans = [(a, b) for a, b in spans if a < b]
+    if not spans:
+        out.empty(Breach("referral-used" if used else "referral-required",
+                         f"a {name} visit needs a referral and this patient has none "
+                         + ("with visits left" if used else "that covers this window")))
+        return
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    if lo > out.lo or hi < out.hi:
+        out.notes.append(Breach("referral-required", f"a {name} visit is offered within the "
+                                f"patient's referral, {format_instant(lo)} to "
+                                f"{format_instant(hi)}"))
+    out.lo, out.hi = lo, hi
