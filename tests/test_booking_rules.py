@@ -39,6 +39,9 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "adults": [{"url": "minAgeYears", "valueUnsignedInt": 18}],
     "paediatric": [{"url": "maxAgeYears", "valueUnsignedInt": 17}],
     "specialist": [{"url": "referralRequired", "valueBoolean": True}],
+    "insured": [{"url": "coverageRequired", "valueBoolean": True}],
+    "acme-only": [{"url": "acceptedPayor", "valueReference": {"reference": "Organization/acme"}},
+                  {"url": "acceptedPayor", "valueReference": {"reference": "Organization/beta"}}],
 }
 
 
@@ -90,6 +93,10 @@ def clinic(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
         alice = make({"resourceType": "Patient", "birthDate": f"{today.year - 30}-01-01"})
         child = make({"resourceType": "Patient", "birthDate": f"{today.year - 5}-01-01"})
         unknown = make({"resourceType": "Patient", "name": [{"family": "NoBirthDate"}]})
+        for org in ("acme", "beta", "other"):  # the payors the visit types name
+            r = web.put(f"{proc.base}/Organization/{org}", headers=admin,
+                        json={"resourceType": "Organization", "id": org, "name": org})
+            assert r.status_code in (200, 201), r.text
         service = {"resourceType": "HealthcareService", "id": "ruled",
                    "extension": [{"url": TIMEZONE_URL, "valueCode": ZONE}] + [
                        {**visit_type(SYSTEM, code, 30), "extension": [
@@ -118,7 +125,8 @@ def _at(delta: timedelta) -> tuple[str, str]:
 
 
 def appointment(code: str, patient: str, when: timedelta, status: str = "booked",
-                override: bool = False, based_on: str | None = None) -> dict[str, Any]:
+                override: bool = False, based_on: str | None = None,
+                coverage: str | None = None) -> dict[str, Any]:
     start, end = _at(when)
     out: dict[str, Any] = {
         "resourceType": "Appointment", "status": status, "start": start, "end": end,
@@ -130,6 +138,8 @@ def appointment(code: str, patient: str, when: timedelta, status: str = "booked"
         out["extension"] = [{"url": OVERBOOKED_URL, "valueBoolean": True}]
     if based_on:
         out["basedOn"] = [{"reference": based_on}]
+    if coverage:
+        out["supportingInformation"] = [{"reference": coverage}]
     return out
 
 
@@ -428,7 +438,9 @@ def found_clinic(clinic: Clinic) -> str:
               {"url": "maxAdvanceDays", "valuePositiveInt": 6}),
         typed("find-staff", {"url": "selfBooking", "valueBoolean": False}),
         typed("find-adults", {"url": "minAgeYears", "valueUnsignedInt": 18}),
-        typed("find-referral", {"url": "referralRequired", "valueBoolean": True})]}
+        typed("find-referral", {"url": "referralRequired", "valueBoolean": True}),
+        typed("find-insured", {"url": "acceptedPayor",
+                               "valueReference": {"reference": "Organization/acme"}})]}
     assert web.put(f"{base}/HealthcareService/ruled-find", json=service,
                    headers=headers).status_code < 300
     return "ruled-find"
@@ -517,4 +529,73 @@ def test_find_with_the_patient_offers_only_what_their_referral_covers(
     referral(clinic, patient, code="find-referral", period=(day.isoformat(), day.isoformat()))
     options = _find(clinic, "find-referral", 6, **{"patient-reference": patient})
     assert options
+    assert {datetime.fromisoformat(o["start"]).astimezone(UTC).date() for o in options} == {day}
+
+
+# -- coverage -------------------------------------------------------------------------------------
+
+
+def coverage(c: Clinic, patient: str, payor: str = "Organization/acme", status: str = "active",
+             period: tuple[str, str] | None = None) -> str:
+    body: dict[str, Any] = {"resourceType": "Coverage", "status": status,
+                            "beneficiary": {"reference": patient},
+                            "payor": [{"reference": payor}]}
+    if period is not None:
+        body["period"] = {"start": period[0], "end": period[1]}
+    r = c.post("/Coverage", body)
+    assert r.status_code == 201, r.text
+    return f"Coverage/{r.json()['id']}"
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_an_insured_visit_without_coverage_is_refused_and_with_it_booked(
+        clinic: Clinic, door: str) -> None:
+    patient = _new_patient(clinic)
+    r = DOORS[door](clinic, appointment("insured", patient, timedelta(days=3)), None)
+    status, got, expression = refused_rule(r)
+    assert (status, got, expression[-1]) == (422, "coverage-required",
+                                             "Appointment.supportingInformation")
+    plan = coverage(clinic, patient)
+    done = booked(DOORS[door](clinic, appointment("insured", patient, timedelta(days=3)), None))
+    assert {"reference": plan} in done["supportingInformation"]  # found and linked
+
+
+@pytest.mark.parametrize(("make", "rule", "why"), [
+    (lambda c, p: coverage(c, p, status="cancelled"), "coverage-required", "not active"),
+    (lambda c, p: coverage(c, _new_patient(c)), "coverage-required", "beneficiary"),
+    (lambda c, p: coverage(c, p, period=("2020-01-01", "2020-12-31")), "coverage-required",
+     "period"),
+    (lambda c, p: coverage(c, p, payor="Organization/other"), "payor-not-accepted",
+     "does not accept"),
+], ids=["not-active", "other-patient", "expired", "payor"])
+def test_a_named_coverage_that_does_not_cover_the_visit_is_refused_saying_why(
+        clinic: Clinic, make: Callable[[Clinic, str], str], rule: str,
+        why: str) -> None:
+    patient = _new_patient(clinic)
+    plan = make(clinic, patient)
+    r = _rest(clinic, appointment("acme-only", patient, timedelta(days=3), coverage=plan), None)
+    status, got, _ = refused_rule(r)
+    assert (status, got) == (422, rule)
+    assert plan in r.text and why in r.text
+
+
+def test_any_accepted_payor_will_do(clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    plan = coverage(clinic, patient, payor="Organization/beta")
+    done = booked(_rest(clinic, appointment("acme-only", patient, timedelta(days=3),
+                                            coverage=plan), None))
+    assert {"reference": plan} in done["supportingInformation"]
+
+
+def test_find_with_the_patient_offers_only_while_an_accepted_coverage_lasts(
+        clinic: Clinic, found_clinic: str) -> None:
+    patient = _new_patient(clinic)
+    assert _explained(clinic, "find-insured", 6,
+                      **{"patient-reference": patient}) == ["coverage-required"]
+    coverage(clinic, patient, payor="Organization/other")
+    assert _explained(clinic, "find-insured", 6,
+                      **{"patient-reference": patient}) == ["payor-not-accepted"]
+    day = (datetime.now(UTC) + timedelta(days=4)).date()
+    coverage(clinic, patient, period=(day.isoformat(), day.isoformat()))
+    options = _find(clinic, "find-insured", 6, **{"patient-reference": patient})
     assert {datetime.fromisoformat(o["start"]).astimezone(UTC).date() for o in options} == {day}

@@ -55,6 +55,13 @@ RULES: tuple[Rule, ...] = (
          "When true, the booking needs a referral: an active ServiceRequest for this patient "
          "whose code is the visit type (or one of the service's types), whose occurrence "
          "period holds the visit, named in Appointment.basedOn or found by the server."),
+    Rule("coverage-required", "coverageRequired", "boolean", "Coverage required",
+         "When true, the booking needs insurance: an active Coverage whose beneficiary is the "
+         "patient and whose period holds the visit, named in Appointment.supportingInformation "
+         "or found by the server."),
+    Rule("payor-not-accepted", "acceptedPayor", "Reference", "Payor not accepted",
+         "The visit type accepts only Coverage from these payors (repeating, each a "
+         "Reference to the payor Organization); naming any implies coverageRequired."),
     Rule("referral-used", "referralRequired", "boolean", "Referral visits used",
          "Every visit the referral allows (ServiceRequest.quantityQuantity) is taken by an "
          "active booking; a cancellation or a no-show gives its visit back."),
@@ -81,6 +88,12 @@ class Rules:
     min_age: int | None = None
     max_age: int | None = None
     referral_required: bool = False
+    coverage_required: bool = False
+    accepted_payors: tuple[str, ...] = ()
+
+    @property
+    def needs_coverage(self) -> bool:
+        return self.coverage_required or bool(self.accepted_payors)
 
     @property
     def needs_patient(self) -> bool:
@@ -141,6 +154,21 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
         if not isinstance(sub.get("valueBoolean"), bool):
             raise RuleError(f"{path}.valueBoolean", "must be true or false")
         found["referral_required"] = sub["valueBoolean"]
+    if "coverageRequired" in groups:
+        path, sub = groups["coverageRequired"][0]
+        if not isinstance(sub.get("valueBoolean"), bool):
+            raise RuleError(f"{path}.valueBoolean", "must be true or false")
+        found["coverage_required"] = sub["valueBoolean"]
+    payors = []
+    for path, sub in groups.get("acceptedPayor", []):
+        ref = sub.get("valueReference")
+        target = ref.get("reference") if isinstance(ref, Mapping) else None
+        if not isinstance(target, str) or not target.startswith("Organization/"):
+            raise RuleError(f"{path}.valueReference", "must reference an Organization (the "
+                            "payor), as Organization/<id>")
+        payors.append(target)
+    if payors:
+        found["accepted_payors"] = tuple(payors)
     for key, field in (("minAgeYears", "min_age"), ("maxAgeYears", "max_age")):
         if key in groups:
             path, sub = groups[key][0]
@@ -311,6 +339,33 @@ def _period_bound(raw: object, end: bool = False) -> datetime | None:
         return datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def coverage_problem(coverage: Mapping[str, Any], patient: str | None,
+                     payors: tuple[str, ...], start: datetime | None) -> tuple[str, str] | None:
+    """Why a Coverage does not cover this booking, as (rule code, words), or None when it
+    does (``start`` None: at any time, its period aside)."""
+    if coverage.get("status") != "active":
+        return "coverage-required", f"is {coverage.get('status')!r}, not active"
+    beneficiary = (coverage.get("beneficiary") or {}).get("reference")
+    if patient is None or beneficiary != patient:
+        return "coverage-required", "is not the patient's (beneficiary)"
+    lo, hi = coverage_period(coverage)
+    if start is not None and ((lo is not None and start < lo) or (hi is not None and start >= hi)):
+        return "coverage-required", "does not cover the visit's date (period)"
+    if payors:
+        paid_by = {p.get("reference") for p in coverage.get("payor") or []
+                   if isinstance(p, Mapping)}
+        if not paid_by & set(payors):
+            return "payor-not-accepted", "is from a payor this visit type does not accept"
+    return None
+
+
+def coverage_period(coverage: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    period = coverage.get("period")
+    if not isinstance(period, Mapping):
+        return None, None
+    return _period_bound(period.get("start")), _period_bound(period.get("end"), True)
 
 
 def referral_visits(request: Mapping[str, Any]) -> int | None:

@@ -31,6 +31,7 @@ from .booking_rules import (
     age_breaches,
     caller_breaches,
     clinic_zone,
+    coverage_problem,
     referral_problem,
     referral_visits,
     timing_breaches,
@@ -94,6 +95,10 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         broken += used
         if referral is not None:
             new = ev.new = link_referral(new, referral)
+        coverage, uncovered = await _coverage(unit, ev, new, booked)
+        broken += uncovered
+        if coverage is not None:
+            new = ev.new = link_coverage(new, coverage)
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
@@ -194,6 +199,58 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     name = vt.display or vt.code
     why = "; ".join(reasons) if reasons else "the patient has no active referral for it"
     breach = RuleBreach(code, f"a {name} visit needs a referral: {why}", "Appointment.basedOn")
+    return None, _settle(ev, appt, [breach])
+
+
+def link_coverage(appt: dict[str, Any], coverage: str) -> dict[str, Any]:
+    """The appointment naming the Coverage it is booked under in ``supportingInformation``."""
+    refs = [b.get("reference") for b in appt.get("supportingInformation") or []
+            if isinstance(b, dict)]
+    if coverage in refs:
+        return appt
+    return {**appt, "supportingInformation": [*(appt.get("supportingInformation") or []),
+                                              {"reference": coverage}]}
+
+
+async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                    booked: tuple[VisitType, dict[str, Any]] | None
+                    ) -> tuple[str | None, list[Breach]]:
+    """The Coverage a booking of a visit type that needs insurance is made under: the one
+    named in ``supportingInformation``, else one of the patient's active Coverages. Checked
+    when the booking newly takes time (``coverage_problem``: active, the patient's, its
+    period holds the visit, a payor the visit type accepts)."""
+    if (booked is None or not booked[0].rules.needs_coverage
+            or not newly_takes_time(ev.old, appt)):
+        return None, []
+    vt = booked[0]
+    patients = patient_actors(appt)
+    patient = patients[0] if patients else None
+    given = [ref.split("/", 1)[1] for b in appt.get("supportingInformation") or []
+             if isinstance(b, dict) and isinstance(ref := b.get("reference"), str)
+             and ref.startswith("Coverage/")]
+    candidates = given
+    if not given and patient is not None:
+        candidates = await unit.find_ids(Query("Coverage", (
+            Entry("beneficiary", (Cond("val", "=", patient),), unique=True),
+            Entry("status", (Cond("val", "=", "active"),)))), limit=20)
+    start = parse_instant(appt["start"])
+    reasons: list[str] = []
+    code = "coverage-required"
+    for cid in candidates:
+        rec = await unit.get("Coverage", cid)
+        if rec is None or rec.deleted or rec.body is None:
+            reasons.append(f"Coverage/{cid} does not exist")
+            continue
+        problem = coverage_problem(orjson.loads(rec.body), patient, vt.rules.accepted_payors,
+                                   start)
+        if problem is None:
+            return f"Coverage/{cid}", []
+        if problem[0] == "payor-not-accepted":
+            code = problem[0]
+        reasons.append(f"Coverage/{cid} {problem[1]}")
+    why = "; ".join(reasons) if reasons else "the patient has no active Coverage"
+    breach = RuleBreach(code, f"a {vt.display or vt.code} visit needs insurance it accepts: "
+                        f"{why}", "Appointment.supportingInformation")
     return None, _settle(ev, appt, [breach])
 
 

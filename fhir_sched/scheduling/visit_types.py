@@ -142,7 +142,8 @@ def _parse_need(element: Mapping[str, object], path: str) -> Need:
 
 def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
     groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "maxMinutesDuration",
-                                              "need", *RULE_SETTINGS}, {"need"}, VisitTypeError)
+                                              "need", *RULE_SETTINGS},
+                                  {"need", "acceptedPayor"}, VisitTypeError)
     if "code" not in groups:
         raise VisitTypeError(path, "code is required")
     sub_path, sub = groups["code"][0]

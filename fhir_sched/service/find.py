@@ -267,7 +267,7 @@ class FindService:
                 # what the visit type's rules leave (find_rules), judged from the clamp
                 # instant so every page of one search sees the same window
                 cut = await narrow(self.store, ctx, req.patient, visit, offered_by[1],
-                                   req.not_before, lo, hi)
+                                   req.not_before, lo, hi, req.insurance)
                 lo, hi = cut.lo, cut.hi
                 if req.explain:
                     warnings.extend(cut.issues())

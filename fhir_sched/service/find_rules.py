@@ -24,6 +24,8 @@ from ..scheduling.booking_rules import (
     Breach,
     birth_date,
     clinic_zone,
+    coverage_period,
+    coverage_problem,
     referral_period,
     referral_problem,
     referral_visits,
@@ -60,7 +62,7 @@ def _birthday(birth: date, years: int) -> date:
 
 async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
                  visit: VisitType, service: dict[str, Any], now: datetime, lo: datetime,
-                 hi: datetime) -> Narrowed:
+                 hi: datetime, insurance: list[Any] | None = None) -> Narrowed:
     rules, name, zone = visit.rules, visit.display or visit.code, clinic_zone(service)
     out = Narrowed(*rule_window(rules, now, zone, lo, hi))
     if out.lo > lo:
@@ -103,7 +105,49 @@ async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
             return out
     if rules.referral_required and patient is not None:
         await _referrals(store, out, patient, visit, service, now, name)
+    if rules.needs_coverage and out.lo < out.hi and (patient is not None or insurance):
+        await _coverages(store, out, patient, insurance or [], visit, name)
     return out
+
+
+async def _coverages(store: DocumentStore, out: Narrowed, patient: str | None,
+                     insurance: list[Any], visit: VisitType, name: str) -> None:
+    """The window the given (or the patient's active) Coverages cover: their hull."""
+    found: list[dict[str, Any]] = []
+    for item in insurance:
+        if isinstance(item, dict) and item.get("resourceType") == "Coverage":
+            found.append(item)
+        elif isinstance(item, str) and item.startswith("Coverage/"):
+            rec = await store.get("Coverage", item.split("/", 1)[1])
+            if rec is not None and rec.body is not None and not rec.deleted:
+                found.append(orjson.loads(rec.body))
+    if not insurance and patient is not None:
+        page = await store.search(Query("Coverage", (
+            Entry("beneficiary", (Cond("val", "=", patient),), unique=True),
+            Entry("status", (Cond("val", "=", "active"),))), count=MAX_REFERRALS))
+        found = [orjson.loads(body) for _, body in page.rows]
+    spans: list[tuple[datetime, datetime]] = []
+    code = "coverage-required"
+    for coverage in found:
+        beneficiary = (coverage.get("beneficiary") or {}).get("reference")
+        problem = coverage_problem(coverage, patient or beneficiary,
+                                   visit.rules.accepted_payors, None)
+        if problem is not None:
+            code = problem[0] if problem[0] == "payor-not-accepted" else code
+            continue
+        start, end = coverage_period(coverage)
+        spans.append((max(out.lo, start or out.lo), min(out.hi, end or out.hi)))
+    spans = [(a, b) for a, b in spans if a < b]
+    if not spans:
+        out.empty(Breach(code, f"a {name} visit needs insurance it accepts, and no Coverage "
+                         "given or on file covers this window"))
+        return
+    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+    if lo > out.lo or hi < out.hi:
+        out.notes.append(Breach("coverage-required", f"a {name} visit is offered while the "
+                                f"patient's coverage lasts, {format_instant(lo)} to "
+                                f"{format_instant(hi)}"))
+    out.lo, out.hi = lo, hi
 
 
 async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: VisitType,
