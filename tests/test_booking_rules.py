@@ -40,6 +40,7 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "paediatric": [{"url": "maxAgeYears", "valueUnsignedInt": 17}],
     "specialist": [{"url": "referralRequired", "valueBoolean": True}],
     "insured": [{"url": "coverageRequired", "valueBoolean": True}],
+    "authorized": [{"url": "priorAuthorizationRequired", "valueBoolean": True}],
     "acme-only": [{"url": "acceptedPayor", "valueReference": {"reference": "Organization/acme"}},
                   {"url": "acceptedPayor", "valueReference": {"reference": "Organization/beta"}}],
 }
@@ -316,8 +317,12 @@ def test_the_rule_codes_are_served_as_a_code_system(clinic: Clinic) -> None:
 # -- referrals ------------------------------------------------------------------------------------
 
 
+PRIOR_AUTH_URL = "https://fhir-sched.org/fhir/StructureDefinition/prior-authorization"
+
+
 def referral(c: Clinic, patient: str, *, visits: int | None = None, status: str = "active",
-             code: str = "specialist", period: tuple[str, str] | None = None) -> str:
+             code: str = "specialist", period: tuple[str, str] | None = None,
+             authorized: tuple[str, str] | None = None) -> str:
     body: dict[str, Any] = {
         "resourceType": "ServiceRequest", "status": status, "intent": "order",
         "subject": {"reference": patient},
@@ -326,6 +331,10 @@ def referral(c: Clinic, patient: str, *, visits: int | None = None, status: str 
         body["quantityQuantity"] = {"value": visits}
     if period is not None:
         body["occurrencePeriod"] = {"start": period[0], "end": period[1]}
+    if authorized is not None:
+        body["extension"] = [{"url": PRIOR_AUTH_URL, "extension": [
+            {"url": "number", "valueString": "PA-123"},
+            {"url": "period", "valuePeriod": {"start": authorized[0], "end": authorized[1]}}]}]
     r = c.post("/ServiceRequest", body)
     assert r.status_code == 201, r.text
     return f"ServiceRequest/{r.json()['id']}"
@@ -599,3 +608,35 @@ def test_find_with_the_patient_offers_only_while_an_accepted_coverage_lasts(
     coverage(clinic, patient, period=(day.isoformat(), day.isoformat()))
     options = _find(clinic, "find-insured", 6, **{"patient-reference": patient})
     assert {datetime.fromisoformat(o["start"]).astimezone(UTC).date() for o in options} == {day}
+
+
+# -- prior authorization --------------------------------------------------------------------------
+
+
+def _days(n: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=n)).date().isoformat()
+
+
+def test_a_visit_needing_prior_authorization_books_only_inside_the_authorized_period(
+        clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    plain = referral(clinic, patient, code="authorized")
+    r = _rest(clinic, appointment("authorized", patient, timedelta(days=3), based_on=plain), None)
+    status, got, _ = refused_rule(r)
+    assert (status, got) == (422, "prior-authorization")
+    assert "carries no prior authorization" in r.text
+    early = referral(clinic, patient, code="authorized", authorized=(_days(10), _days(20)))
+    r = _rest(clinic, appointment("authorized", patient, timedelta(days=3), based_on=early), None)
+    assert refused_rule(r)[:2] == (422, "prior-authorization")
+    assert "PA-123" in r.text
+    done = booked(_rest(clinic, appointment("authorized", patient, timedelta(days=12),
+                                            based_on=early), None))
+    assert done["basedOn"] == [{"reference": early}]
+
+
+def test_the_server_finds_the_authorized_referral_among_the_patients(clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    referral(clinic, patient, code="authorized")  # no authorization: passed over
+    good = referral(clinic, patient, code="authorized", authorized=(_days(1), _days(9)))
+    done = booked(_rest(clinic, appointment("authorized", patient, timedelta(days=3)), None))
+    assert done["basedOn"] == [{"reference": good}]

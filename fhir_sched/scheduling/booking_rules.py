@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 RULE_SYSTEM = "https://fhir-sched.org/fhir/CodeSystem/booking-rule"
+PRIOR_AUTHORIZATION_URL = "https://fhir-sched.org/fhir/StructureDefinition/prior-authorization"
 TIMEZONE_URL = "http://hl7.org/fhir/StructureDefinition/timezone"
 MAX_ADVANCE_DAYS = 3660  # ten years: past it a "rule" is a typo
 MAX_AGE_YEARS = 150
@@ -55,6 +56,11 @@ RULES: tuple[Rule, ...] = (
          "When true, the booking needs a referral: an active ServiceRequest for this patient "
          "whose code is the visit type (or one of the service's types), whose occurrence "
          "period holds the visit, named in Appointment.basedOn or found by the server."),
+    Rule("prior-authorization", "priorAuthorizationRequired", "boolean",
+         "Prior authorization required",
+         "When true, the booking's referral must carry the payer's prior authorization (the "
+         "prior-authorization extension on the ServiceRequest: a number and a period) whose "
+         "period holds the visit; implies referralRequired."),
     Rule("coverage-required", "coverageRequired", "boolean", "Coverage required",
          "When true, the booking needs insurance: an active Coverage whose beneficiary is the "
          "patient and whose period holds the visit, named in Appointment.supportingInformation "
@@ -88,8 +94,13 @@ class Rules:
     min_age: int | None = None
     max_age: int | None = None
     referral_required: bool = False
+    prior_auth_required: bool = False
     coverage_required: bool = False
     accepted_payors: tuple[str, ...] = ()
+
+    @property
+    def needs_referral(self) -> bool:
+        return self.referral_required or self.prior_auth_required
 
     @property
     def needs_coverage(self) -> bool:
@@ -154,6 +165,11 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
         if not isinstance(sub.get("valueBoolean"), bool):
             raise RuleError(f"{path}.valueBoolean", "must be true or false")
         found["referral_required"] = sub["valueBoolean"]
+    if "priorAuthorizationRequired" in groups:
+        path, sub = groups["priorAuthorizationRequired"][0]
+        if not isinstance(sub.get("valueBoolean"), bool):
+            raise RuleError(f"{path}.valueBoolean", "must be true or false")
+        found["prior_auth_required"] = sub["valueBoolean"]
     if "coverageRequired" in groups:
         path, sub = groups["coverageRequired"][0]
         if not isinstance(sub.get("valueBoolean"), bool):
@@ -366,6 +382,34 @@ def coverage_period(coverage: Mapping[str, Any]) -> tuple[datetime | None, datet
     if not isinstance(period, Mapping):
         return None, None
     return _period_bound(period.get("start")), _period_bound(period.get("end"), True)
+
+
+def authorization(request: Mapping[str, Any]) -> tuple[str, datetime | None, datetime | None
+                                                       ] | None:
+    """A referral's prior authorization: (number, valid from, valid until), or None."""
+    for ext in request.get("extension") or []:
+        if not isinstance(ext, Mapping) or ext.get("url") != PRIOR_AUTHORIZATION_URL:
+            continue
+        parts = {sub.get("url"): sub for sub in ext.get("extension") or []
+                 if isinstance(sub, Mapping)}
+        number = (parts.get("number") or {}).get("valueString")
+        period = (parts.get("period") or {}).get("valuePeriod")
+        if not isinstance(number, str) or not number or not isinstance(period, Mapping):
+            return None
+        return (number, _period_bound(period.get("start")),
+                _period_bound(period.get("end"), True))
+    return None
+
+
+def authorization_problem(request: Mapping[str, Any], start: datetime | None) -> str | None:
+    """Why a referral's prior authorization does not cover the visit, or None."""
+    held = authorization(request)
+    if held is None:
+        return "carries no prior authorization (a number and a period)"
+    number, lo, hi = held
+    if start is not None and ((lo is not None and start < lo) or (hi is not None and start >= hi)):
+        return f"has prior authorization {number}, which does not cover the visit's date"
+    return None
 
 
 def referral_visits(request: Mapping[str, Any]) -> int | None:

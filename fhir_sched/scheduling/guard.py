@@ -29,6 +29,7 @@ from .admission import Breach, availability_breach, in_past
 from .booking_rules import Breach as RuleBreach
 from .booking_rules import (
     age_breaches,
+    authorization_problem,
     caller_breaches,
     clinic_zone,
     coverage_problem,
@@ -158,7 +159,7 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     allows, taken under the same unique keys as time, so two bookings racing for the last
     visit cannot both have it; every write starts by releasing the appointment's claims, so a
     cancellation or no-show gives its visit back."""
-    if booked is None or not booked[0].rules.referral_required:
+    if booked is None or not booked[0].rules.needs_referral:
         return None, []
     vt, service = booked
     fresh = newly_takes_time(ev.old, appt)
@@ -185,6 +186,9 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
             continue
         request = orjson.loads(rec.body)
         problem = referral_problem(request, patient, services, start) if fresh else None
+        if problem is None and fresh and vt.rules.prior_auth_required:
+            problem = authorization_problem(request, start)
+            code = "prior-authorization" if problem is not None else code
         if problem is not None:
             reasons.append(f"ServiceRequest/{sid} {problem}")
             continue
@@ -198,7 +202,9 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
         return None, []  # a booking that keeps its time is not refused for its referral
     name = vt.display or vt.code
     why = "; ".join(reasons) if reasons else "the patient has no active referral for it"
-    breach = RuleBreach(code, f"a {name} visit needs a referral: {why}", "Appointment.basedOn")
+    needs = ("a prior authorization on its referral" if code == "prior-authorization"
+             else "a referral")
+    breach = RuleBreach(code, f"a {name} visit needs {needs}: {why}", "Appointment.basedOn")
     return None, _settle(ev, appt, [breach])
 
 

@@ -22,6 +22,7 @@ from ..query import Cond, Entry, Query
 from ..scheduling import claims
 from ..scheduling.booking_rules import (
     Breach,
+    authorization,
     birth_date,
     clinic_zone,
     coverage_period,
@@ -78,7 +79,7 @@ async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
         out.empty(Breach("staff-only", f"a {name} visit is booked by the clinic's staff"))
         return out
     patient = f"Patient/{patients[0].removeprefix('Patient/')}" if patients else None
-    if (rules.needs_patient or rules.referral_required) and patient is None:
+    if (rules.needs_patient or rules.needs_referral) and patient is None:
         out.notes.append(Breach("age-unknown" if rules.needs_patient else
                                 "referral-required",
                                 f"a {name} visit has patient rules (age, referral) that "
@@ -103,7 +104,7 @@ async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
                              f"the patient's age is outside the {name} visit's age range "
                              "in this window"))
             return out
-    if rules.referral_required and patient is not None:
+    if rules.needs_referral and patient is not None:
         await _referrals(store, out, patient, visit, service, now, name)
     if rules.needs_coverage and out.lo < out.hi and (patient is not None or insurance):
         await _coverages(store, out, patient, insurance or [], visit, name)
@@ -159,11 +160,15 @@ async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: V
         Entry("subject", (Cond("val", "=", patient),), unique=True),
         Entry("status", (Cond("val", "=", "active"),))), count=MAX_REFERRALS))
     spans: list[tuple[datetime, datetime]] = []
-    used = False
+    used = unauthorized = False
     stamp = format_instant(now)
     for id_, body in page.rows:
         request = orjson.loads(body)
         if referral_problem(request, patient, services, None) is not None:
+            continue
+        held = authorization(request) if visit.rules.prior_auth_required else None
+        if visit.rules.prior_auth_required and held is None:
+            unauthorized = True
             continue
         visits = referral_visits(request)
         if visits is not None:
@@ -174,12 +179,17 @@ async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: V
                 used = True
                 continue
         start, end = referral_period(request)
+        if held is not None:  # visits only while the authorization lasts, too
+            start = max((t for t in (start, held[1]) if t is not None), default=None)
+            end = min((t for t in (end, held[2]) if t is not None), default=None)
         spans.append((max(out.lo, start or out.lo), min(out.hi, end or out.hi)))
     spans = [(a, b) for a, b in spans if a < b]
     if not spans:
-        out.empty(Breach("referral-used" if used else "referral-required",
-                         f"a {name} visit needs a referral and this patient has none "
-                         + ("with visits left" if used else "that covers this window")))
+        code = ("referral-used" if used else "prior-authorization" if unauthorized
+                else "referral-required")
+        out.empty(Breach(code, f"a {name} visit needs a referral and this patient has none "
+                         + ("with visits left" if used else "with a prior authorization"
+                            if unauthorized else "that covers this window")))
         return
     lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
     if lo > out.lo or hi < out.hi:
