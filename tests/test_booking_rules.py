@@ -41,6 +41,11 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "specialist": [{"url": "referralRequired", "valueBoolean": True}],
     "insured": [{"url": "coverageRequired", "valueBoolean": True}],
     "authorized": [{"url": "priorAuthorizationRequired", "valueBoolean": True}],
+    "new-only": [{"url": "patientStatus", "valueCode": "new"},
+                 {"url": "lookbackYears", "valuePositiveInt": 3}],
+    "follow-up": [{"url": "patientStatus", "valueCode": "established"}],
+    "monthly": [{"url": "maxVisits", "valuePositiveInt": 1},
+                {"url": "visitsPeriodDays", "valuePositiveInt": 30}],
     "acme-only": [{"url": "acceptedPayor", "valueReference": {"reference": "Organization/acme"}},
                   {"url": "acceptedPayor", "valueReference": {"reference": "Organization/beta"}}],
 }
@@ -640,3 +645,53 @@ def test_the_server_finds_the_authorized_referral_among_the_patients(clinic: Cli
     good = referral(clinic, patient, code="authorized", authorized=(_days(1), _days(9)))
     done = booked(_rest(clinic, appointment("authorized", patient, timedelta(days=3)), None))
     assert done["basedOn"] == [{"reference": good}]
+
+
+# -- the patient's history ------------------------------------------------------------------------
+
+
+def _seen(c: Clinic, patient: str, years_ago: float) -> None:
+    """A fulfilled visit of the ruled service, in the past."""
+    start = datetime.now(UTC) - timedelta(days=365 * years_ago)
+    r = c.post("/Appointment", {
+        "resourceType": "Appointment", "status": "fulfilled",
+        "start": start.isoformat().replace("+00:00", "Z"),
+        "end": (start + timedelta(minutes=30)).isoformat().replace("+00:00", "Z"),
+        "participant": [
+            {"actor": {"reference": "HealthcareService/ruled"}, "status": "accepted"},
+            {"actor": {"reference": patient}, "status": "accepted"}]})
+    assert r.status_code == 201, r.text
+
+
+def test_a_new_patient_visit_refuses_a_patient_seen_in_the_lookback(clinic: Clinic) -> None:
+    fresh = _new_patient(clinic)
+    booked(_rest(clinic, appointment("new-only", fresh, timedelta(days=3)), None))
+    seen = _new_patient(clinic)
+    _seen(clinic, seen, 1)
+    r = _rest(clinic, appointment("new-only", seen, timedelta(days=3)), None)
+    assert refused_rule(r)[:2] == (422, "new-patient")
+    long_ago = _new_patient(clinic)
+    _seen(clinic, long_ago, 5)  # outside the 3-year lookback: new again
+    booked(_rest(clinic, appointment("new-only", long_ago, timedelta(days=3)), None))
+
+
+def test_a_follow_up_visit_needs_a_patient_seen_before(clinic: Clinic) -> None:
+    r = _rest(clinic, appointment("follow-up", _new_patient(clinic), timedelta(days=3)), None)
+    assert refused_rule(r)[:2] == (422, "established-patient")
+    seen = _new_patient(clinic)
+    _seen(clinic, seen, 1)
+    booked(_rest(clinic, appointment("follow-up", seen, timedelta(days=3)), None))
+
+
+def test_visits_per_period_counts_the_patients_other_bookings_of_the_type(
+        clinic: Clinic) -> None:
+    patient = _new_patient(clinic)
+    first = booked(_rest(clinic, appointment("monthly", patient, timedelta(days=3)), None))
+    r = _rest(clinic, appointment("monthly", patient, timedelta(days=20)), None)
+    assert refused_rule(r)[:2] == (422, "visit-limit")
+    booked(_rest(clinic, appointment("monthly", patient, timedelta(days=40)), None))
+    headers = {**clinic.admin, "content-type": "application/fhir+json"}
+    cancel = web.put(f"{clinic.server.base}/Appointment/{first['id']}",
+                     json={**first, "status": "cancelled"}, headers=headers)
+    assert cancel.status_code == 200, cancel.text
+    booked(_rest(clinic, appointment("monthly", patient, timedelta(days=4)), None))

@@ -61,6 +61,15 @@ RULES: tuple[Rule, ...] = (
          "When true, the booking's referral must carry the payer's prior authorization (the "
          "prior-authorization extension on the ServiceRequest: a number and a period) whose "
          "period holds the visit; implies referralRequired."),
+    Rule("new-patient", "patientStatus", "code", "New patients only",
+         "patientStatus new: the patient has had no fulfilled visit of this service, or with "
+         "the booking's practitioners, in the lookback (lookbackYears, default 3)."),
+    Rule("established-patient", "patientStatus", "code", "Established patients only",
+         "patientStatus established: the patient has had a fulfilled visit of this service, "
+         "or with the booking's practitioners, in the lookback (lookbackYears, default 3)."),
+    Rule("visit-limit", "maxVisits", "positiveInt", "Visits per period",
+         "At most this many of the patient's visits of this visit type (booked, held, "
+         "arrived or fulfilled) within any window of visitsPeriodDays days (default 365)."),
     Rule("coverage-required", "coverageRequired", "boolean", "Coverage required",
          "When true, the booking needs insurance: an active Coverage whose beneficiary is the "
          "patient and whose period holds the visit, named in Appointment.supportingInformation "
@@ -72,7 +81,9 @@ RULES: tuple[Rule, ...] = (
          "Every visit the referral allows (ServiceRequest.quantityQuantity) is taken by an "
          "active booking; a cancellation or a no-show gives its visit back."),
 )
-SETTINGS = frozenset(r.setting for r in RULES)
+# Settings that tune a rule rather than turn one on.
+TUNING = frozenset({"lookbackYears", "visitsPeriodDays"})
+SETTINGS = frozenset(r.setting for r in RULES) | TUNING
 _BY_CODE = {r.code: r for r in RULES}
 
 
@@ -96,7 +107,16 @@ class Rules:
     referral_required: bool = False
     prior_auth_required: bool = False
     coverage_required: bool = False
+    patient_status: str | None = None  # "new" | "established"
+    lookback: timedelta = timedelta(days=3 * 365)
+    max_visits: int | None = None
+    visits_period: timedelta = timedelta(days=365)
     accepted_payors: tuple[str, ...] = ()
+
+    @property
+    def needs_history(self) -> bool:
+        """Rules judged on the patient's other appointments."""
+        return self.patient_status is not None or self.max_visits is not None
 
     @property
     def needs_referral(self) -> bool:
@@ -165,6 +185,22 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
         if not isinstance(sub.get("valueBoolean"), bool):
             raise RuleError(f"{path}.valueBoolean", "must be true or false")
         found["referral_required"] = sub["valueBoolean"]
+    if "patientStatus" in groups:
+        path, sub = groups["patientStatus"][0]
+        if sub.get("valueCode") not in ("new", "established"):
+            raise RuleError(f"{path}.valueCode", "must be new or established, got "
+                            f"{sub.get('valueCode')!r}")
+        found["patient_status"] = sub["valueCode"]
+    if "lookbackYears" in groups:
+        path, sub = groups["lookbackYears"][0]
+        found["lookback"] = timedelta(days=365 * _count(path, sub, "valuePositiveInt", 1, 50))
+    if "maxVisits" in groups:
+        path, sub = groups["maxVisits"][0]
+        found["max_visits"] = _count(path, sub, "valuePositiveInt", 1, 1000)
+    if "visitsPeriodDays" in groups:
+        path, sub = groups["visitsPeriodDays"][0]
+        found["visits_period"] = timedelta(days=_count(path, sub, "valuePositiveInt", 1,
+                                                       MAX_ADVANCE_DAYS))
     if "priorAuthorizationRequired" in groups:
         path, sub = groups["priorAuthorizationRequired"][0]
         if not isinstance(sub.get("valueBoolean"), bool):
@@ -419,6 +455,38 @@ def referral_visits(request: Mapping[str, Any]) -> int | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
         return min(int(value), 1000)
     return None
+
+
+def history_breaches(rules: Rules, visit: str, start: datetime,
+                     fulfilled_before: list[datetime], taking: list[datetime]) -> list[Breach]:
+    """The patient-history rules: ``fulfilled_before`` are starts of the patient's fulfilled
+    visits of this service or practitioner, ``taking`` of their other active or fulfilled
+    visits of this visit type."""
+    out = []
+    if rules.patient_status is not None:
+        seen = any(start - rules.lookback <= t < start for t in fulfilled_before)
+        years = rules.lookback.days // 365
+        if rules.patient_status == "new" and seen:
+            out.append(Breach("new-patient", f"a {visit} visit is for new patients; this "
+                              f"patient was seen here in the last {years} year(s)",
+                              "Appointment.participant"))
+        if rules.patient_status == "established" and not seen:
+            out.append(Breach("established-patient", f"a {visit} visit is for established "
+                              f"patients; this patient was not seen here in the last {years} "
+                              "year(s)", "Appointment.participant"))
+    if rules.max_visits is not None:
+        period = rules.visits_period
+        near = sorted(t for t in taking if abs(t - start) < period)
+        # the most visits any window of the period holding this one would contain
+        worst = max((sum(1 for t in near if lo <= t < lo + period)
+                     for lo in [start - period + timedelta(microseconds=1), *near]
+                     if lo <= start < lo + period), default=0)
+        if worst + 1 > rules.max_visits:
+            out.append(Breach("visit-limit", f"a {visit} visit may be booked at most "
+                              f"{rules.max_visits} time(s) in {period.days} days for one "
+                              "patient; this one would be one too many",
+                              "Appointment.start"))
+    return out
 
 
 def code_system() -> dict[str, Any]:

@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import FhirError
 from ..metrics import BOOKING_REFUSALS
-from ..query import Cond, Entry, Query
+from ..query import AnyOf, Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
@@ -33,6 +33,7 @@ from .booking_rules import (
     caller_breaches,
     clinic_zone,
     coverage_problem,
+    history_breaches,
     referral_problem,
     referral_visits,
     timing_breaches,
@@ -92,6 +93,7 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         else:
             _within_length(new, ev.config.max_appointment, "FHIR_SCHED_MAX_APPOINTMENT_HOURS")
         broken = await _visit_rules(unit, ev, new, booked)
+        broken += await _history(unit, ev, new, booked)
         referral, used = await _referral(unit, ev, new, booked)
         broken += used
         if referral is not None:
@@ -206,6 +208,57 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
              else "a referral")
     breach = RuleBreach(code, f"a {name} visit needs {needs}: {why}", "Appointment.basedOn")
     return None, _settle(ev, appt, [breach])
+
+
+# What counts as a visit of the patient's for the history rules.
+_COUNTED = ("pending", "booked", "arrived", "checked-in", "fulfilled")
+MAX_HISTORY = 200  # the patient's appointments read for one booking
+
+
+async def _history(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
+                   booked: tuple[VisitType, dict[str, Any]] | None) -> list[Breach]:
+    """New or established patient, visits per period: judged on the patient's other
+    appointments as this unit sees them. The search is one the unit decides on, so two
+    bookings for one patient cannot both count the other out (see ``Unit.find_ids``)."""
+    if (booked is None or not booked[0].rules.needs_history
+            or not newly_takes_time(ev.old, appt)):
+        return []
+    vt, service = booked
+    patients = patient_actors(appt)
+    if not patients:
+        return []
+    ids = await unit.find_ids(Query("Appointment", (
+        Entry("patient", (Cond("val", "=", patients[0]),), unique=True),
+        AnyOf(tuple(Entry("status", (Cond("val", "=", st),)) for st in _COUNTED)))),
+        limit=MAX_HISTORY)
+    here = f"HealthcareService/{service.get('id')}"
+    people = {a for a in resource_actors(appt) if not a.startswith("HealthcareService/")}
+    fulfilled: list[datetime] = []
+    taking: list[datetime] = []
+    for aid in ids:
+        if aid == ev.id:
+            continue
+        rec = await unit.get("Appointment", aid)
+        if rec is None or rec.deleted or rec.body is None:
+            continue
+        other = orjson.loads(rec.body)
+        if other.get("status") not in _COUNTED or not other.get("start"):
+            continue
+        when = parse_instant(other["start"])
+        named = {b.get("reference") for b in other.get("supportingInformation") or []
+                 if isinstance(b, dict)}
+        actors = set(resource_actors(other))
+        if other["status"] == "fulfilled" and (here in actors | named or people & actors):
+            fulfilled.append(when)
+        kinds = list(codings(other.get("appointmentType")))
+        for concept in other.get("serviceType") or []:
+            kinds += codings(concept)
+        if any(code == vt.code and (system is None or vt.system is None or system == vt.system)
+               for system, code in kinds):
+            taking.append(when)
+    found = history_breaches(vt.rules, vt.display or vt.code, parse_instant(appt["start"]),
+                             fulfilled, taking)
+    return _settle(ev, appt, found) if found else []
 
 
 def link_coverage(appt: dict[str, Any], coverage: str) -> dict[str, Any]:
