@@ -327,7 +327,7 @@ PRIOR_AUTH_URL = "https://fhir-sched.org/fhir/StructureDefinition/prior-authoriz
 
 def referral(c: Clinic, patient: str, *, visits: int | None = None, status: str = "active",
              code: str = "specialist", period: tuple[str, str] | None = None,
-             authorized: tuple[str, str] | None = None) -> str:
+             authorized: tuple[str, str] | None = None, identifier: str | None = None) -> str:
     body: dict[str, Any] = {
         "resourceType": "ServiceRequest", "status": status, "intent": "order",
         "subject": {"reference": patient},
@@ -336,6 +336,8 @@ def referral(c: Clinic, patient: str, *, visits: int | None = None, status: str 
         body["quantityQuantity"] = {"value": visits}
     if period is not None:
         body["occurrencePeriod"] = {"start": period[0], "end": period[1]}
+    if identifier is not None:
+        body["identifier"] = [{"system": "https://clinic.example/referrals", "value": identifier}]
     if authorized is not None:
         body["extension"] = [{"url": PRIOR_AUTH_URL, "extension": [
             {"url": "number", "valueString": "PA-123"},
@@ -695,3 +697,26 @@ def test_visits_per_period_counts_the_patients_other_bookings_of_the_type(
                      json={**first, "status": "cancelled"}, headers=headers)
     assert cancel.status_code == 200, cancel.text
     booked(_rest(clinic, appointment("monthly", patient, timedelta(days=4)), None))
+
+
+def test_find_for_a_named_referral_offers_only_what_that_referral_covers(
+        clinic: Clinic, found_clinic: str) -> None:
+    patient = _new_patient(clinic)
+    soon, later = (datetime.now(UTC) + timedelta(days=2)).date(), (
+        datetime.now(UTC) + timedelta(days=4)).date()
+    referral(clinic, patient, code="find-referral", identifier="R-soon",
+             period=(soon.isoformat(), soon.isoformat()))
+    referral(clinic, patient, code="find-referral", identifier="R-later",
+             period=(later.isoformat(), later.isoformat()))
+    now = datetime.now(UTC)
+    body = parameters(("start", now.isoformat().replace("+00:00", "Z")),
+                      ("end", (now + timedelta(days=6)).isoformat().replace("+00:00", "Z")),
+                      ("visit-type", f"{SYSTEM}|find-referral"),
+                      ("patient-reference", {"reference": patient}))
+    body["parameter"].append({"name": "referral-identifier", "valueIdentifier": {
+        "system": "https://clinic.example/referrals", "value": "R-later"}})
+    r = clinic.post("/Appointment/$find", body)
+    assert r.status_code == 200, r.text
+    days = {datetime.fromisoformat(e["resource"]["start"]).astimezone(UTC).date()
+            for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Appointment"}
+    assert days == {later}

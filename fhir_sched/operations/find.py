@@ -71,6 +71,7 @@ def parse(values: Inputs, _instance: str | None) -> FindRequest:
         appointment_type=values.get("appointment-type", []),
         insurance=values.get("insurance-reference", []),
         explain=bool(one(values, "_explain")),
+        referral=values.get("referral-identifier", []),
     )
 
 

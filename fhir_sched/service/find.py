@@ -122,6 +122,8 @@ class FindRequest:
     total: str | None = None  # _total: none | estimate | accurate
     not_before: datetime | None = None  # the first page's clamp instant (from a cursor)
     explain: bool = False  # _explain: say which booking rules narrowed or emptied the window
+    # referral-identifier (IHE): the referral the visit is for, as an Identifier
+    referral: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +269,7 @@ class FindService:
                 # what the visit type's rules leave (find_rules), judged from the clamp
                 # instant so every page of one search sees the same window
                 cut = await narrow(self.store, ctx, req.patient, visit, offered_by[1],
-                                   req.not_before, lo, hi, req.insurance)
+                                   req.not_before, lo, hi, req.insurance, req.referral)
                 lo, hi = cut.lo, cut.hi
                 if req.explain:
                     warnings.extend(cut.issues())

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ..context import RequestContext
-from ..query import Cond, Entry, Query
+from ..query import Cond, Entry, Expr, Query
 from ..scheduling import claims
 from ..scheduling.booking_rules import (
     Breach,
@@ -63,7 +63,8 @@ def _birthday(birth: date, years: int) -> date:
 
 async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
                  visit: VisitType, service: dict[str, Any], now: datetime, lo: datetime,
-                 hi: datetime, insurance: list[Any] | None = None) -> Narrowed:
+                 hi: datetime, insurance: list[Any] | None = None,
+                 referrals: list[dict[str, Any]] | None = None) -> Narrowed:
     rules, name, zone = visit.rules, visit.display or visit.code, clinic_zone(service)
     out = Narrowed(*rule_window(rules, now, zone, lo, hi))
     if out.lo > lo:
@@ -105,7 +106,7 @@ async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
                              "in this window"))
             return out
     if rules.needs_referral and patient is not None:
-        await _referrals(store, out, patient, visit, service, now, name)
+        await _referrals(store, out, patient, visit, service, now, name, referrals or [])
     if rules.needs_coverage and out.lo < out.hi and (patient is not None or insurance):
         await _coverages(store, out, patient, insurance or [], visit, name)
     return out
@@ -152,13 +153,21 @@ async def _coverages(store: DocumentStore, out: Narrowed, patient: str | None,
 
 
 async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: VisitType,
-                     service: dict[str, Any], now: datetime, name: str) -> None:
-    """The window the patient's referrals cover, with visits left: their hull."""
+                     service: dict[str, Any], now: datetime, name: str,
+                     named: list[dict[str, Any]]) -> None:
+    """The window the patient's referrals (or the one ``referral-identifier`` names) cover,
+    with visits left: their hull."""
     services = [(visit.system, visit.code), *[c for t in service.get("type") or []
                                               for c in codings(t)]]
-    page = await store.search(Query("ServiceRequest", (
-        Entry("subject", (Cond("val", "=", patient),), unique=True),
-        Entry("status", (Cond("val", "=", "active"),))), count=MAX_REFERRALS))
+    where: tuple[Expr, ...] = (Entry("subject", (Cond("val", "=", patient),), unique=True),
+                               Entry("status", (Cond("val", "=", "active"),)))
+    for ident in named[:1]:
+        value, system = ident.get("value"), ident.get("system")
+        if isinstance(value, str) and value:
+            conds = (Cond("val", "=", value),) + (
+                (Cond("sys", "=", system),) if isinstance(system, str) and system else ())
+            where += (Entry("identifier", conds),)
+    page = await store.search(Query("ServiceRequest", where, count=MAX_REFERRALS))
     spans: list[tuple[datetime, datetime]] = []
     used = unauthorized = False
     stamp = format_instant(now)
