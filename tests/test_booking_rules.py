@@ -5,7 +5,6 @@ both adapters, with auth on so the staff-only rule meets a real patient token.""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,7 +28,8 @@ ZONE = "Pacific/Auckland"  # far from UTC, so a rule read in UTC would be caught
 PASSWORD = "rules-password-1"
 ADMIN = BackendClient.new("rules-admin")
 DESK = BackendClient.new("rules-desk")
-_ids = itertools.count()
+AUDITOR = BackendClient.new("rules-auditor")
+REASON_URL = "https://fhir-sched.org/fhir/StructureDefinition/override-reason"
 
 RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "notice": [{"url": "minNoticeMinutes", "valueUnsignedInt": 24 * 60}],
@@ -39,6 +39,8 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "adults": [{"url": "minAgeYears", "valueUnsignedInt": 18}],
     "paediatric": [{"url": "maxAgeYears", "valueUnsignedInt": 17}],
     "specialist": [{"url": "referralRequired", "valueBoolean": True}],
+    "strict": [{"url": "minNoticeMinutes", "valueUnsignedInt": 24 * 60},
+               {"url": "minAgeYears", "valueUnsignedInt": 18}],
     "insured": [{"url": "coverageRequired", "valueBoolean": True}],
     "authorized": [{"url": "priorAuthorizationRequired", "valueBoolean": True}],
     "new-only": [{"url": "patientStatus", "valueCode": "new"},
@@ -82,6 +84,7 @@ def clinic(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
     keys = tmp_path_factory.mktemp("rules")
     register_backend(url, ADMIN, "system/*.cruds", keys)
     register_backend(url, DESK, "system/*.cruds fhir-sched/overbook", keys)
+    register_backend(url, AUDITOR, "system/AuditEvent.rs", keys)
     assert register(url, "rules-app", "launch/patient patient/*.cruds", "--redirect-uri",
                     REDIRECT, "--public").returncode == 0
     proc = ServerProcess(url, env={"FHIR_SCHED_AUTH": "smart"}).start()
@@ -118,20 +121,24 @@ def clinic(store_kind: str, mongo_uri: str | None, tmp_path_factory: pytest.Temp
             cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])
 
 
+_used: list[datetime] = []
+
+
 def _at(delta: timedelta) -> tuple[str, str]:
-    """A 30-minute visit starting ``delta`` from now, plus a half-hour step per call so no two
-    bookings of the suite meet on the service's one seat (under 20 hours for a visit less
-    than a day ahead, which the notice rows need)."""
+    """A 30-minute visit starting about ``delta`` from now: the first time from there, in
+    half-hour steps, that no earlier call of the suite took, so no two bookings meet on the
+    service's one seat or a shared patient's time."""
     start = (datetime.now(UTC) + delta).replace(second=0, microsecond=0)
-    n = next(_ids)
-    start += timedelta(minutes=30 * (n % 40 if delta < timedelta(days=1) else n))
     start -= timedelta(minutes=start.minute % 5)
+    while any(abs(start - u) < timedelta(minutes=30) for u in _used):
+        start += timedelta(minutes=30)
+    _used.append(start)
     return start.isoformat().replace("+00:00", "Z"), (start + timedelta(minutes=30)).isoformat(
     ).replace("+00:00", "Z")
 
 
 def appointment(code: str, patient: str, when: timedelta, status: str = "booked",
-                override: bool = False, based_on: str | None = None,
+                override: bool | str = False, based_on: str | None = None,
                 coverage: str | None = None) -> dict[str, Any]:
     start, end = _at(when)
     out: dict[str, Any] = {
@@ -142,6 +149,8 @@ def appointment(code: str, patient: str, when: timedelta, status: str = "booked"
             {"actor": {"reference": patient}, "status": "accepted"}]}
     if override:
         out["extension"] = [{"url": OVERBOOKED_URL, "valueBoolean": True}]
+        if isinstance(override, str):
+            out["extension"].append({"url": REASON_URL, "valueString": override})
     if based_on:
         out["basedOn"] = [{"reference": based_on}]
     if coverage:
@@ -271,18 +280,35 @@ def test_a_patient_may_book_a_visit_that_allows_self_booking(clinic: Clinic) -> 
 
 
 def test_the_front_desk_override_books_anyway_with_the_breach_flagged(clinic: Clinic) -> None:
-    appt = appointment("notice", clinic.alice, timedelta(hours=1), override=True)
+    appt = appointment("notice", clinic.alice, timedelta(hours=1),
+                       override="patient in pain, doctor agreed")
     assert refused_rule(_rest(clinic, appt, None))[:2] == (422, "min-notice")  # not staff's
     done = booked(_rest(clinic, appt, clinic.desk))
     assert flags(done) == ["min-notice"]
+    auditor = {"authorization": "Bearer " + get_token(clinic.server.base, AUDITOR,
+                                                      "system/AuditEvent.rs")}
+    trail = web.get(f"{clinic.server.base}/AuditEvent", headers=auditor,
+                    params={"subtype": "overbook", "entity": f"Appointment/{done['id']}"})
+    assert trail.status_code == 200, trail.text
+    assert "patient in pain, doctor agreed" in trail.text
+
+
+def test_overriding_a_booking_rule_needs_a_reason(clinic: Clinic) -> None:
+    appt = appointment("notice", clinic.alice, timedelta(hours=1), override=True)
+    r = _rest(clinic, appt, clinic.desk)
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert issue["code"] == "required" and "override-reason" in issue["diagnostics"]
 
 
 def test_every_broken_rule_is_told_not_only_the_first(clinic: Clinic) -> None:
-    r = _rest(clinic, appointment("adults", clinic.child, timedelta(days=3)), None)
-    assert refused_rule(r)[1] == "min-age"
-    appt = appointment("notice", clinic.alice, timedelta(hours=1), override=True)
+    r = _rest(clinic, appointment("strict", clinic.child, timedelta(hours=1)), None)
+    assert refused_rule(r)[:2] == (422, "min-notice")
+    codes = [i["details"]["coding"][0]["code"] for i in r.json()["issue"]]
+    assert codes == ["min-notice", "min-age"]
+    appt = appointment("strict", clinic.child, timedelta(hours=1), override="walk-in")
     done = booked(_rest(clinic, appt, clinic.desk))
-    assert flags(done) == ["min-notice"]
+    assert flags(done) == ["min-notice", "min-age"]
 
 
 def test_moving_a_booking_checks_the_rules_again_and_a_status_change_does_not(

@@ -8,6 +8,8 @@ from typing import Any
 BASE = "https://fhir-sched.org/fhir/StructureDefinition/"
 HOLD_EXPIRES = BASE + "hold-expires"
 OVERBOOKED = BASE + "overbooked"
+# Why staff used the front-desk override (required when it overrides a booking rule).
+OVERRIDE_REASON = BASE + "override-reason"
 # A booking recorded from a calendar of record although it breaks a rule (repeatable).
 BOOKING_FLAG = BASE + "booking-flag"
 # On a Schedule: it offers nothing, it only carries blocked time (see admission).
@@ -48,6 +50,12 @@ def hold_expiry(appointment: dict[str, Any]) -> str | None:
     ext = get_ext(appointment, HOLD_EXPIRES)
     value = ext.get("valueInstant") if ext else None
     return value if isinstance(value, str) else None
+
+
+def override_reason(appointment: dict[str, Any]) -> str | None:
+    ext = get_ext(appointment, OVERRIDE_REASON)
+    value = ext.get("valueString") if ext else None
+    return value.strip() or None if isinstance(value, str) else None
 
 
 def overbook_requested(appointment: dict[str, Any]) -> bool:

@@ -39,7 +39,7 @@ from .booking_rules import (
     timing_breaches,
 )
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
-from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, set_exts
+from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, override_reason, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
 from .visit_types import VisitType, VisitTypeError, codings, parse_visit_types
 
@@ -316,7 +316,12 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
 def _settle(ev: WriteEvent, appt: dict[str, Any], found: list[RuleBreach]) -> list[Breach]:
     """Broken rules: refused (the first one's code, every one told), unless the caller is a
     calendar of record or staff using the front-desk override, who book anyway flagged."""
-    if ev.ctx.of_record or (ev.ctx.may_overbook and overbook_requested(appt)):
+    overriding = ev.ctx.may_overbook and overbook_requested(appt)
+    if overriding and not ev.ctx.of_record and override_reason(appt) is None:
+        raise FhirError(422, "required", f"overriding a booking rule ({found[0].code}: "
+                        f"{found[0].message}) needs a reason: give it in the override-reason "
+                        "extension", expression=["Appointment.extension"])
+    if ev.ctx.of_record or overriding:
         for b in found:
             BOOKING_REFUSALS.labels(b.code, "recorded").inc()
         return [Breach(b.code, b.message) for b in found]

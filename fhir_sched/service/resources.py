@@ -26,7 +26,7 @@ from ..resources import get_type, is_hosted
 from ..resources.appointment import PROPOSAL_ID_PREFIX
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
-from ..scheduling.extensions import overbook_requested
+from ..scheduling.extensions import overbook_requested, override_reason
 from ..search.extract import extract
 from ..storage.base import DocumentStore, Origin, Record, Unit
 from ..storage.errors import VersionConflict
@@ -248,10 +248,12 @@ class ResourceService:
             if type_ == "Appointment" and overbook_requested(body):
                 # The front-desk override is a power, used on this write: the guard let it
                 # book past capacity or availability only because the caller holds it.
+                reason = override_reason(body)
                 entries.append(audit_entry(
                     ctx, "overbook", action="C" if old is None else "U",
                     entity=f"{type_}/{id_}", patient=patient,
-                    detail="booked with the front-desk override (capacity and availability)"))
+                    detail="booked with the front-desk override (capacity, availability and "
+                    "booking rules)" + (f"; reason: {reason[:500]}" if reason else "")))
             for item in entries:
                 await self.audit.in_unit(unit, item)
         await self._follow(unit, ctx, follow_ups)
