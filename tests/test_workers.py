@@ -52,12 +52,21 @@ def test_workers_serve_from_several_processes_on_one_store(url: str) -> None:
         assert codes == [201] * 60
         found = web.get(f"{server.base}/Patient", params={"_summary": "count"}).json()
         assert found["total"] == 60
-        deadline = time.monotonic() + 10
-        pids: set[object] = set()
-        while time.monotonic() < deadline and len(pids) < 2:
-            pids = {json.loads(ln).get("pid") for ln in server.log().splitlines()
+        def answered_by() -> set[object]:
+            return {json.loads(ln).get("pid") for ln in server.log().splitlines()
                     if ln.startswith("{") and '"fhir_sched.access"' in ln}
-            time.sleep(0.1)
+
+        # Which worker accepts a connection is the kernel's choice; on a loaded machine one
+        # may win every race for a while, so keep asking (bounded) until both have answered.
+        pids = answered_by()
+        for _ in range(20):
+            if len(pids) >= 2:
+                break
+            with ThreadPoolExecutor(16) as pool:
+                list(pool.map(lambda _: web.get(f"{server.base}/metadata", timeout=30).status_code,
+                              range(32)))
+            time.sleep(0.2)
+            pids = answered_by()
         assert len(pids) == 2, pids  # both workers answered some of them
     finally:
         server.stop()
