@@ -467,3 +467,26 @@ async def test_a_calendar_of_record_may_report_a_booking_longer_than_a_day_but_n
     ack = await bridge(core).handle(month, "test")
     assert msa(ack)[1] == "AE"
     assert "FHIR_SCHED_MAX_RECORDED_APPOINTMENT_HOURS" in err(ack)
+
+
+async def test_a_booking_of_record_breaking_its_visit_types_rule_is_stored_and_flagged(
+        core: Core) -> None:
+    """SCH-8 names the visit type; the service offering it (found by the visit-type search
+    parameter, since SIU names none) allows booking at most 30 days ahead, and 2037 is
+    further: the calendar of record's booking is kept with the rule flagged, an ordinary
+    sender's is refused with AE."""
+    await core.services.resources.create(RequestContext(), "HealthcareService", {
+        "resourceType": "HealthcareService", "extension": [{
+            "url": "https://fhir-sched.org/fhir/StructureDefinition/visit-type", "extension": [
+                {"url": "code", "valueCoding": {"code": "ROUTINE"}},
+                {"url": "minutesDuration", "valuePositiveInt": 30},
+                {"url": "maxAdvanceDays", "valuePositiveInt": 30}]}]})
+    b = bridge(core)
+    assert msa(await b.handle(s12(31, app="OWNER", doctor="5031"), "t"))[1] == "AA"
+    stored = await appointment_by_filler(core, "urn:fhir-sched:hl7v2:OWNER:any:filler", "F31")
+    rules = [sub["valueCode"] for e in stored.get("extension", []) if e["url"] == FLAG
+             for sub in e["extension"] if sub["url"] == "rule"]
+    assert rules == ["max-advance"]
+    refused = await b.handle(s12(32, doctor="5032"), "t")
+    assert msa(refused)[1] == "AE"
+    assert "at most 30 day(s) ahead" in err(refused)

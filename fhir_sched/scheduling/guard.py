@@ -113,9 +113,10 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
 async def booked_visit_type(unit: Unit, appt: dict[str, Any]
                             ) -> tuple[VisitType, dict[str, Any]] | None:
     """The visit type an appointment books, when it names one (appointmentType or
-    serviceType) that a HealthcareService among its participants, or named in its
-    ``supportingInformation`` (as ``$find`` proposals do), offers: (the visit type, that
-    service)."""
+    serviceType): offered by a HealthcareService among its participants or named in its
+    ``supportingInformation`` (as ``$find`` proposals do), else by the first service offering
+    that code (the ``visit-type`` search parameter), so a booking that names no service, an
+    SIU message's, still meets its visit type's rules. (the visit type, that service)."""
     wanted = codings(appt.get("appointmentType"))
     for concept in appt.get("serviceType") or []:
         wanted += codings(concept)
@@ -124,20 +125,34 @@ async def booked_visit_type(unit: Unit, appt: dict[str, Any]
     named = [b.get("reference") for b in appt.get("supportingInformation") or []
              if isinstance(b, dict)]
     for ref in [*resource_actors(appt), *named]:
-        if not isinstance(ref, str) or not ref.startswith("HealthcareService/"):
-            continue
-        rec = await unit.get("HealthcareService", ref.split("/", 1)[1])
-        if rec is None or rec.deleted or rec.body is None:
-            continue
-        service = orjson.loads(rec.body)
-        try:
-            offered = parse_visit_types(service)
-        except VisitTypeError:  # stored before a rule change: not this rule's to refuse
-            continue
-        for vt in offered:
-            if any(code == vt.code and (system is None or vt.system is None
-                                        or system == vt.system) for system, code in wanted):
-                return vt, service
+        if isinstance(ref, str) and ref.startswith("HealthcareService/"):
+            found = await _offered(unit, ref.split("/", 1)[1], wanted)
+            if found is not None:
+                return found
+    for _system, code in wanted[:4]:
+        # configuration, not something this unit decides on: no lock on the search
+        for sid in await unit.find_ids(Query("HealthcareService", (
+                Entry("visit-type", (Cond("val", "=", code),)),)), limit=5, decides=False):
+            found = await _offered(unit, sid, wanted)
+            if found is not None:
+                return found
+    return None
+
+
+async def _offered(unit: Unit, service_id: str, wanted: tuple[tuple[str | None, str], ...]
+                   ) -> tuple[VisitType, dict[str, Any]] | None:
+    rec = await unit.get("HealthcareService", service_id, decides=False)
+    if rec is None or rec.deleted or rec.body is None:
+        return None
+    service = orjson.loads(rec.body)
+    try:
+        offered = parse_visit_types(service)
+    except VisitTypeError:  # stored before a rule change: not this rule's to refuse
+        return None
+    for vt in offered:
+        if any(code == vt.code and (system is None or vt.system is None or system == vt.system)
+               for system, code in wanted):
+            return vt, service
     return None
 
 

@@ -138,9 +138,17 @@ class Unit(Protocol):
     ``count_claims``) hold as if written, so a concurrent unit that would change the answer
     runs after it, never beside it."""
 
-    async def get(self, type_: str, id_: str) -> Record | None: ...
+    async def get(self, type_: str, id_: str, *, decides: bool = True) -> Record | None:
+        """The current record as this unit sees it. ``decides=False`` for configuration the
+        unit reads but does not decide on (a visit type's service): not held as written."""
+        ...
 
-    async def find_ids(self, query: Query, limit: int = 2) -> list[str]: ...
+    async def find_ids(self, query: Query, limit: int = 2, *, decides: bool = True
+                       ) -> list[str]:
+        """Ids matching ``query`` as this unit sees them. ``decides=False`` for a lookup of
+        configuration the unit does not decide on (a visit type's definition): no adapter
+        then holds the search as written, so units making it never wait on each other."""
+        ...
 
     async def write(
         self, record: Record, entries: list[IndexEntry], expect_version: int | None

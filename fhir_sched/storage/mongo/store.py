@@ -809,23 +809,30 @@ class MongoUnit:
         # Documents read for update or written: a retry after a conflict takes turns on them.
         self.touched: set[str] = set()
 
-    async def get(self, type_: str, id_: str) -> Record | None:
+    async def get(self, type_: str, id_: str, *, decides: bool = True) -> Record | None:
         """Read for update: the touch makes a concurrent writer of this resource, or another
-        unit deciding on it, conflict with this one (see the module docstring)."""
+        unit deciding on it, conflict with this one (see the module docstring). Without
+        ``decides``, a plain read in the unit's snapshot."""
         key = resource_key(type_, id_)
+        if not decides:
+            found = await self._store.resources.find_one({"_id": key}, {"idx": 0},
+                                                         session=self._s)
+            return None if found is None else _current_record(found)
         self.touched.add(key)
         doc = await self._store.resources.find_one_and_update(
             {"_id": key}, {"$inc": {"_t": 1}}, {"idx": 0},
             session=self._s)
         return None if doc is None else _current_record(doc)
 
-    async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
+    async def find_ids(self, query: Query, limit: int = 2, *, decides: bool = True
+                       ) -> list[str]:
         """Ids matching ``query`` as this unit sees them. The lock document makes a
         search-then-insert (If-None-Exist) safe: a second unit deciding on the same search
         conflicts with this one and runs again after it, finding what this one created."""
         if limit == 0:
             return []
-        await self._lock("q", (query.type, query.where, query.include_deleted))
+        if decides:
+            await self._lock("q", (query.type, query.where, query.include_deleted))
         res = self._store.resources
         compiler = Compiler(lambda p: _aggregate(res, self._s, p))
         match = combine(base_filter(query), await compiler.where(query.where, query.type))

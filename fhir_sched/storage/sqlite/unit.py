@@ -20,10 +20,11 @@ class SqliteUnit:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def get(self, type_: str, id_: str) -> Record | None:
+    async def get(self, type_: str, id_: str, *, decides: bool = True) -> Record | None:
         return get_current(self._conn, type_, id_)
 
-    async def find_ids(self, query: Query, limit: int = 2) -> list[str]:
+    async def find_ids(self, query: Query, limit: int = 2, *, decides: bool = True
+                       ) -> list[str]:
         def run() -> list[str]:
             sql, args = select_sql(query, "r.id", limit=limit, keyset=False)
             return [row[0] for row in self._conn.execute(sql, args)]
