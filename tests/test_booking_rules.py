@@ -46,6 +46,7 @@ RULED_TYPES: dict[str, list[dict[str, Any]]] = {
     "new-only": [{"url": "patientStatus", "valueCode": "new"},
                  {"url": "lookbackYears", "valuePositiveInt": 3}],
     "follow-up": [{"url": "patientStatus", "valueCode": "established"}],
+    "late-48": [{"url": "lateCancelHours", "valuePositiveInt": 48}],
     "monthly": [{"url": "maxVisits", "valuePositiveInt": 1},
                 {"url": "visitsPeriodDays", "valuePositiveInt": 30}],
     "acme-only": [{"url": "acceptedPayor", "valueReference": {"reference": "Organization/acme"}},
@@ -746,3 +747,55 @@ def test_find_for_a_named_referral_offers_only_what_that_referral_covers(
     days = {datetime.fromisoformat(e["resource"]["start"]).astimezone(UTC).date()
             for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Appointment"}
     assert days == {later}
+
+
+# -- cancellation -------------------------------------------------------------------------------
+
+
+def _cancel(c: Clinic, appt: dict[str, Any]) -> dict[str, Any]:
+    r = web.put(f"{c.server.base}/Appointment/{appt['id']}", json={**appt, "status": "cancelled"},
+                headers={**c.admin, "content-type": "application/fhir+json"})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_a_cancellation_inside_the_window_is_flagged_late_and_one_before_it_is_not(
+        clinic: Clinic) -> None:
+    soon = booked(_rest(clinic, appointment("late-48", _new_patient(clinic),
+                                            timedelta(hours=5)), None))
+    assert flags(_cancel(clinic, soon)) == ["late-cancellation"]
+    later = booked(_rest(clinic, appointment("late-48", _new_patient(clinic),
+                                             timedelta(days=5)), None))
+    assert flags(_cancel(clinic, later)) == []
+
+
+CANCEL_SYSTEM = "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason"
+
+
+@pytest.mark.parametrize(("code", "ok"), [("pat-fb", True), ("oth-weath", True),
+                                          ("patient-felt-better", False)])
+def test_a_cancellation_reason_from_the_r4_code_system_must_be_one_of_its_codes(
+        clinic: Clinic, code: str, ok: bool) -> None:
+    made = booked(_rest(clinic, appointment("notice", _new_patient(clinic), timedelta(days=3)),
+                        None))
+    body = {**made, "status": "cancelled",
+            "cancelationReason": {"coding": [{"system": CANCEL_SYSTEM, "code": code}]}}
+    r = web.put(f"{clinic.server.base}/Appointment/{made['id']}", json=body,
+                headers={**clinic.admin, "content-type": "application/fhir+json"})
+    if ok:
+        assert r.status_code == 200, r.text
+        return
+    assert r.status_code == 422, r.text
+    issue = r.json()["issue"][0]
+    assert issue["expression"] == ["Appointment.cancelationReason.coding[0].code"]
+
+
+def test_a_cancellation_reason_from_another_code_system_is_the_clinics_own(
+        clinic: Clinic) -> None:
+    made = booked(_rest(clinic, appointment("notice", _new_patient(clinic), timedelta(days=3)),
+                        None))
+    body = {**made, "status": "cancelled", "cancelationReason": {
+        "coding": [{"system": "https://clinic.example/cancel", "code": "snow"}]}}
+    r = web.put(f"{clinic.server.base}/Appointment/{made['id']}", json=body,
+                headers={**clinic.admin, "content-type": "application/fhir+json"})
+    assert r.status_code == 200, r.text

@@ -70,6 +70,10 @@ RULES: tuple[Rule, ...] = (
     Rule("visit-limit", "maxVisits", "positiveInt", "Visits per period",
          "At most this many of the patient's visits of this visit type (booked, held, "
          "arrived or fulfilled) within any window of visitsPeriodDays days (default 365)."),
+    Rule("late-cancellation", "lateCancelHours", "positiveInt", "Late cancellation",
+         "Not a refusal: a booking of this visit type cancelled less than this many hours "
+         "before it starts is flagged late-cancellation, for the clinic's cancellation "
+         "figures."),
     Rule("coverage-required", "coverageRequired", "boolean", "Coverage required",
          "When true, the booking needs insurance: an active Coverage whose beneficiary is the "
          "patient and whose period holds the visit, named in Appointment.supportingInformation "
@@ -110,6 +114,7 @@ class Rules:
     patient_status: str | None = None  # "new" | "established"
     lookback: timedelta = timedelta(days=3 * 365)
     max_visits: int | None = None
+    late_cancel: timedelta | None = None
     visits_period: timedelta = timedelta(days=365)
     accepted_payors: tuple[str, ...] = ()
 
@@ -194,6 +199,9 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
     if "lookbackYears" in groups:
         path, sub = groups["lookbackYears"][0]
         found["lookback"] = timedelta(days=365 * _count(path, sub, "valuePositiveInt", 1, 50))
+    if "lateCancelHours" in groups:
+        path, sub = groups["lateCancelHours"][0]
+        found["late_cancel"] = timedelta(hours=_count(path, sub, "valuePositiveInt", 1, 24 * 60))
     if "maxVisits" in groups:
         path, sub = groups["maxVisits"][0]
         found["max_visits"] = _count(path, sub, "valuePositiveInt", 1, 1000)

@@ -38,6 +38,7 @@ from .booking_rules import (
     referral_visits,
     timing_breaches,
 )
+from .cancellation import check_reason
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, override_reason, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
@@ -77,6 +78,7 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
     old_status = (ev.old or {}).get("status")
     if ev.new is not None:
         check_transition(old_status, ev.new.get("status", ""))
+        check_reason(ev.new)
     # Start from nothing: a modified booking re-claims what it needs now. A new one owns
     # nothing yet (every write of an id, its deletion included, passes here and releases),
     # so the store round trip is skipped for it.
@@ -107,7 +109,31 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         breaches += await _claim_all(unit, ev, new, read)
         if ev.ctx.of_record or broken:
             ev.new = flag(new, broken + breaches)
+    elif new is not None and old_status in TAKING and new.get("status") == "cancelled":
+        ev.new = await _late(unit, ev.old or {}, new)
     return await _follow_slots(unit, ev)
+
+
+async def _late(unit: Unit, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A booking cancelled inside its visit type's late-cancellation window keeps a
+    late-cancellation flag beside any it had: a fact for the clinic's figures, never a
+    refusal."""
+    booked = await booked_visit_type(unit, old)
+    window = booked[0].rules.late_cancel if booked is not None else None
+    start = old.get("start")
+    if window is None or not isinstance(start, str):
+        return new
+    ahead = parse_instant(start) - datetime.now(UTC)
+    if ahead >= window:
+        return new
+    hours = window.total_seconds() / 3600
+    kept = [e for e in new.get("extension") or [] if isinstance(e, dict)
+            and e.get("url") == BOOKING_FLAG]
+    late = {"extension": [{"url": "rule", "valueCode": "late-cancellation"},
+                          {"url": "detail", "valueString": f"cancelled less than {hours:g} "
+                           "hours before the visit"}]}
+    return set_exts(new, BOOKING_FLAG, [*[{k: v for k, v in e.items() if k != "url"}
+                                          for e in kept], late])
 
 
 async def booked_visit_type(unit: Unit, appt: dict[str, Any]
