@@ -165,7 +165,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                         settings.search_max_includes,
                                         settings.search_max_sort_keys))
     booking = BookingService(resources, settings.hold_seconds)
-    sweeper = Sweeper(booking, settings.sweep_seconds)
+    sweeper = Sweeper(booking, settings.sweep_seconds, timedelta(
+        minutes=settings.noshow_grace_minutes) if settings.noshow_grace_minutes > 0 else None)
     audit = AuditLog(store)
     find = FindService(store, policy)
     resources.audit = search.audit = find.audit = audit

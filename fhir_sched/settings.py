@@ -47,6 +47,9 @@ class Settings:
     search_max_sort_keys: int = 5
     hold_seconds: int = 600
     sweep_seconds: int = 60
+    # Bookings nobody arrived for this many minutes after their start become no-shows (the
+    # sweeper marks them, giving their time and referral visit back); 0: never automatically.
+    noshow_grace_minutes: int = 0
     # A booking may start at most this many seconds in the past (0: not at all).
     past_grace_seconds: int = 0
     # The longest booking (booked, pending, arrived...) that takes time on calendars, in hours.

@@ -1,7 +1,11 @@
-"""The sweeper: cancels expired holds and frees their Slots, on a timer.
+"""The sweeper: cancels expired holds and frees their Slots, on a timer; and, when the clinic
+asks for it (``FHIR_SCHED_NOSHOW_GRACE_MINUTES``), marks as no-shows the bookings nobody
+arrived for within that grace after their start.
 
 Correctness never waits for it (an expired hold's claims stop counting the moment it expires);
-it keeps the data tidy for readers and makes the cancellation visible in the change feed.
+it keeps the data tidy for readers and makes the cancellation visible in the change feed. A
+no-show goes through the write pipeline like any status change, so its time, its seats and
+its referral visit are given back.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -19,18 +24,51 @@ from ..metrics import HOLDS_EXPIRED
 from ..query import Cond, Entry, Query
 from ..scheduling.extensions import hold_expiry
 from ..storage.base import Unit
-from ..timeutil import now_instant
+from ..timeutil import now_instant, to_us
 from .booking import BookingService
 
 log = logging.getLogger("fhir_sched.sweeper")
 PENDING = Query("Appointment", (Entry("status", (Cond("val", "=", "pending"),)),))
+SWEEP_BATCH = 500
 
 
 class Sweeper:
-    def __init__(self, booking: BookingService, every_seconds: int) -> None:
+    def __init__(self, booking: BookingService, every_seconds: int,
+                 noshow_grace: timedelta | None = None) -> None:
         self.booking = booking
         self.store = booking.store
         self.every_seconds = every_seconds
+        self.noshow_grace = noshow_grace
+
+    async def mark_no_shows(self) -> int:
+        """Bookings still ``booked`` past their start plus the grace become ``noshow``."""
+        if self.noshow_grace is None:
+            return 0
+        cutoff = to_us(datetime.now(UTC) - self.noshow_grace)
+        page = await self.store.search(Query("Appointment", (
+            Entry("status", (Cond("val", "=", "booked"),)),
+            Entry("date", (Cond("lo", "<", cutoff),))), count=SWEEP_BATCH))
+        ctx = RequestContext.system("no-show")
+        done = 0
+        for id_, _body in page.rows:
+            async def mark(unit: Unit, appt_id: str = id_) -> bool:
+                rec = await unit.get("Appointment", appt_id)
+                if rec is None or rec.deleted or rec.body is None:
+                    return False
+                appt = orjson.loads(rec.body)
+                if appt.get("status") != "booked":  # arrived meanwhile
+                    return False
+                appt["status"] = "noshow"
+                appt.pop("meta", None)
+                await self.booking.resources.put_in_unit(unit, ctx, "Appointment", appt_id,
+                                                         appt, if_match=rec.version)
+                return True
+
+            try:
+                done += await self.booking.resources.atomic(mark)
+            except FhirError as exc:  # changed under us: the next sweep looks again
+                log.info("no-show sweep skipped Appointment/%s: %s", id_, exc.diagnostics)
+        return done
 
     async def sweep(self) -> int:
         """Cancel expired holds and free their Slots. Correctness never waits for this (an
@@ -68,6 +106,9 @@ class Sweeper:
                 n = await self.sweep()
                 if n:
                     log.info("sweeper cancelled %d expired holds", n)
+                n = await self.mark_no_shows()
+                if n:
+                    log.info("sweeper marked %d bookings as no-shows", n)
             except Exception as exc:  # the sweeper must outlive a passing store outage
                 log.error("sweeper run failed: %s", describe(exc))
 
