@@ -165,7 +165,8 @@ def compact(resource: dict[str, Any], base: str) -> dict[str, Any]:
 def custom_search_parameters() -> list[dict[str, Any]]:
     """Our own parameters: R4 has ``start`` but no ``end`` search on Slot and Appointment,
     and "slots ending before X" is a core scheduling query; staff find the bookings a calendar
-    of record made against the rules by ``booking-flag``."""
+    of record made against the rules by ``booking-flag``; the guard finds which service
+    offers a visit type by ``visit-type``."""
     return [*_end_parameters(), {
         "resourceType": "SearchParameter",
         "id": "Appointment-actor",
@@ -207,6 +208,25 @@ def custom_search_parameters() -> list[dict[str, Any]]:
         "type": "token",
         "expression": "Appointment.extension('https://fhir-sched.org/fhir/StructureDefinition/"
                       "booking-flag').extension('rule').value",
+        "xpathUsage": "normal",
+    }, {
+        "resourceType": "SearchParameter",
+        "id": "HealthcareService-visit-type",
+        "url": f"{CUSTOM_URL}HealthcareService-visit-type",
+        "name": "HealthcareServiceVisitType",
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-sched",
+        "description": (
+            "The codes of the visit types a HealthcareService offers (its visit-type "
+            "extensions); the booking guard finds a booking's visit type by it when the "
+            "booking names no service."
+        ),
+        "code": "visit-type",
+        "base": ["HealthcareService"],
+        "type": "token",
+        "expression": "HealthcareService.extension('https://fhir-sched.org/fhir/"
+                      "StructureDefinition/visit-type').extension('code').value",
         "xpathUsage": "normal",
     }]
 

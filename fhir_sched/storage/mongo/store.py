@@ -245,6 +245,8 @@ class MongoStore:
         # at once instead of each waiting out its own server-selection timeout.
         self._outage_at = 0.0
         self._turns = Turns()
+        # Lock documents known to exist (id -> when made sure), see ``lock_exists``.
+        self._locks_made: dict[str, float] = {}
         # One numbering pass at a time in this process; writers waiting behind it usually find
         # their changes numbered by it. ``_waiting`` holds the change ids they wait for and
         # ``_numbered`` what passes gave those ids, until each writer takes its own.
@@ -425,6 +427,24 @@ class MongoStore:
                 raise StoreUnavailable(f"outcome of the commit is unknown: {exc}") from exc
             raise  # definitely not committed: the caller's retry rules apply
         return result
+
+    async def lock_exists(self, lock_id: str) -> None:
+        """Make sure a lock document exists before a unit writes it. Two transactions that
+        both insert a document neither snapshot holds need not conflict (one test server let
+        both commit), and then both would decide on the same search; updates of one existing
+        document always conflict. So the document is made outside any transaction, once per
+        lock in a while (the TTL index drops a lock an hour after its last use)."""
+        made = self._locks_made.get(lock_id)
+        now = time.monotonic()
+        if made is not None and now - made < LOCK_TTL_SECONDS / 2:
+            return
+        with suppress(DuplicateKeyError):  # another unit made it first: it exists
+            await self.locks.update_one({"_id": lock_id},
+                                        {"$setOnInsert": {"at": datetime.now(UTC)}},
+                                        upsert=True)
+        if len(self._locks_made) >= 100_000:
+            self._locks_made.clear()
+        self._locks_made[lock_id] = now
 
     # -- feed numbering ----------------------------------------------------------------------
     async def _number_after_commit(self, written: list[tuple[int, Record]]) -> None:
@@ -844,6 +864,7 @@ class MongoUnit:
     async def _lock(self, kind: str, key: object) -> None:
         lock_id = _lock_id(kind, key)
         self.touched.add(lock_id)
+        await self._store.lock_exists(lock_id)
         await self._store.locks.update_one(
             {"_id": lock_id}, {"$set": {"at": datetime.now(UTC)}}, upsert=True,
             session=self._s)
