@@ -372,6 +372,7 @@ class MongoStore:
         attempt = 0
         broken_connections = 0
         contended: set[str] = set()
+        made_locks = False
         retried = STORE_RETRIES.labels("mongodb")
         async with (_available(), self._client.start_session() as session,
                     AsyncExitStack() as stack):
@@ -380,7 +381,7 @@ class MongoStore:
                 if self._outage_at > started:
                     raise StoreUnavailable("MongoDB was unreachable for a unit running beside "
                                            "this one")
-                unit = MongoUnit(self, session)
+                unit = MongoUnit(self, session, make_locks=not made_locks)
                 try:
                     result = await self._attempt(session, unit, fn)
                 except (PyMongoError, _Retry) as exc:
@@ -400,6 +401,11 @@ class MongoStore:
                     if time.monotonic() - started > CONTENTION_SECONDS:
                         raise StoreUnavailable(
                             f"gave up after {attempt} attempts lost write conflicts") from exc
+                    if unit.missing_locks:  # the attempt ended: make them, then run again
+                        for lock_id in unit.missing_locks:
+                            await self.lock_exists(lock_id)
+                        made_locks = True
+                        continue
                     retried.inc()
                     await stack.aclose()  # turns are given back while this unit waits
                     await asyncio.sleep(random.uniform(
@@ -416,6 +422,8 @@ class MongoStore:
         await session.start_transaction(read_concern=_TXN_READ, write_concern=_TXN_WRITE)
         try:
             result = await fn(unit)
+            if unit.missing_locks and unit.may_make_locks:
+                raise _Retry("lock documents are made before a unit commits on them")
         except BaseException:
             await _abort_quietly(session)
             raise
@@ -428,16 +436,19 @@ class MongoStore:
             raise  # definitely not committed: the caller's retry rules apply
         return result
 
+    def lock_known(self, lock_id: str) -> bool:
+        made = self._locks_made.get(lock_id)
+        return made is not None and time.monotonic() - made < LOCK_TTL_SECONDS / 2
+
     async def lock_exists(self, lock_id: str) -> None:
         """Make sure a lock document exists before a unit writes it. Two transactions that
         both insert a document neither snapshot holds need not conflict (one test server let
         both commit), and then both would decide on the same search; updates of one existing
-        document always conflict. So the document is made outside any transaction, once per
-        lock in a while (the TTL index drops a lock an hour after its last use)."""
-        made = self._locks_made.get(lock_id)
+        document always conflict. So a unit that meets a lock this process has not made
+        lately stops, the document is made outside any transaction (never while one is open:
+        a write beside an open transaction may wait on it), and the unit runs again; the TTL
+        index drops a lock an hour after its last use."""
         now = time.monotonic()
-        if made is not None and now - made < LOCK_TTL_SECONDS / 2:
-            return
         with suppress(DuplicateKeyError):  # another unit made it first: it exists
             await self.locks.update_one({"_id": lock_id},
                                         {"$setOnInsert": {"at": datetime.now(UTC)}},
@@ -820,14 +831,26 @@ def _change_doc(record: Record, cid: int) -> Doc:
 class MongoUnit:
     """Operations inside one transaction; every call carries the unit's session."""
 
-    def __init__(self, store: MongoStore, session: AsyncClientSession) -> None:
+    def __init__(self, store: MongoStore, session: AsyncClientSession,
+                 make_locks: bool = True) -> None:
         self._store = store
         self._s = session
+        # Locks not made lately are noted; instead of committing, the unit then has them made
+        # outside the transaction and runs again, once (a search naming what the unit itself
+        # creates, a new Practitioner's Schedules, has a new lock each time, and nobody else
+        # can race on that one).
+        self._make_locks = make_locks
         self._next_cid = _change_ids()
         # (change id, record) of each change written, for the numbering after the commit.
         self.written: list[tuple[int, Record]] = []
         # Documents read for update or written: a retry after a conflict takes turns on them.
         self.touched: set[str] = set()
+        # Lock documents this unit needs that may not exist yet (made before it runs again).
+        self.missing_locks: set[str] = set()
+
+    @property
+    def may_make_locks(self) -> bool:
+        return self._make_locks
 
     async def get(self, type_: str, id_: str, *, decides: bool = True) -> Record | None:
         """Read for update: the touch makes a concurrent writer of this resource, or another
@@ -864,7 +887,9 @@ class MongoUnit:
     async def _lock(self, kind: str, key: object) -> None:
         lock_id = _lock_id(kind, key)
         self.touched.add(lock_id)
-        await self._store.lock_exists(lock_id)
+        if self._make_locks and not self._store.lock_known(lock_id):
+            # made outside any transaction before the unit commits (MongoStore.lock_exists)
+            self.missing_locks.add(lock_id)
         await self._store.locks.update_one(
             {"_id": lock_id}, {"$set": {"at": datetime.now(UTC)}}, upsert=True,
             session=self._s)
