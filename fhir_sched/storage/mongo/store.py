@@ -444,10 +444,10 @@ class MongoStore:
         """Make sure a lock document exists before a unit writes it. Two transactions that
         both insert a document neither snapshot holds need not conflict (one test server let
         both commit), and then both would decide on the same search; updates of one existing
-        document always conflict. So a unit that meets a lock this process has not made
-        lately stops, the document is made outside any transaction (never while one is open:
-        a write beside an open transaction may wait on it), and the unit runs again; the TTL
-        index drops a lock an hour after its last use."""
+        document always conflict. So a unit that met locks this process has not made lately
+        does not commit: once its transaction is over they are made here, outside any, and
+        the unit runs again (``MongoUnit.missing_locks``); the TTL index drops a lock an hour
+        after its last use."""
         now = time.monotonic()
         with suppress(DuplicateKeyError):  # another unit made it first: it exists
             await self.locks.update_one({"_id": lock_id},
