@@ -13,11 +13,13 @@ core one, an IANA code), else UTC. "Now" is the write's own clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..query import Cond, Entry, Query
 
 RULE_SYSTEM = "https://fhir-sched.org/fhir/CodeSystem/booking-rule"
 PRIOR_AUTHORIZATION_URL = "https://fhir-sched.org/fhir/StructureDefinition/prior-authorization"
@@ -160,17 +162,40 @@ def _count(path: str, sub: Mapping[str, Any], key: str, least: int, most: int) -
     return value
 
 
+# Yes/no settings and whole-number settings, each to its field of ``Rules``: the number's
+# value[x] key, its bounds, and what it becomes.
+_FLAGS = (("selfBooking", "self_booking"), ("referralRequired", "referral_required"),
+          ("priorAuthorizationRequired", "prior_auth_required"),
+          ("coverageRequired", "coverage_required"))
+_COUNTS: tuple[tuple[str, str, str, int, int, Callable[[int], Any]], ...] = (
+    ("minNoticeMinutes", "min_notice", "valueUnsignedInt", 0, MAX_ADVANCE_DAYS * 1440,
+     lambda n: timedelta(minutes=n)),
+    ("maxAdvanceDays", "max_advance", "valuePositiveInt", 1, MAX_ADVANCE_DAYS,
+     lambda n: timedelta(days=n)),
+    ("lookbackYears", "lookback", "valuePositiveInt", 1, 50, lambda n: timedelta(days=365 * n)),
+    ("lateCancelHours", "late_cancel", "valuePositiveInt", 1, 24 * 60,
+     lambda n: timedelta(hours=n)),
+    ("maxVisits", "max_visits", "valuePositiveInt", 1, 1000, int),
+    ("visitsPeriodDays", "visits_period", "valuePositiveInt", 1, MAX_ADVANCE_DAYS,
+     lambda n: timedelta(days=n)),
+    ("minAgeYears", "min_age", "valueUnsignedInt", 0, MAX_AGE_YEARS, int),
+    ("maxAgeYears", "max_age", "valueUnsignedInt", 0, MAX_AGE_YEARS, int),
+)
+
+
 def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Rules:
     """Rules from a visit type's sub-extensions (grouped by url, each with its path)."""
     found: dict[str, Any] = {}
-    if "minNoticeMinutes" in groups:
-        path, sub = groups["minNoticeMinutes"][0]
-        found["min_notice"] = timedelta(minutes=_count(path, sub, "valueUnsignedInt", 0,
-                                                       MAX_ADVANCE_DAYS * 1440))
-    if "maxAdvanceDays" in groups:
-        path, sub = groups["maxAdvanceDays"][0]
-        found["max_advance"] = timedelta(days=_count(path, sub, "valuePositiveInt", 1,
-                                                     MAX_ADVANCE_DAYS))
+    for setting, name, key, least, most, make in _COUNTS:
+        if setting in groups:
+            path, sub = groups[setting][0]
+            found[name] = make(_count(path, sub, key, least, most))
+    for setting, name in _FLAGS:
+        if setting in groups:
+            path, sub = groups[setting][0]
+            if not isinstance(sub.get("valueBoolean"), bool):
+                raise RuleError(f"{path}.valueBoolean", "must be true or false")
+            found[name] = sub["valueBoolean"]
     if "sameDayCutoff" in groups:
         path, sub = groups["sameDayCutoff"][0]
         raw = sub.get("valueTime")
@@ -180,45 +205,12 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
             found["same_day_cutoff"] = None
         if found["same_day_cutoff"] is None:
             raise RuleError(f"{path}.valueTime", f"must be a time of day hh:mm:ss, got {raw!r}")
-    if "selfBooking" in groups:
-        path, sub = groups["selfBooking"][0]
-        if not isinstance(sub.get("valueBoolean"), bool):
-            raise RuleError(f"{path}.valueBoolean", "must be true or false")
-        found["self_booking"] = sub["valueBoolean"]
-    if "referralRequired" in groups:
-        path, sub = groups["referralRequired"][0]
-        if not isinstance(sub.get("valueBoolean"), bool):
-            raise RuleError(f"{path}.valueBoolean", "must be true or false")
-        found["referral_required"] = sub["valueBoolean"]
     if "patientStatus" in groups:
         path, sub = groups["patientStatus"][0]
         if sub.get("valueCode") not in ("new", "established"):
             raise RuleError(f"{path}.valueCode", "must be new or established, got "
                             f"{sub.get('valueCode')!r}")
         found["patient_status"] = sub["valueCode"]
-    if "lookbackYears" in groups:
-        path, sub = groups["lookbackYears"][0]
-        found["lookback"] = timedelta(days=365 * _count(path, sub, "valuePositiveInt", 1, 50))
-    if "lateCancelHours" in groups:
-        path, sub = groups["lateCancelHours"][0]
-        found["late_cancel"] = timedelta(hours=_count(path, sub, "valuePositiveInt", 1, 24 * 60))
-    if "maxVisits" in groups:
-        path, sub = groups["maxVisits"][0]
-        found["max_visits"] = _count(path, sub, "valuePositiveInt", 1, 1000)
-    if "visitsPeriodDays" in groups:
-        path, sub = groups["visitsPeriodDays"][0]
-        found["visits_period"] = timedelta(days=_count(path, sub, "valuePositiveInt", 1,
-                                                       MAX_ADVANCE_DAYS))
-    if "priorAuthorizationRequired" in groups:
-        path, sub = groups["priorAuthorizationRequired"][0]
-        if not isinstance(sub.get("valueBoolean"), bool):
-            raise RuleError(f"{path}.valueBoolean", "must be true or false")
-        found["prior_auth_required"] = sub["valueBoolean"]
-    if "coverageRequired" in groups:
-        path, sub = groups["coverageRequired"][0]
-        if not isinstance(sub.get("valueBoolean"), bool):
-            raise RuleError(f"{path}.valueBoolean", "must be true or false")
-        found["coverage_required"] = sub["valueBoolean"]
     payors = []
     for path, sub in groups.get("acceptedPayor", []):
         ref = sub.get("valueReference")
@@ -229,10 +221,6 @@ def parse_rules(groups: Mapping[str, list[tuple[str, Mapping[str, Any]]]]) -> Ru
         payors.append(target)
     if payors:
         found["accepted_payors"] = tuple(payors)
-    for key, field in (("minAgeYears", "min_age"), ("maxAgeYears", "max_age")):
-        if key in groups:
-            path, sub = groups[key][0]
-            found[field] = _count(path, sub, "valueUnsignedInt", 0, MAX_AGE_YEARS)
     rules = Rules(**found)
     if (rules.min_notice is not None and rules.max_advance is not None
             and rules.min_notice > rules.max_advance):
@@ -342,6 +330,30 @@ def age_breaches(rules: Rules, visit: str, patient: Mapping[str, Any] | None, st
 
 
 Coding = tuple[str | None, str]
+MAX_ON_FILE = 20  # a patient's active referrals or Coverages looked at for one booking
+
+
+def named(appointment: Mapping[str, Any], element: str, type_: str) -> list[str]:
+    """Ids of the ``type_`` resources an appointment names in ``element`` (basedOn,
+    supportingInformation)."""
+    return [ref.split("/", 1)[1] for b in appointment.get(element) or []
+            if isinstance(b, Mapping) and isinstance(ref := b.get("reference"), str)
+            and ref.startswith(f"{type_}/")]
+
+
+def on_file(type_: str, patient_param: str, patient: str) -> Query:
+    """The patient's active ``type_`` resources (referrals, Coverages)."""
+    return Query(type_, (Entry(patient_param, (Cond("val", "=", patient),), unique=True),
+                         Entry("status", (Cond("val", "=", "active"),))), count=MAX_ON_FILE)
+
+
+def linked(appointment: dict[str, Any], element: str, reference: str) -> dict[str, Any]:
+    """The appointment naming ``reference`` in ``element`` (added when absent)."""
+    refs = [b.get("reference") for b in appointment.get(element) or [] if isinstance(b, dict)]
+    if reference in refs:
+        return appointment
+    return {**appointment, element: [*(appointment.get(element) or []),
+                                     {"reference": reference}]}
 
 
 def _codings(concept: object) -> list[Coding]:

@@ -26,18 +26,22 @@ from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
 from . import claims, participants
 from .admission import Breach, availability_breach, in_past
-from .booking_rules import Breach as RuleBreach
 from .booking_rules import (
+    MAX_ON_FILE,
     age_breaches,
     authorization_problem,
     caller_breaches,
     clinic_zone,
     coverage_problem,
     history_breaches,
+    linked,
+    named,
+    on_file,
     referral_problem,
     referral_visits,
     timing_breaches,
 )
+from .booking_rules import Breach as RuleBreach
 from .cancellation import check_reason
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, override_reason, set_exts
@@ -99,11 +103,11 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         referral, used = await _referral(unit, ev, new, booked)
         broken += used
         if referral is not None:
-            new = ev.new = link_referral(new, referral)
+            new = ev.new = linked(new, "basedOn", referral)
         coverage, uncovered = await _coverage(unit, ev, new, booked)
         broken += uncovered
         if coverage is not None:
-            new = ev.new = link_coverage(new, coverage)
+            new = ev.new = linked(new, "supportingInformation", coverage)
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
@@ -182,14 +186,6 @@ async def _offered(unit: Unit, service_id: str, wanted: tuple[tuple[str | None, 
     return None
 
 
-def link_referral(appt: dict[str, Any], request: str) -> dict[str, Any]:
-    """The appointment naming the referral it uses in ``basedOn`` (added when found)."""
-    refs = [b.get("reference") for b in appt.get("basedOn") or [] if isinstance(b, dict)]
-    if request in refs:
-        return appt
-    return {**appt, "basedOn": [*(appt.get("basedOn") or []), {"reference": request}]}
-
-
 async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
                     booked: tuple[VisitType, dict[str, Any]] | None
                     ) -> tuple[str | None, list[Breach]]:
@@ -210,13 +206,10 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     patient = patients[0] if patients else None
     services = [(vt.system, vt.code), *[c for t in service.get("type") or []
                                         for c in codings(t)]]
-    given = [ref.split("/", 1)[1] for b in appt.get("basedOn") or [] if isinstance(b, dict)
-             and isinstance(ref := b.get("reference"), str) and ref.startswith("ServiceRequest/")]
-    candidates = given
-    if not given and fresh and patient is not None:
-        candidates = await unit.find_ids(Query("ServiceRequest", (
-            Entry("subject", (Cond("val", "=", patient),), unique=True),
-            Entry("status", (Cond("val", "=", "active"),)))), limit=20)
+    candidates = named(appt, "basedOn", "ServiceRequest")
+    if not candidates and fresh and patient is not None:
+        candidates = await unit.find_ids(on_file("ServiceRequest", "subject", patient),
+                                         limit=MAX_ON_FILE)
     start = parse_instant(appt["start"])
     expires = hold_expiry(appt) if appt.get("status") == "pending" else None
     owner, now = ("Appointment", ev.id), now_instant()
@@ -302,16 +295,6 @@ async def _history(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     return _settle(ev, appt, found) if found else []
 
 
-def link_coverage(appt: dict[str, Any], coverage: str) -> dict[str, Any]:
-    """The appointment naming the Coverage it is booked under in ``supportingInformation``."""
-    refs = [b.get("reference") for b in appt.get("supportingInformation") or []
-            if isinstance(b, dict)]
-    if coverage in refs:
-        return appt
-    return {**appt, "supportingInformation": [*(appt.get("supportingInformation") or []),
-                                              {"reference": coverage}]}
-
-
 async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
                     booked: tuple[VisitType, dict[str, Any]] | None
                     ) -> tuple[str | None, list[Breach]]:
@@ -325,14 +308,10 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     vt = booked[0]
     patients = patient_actors(appt)
     patient = patients[0] if patients else None
-    given = [ref.split("/", 1)[1] for b in appt.get("supportingInformation") or []
-             if isinstance(b, dict) and isinstance(ref := b.get("reference"), str)
-             and ref.startswith("Coverage/")]
-    candidates = given
-    if not given and patient is not None:
-        candidates = await unit.find_ids(Query("Coverage", (
-            Entry("beneficiary", (Cond("val", "=", patient),), unique=True),
-            Entry("status", (Cond("val", "=", "active"),)))), limit=20)
+    candidates = named(appt, "supportingInformation", "Coverage")
+    if not candidates and patient is not None:
+        candidates = await unit.find_ids(on_file("Coverage", "beneficiary", patient),
+                                         limit=MAX_ON_FILE)
     start = parse_instant(appt["start"])
     reasons: list[str] = []
     code = "coverage-required"

@@ -11,14 +11,14 @@ offered. The guard still judges every booking on its own (``scheduling.guard``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from typing import Any
 
 import orjson
 
 from ..context import RequestContext
-from ..query import Cond, Entry, Expr, Query
+from ..query import Cond, Entry, Expr
 from ..scheduling import claims
 from ..scheduling.booking_rules import (
     Breach,
@@ -27,6 +27,7 @@ from ..scheduling.booking_rules import (
     clinic_zone,
     coverage_period,
     coverage_problem,
+    on_file,
     referral_period,
     referral_problem,
     referral_visits,
@@ -35,8 +36,6 @@ from ..scheduling.booking_rules import (
 from ..scheduling.visit_types import VisitType, codings
 from ..storage.base import DocumentStore
 from ..timeutil import format_instant
-
-MAX_REFERRALS = 20  # a patient's active referrals looked at for one search
 
 
 @dataclass(slots=True)
@@ -48,6 +47,20 @@ class Narrowed:
     def empty(self, note: Breach) -> None:
         self.hi = self.lo
         self.notes.append(note)
+
+    def within(self, spans: list[tuple[datetime, datetime]], none: Breach, code: str,
+               offered: str) -> None:
+        """Narrow to the hull of ``spans`` (what the patient's referrals or Coverages
+        cover), noting it under ``code``; empty, with ``none``, when they cover nothing."""
+        spans = [(a, b) for a, b in spans if a < b]
+        if not spans:
+            self.empty(none)
+            return
+        lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+        if lo > self.lo or hi < self.hi:
+            self.notes.append(Breach(code, f"{offered}, {format_instant(lo)} to "
+                                     f"{format_instant(hi)}"))
+        self.lo, self.hi = lo, hi
 
     def issues(self) -> list[dict[str, Any]]:
         return [{"severity": "information", "code": "informational", "diagnostics": n.message,
@@ -124,9 +137,7 @@ async def _coverages(store: DocumentStore, out: Narrowed, patient: str | None,
             if rec is not None and rec.body is not None and not rec.deleted:
                 found.append(orjson.loads(rec.body))
     if not insurance and patient is not None:
-        page = await store.search(Query("Coverage", (
-            Entry("beneficiary", (Cond("val", "=", patient),), unique=True),
-            Entry("status", (Cond("val", "=", "active"),))), count=MAX_REFERRALS))
+        page = await store.search(on_file("Coverage", "beneficiary", patient))
         found = [orjson.loads(body) for _, body in page.rows]
     spans: list[tuple[datetime, datetime]] = []
     code = "coverage-required"
@@ -139,17 +150,10 @@ async def _coverages(store: DocumentStore, out: Narrowed, patient: str | None,
             continue
         start, end = coverage_period(coverage)
         spans.append((max(out.lo, start or out.lo), min(out.hi, end or out.hi)))
-    spans = [(a, b) for a, b in spans if a < b]
-    if not spans:
-        out.empty(Breach(code, f"a {name} visit needs insurance it accepts, and no Coverage "
-                         "given or on file covers this window"))
-        return
-    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-    if lo > out.lo or hi < out.hi:
-        out.notes.append(Breach("coverage-required", f"a {name} visit is offered while the "
-                                f"patient's coverage lasts, {format_instant(lo)} to "
-                                f"{format_instant(hi)}"))
-    out.lo, out.hi = lo, hi
+    out.within(spans, Breach(code, f"a {name} visit needs insurance it accepts, and no "
+                             "Coverage given or on file covers this window"),
+               "coverage-required", f"a {name} visit is offered while the patient's coverage "
+               "lasts")
 
 
 async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: VisitType,
@@ -159,15 +163,15 @@ async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: V
     with visits left: their hull."""
     services = [(visit.system, visit.code), *[c for t in service.get("type") or []
                                               for c in codings(t)]]
-    where: tuple[Expr, ...] = (Entry("subject", (Cond("val", "=", patient),), unique=True),
-                               Entry("status", (Cond("val", "=", "active"),)))
+    query = on_file("ServiceRequest", "subject", patient)
+    where: tuple[Expr, ...] = query.where
     for ident in named[:1]:
         value, system = ident.get("value"), ident.get("system")
         if isinstance(value, str) and value:
             conds = (Cond("val", "=", value),) + (
                 (Cond("sys", "=", system),) if isinstance(system, str) and system else ())
             where += (Entry("identifier", conds),)
-    page = await store.search(Query("ServiceRequest", where, count=MAX_REFERRALS))
+    page = await store.search(replace(query, where=where))
     spans: list[tuple[datetime, datetime]] = []
     used = unauthorized = False
     stamp = format_instant(now)
@@ -192,17 +196,10 @@ async def _referrals(store: DocumentStore, out: Narrowed, patient: str, visit: V
             start = max((t for t in (start, held[1]) if t is not None), default=None)
             end = min((t for t in (end, held[2]) if t is not None), default=None)
         spans.append((max(out.lo, start or out.lo), min(out.hi, end or out.hi)))
-    spans = [(a, b) for a, b in spans if a < b]
-    if not spans:
-        code = ("referral-used" if used else "prior-authorization" if unauthorized
-                else "referral-required")
-        out.empty(Breach(code, f"a {name} visit needs a referral and this patient has none "
-                         + ("with visits left" if used else "with a prior authorization"
-                            if unauthorized else "that covers this window")))
-        return
-    lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
-    if lo > out.lo or hi < out.hi:
-        out.notes.append(Breach("referral-required", f"a {name} visit is offered within the "
-                                f"patient's referral, {format_instant(lo)} to "
-                                f"{format_instant(hi)}"))
-    out.lo, out.hi = lo, hi
+    code = ("referral-used" if used else "prior-authorization" if unauthorized
+            else "referral-required")
+    out.within(spans, Breach(code, f"a {name} visit needs a referral and this patient has "
+                             "none " + ("with visits left" if used else "with a prior "
+                                        "authorization" if unauthorized else
+                                        "that covers this window")),
+               "referral-required", f"a {name} visit is offered within the patient's referral")
