@@ -102,19 +102,27 @@ def test_a_scrape_reaching_any_worker_reports_every_worker_by_pid(url: str) -> N
                 "resourceType": "Patient", "identifier": [{"value": f"m{n}"}]},
                 timeout=30).status_code
 
-        with ThreadPoolExecutor(8) as pool:
-            assert list(pool.map(create, range(40))) == [201] * 40
-        deadline = time.monotonic() + 20
+        # Which worker accepts a connection is the kernel's choice, and a loaded machine may
+        # give one of them every create for a while: create in rounds (bounded) until the
+        # scrapes show both, then check that every create is counted exactly once.
+        created = 0
         seen: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            scrape = web.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
-            assert scrape.status_code == 200
-            seen = requests_by_worker(scrape.text, "create")
-            if set(seen) == workers and sum(seen.values()) == 40:
+        for _ in range(10):
+            with ThreadPoolExecutor(8) as pool:
+                assert list(pool.map(create, range(created, created + 40))) == [201] * 40
+            created += 40
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                scrape = web.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10)
+                assert scrape.status_code == 200
+                seen = requests_by_worker(scrape.text, "create")
+                if sum(seen.values()) == created:
+                    break
+                time.sleep(0.5)
+            if set(seen) == workers:
                 break
-            time.sleep(0.5)
         # Whichever worker answered, every worker's creates are there, each under its pid.
-        assert set(seen) == workers and sum(seen.values()) == 40, seen
+        assert set(seen) == workers and sum(seen.values()) == created, seen
         assert all(v > 0 for v in seen.values())
     finally:
         server.stop()
