@@ -28,6 +28,7 @@ def _serve(args: argparse.Namespace) -> int:
                                  trust_issuer=",".join(args.trust_issuer) if args.trust_issuer
                                  else None,
                                  trust_audience=args.trust_audience,
+                                 eligibility_url=args.eligibility_url,
                                  trust_introspection_client=",".join(
                                      args.trust_introspection_client)
                                  if args.trust_introspection_client else None)
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                             "(ID for all, or ISSUER=ID for one; repeatable); its secret goes in "
                             "FHIR_SCHED_TRUST_INTROSPECTION_SECRET_<ID> or "
                             "FHIR_SCHED_TRUST_INTROSPECTION_SECRET")
+    serve.add_argument("--eligibility-url", default=None,
+                       help="post each CoverageEligibilityRequest to this payer or "
+                            "clearinghouse URL (default: the local Coverage rules answer)")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)

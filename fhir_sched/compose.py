@@ -31,6 +31,7 @@ from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
+from .service.eligibility import Checker, EligibilityService, HttpChecker, LocalChecker
 from .service.export_jobs import ExportJobs
 from .service.find import FindService
 from .service.resources import ResourceService
@@ -158,7 +159,12 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                    max_appointment=timedelta(
                                        hours=settings.max_appointment_hours),
                                    max_recorded=timedelta(
-                                       hours=settings.max_recorded_appointment_hours)))
+                                       hours=settings.max_recorded_appointment_hours),
+                                   eligibility_remote=bool(settings.eligibility_url),
+                                   eligibility_ttl=timedelta(
+                                       minutes=settings.eligibility_cache_minutes),
+                                   eligibility_refuse=settings.eligibility_on_failure
+                                   == "refuse"))
     search = SearchService(store, policy, settings.default_count, settings.max_count,
                            SearchLimits(settings.search_max_params,
                                         settings.search_max_or_values,
@@ -170,12 +176,19 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     audit = AuditLog(store)
     find = FindService(store, policy)
     resources.audit = search.audit = find.audit = audit
+    checker: Checker = (HttpChecker(settings.eligibility_url, settings.eligibility_token,
+                                    settings.eligibility_timeout_ms / 1000)
+                        if settings.eligibility_url else LocalChecker())
+    eligibility = EligibilityService(resources, checker, settings.eligibility_timeout_ms / 1000)
+    if settings.eligibility_url:
+        resources.consult = eligibility.for_booking
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
         bundles=BundleProcessor(resources, search, settings.max_bundle_entries), find=find,
         booking=booking, sweeper=sweeper, audit=audit,
         exports=ExportJobs(store, export_directory(settings),
-                           timedelta(hours=settings.export_ttl_hours)))
+                           timedelta(hours=settings.export_ttl_hours)),
+        eligibility=eligibility)
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
     outbound = Outbound(services, application=settings.hl7v2_application,

@@ -35,6 +35,10 @@ class RequestContext:
     # calendar): what it says happened is recorded even when it breaks a booking rule, still
     # takes its time, and is flagged for staff instead of refused.
     of_record: bool = False
+    # Answers from outside services that this request's writes needed (a payer's eligibility
+    # answer per Coverage), gathered outside the atomic unit and kept across its reruns: a
+    # unit cannot wait on another server while it holds the store (``scheduling/eligibility``).
+    consulted: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def system(cls, job: str) -> RequestContext:

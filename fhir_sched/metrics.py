@@ -131,6 +131,11 @@ BOOKING_REFUSALS = Counter(
     "fhir_sched_booking_conflicts",
     "Bookings the guard refused (or, from a calendar of record, recorded with a flag), by rule",
     ("rule", "outcome"), registry=REGISTRY)
+ELIGIBILITY_CHECKS = Counter(
+    "fhir_sched_eligibility_checks",
+    "Eligibility questions put to the checker, by checker (local, http) and verdict "
+    "(eligible, not-eligible, unverified: it failed, timed out or answered an error)",
+    ("checker", "verdict"), registry=REGISTRY)
 STORE_RETRIES = Counter(
     "fhir_sched_store_unit_retries",
     "Units of work run again after losing a race (a write conflict) to another unit",

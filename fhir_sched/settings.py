@@ -50,6 +50,16 @@ class Settings:
     # Bookings nobody arrived for this many minutes after their start become no-shows (the
     # sweeper marks them, giving their time and referral visit back); 0: never automatically.
     noshow_grace_minutes: int = 0
+    # Eligibility (issue 14): the payer gateway a CoverageEligibilityRequest is posted to
+    # (empty: the local checker, the Coverage rules alone), its bearer token (environment
+    # only), the time budget for its answer, how long an answer is reused for the same
+    # Coverage, and what a booking does when no answer comes: "flag" (book, flagged
+    # eligibility-unverified) or "refuse".
+    eligibility_url: str = ""
+    eligibility_token: str = ""
+    eligibility_timeout_ms: int = 3000
+    eligibility_cache_minutes: int = 1440
+    eligibility_on_failure: str = "flag"
     # A booking may start at most this many seconds in the past (0: not at all).
     past_grace_seconds: int = 0
     # The longest booking (booked, pending, arrived...) that takes time on calendars, in hours.
@@ -145,6 +155,9 @@ class Settings:
         if values.get("opentelemetry", "off") not in ("on", "off"):
             raise SystemExit("FHIR_SCHED_OPENTELEMETRY must be on or off, got "
                              f"{values['opentelemetry']!r}")
+        if values.get("eligibility_on_failure", "flag") not in ("flag", "refuse"):
+            raise SystemExit("FHIR_SCHED_ELIGIBILITY_ON_FAILURE must be flag or refuse, got "
+                             f"{values['eligibility_on_failure']!r}")
         return cls(**values)
 
 

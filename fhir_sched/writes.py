@@ -28,6 +28,12 @@ class WriteConfig:
     max_appointment: timedelta = timedelta(hours=24)
     # What a calendar of record reports is recorded, not booked here: a wider cap, still a cap.
     max_recorded: timedelta = timedelta(hours=168)
+    # A payer's eligibility answer is asked for bookings of visit types needing coverage (an
+    # eligibility checker other than the local rules is configured), kept this long, and
+    # when none comes in time the booking is refused (True) or booked and flagged (False).
+    eligibility_remote: bool = False
+    eligibility_ttl: timedelta = timedelta(hours=24)
+    eligibility_refuse: bool = False
 
 
 @dataclass(slots=True)

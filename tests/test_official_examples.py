@@ -21,6 +21,8 @@ import pytest
 
 from fhir_sched.resources import HOSTED_TYPES, is_hosted
 from fhir_sched.resources.references import RELATIVE, iter_references
+from fhir_sched.service.resources import SERVER_MADE
+from tests.support import web
 from tests.support.client import fhir_client
 from tests.support.fhir_assets import SchemaValidator, example_resources
 from tests.support.server import ServerProcess, cleanup_dir, store_url
@@ -31,6 +33,10 @@ Key = tuple[str, str]
 # naming the first such element (document order). The reason says what is missing.
 REJECTED: dict[Key, tuple[str, str]] = {
     ("Coverage", "7546D"): ("Coverage.subscriber.reference", "Patient/5 is in no example"),
+    ("CoverageEligibilityRequest", "52345"): ("CoverageEligibilityRequest.insurance[0]."
+                                              "coverage.reference", "Coverage/9876B1 is refused"),
+    ("CoverageEligibilityRequest", "52346"): ("CoverageEligibilityRequest.insurance[0]."
+                                              "coverage.reference", "Coverage/9876B1 is refused"),
     ("Endpoint", "direct-endpoint"): ("Endpoint.managingOrganization.reference",
                                       "Organization/299 is in no example"),
     ("Provenance", "consent-signature"): ("Provenance.agent[0].who.reference",
@@ -64,6 +70,8 @@ def all_examples() -> dict[Key, dict[str, Any]]:
     file wins, exactly as two PUTs to one id would, so the comparison uses what was sent last."""
     found: dict[Key, dict[str, Any]] = {}
     for type_ in HOSTED_TYPES:
+        if type_ in SERVER_MADE:
+            continue  # only the server writes these (test_a_server_made_example_is_refused)
         for res in example_resources(type_):
             found[(type_, res["id"])] = res
     return found
@@ -168,7 +176,8 @@ async def loaded(examples_server: ServerProcess, fhir_schema: SchemaValidator
 
 def test_every_hosted_type_has_official_examples() -> None:
     examples = all_examples()
-    assert {t for t, _ in examples} == set(HOSTED_TYPES)
+    assert {t for t, _ in examples} == set(HOSTED_TYPES) - set(SERVER_MADE)
+    assert all(example_resources(t) for t in SERVER_MADE)
 
 
 def test_rejection_table_lists_exactly_the_unresolvable_examples() -> None:
@@ -225,3 +234,13 @@ async def test_example_with_unresolvable_reference_is_rejected_naming_the_elemen
     assert oo["resourceType"] == "OperationOutcome"
     assert element in oo["issue"][0]["expression"]
     assert (await client.get(f"/{type_}/{id_}")).status_code == 404
+
+
+async def test_a_server_made_example_is_refused(examples_server: ServerProcess) -> None:
+    """The official CoverageEligibilityResponse examples are valid, but an eligibility answer
+    is the server's to make: a client's PUT of one is 405, naming how one comes to be."""
+    [example, *_] = [r for r in example_resources("CoverageEligibilityResponse")
+                     if r["id"] == "E2502"]
+    r = web.put(f"{examples_server.base}/CoverageEligibilityResponse/E2502", json=example)
+    assert r.status_code == 405, r.text
+    assert "$submit" in r.json()["issue"][0]["diagnostics"]

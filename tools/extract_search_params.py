@@ -166,7 +166,7 @@ def custom_search_parameters() -> list[dict[str, Any]]:
     """Our own parameters: R4 has ``start`` but no ``end`` search on Slot and Appointment,
     and "slots ending before X" is a core scheduling query; staff find the bookings a calendar
     of record made against the rules by ``booking-flag``; the guard finds which service
-    offers a visit type by ``visit-type``."""
+    offers a visit type by ``visit-type``, and a recent eligibility answer by ``coverage``."""
     return [*_end_parameters(), {
         "resourceType": "SearchParameter",
         "id": "Appointment-actor",
@@ -228,6 +228,25 @@ def custom_search_parameters() -> list[dict[str, Any]]:
         "expression": "HealthcareService.extension('https://fhir-sched.org/fhir/"
                       "StructureDefinition/visit-type').extension('code').value",
         "xpathUsage": "normal",
+    }, {
+        "resourceType": "SearchParameter",
+        "id": "CoverageEligibilityResponse-coverage",
+        "url": f"{CUSTOM_URL}CoverageEligibilityResponse-coverage",
+        "name": "CoverageEligibilityResponseCoverage",
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-sched",
+        "description": (
+            "The Coverage an eligibility answer is about (insurance.coverage); the booking "
+            "guard finds a recent answer for a booking's Coverage by it (the eligibility "
+            "cache)."
+        ),
+        "code": "coverage",
+        "base": ["CoverageEligibilityResponse"],
+        "type": "reference",
+        "expression": "CoverageEligibilityResponse.insurance.coverage",
+        "xpathUsage": "normal",
+        "target": ["Coverage"],
     }]
 
 

@@ -34,7 +34,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from .jwks import JwksCache, JwksError, TooLarge, fetch
+from ..outbound import TooLarge, fetch
+from .jwks import JwksCache, JwksError
 from .tokens import CACHE_SIZE, LEEWAY, InvalidToken, TokenClaims
 
 # How long an issuer's "active" answer is trusted before the token is introspected again.

@@ -8,52 +8,16 @@ the cached set lacks, the set is fetched again once (a rotation the cache has no
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from ..outbound import MAX_BYTES, TooLarge, fetch
+
 MAX_SECONDS = 300
-FETCH_TIMEOUT = 5.0
-MAX_BYTES = 256 * 1024
-
-
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    """Built once: an httpx client made without one loads the whole CA bundle (about 20 ms,
-    blocking the event loop) each time, and a token check may fetch."""
-    return httpx.create_ssl_context()
-
-
-class TooLarge(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class Fetched:
-    status: int
-    headers: httpx.Headers
-    body: bytes
-
-
-async def fetch(method: str, url: str, **kwargs: Any) -> Fetched:
-    """One request to another server on the auth path (a JWKS, discovery, introspection):
-    bounded in time (``FETCH_TIMEOUT``) and in size (``MAX_BYTES``, read no further), never
-    following redirects. Raises ``httpx.HTTPError`` or ``TooLarge``."""
-    async with (httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False,
-                                  verify=_tls()) as http,
-                http.stream(method, url, **kwargs) as response):
-        body = bytearray()
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_BYTES:
-                raise TooLarge(f"{url} answered more than {MAX_BYTES} bytes")
-        return Fetched(response.status_code, response.headers, bytes(body))
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)")
 
 

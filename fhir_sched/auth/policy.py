@@ -33,7 +33,7 @@ _LETTER = {
     Interaction.CREATE: "c", Interaction.UPDATE: "u", Interaction.DELETE: "d",
 }
 # $find searches for open time; $hold and $book create (or move) an Appointment.
-_OPERATION_LETTER = {"find": "s", "hold": "c", "book": "c"}
+_OPERATION_LETTER = {"find": "s", "hold": "c", "book": "c", "submit": "c"}
 _READS = frozenset("rs")
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import book, find, hold
+from . import book, find, hold, submit
 from .base import Operation
 
-OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION)
+OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION,
+                                          submit.OPERATION)

@@ -32,6 +32,9 @@ class Outcome:
     links: tuple[tuple[str, str], ...] = ()
     # Warnings about how the request was served (a capped _count, an uncounted total).
     issues: tuple[dict[str, Any], ...] = ()
+    # The one resource is the answer itself, not a Bundle of it (FHIR: an operation whose only
+    # output is ``return``, a resource); the scheduling operations answer Bundles (IHE).
+    single: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ ALIAS = "https://fhir-sched.org/fhir/StructureDefinition/parameter-alias"
 # the further types a parameter accepts beyond ``type`` (Argonaut's uri references, Coverage).
 ALLOWED_TYPE = ("http://hl7.org/fhir/5.0/StructureDefinition/"
                 "extension-OperationDefinition.parameter.allowedType")
-RESOURCE_TYPES = {"Resource", "Appointment", "Patient", "Bundle", "Coverage"}
+RESOURCE_TYPES = {"Resource", "Appointment", "Patient", "Bundle", "Coverage",
+                  "CoverageEligibilityRequest"}
 _REFERENCE_KEYS = ("valueReference", "valueString", "valueUri", "valueUrl", "valueId",
                    "valueCanonical")
 _VALUE_KEYS = {

@@ -23,6 +23,8 @@ Rules = Callable[[dict[str, Any]], Iterable[Issue]]
 _MODULES = {
     "Appointment": "appointment",
     "Coverage": "coverage",
+    "CoverageEligibilityRequest": "coverage_eligibility_request",
+    "CoverageEligibilityResponse": "coverage_eligibility_response",
     "Endpoint": "endpoint",
     "HealthcareService": "healthcare_service",
     "Location": "location",

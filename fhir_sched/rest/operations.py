@@ -83,6 +83,9 @@ def render(base: str, type_: str, outcome: Outcome,
     """The Outcome as a searchset Bundle: its resources as matches, its total (a page's result
     size, or the entry count), its links under the FHIR base, and any warnings (the outcome's
     and the door's) as one OperationOutcome entry with search.mode outcome."""
+    if outcome.single:
+        (res,) = outcome.resources
+        return FhirResponse(res)
     entries = []
     for res in outcome.resources:
         body = res if isinstance(res, bytes) else orjson.dumps(res)

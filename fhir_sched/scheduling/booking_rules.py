@@ -83,6 +83,14 @@ RULES: tuple[Rule, ...] = (
     Rule("payor-not-accepted", "acceptedPayor", "Reference", "Payor not accepted",
          "The visit type accepts only Coverage from these payors (repeating, each a "
          "Reference to the payor Organization); naming any implies coverageRequired."),
+    Rule("coverage-not-eligible", "coverageRequired", "boolean", "Coverage not in force",
+         "The payer's eligibility answer (a CoverageEligibilityResponse from the configured "
+         "eligibility checker, linked from Appointment.supportingInformation) says the "
+         "booking's Coverage is not in force."),
+    Rule("eligibility-unverified", "coverageRequired", "boolean", "Eligibility not verified",
+         "The eligibility checker gave no usable answer within its time budget (it failed, "
+         "timed out or answered an error); the booking is refused or booked and flagged, as "
+         "the deployment's FHIR_SCHED_ELIGIBILITY_ON_FAILURE says."),
     Rule("referral-used", "referralRequired", "boolean", "Referral visits used",
          "Every visit the referral allows (ServiceRequest.quantityQuantity) is taken by an "
          "active booking; a cancellation or a no-show gives its visit back."),

@@ -44,6 +44,15 @@ from .booking_rules import (
 from .booking_rules import Breach as RuleBreach
 from .cancellation import check_reason
 from .capacity import resource_policy, stored_schedule_policy, unit_policy, unit_schedules
+from .eligibility import (
+    MAX_PER_REQUEST,
+    Answer,
+    Need,
+    NeedsEligibility,
+    asked,
+    cached,
+    recalled,
+)
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, override_reason, set_exts
 from .status import SLOT_STATUS, TAKING, check_transition
 from .visit_types import VisitType, VisitTypeError, codings, parse_visit_types
@@ -106,8 +115,11 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
             new = ev.new = linked(new, "basedOn", referral)
         coverage, uncovered = await _coverage(unit, ev, new, booked)
         broken += uncovered
-        if coverage is not None:
-            new = ev.new = linked(new, "supportingInformation", coverage)
+        if coverage is not None and booked is not None:
+            new = ev.new = linked(new, "supportingInformation", coverage[0])
+            new, unverified = await _eligibility(unit, ev, new, booked[0], coverage)
+            ev.new = new
+            broken += unverified
         read: dict[str, list[tuple[str, bytes]]] = {}
         breaches = await _admit(unit, ev, new, read)
         breaches += await _claim_all(unit, ev, new, read)
@@ -297,7 +309,7 @@ async def _history(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
 
 async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
                     booked: tuple[VisitType, dict[str, Any]] | None
-                    ) -> tuple[str | None, list[Breach]]:
+                    ) -> tuple[tuple[str, dict[str, Any]] | None, list[Breach]]:
     """The Coverage a booking of a visit type that needs insurance is made under: the one
     named in ``supportingInformation``, else one of the patient's active Coverages. Checked
     when the booking newly takes time (``coverage_problem``: active, the patient's, its
@@ -320,10 +332,10 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
         if rec is None or rec.deleted or rec.body is None:
             reasons.append(f"Coverage/{cid} does not exist")
             continue
-        problem = coverage_problem(orjson.loads(rec.body), patient, vt.rules.accepted_payors,
-                                   start)
+        body = orjson.loads(rec.body)
+        problem = coverage_problem(body, patient, vt.rules.accepted_payors, start)
         if problem is None:
-            return f"Coverage/{cid}", []
+            return (f"Coverage/{cid}", body), []
         if problem[0] == "payor-not-accepted":
             code = problem[0]
         reasons.append(f"Coverage/{cid} {problem[1]}")
@@ -331,6 +343,45 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     breach = RuleBreach(code, f"a {vt.display or vt.code} visit needs insurance it accepts: "
                         f"{why}", "Appointment.supportingInformation")
     return None, _settle(ev, appt, [breach])
+
+
+async def _eligibility(unit: Unit, ev: WriteEvent, appt: dict[str, Any], vt: VisitType,
+                       coverage: tuple[str, dict[str, Any]]
+                       ) -> tuple[dict[str, Any], list[Breach]]:
+    """The payer's word that the booking's Coverage is in force, when a remote checker is
+    configured: a recent stored answer, else one asked outside the unit (``NeedsEligibility``;
+    see ``eligibility``). The answer is linked from ``supportingInformation``. Not in force
+    is a broken rule; no usable answer is refused or booked flagged, as the deployment says.
+    A calendar of record is not asked about: what it booked is recorded as it says."""
+    if not ev.config.eligibility_remote or ev.ctx.of_record:
+        return appt, []
+    ref, body = coverage
+    consulted = ev.ctx.consulted
+    answer = recalled(consulted, ref) or await cached(unit, ref, ev.config.eligibility_ttl,
+                                                      datetime.now(UTC))
+    if answer is None:
+        if asked(consulted) >= MAX_PER_REQUEST:
+            answer = Answer(None, "unverified", f"one request may wait for at most "
+                            f"{MAX_PER_REQUEST} payer answers")
+        else:
+            patients = patient_actors(appt)
+            raise NeedsEligibility(Need(ref, body, patients[0], (vt.system, vt.code),
+                                        vt.display or vt.code, appt["start"]), ev.ctx)
+    if answer.response is not None:
+        appt = linked(appt, "supportingInformation", answer.response)
+    name = vt.display or vt.code
+    if answer.verdict == "eligible":
+        return appt, []
+    if answer.verdict == "not-eligible":
+        return appt, _settle(ev, appt, [RuleBreach(
+            "coverage-not-eligible", f"a {name} visit needs coverage in force: {ref}: "
+            f"{answer.reason}", "Appointment.supportingInformation")])
+    breach = RuleBreach("eligibility-unverified", f"the payer did not confirm that {ref} is "
+                        f"in force for a {name} visit: {answer.reason}",
+                        "Appointment.supportingInformation")
+    if ev.config.eligibility_refuse:
+        return appt, _settle(ev, appt, [breach])
+    return appt, [Breach(breach.code, breach.message)]
 
 
 def _settle(ev: WriteEvent, appt: dict[str, Any], found: list[RuleBreach]) -> list[Breach]:

@@ -17,6 +17,8 @@ from .extract import reference_targets
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Appointment": ("actor",),
     "Coverage": ("policy-holder", "subscriber", "beneficiary", "payor"),
+    "CoverageEligibilityRequest": ("patient",),
+    "CoverageEligibilityResponse": ("patient",),
     "Patient": ("link",),
     "Provenance": ("patient",),
     "Schedule": ("actor",),

@@ -51,8 +51,9 @@ CHUNK = 5000  # items an import holds in memory at once
 
 # Referenced before referencing: what each type points at is written before it.
 ORDER = ("Organization", "Location", "Practitioner", "HealthcareService", "PractitionerRole",
-         "Patient", "RelatedPerson", "Device", "Endpoint", "Coverage", "ServiceRequest",
-         "Schedule", "Slot", "Appointment", "AppointmentResponse")
+         "Patient", "RelatedPerson", "Device", "Endpoint", "Coverage", "CoverageEligibilityRequest",
+         "CoverageEligibilityResponse", "ServiceRequest", "Schedule", "Slot", "Appointment",
+         "AppointmentResponse")
 
 
 def export_types(only: Iterable[str] | None = None) -> list[str]:

@@ -26,6 +26,7 @@ from ..resources import get_type, is_hosted
 from ..resources.appointment import PROPOSAL_ID_PREFIX
 from ..resources.references import RELATIVE, iter_references
 from ..resources.validate import validate
+from ..scheduling.eligibility import MAX_PER_REQUEST, Answer, Need, NeedsEligibility, remember
 from ..scheduling.extensions import overbook_requested, override_reason
 from ..search.extract import extract
 from ..storage.base import DocumentStore, Origin, Record, Unit
@@ -67,6 +68,11 @@ def check_id(id_: str) -> None:
         raise bad_request(f"invalid resource id {id_!r}: 1-64 of [A-Za-z0-9-.], not . or ..")
 
 
+# Types only the server writes, and how one comes to be: the booking guard trusts a stored
+# CoverageEligibilityResponse as the checker's answer, so a client cannot store its own.
+SERVER_MADE = {"CoverageEligibilityResponse":
+               "the answer to CoverageEligibilityRequest/$submit, or a booking's check"}
+
 # Bodies past this (serialized) are validated off the event loop (prepare_off_loop).
 BIG_BODY_BYTES = 32 * 1024
 
@@ -77,6 +83,9 @@ class ResourceService:
         self.authorizer: Authorizer = authorizer or OpenPolicy()
         self.config = config or WriteConfig()
         self._proposals = Proposals(store)
+        # Set by compose when a remote eligibility checker is configured: asks it for a
+        # booking's answer (``service/eligibility.py``).
+        self.consult: Callable[[RequestContext, Need], Awaitable[Answer]] | None = None
         # Set by compose: every write is audited in its own unit, reads are queued.
         self.audit: AuditLog | None = None
 
@@ -207,6 +216,10 @@ class ResourceService:
             if old is not None and body is not None and self.authorizer.needs_content(ctx, type_):
                 # moving a resource out of the caller's reach is a write to what it was
                 self.authorizer.check(ctx, kind, type_, id_, resource=old)
+        if authorize and type_ in SERVER_MADE and ctx.door != "system":
+            raise FhirError(405, "not-supported", f"{type_} resources are made by this server "
+                            f"only ({SERVER_MADE[type_]}); they cannot be written directly",
+                            headers={"Allow": "GET"})
         # The type's write rule (resources/<type>.py WRITE_RULE; for Appointment the booking
         # guard) runs here, in the unit, for every write from every door.
         rule = get_type(type_).write_rule
@@ -304,11 +317,21 @@ class ResourceService:
                     expression=[f"{path}.reference"], code="not-found")
 
     async def atomic(self, fn: Callable[[Unit], Awaitable[T]]) -> T:
-        try:
-            return await self.store.atomic(fn)
-        except VersionConflict as exc:
-            msg = f"version conflict: current version is {exc.current}"
-            raise precondition_failed(msg) from exc
+        """``fn`` in one unit. A unit that stops because a booking needs a payer's answer
+        (``NeedsEligibility``) has it asked, outside any unit, and runs again; at most
+        ``MAX_PER_REQUEST`` times, after which the guard stops asking."""
+        for _ in range(MAX_PER_REQUEST + 1):
+            try:
+                return await self.store.atomic(fn)
+            except VersionConflict as exc:
+                msg = f"version conflict: current version is {exc.current}"
+                raise precondition_failed(msg) from exc
+            except NeedsEligibility as need:
+                if self.consult is None:
+                    raise
+                remember(need.ctx.consulted, need.need.coverage,
+                         await self.consult(need.ctx, need.need))
+        raise AssertionError("the guard asked for more eligibility answers than it may")
 
     # -- interactions -------------------------------------------------------------------------
     async def create(

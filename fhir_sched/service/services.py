@@ -13,6 +13,7 @@ from ..storage.base import DocumentStore
 from .audit import AuditLog
 from .booking import BookingService
 from .bundles import BundleProcessor
+from .eligibility import EligibilityService
 from .export_jobs import ExportJobs
 from .find import FindService
 from .resources import ResourceService
@@ -32,3 +33,4 @@ class Services:
     sweeper: Sweeper
     audit: AuditLog
     exports: ExportJobs
+    eligibility: EligibilityService

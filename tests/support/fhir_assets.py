@@ -107,6 +107,8 @@ HOSTED_TYPES: tuple[str, ...] = (
     "Slot",
     "Appointment",
     "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
     "ServiceRequest",
     "Endpoint",
     "Provenance",
