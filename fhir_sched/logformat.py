@@ -89,6 +89,9 @@ def configure(level: str, kind: str = "auto", stream: IO[str] | None = None) -> 
         root.removeHandler(h)
     root.addHandler(_Enqueue(q))
     root.setLevel(level.upper())
+    # httpx notes every outbound request (a JWKS, a payer gateway) at INFO with its URL: noise
+    # beside our own lines, which say what the request was for; its warnings still show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
         lg.handlers.clear()

@@ -137,7 +137,8 @@ def strict(checker: Checker) -> Iterator[Clinic]:
     proc = _clinic(url, {"FHIR_SCHED_ELIGIBILITY_URL": checker.url,
                          "FHIR_SCHED_ELIGIBILITY_TIMEOUT_MS": str(BUDGET_MS),
                          "FHIR_SCHED_ELIGIBILITY_ON_FAILURE": "refuse",
-                         "FHIR_SCHED_ELIGIBILITY_CACHE_MINUTES": "0"})
+                         "FHIR_SCHED_ELIGIBILITY_CACHE_MINUTES": "0",
+                         "FHIR_SCHED_LOG_LEVEL": "info"})
     try:
         yield Clinic(proc)
     finally:
@@ -465,3 +466,15 @@ def test_the_capability_statement_lists_submit_and_both_eligibility_types(
     assert "CoverageEligibilityResponse" in types
     ops = {o["name"] for o in types["CoverageEligibilityRequest"].get("operation", [])}
     assert "submit" in ops
+
+
+def test_asking_the_payer_logs_neither_the_patient_nor_each_outbound_request(
+        strict: Clinic, checker: Checker) -> None:
+    patient = strict.patient()
+    plan = strict.coverage("fail", patient)
+    refusal(_rest(strict, appointment(patient, plan)))
+    assert len(checker.calls(plan)) == 1
+    strict.server.log_with("gave no usable answer")
+    log = strict.server.log_with("fhir_sched.access")  # info lines are on
+    assert "HTTP Request:" not in log  # httpx's own line, with the gateway URL
+    assert patient.split("/")[1] not in log and plan.split("/")[1] not in log
