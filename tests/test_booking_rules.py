@@ -726,8 +726,9 @@ def test_visits_per_period_counts_the_patients_other_bookings_of_the_type(
     booked(_rest(clinic, appointment("monthly", patient, timedelta(days=4)), None))
 
 
+@pytest.mark.parametrize("method", ["POST", "GET"])
 def test_find_for_a_named_referral_offers_only_what_that_referral_covers(
-        clinic: Clinic, found_clinic: str) -> None:
+        clinic: Clinic, found_clinic: str, method: str) -> None:
     patient = _new_patient(clinic)
     soon, later = (datetime.now(UTC) + timedelta(days=2)).date(), (
         datetime.now(UTC) + timedelta(days=4)).date()
@@ -742,7 +743,14 @@ def test_find_for_a_named_referral_offers_only_what_that_referral_covers(
                       ("patient-reference", {"reference": patient}))
     body["parameter"].append({"name": "referral-identifier", "valueIdentifier": {
         "system": "https://clinic.example/referrals", "value": "R-later"}})
-    r = clinic.post("/Appointment/$find", body)
+    if method == "POST":
+        r = clinic.post("/Appointment/$find", body)
+    else:  # the Identifier as a token, as search writes one
+        r = web.get(f"{clinic.server.base}/Appointment/$find", headers=clinic.admin, params={
+            "start": now.isoformat().replace("+00:00", "Z"),
+            "end": (now + timedelta(days=6)).isoformat().replace("+00:00", "Z"),
+            "visit-type": f"{SYSTEM}|find-referral", "patient-reference": patient,
+            "referral-identifier": "https://clinic.example/referrals|R-later"})
     assert r.status_code == 200, r.text
     days = {datetime.fromisoformat(e["resource"]["start"]).astimezone(UTC).date()
             for e in r.json().get("entry", []) if e["resource"]["resourceType"] == "Appointment"}

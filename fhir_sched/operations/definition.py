@@ -244,11 +244,25 @@ def _collect(op: OperationDef, pairs: list[tuple[str, Any]], strict: bool) -> Ch
     return Checked(out, tuple(dict.fromkeys(ignored)))
 
 
+def _identifier_token(name: str, raw: str) -> dict[str, str]:
+    """``system|value`` or a bare ``value`` as an Identifier (``|value``: no system)."""
+    system, bar, value = raw.partition("|")
+    if not bar:
+        system, value = "", raw
+    if not value:
+        raise _bad(name, "must be an identifier: system|value, or a value")
+    return {"system": system, "value": value} if system else {"value": value}
+
+
 def from_query(op: OperationDef, pairs: list[tuple[str, str]], strict: bool = False) -> Checked:
     expanded: list[tuple[str, Any]] = []
     for name, raw in pairs:
         p = op.lookup(name)
-        if p is not None and p.type in RESOURCE_TYPES | {"Identifier", "Timing"}:
+        if p is not None and p.type == "Identifier":
+            # In a URL an Identifier is written as a token, as search writes one.
+            expanded.append((name, _identifier_token(name, raw)))
+            continue
+        if p is not None and p.type in RESOURCE_TYPES | {"Timing"}:
             raise _bad(name, "is a complex value: POST a Parameters resource instead")
         if p is not None and p.max is None and "," in raw and p.type in ("string", "Reference"):
             expanded.extend((name, v) for v in raw.split(",") if v)
