@@ -29,6 +29,8 @@ def _serve(args: argparse.Namespace) -> int:
                                  else None,
                                  trust_audience=args.trust_audience,
                                  eligibility_url=args.eligibility_url,
+                                 cds_services=",".join(args.cds_service) if args.cds_service
+                                 else None,
                                  trust_introspection_client=",".join(
                                      args.trust_introspection_client)
                                  if args.trust_introspection_client else None)
@@ -325,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--eligibility-url", default=None,
                        help="post each CoverageEligibilityRequest to this payer or "
                             "clearinghouse URL (default: the local Coverage rules answer)")
+    serve.add_argument("--cds-service", action="append", default=None,
+                       help="call this CDS Hooks service's appointment-book hook before each "
+                            "$book commits (its full URL; repeatable)")
     serve.set_defaults(fn=_serve)
     demo = sub.add_parser("demo", help="load the demo clinic into a store (idempotent)")
     demo.add_argument("--store", default=None)

@@ -31,6 +31,7 @@ from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
+from .service.cds import CdsHooks
 from .service.eligibility import Checker, EligibilityService, HttpChecker, LocalChecker
 from .service.export_jobs import ExportJobs
 from .service.find import FindService
@@ -182,6 +183,9 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     eligibility = EligibilityService(resources, checker, settings.eligibility_timeout_ms / 1000)
     if settings.eligibility_url:
         resources.consult = eligibility.for_booking
+    cds = tuple(u.strip() for u in settings.cds_services.split(",") if u.strip())
+    if cds:
+        booking.cds = CdsHooks(store, cds, settings.cds_timeout_ms / 1000)
     services = Services(
         settings=settings, store=store, resources=resources, search=search,
         bundles=BundleProcessor(resources, search, settings.max_bundle_entries), find=find,

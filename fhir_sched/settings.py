@@ -60,6 +60,10 @@ class Settings:
     eligibility_timeout_ms: int = 3000
     eligibility_cache_minutes: int = 1440
     eligibility_on_failure: str = "flag"
+    # CDS Hooks appointment-book: the services asked before each $book commits
+    # (comma-separated URLs, each a service's own endpoint) and their time budget.
+    cds_services: str = ""
+    cds_timeout_ms: int = 2000
     # A booking may start at most this many seconds in the past (0: not at all).
     past_grace_seconds: int = 0
     # The longest booking (booked, pending, arrived...) that takes time on calendars, in hours.

@@ -32,7 +32,9 @@ def parse(values: Inputs, instance: str | None) -> BookRequest:
 async def run(services: Services, ctx: RequestContext, req: BookRequest) -> Outcome:
     saved = await services.booking.book(ctx, req)
     assert saved.record.body is not None
-    return Outcome((saved.record.body,), version=saved.record.version)
+    cards = ctx.consulted.get("cds-issues")  # the CDS services' advice (service/cds.py)
+    return Outcome((saved.record.body,), version=saved.record.version,
+                   issues=tuple(cards) if isinstance(cards, list) else ())
 
 
 OPERATION = Operation(DEFINITION, "Appointment", (("type", ("POST",)), ("instance", ("POST",))),

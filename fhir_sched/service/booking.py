@@ -16,10 +16,11 @@ import orjson
 
 from ..context import RequestContext
 from ..errors import FhirError, bad_request, not_found
-from ..scheduling.extensions import HOLD_EXPIRES, set_ext
+from ..scheduling.extensions import HOLD_EXPIRES, overbook_requested, override_reason, set_ext
 from ..storage.base import Record, Unit
 from ..timeutil import format_instant
 from .authorization import Interaction
+from .cds import CdsHooks
 from .proposals import Proposals, is_proposal_id
 from .resources import ResourceService, Saved, new_id
 
@@ -63,6 +64,8 @@ class BookingService:
         self.store = resources.store
         self.hold_seconds = hold_seconds
         self.proposals = Proposals(self.store)
+        # Set by compose when CDS services are configured (``--cds-service``).
+        self.cds: CdsHooks | None = None
 
     # -- $hold ---------------------------------------------------------------------------
     async def hold(self, ctx: RequestContext, req: HoldRequest) -> Held:
@@ -148,6 +151,8 @@ class BookingService:
             return {**result, "id": id_}, id_
 
         checked = await self._prevalidate(compose)
+        if self.cds is not None and checked is not None and checked.get("status") == "booked":
+            await self._consult_cds(ctx, checked)
 
         async def run(unit: Unit) -> Saved:
             if cancelled is not None:
@@ -171,6 +176,26 @@ class BookingService:
             return saved
 
         return await self.resources.atomic(run)
+
+    async def _consult_cds(self, ctx: RequestContext, appointment: dict[str, Any]) -> None:
+        """The CDS services' cards on this booking (``cds``), before its unit opens: a
+        critical one refuses it unless the front-desk override is used with a reason; the
+        rest, and any overridden, are left on ``ctx`` for ``$book`` to return as issues."""
+        assert self.cds is not None
+        cards = await self.cds.appointment_book(ctx, appointment)
+        critical = [c for c in cards if c.indicator == "critical"]
+        overriding = (ctx.may_overbook and overbook_requested(appointment)
+                      and override_reason(appointment) is not None)
+        if critical and not overriding:
+            first = critical[0].issue()
+            raise FhirError(422, "business-rule", first["diagnostics"],
+                            expression=["Appointment"],
+                            issues=[c.issue() for c in cards if c is not critical[0]])
+        issues = [c.issue() for c in cards]
+        for issue in issues:
+            if issue["severity"] == "error":  # critical, and overridden
+                issue.update(severity="warning", diagnostics=f"overridden: {issue['diagnostics']}")
+        ctx.consulted["cds-issues"] = issues
 
     async def _prevalidate(
         self, compose: Callable[[_Reader], Awaitable[tuple[dict[str, Any], str]]]
