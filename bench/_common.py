@@ -48,7 +48,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}/fhir"
 
     def __enter__(self) -> Server:
-        env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning", **self.env}
+        # Anonymous unless the caller says otherwise: these measure the server's own work,
+        # and a benchmark that wants SMART's cost in its figures sets FHIR_SCHED_AUTH itself.
+        env = {**os.environ, "FHIR_SCHED_LOG_LEVEL": "warning", "FHIR_SCHED_AUTH": "none",
+               **self.env}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fhir_sched.cli", "serve", "--host", "127.0.0.1",
              "--port", str(self.port), "--store", f"sqlite:///{self.path}"],

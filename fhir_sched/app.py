@@ -62,7 +62,8 @@ def statement_of(core: Core, specs: list[RouteSpec], base_url: str) -> dict[str,
               "max-search-milliseconds": settings.search_max_ms,
               "max-bundle-entries": settings.max_bundle_entries,
               "max-appointment-hours": settings.max_appointment_hours,
-              "max-recorded-appointment-hours": settings.max_recorded_appointment_hours}
+              "max-recorded-appointment-hours": settings.max_recorded_appointment_hours,
+              "max-series-occurrences": settings.max_series_occurrences}
     return capability_statement(
         specs, base_url, {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
                           "AuditEvent": audit_capability_entry()},

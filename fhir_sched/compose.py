@@ -37,6 +37,7 @@ from .service.export_jobs import ExportJobs
 from .service.find import FindService
 from .service.resources import ResourceService
 from .service.search import SearchService
+from .service.series import SeriesBooking
 from .service.services import Services
 from .service.sweeper import Sweeper
 from .settings import Settings
@@ -177,6 +178,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
     audit = AuditLog(store)
     find = FindService(store, policy)
     resources.audit = search.audit = find.audit = audit
+    booking.series = SeriesBooking(resources, find, settings.max_series_occurrences)
     checker: Checker = (HttpChecker(settings.eligibility_url, settings.eligibility_token,
                                     settings.eligibility_timeout_ms / 1000)
                         if settings.eligibility_url else LocalChecker())

@@ -46,6 +46,9 @@ class Settings:
     search_max_includes: int = 10
     search_max_sort_keys: int = 5
     hold_seconds: int = 600
+    # The most occurrences one $book of a recurring series writes (its unit holds the store's
+    # writer meanwhile); a series is otherwise bounded by its resources' planning horizon.
+    max_series_occurrences: int = 520
     sweep_seconds: int = 60
     # Bookings nobody arrived for this many minutes after their start become no-shows (the
     # sweeper marks them, giving their time and referral visit back); 0: never automatically.

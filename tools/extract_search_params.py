@@ -166,7 +166,8 @@ def custom_search_parameters() -> list[dict[str, Any]]:
     """Our own parameters: R4 has ``start`` but no ``end`` search on Slot and Appointment,
     and "slots ending before X" is a core scheduling query; staff find the bookings a calendar
     of record made against the rules by ``booking-flag``; the guard finds which service
-    offers a visit type by ``visit-type``, and a recent eligibility answer by ``coverage``."""
+    offers a visit type by ``visit-type``, and a recent eligibility answer by ``coverage``;
+    a recurring series is found by ``originating-appointment``."""
     return [*_end_parameters(), {
         "resourceType": "SearchParameter",
         "id": "Appointment-actor",
@@ -209,6 +210,26 @@ def custom_search_parameters() -> list[dict[str, Any]]:
         "expression": "Appointment.extension('https://fhir-sched.org/fhir/StructureDefinition/"
                       "booking-flag').extension('rule').value",
         "xpathUsage": "normal",
+    }, {
+        "resourceType": "SearchParameter",
+        "id": "Appointment-originating-appointment",
+        "url": f"{CUSTOM_URL}Appointment-originating-appointment",
+        "name": "AppointmentOriginatingAppointment",
+        "status": "active",
+        "experimental": False,
+        "publisher": "fhir-sched",
+        "description": (
+            "The first appointment of the recurring series an occurrence belongs to (the R5 "
+            "cross-version extension originatingAppointment); a series is that appointment "
+            "and every one naming it."
+        ),
+        "code": "originating-appointment",
+        "base": ["Appointment"],
+        "type": "reference",
+        "expression": "Appointment.extension('http://hl7.org/fhir/5.0/StructureDefinition/"
+                      "extension-Appointment.originatingAppointment').value",
+        "xpathUsage": "normal",
+        "target": ["Appointment"],
     }, {
         "resourceType": "SearchParameter",
         "id": "HealthcareService-visit-type",

@@ -35,6 +35,9 @@ class Outcome:
     # The one resource is the answer itself, not a Bundle of it (FHIR: an operation whose only
     # output is ``return``, a resource); the scheduling operations answer Bundles (IHE).
     single: bool = False
+    # Resources offered beside the result, not part of it (REST: search.mode include): the
+    # proposals for a series' occurrences that could not be booked.
+    included: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ _VALUE_KEYS = {
     "Reference": _REFERENCE_KEYS,
     "uri": _REFERENCE_KEYS,
     "boolean": ("valueBoolean", "valueString"),
+    "code": ("valueCode", "valueString"),
     "Identifier": ("valueIdentifier",),
     "Timing": ("valueTiming",),
 }
@@ -211,7 +212,7 @@ def _convert(p: ParamDef, name: str, value: Any) -> Any:
         raise _bad(name, "must be true or false")
     if p.takes_reference:
         return _reference(p, name, value)
-    if p.type == "string":
+    if p.type in ("string", "code"):
         return _token(name, value)
     if p.type in ("Identifier", "Timing"):
         if not isinstance(value, dict):

@@ -94,6 +94,8 @@ def render(base: str, type_: str, outcome: Outcome,
             "fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": orjson.Fragment(body),
             "search": {"mode": "match"}})
     total = outcome.total if outcome.paged else len(entries)
+    entries += [entry(base, type_, res["id"], orjson.dumps(res), search={"mode": "include"})
+                for res in outcome.included]
     issues = [*outcome.issues, *(warnings or [])]
     if issues:
         entries.append(_outcome_entry({"resourceType": "OperationOutcome", "issue": issues}))

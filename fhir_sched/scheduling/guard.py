@@ -54,6 +54,7 @@ from .eligibility import (
     recalled,
 )
 from .extensions import BOOKING_FLAG, hold_expiry, overbook_requested, override_reason, set_exts
+from .recurrence import note_moved
 from .status import SLOT_STATUS, TAKING, check_transition
 from .visit_types import VisitType, VisitTypeError, codings, parse_visit_types
 
@@ -92,6 +93,7 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
     if ev.new is not None:
         check_transition(old_status, ev.new.get("status", ""))
         check_reason(ev.new)
+        ev.new = note_moved(ev.old, ev.new)
     # Start from nothing: a modified booking re-claims what it needs now. A new one owns
     # nothing yet (every write of an id, its deletion included, passes here and releases),
     # so the store round trip is skipped for it.

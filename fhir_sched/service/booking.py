@@ -23,12 +23,16 @@ from .authorization import Interaction
 from .cds import CdsHooks
 from .proposals import Proposals, is_proposal_id
 from .resources import ResourceService, Saved, new_id
+from .series import SeriesBooking, SeriesResult, starts_series
 
 
 class _Reader(Protocol):
     """What composing an operation's body reads: an atomic unit, or the store outside one."""
 
     async def get(self, type_: str, id_: str) -> Record | None: ...
+
+
+_Compose = Callable[[Any], Awaitable[tuple[dict[str, Any], str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,21 @@ class BookRequest:
     patient_references: tuple[str, ...] = ()
     cancelled_appointment: str | None = None
     comment: str | None = None
+    # A recurring series (``service/series.py``): how a new one is booked, and whether a
+    # change to one occurrence carries on to every later one.
+    series_mode: str = "all-or-nothing"
+    series_scope: str = "this"
+
+
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """What a $book wrote: the appointment asked about (a series' first occurrence), any
+    further occurrences of its series, and what it has to say about the ones it could not."""
+
+    saved: Saved
+    more: tuple[Saved, ...] = ()
+    issues: tuple[dict[str, Any], ...] = ()
+    offered: tuple[dict[str, Any], ...] = ()  # proposals for refused occurrences
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +85,8 @@ class BookingService:
         self.proposals = Proposals(self.store)
         # Set by compose when CDS services are configured (``--cds-service``).
         self.cds: CdsHooks | None = None
+        # Set by compose: recurring series (``$book`` with a recurrenceTemplate).
+        self.series: SeriesBooking | None = None
 
     # -- $hold ---------------------------------------------------------------------------
     async def hold(self, ctx: RequestContext, req: HoldRequest) -> Held:
@@ -101,7 +122,7 @@ class BookingService:
         return Held(await self.resources.atomic(run), expires)
 
     # -- $book ---------------------------------------------------------------------------
-    async def book(self, ctx: RequestContext, req: BookRequest) -> Saved:
+    async def book(self, ctx: RequestContext, req: BookRequest) -> Booked:
         _check_local(ctx, req.appointment_reference, "appointment-reference")
         _check_local(ctx, req.cancelled_appointment, "cancelled-appt-id")
         self.resources.authorizer.check(ctx, Interaction.OPERATION, "Appointment",
@@ -151,13 +172,16 @@ class BookingService:
             return {**result, "id": id_}, id_
 
         checked = await self._prevalidate(compose)
+        if req.series_scope == "this-and-following":
+            return await self._following(ctx, req, compose, checked)
         if self.cds is not None and checked is not None and checked.get("status") == "booked":
             await self._consult_cds(ctx, checked)
 
-        async def run(unit: Unit) -> Saved:
+        async def before(unit: Unit) -> None:
+            """What a booking does before its appointment is written: the cancellation of a
+            reschedule, the registration of new patients."""
             if cancelled is not None:
                 await self.cancel_in_unit(unit, ctx, _id_of(cancelled, "cancelled-appt-id"))
-            result, id_ = await compose(unit)
             for patient, pid in zip(patients, pids, strict=True):
                 existing = await unit.get("Patient", pid)
                 if existing is not None and not existing.deleted:
@@ -169,13 +193,41 @@ class BookingService:
                                     expression=["patient-resource"], severity="fatal")
                 body = self.resources.prepare("Patient", {**patient, "id": pid}, pid)
                 await self.resources.put_in_unit(unit, ctx, "Patient", pid, body)
+
+        if (checked is not None and starts_series(checked) and checked.get("status") == "booked"
+                and self.series is not None):
+            series = await self.series.book(ctx, compose, checked, before, req.series_mode)
+            return _booked(series)
+
+        async def run(unit: Unit) -> Saved:
+            await before(unit)
+            result, id_ = await compose(unit)
             if result != checked:
                 result = self.resources.prepare("Appointment", result, id_)
             saved = await self.resources.put_in_unit(unit, ctx, "Appointment", id_, result)
             await self.resources.audit_operation(unit, ctx, "$book", saved, result)
             return saved
 
-        return await self.resources.atomic(run)
+        return Booked(await self.resources.atomic(run))
+
+    async def _following(self, ctx: RequestContext, req: BookRequest, compose: _Compose,
+                         checked: dict[str, Any] | None) -> Booked:
+        """``series-scope=this-and-following``: the change given for one occurrence (a move
+        or a cancellation) made to it and every later one of its series."""
+        if req.appointment is None or req.cancelled_appointment or req.patients:
+            raise bad_request("series-scope this-and-following changes an occurrence: give "
+                              "it as appointment-resource (moved, or with status cancelled), "
+                              "without cancelled-appt-id or patient-resource", ["series-scope"])
+        target = req.appointment_reference or req.appointment.get("id")
+        if not isinstance(target, str) or not target:
+            raise bad_request("series-scope this-and-following: name the occurrence (its id, "
+                              "or appointment-reference)", ["series-scope"])
+        if checked is None:  # the single write raises the precise error
+            body, id_ = await compose(self.store)
+            checked = self.resources.prepare("Appointment", body, id_)
+        assert self.series is not None
+        return _booked(await self.series.following(
+            ctx, _id_of(target, "appointment-reference"), compose, checked))
 
     async def _consult_cds(self, ctx: RequestContext, appointment: dict[str, Any]) -> None:
         """The CDS services' cards on this booking (``cds``), before its unit opens: a
@@ -260,6 +312,12 @@ class BookingService:
                                                  or is_proposal_id(given_id)):
                 given_id = None
         return given, given_id if isinstance(given_id, str) and given_id else fresh
+
+
+def _booked(series: SeriesResult) -> Booked:
+    (first, _), *rest = series.saved
+    return Booked(first, tuple(s for s, _ in rest), tuple(series.issues("warning")),
+                  tuple(p for r in series.refused for p in r.alternatives))
 
 
 def _check_local(ctx: RequestContext, ref: str | None, name: str) -> None:
