@@ -2,6 +2,7 @@
 
     python bench/scheduling_bench.py [--requests 200] [--bookings 4000] [--clients 32]
                                      [--data-dir DIR] [--regenerate] [--seed 7]
+                                     [--only-rules] [--rules-rounds 2]
 
 The health system: 500 practitioners (10 specialties, 50 each) working at 40 sites, 60 exam rooms
 and 20 ultrasound devices, every one with a Schedule holding an availability template (New York,
@@ -19,6 +20,12 @@ Measured, all over HTTP against a real ``fhir-sched serve`` process on the gener
 * sustained ``$book`` throughput with 32 concurrent clients on distinct free times, then a scan of
   every stored booking for double bookings (must be 0). A small share of requests deliberately
   repeats another client's time, so the scan checks a guard that really had to refuse something.
+
+* booking rules on vs off (issue 14: at most 15% dearer): ``$find`` for a consult and a patient
+  in a 31-day window, and ``$book`` throughput, for a consult visit type with no rules and for
+  its twin with every rule family on (timing, age, a referral with a visit count, an accepted
+  payor, visits per period), interleaved in the same run; each patient has a Coverage and a
+  referral for it. ``--only-rules`` measures just this.
 
 Next to each ``$find`` figure is the floor: the same ``find_options`` call on ResourceCalendars
 prebuilt in memory from the same data, without HTTP and without the store.
@@ -84,7 +91,7 @@ SLOT = timedelta(minutes=30)
 UNIT = timedelta(minutes=5)
 BOOKED_DAYS, BOOKED_SHARE, HORIZON_DAYS = 90, 0.4, 365
 UPDATED = "2026-01-01T00:00:00.000Z"
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 # Bookings per transaction Bundle, and Bundles in flight, while generating.
 BOOKINGS_PER_BUNDLE, BUNDLES_IN_FLIGHT = 100, 4
 console = Console()
@@ -154,11 +161,31 @@ def visit_type(code: str, *needs: dict[str, Any]) -> dict[str, Any]:
         {"url": "minutesDuration", "valuePositiveInt": 30}, *needs]}
 
 
+# Every booking rule family of issue 14 at once, on a twin of each consult visit type: timing,
+# patient age, referral (with a visit count, so each booking takes a referral visit), accepted
+# payor and a visits-per-period limit (which reads the patient's history).
+RULES = [{"url": "minNoticeMinutes", "valueUnsignedInt": 60},
+         {"url": "maxAdvanceDays", "valuePositiveInt": 400},
+         {"url": "sameDayCutoff", "valueTime": "16:00:00"},
+         {"url": "minAgeYears", "valueUnsignedInt": 0},
+         {"url": "maxAgeYears", "valueUnsignedInt": 120},
+         {"url": "referralRequired", "valueBoolean": True},
+         {"url": "acceptedPayor", "valueReference": {"reference": "Organization/payer"}},
+         {"url": "maxVisits", "valuePositiveInt": 100}]
+REFERRED = {"coding": [{"system": VISIT_SYSTEM, "code": "specialist"}]}
+
+
 def services() -> list[dict[str, Any]]:
     out = [{"resourceType": "HealthcareService", "id": f"hs-{spec}", "name": f"{spec} clinic",
             "extension": [visit_type(f"consult-{spec}",
                                      need("Practitioner", "specialty", SPEC_SYSTEM, spec))]}
            for spec in SPECIALTIES]
+    for spec in SPECIALTIES:
+        vt = visit_type(f"consult-{spec}-ruled",
+                        need("Practitioner", "specialty", SPEC_SYSTEM, spec))
+        out.append({"resourceType": "HealthcareService", "id": f"hs-{spec}-ruled",
+                    "name": f"{spec} clinic, by referral", "type": [REFERRED],
+                    "extension": [{**vt, "extension": [*vt["extension"], *RULES]}]})
     out.append({"resourceType": "HealthcareService", "id": "hs-us-guided",
                 "name": "ultrasound-guided procedures",
                 "extension": [visit_type(
@@ -170,7 +197,18 @@ def services() -> list[dict[str, Any]]:
 
 def base_resources(day0: date) -> list[dict[str, Any]]:
     res: list[dict[str, Any]] = []
-    res += [{"resourceType": "Patient", "id": f"pat-{i:05d}", "name": [{"family": f"P{i}"}]}
+    res += [{"resourceType": "Patient", "id": f"pat-{i:05d}", "name": [{"family": f"P{i}"}],
+             "birthDate": f"{1940 + i % 80}-0{1 + i % 9}-1{i % 10}"} for i in range(PATIENTS)]
+    # What the rules read: each patient's Coverage (with the accepted payor) and referral.
+    cover = {"start": day0.isoformat(), "end": (day0 + timedelta(days=2 * 365)).isoformat()}
+    res.append({"resourceType": "Organization", "id": "payer", "name": "Bench Health Plan"})
+    res += [{"resourceType": "Coverage", "id": f"cov-{i:05d}", "status": "active",
+             "beneficiary": {"reference": f"Patient/pat-{i:05d}"},
+             "payor": [{"reference": "Organization/payer"}], "period": cover}
+            for i in range(PATIENTS)]
+    res += [{"resourceType": "ServiceRequest", "id": f"ref-{i:05d}", "status": "active",
+             "intent": "order", "subject": {"reference": f"Patient/pat-{i:05d}"},
+             "code": REFERRED, "quantityQuantity": {"value": 50}, "occurrencePeriod": cover}
             for i in range(PATIENTS)]
     res += [{"resourceType": "Location", "id": f"site-{i:02d}", "name": f"Site {i}"}
             for i in range(SITES)]
@@ -483,16 +521,19 @@ def measure_find(base: str, day0: date, seed: int, requests: int
 
 
 # -- booking throughput --------------------------------------------------------------------------
-def booking_targets(day0: date, n: int, seed: int, conflict_share: float
-                    ) -> list[tuple[dict[str, Any], int]]:
-    """(proposed Appointment, group) for free practitioner times after the booked 90 days.
+def booking_targets(day0: date, n: int, seed: int, conflict_share: float,
+                    days: tuple[int, int] = (BOOKED_DAYS, HORIZON_DAYS - 7),
+                    visit: str | None = None) -> list[tuple[dict[str, Any], int]]:
+    """(proposed Appointment, group) for free practitioner times after the booked 90 days
+    (in ``days``, offsets from day0), booking ``visit`` (a suffix of the practitioner's
+    consult code: "" the plain visit type, "-ruled" its twin with rules) when given.
 
     Every group is one practitioner and time; ``conflict_share`` of the requests join an
     existing group (another patient wanting the same time), and of each group exactly one
     request may win.
     """
     rng = random.Random(seed)
-    free_days = list(slot_starts(day0, HORIZON_DAYS - BOOKED_DAYS - 7, BOOKED_DAYS))
+    free_days = list(slot_starts(day0, days[1] - days[0], days[0]))
     picked: set[tuple[int, datetime]] = set()
     out: list[tuple[dict[str, Any], int]] = []
     while len(out) < n:
@@ -509,14 +550,19 @@ def booking_targets(day0: date, n: int, seed: int, conflict_share: float
         picked.add((who, start))
         group = len(picked)
         local = start.astimezone(TZ)
-        out.append(({"resourceType": "Appointment", "status": "proposed",
-                     "start": local.isoformat(), "end": (local + SLOT).isoformat(),
-                     "minutesDuration": 30, "participant": [
-                         # a patient of its own: only the practitioner's time is contended
-                         {"actor": {"reference": f"Patient/pat-{len(out) % PATIENTS:05d}"},
-                          "required": "required", "status": "needs-action"},
-                         {"actor": {"reference": f"Practitioner/pr-{who:04d}"},
-                          "required": "required", "status": "needs-action"}]}, group))
+        appt: dict[str, Any] = {
+            "resourceType": "Appointment", "status": "proposed",
+            "start": local.isoformat(), "end": (local + SLOT).isoformat(),
+            "minutesDuration": 30, "participant": [
+                # a patient of its own: only the practitioner's time is contended
+                {"actor": {"reference": f"Patient/pat-{len(out) % PATIENTS:05d}"},
+                 "required": "required", "status": "needs-action"},
+                {"actor": {"reference": f"Practitioner/pr-{who:04d}"},
+                 "required": "required", "status": "needs-action"}]}
+        if visit is not None:
+            appt["appointmentType"] = {"coding": [
+                {"system": VISIT_SYSTEM, "code": f"consult-{specialty_of(who)}{visit}"}]}
+        out.append((appt, group))
     # Shuffle in blocks so a repeat usually runs concurrently with (not long after) its original.
     blocks = [out[i:i + 64] for i in range(0, len(out), 64)]
     for block in blocks:
@@ -654,6 +700,86 @@ def double_bookings(path: Path) -> tuple[int, int, int]:
     return scanned, overlaps, asyncio.run(seats_beyond_capacity(path, sorted(per_actor)))
 
 
+# -- booking rules on vs off ---------------------------------------------------------------------
+MODES = {"rules off": "", "rules on": "-ruled"}
+
+
+def measure_rules_find(base: str, day0: date, seed: int, requests: int
+                       ) -> dict[str, list[float]]:
+    """``$find`` for a consult in a 31-day window for a patient, once for the plain visit type
+    and once for its twin with every rule family on (which then narrows by the patient's age,
+    referral, Coverage, visit history and the timing rules): the same queries, interleaved, so
+    drift on the machine falls on both alike."""
+    rng = random.Random(seed + 1)
+    times: dict[str, list[float]] = defaultdict(list)
+    with httpx.Client(base_url=base, timeout=60.0,
+                      headers={"accept": "application/fhir+json"}) as client:
+        for warm in (True, False):
+            for _ in range(20 if warm else requests):
+                start = datetime.combine(
+                    day0 + timedelta(days=rng.randrange(BOOKED_DAYS - 31)), clock(), TZ)
+                spec, who = rng.choice(SPECIALTIES), rng.randrange(PATIENTS)
+                for mode, suffix in MODES.items():
+                    params = {"start": start.isoformat(),
+                              "end": (start + timedelta(days=31)).isoformat(),
+                              "visit-type": f"{VISIT_SYSTEM}|consult-{spec}{suffix}",
+                              "patient": f"Patient/pat-{who:05d}", "_count": "10"}
+                    t0 = time.perf_counter()
+                    r = client.get("/Appointment/$find", params=params)
+                    elapsed = (time.perf_counter() - t0) * 1000
+                    if r.status_code != 200 or len(r.json().get("entry", [])) != 10:
+                        raise SystemExit(f"$find, {mode}: HTTP {r.status_code} {r.text[:300]}")
+                    if not warm:
+                        times[mode].append(elapsed)
+    return times
+
+
+def measure_rules_book(base: str, day0: date, seed: int, n: int, clients: int, seconds: float,
+                       conflicts: float, rounds: int) -> dict[str, list[BookResult]]:
+    """$book throughput for each mode, alternating (off, on, off, on...), each round on free
+    days of its own so no round meets another's bookings."""
+    span = (HORIZON_DAYS - 7 - BOOKED_DAYS) // (2 * rounds)
+    out: dict[str, list[BookResult]] = defaultdict(list)
+    k = 0
+    for r in range(rounds):
+        for mode, suffix in MODES.items():
+            lo = BOOKED_DAYS + k * span
+            targets = booking_targets(day0, n, seed + 100 + k, conflicts, (lo, lo + span),
+                                      suffix)
+            result = measure_book_wrk(base, targets, clients, seconds)
+            if result.unexpected:
+                raise SystemExit(f"$book, {mode}, round {r + 1}: {result.unexpected[:3]}")
+            out[mode].append(result)
+            k += 1
+    return out
+
+
+def rules_report(find: dict[str, list[float]], book: dict[str, list[BookResult]]) -> bool:
+    """The rules-on figures as ratios of the rules-off ones, and whether they are within the
+    issue's 15%."""
+    off, on = (pct(find[m], 95) for m in MODES)
+    rate = {m: sum(b.requests for b in runs) / sum(b.seconds for b in runs)
+            for m, runs in book.items()}
+    booked = {m: sum(b.booked for b in runs) / sum(b.seconds for b in runs)
+              for m, runs in book.items()}
+    table = Table(title="booking rules: every rule family on a visit type vs none "
+                        "(baseline: rules off, same run)")
+    for col in ("measure", "rules off", "rules on", "on / off", "limit"):
+        table.add_column(col, justify="left" if col == "measure" else "right")
+    table.add_row("$find p50, ms (consult, 31 days, a patient)",
+                  f"{pct(find['rules off'], 50):.1f}", f"{pct(find['rules on'], 50):.1f}",
+                  f"{pct(find['rules on'], 50) / pct(find['rules off'], 50):.2f}x", "")
+    table.add_row("$find p95, ms", f"{off:.1f}", f"{on:.1f}", f"{on / off:.2f}x", "<= 1.15x")
+    table.add_row("$book requests/s", f"{rate['rules off']:.0f}", f"{rate['rules on']:.0f}",
+                  f"{rate['rules on'] / rate['rules off']:.2f}x", ">= 0.87x")
+    table.add_row("$book booked/s", f"{booked['rules off']:.0f}", f"{booked['rules on']:.0f}",
+                  f"{booked['rules on'] / booked['rules off']:.2f}x", "")
+    table.add_row("$book p95, ms", *(f"{max(b.p95 for b in book[m]):.1f}" for m in MODES),
+                  "", "")
+    console.print(table)
+    return on / off <= 1.15 and rate["rules on"] * 1.15 >= rate["rules off"]
+
+
 # -- main ----------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -670,6 +796,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=os.path.join(tempfile.gettempdir(),
                                                            "fhir-sched-bench"))
     parser.add_argument("--regenerate", action="store_true", help="rebuild the data set")
+    parser.add_argument("--rules-bookings", type=int, default=20000,
+                        help="$book requests prepared per round of the rules comparison")
+    parser.add_argument("--rules-rounds", type=int, default=2,
+                        help="rounds of (rules off, rules on) $book runs")
+    parser.add_argument("--only-rules", action="store_true",
+                        help="measure only booking rules on vs off")
     args = parser.parse_args(argv)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)
@@ -684,6 +816,14 @@ def main(argv: list[str] | None = None) -> int:
     work = data / "scheduling-run.db"
     copy_store(pristine, work)
 
+    if args.only_rules:
+        with Server(work) as server:
+            rules_ok = _rules(server.base, day0, args)
+        with console.status("scanning every stored booking for double bookings"):
+            scanned, overlaps, beyond = double_bookings(work)
+        console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} "
+                      f"bookings; {beyond} claims beyond capacity (both must be 0)")
+        return 0 if overlaps == 0 and beyond == 0 and rules_ok else 1
     with console.status("floor: find_options on in-memory calendars"):
         floor = measure_floor(day0, args.seed, args.requests)
     with Server(work) as server:
@@ -695,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
                 book = measure_book_wrk(server.base, targets, args.clients, args.book_seconds)
             else:
                 book = asyncio.run(measure_book(server.base, targets, args.clients))
+        rules_ok = _rules(server.base, day0, args)
     with console.status("scanning every stored booking for double bookings"):
         scanned, overlaps, beyond = double_bookings(work)
 
@@ -723,7 +864,18 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"  unexpected: {line}")
     console.print(f"double bookings: {overlaps} overlapping pairs among {scanned:,} bookings; "
                   f"{beyond} claims beyond capacity (both must be 0)")
-    return 0 if overlaps == 0 and beyond == 0 and not book.unexpected else 1
+    return 0 if overlaps == 0 and beyond == 0 and not book.unexpected and rules_ok else 1
+
+
+def _rules(base: str, day0: date, args: argparse.Namespace) -> bool:
+    if not shutil.which("wrk"):
+        raise SystemExit("the rules comparison sends $book with wrk; install it (apt install wrk)")
+    with console.status(f"booking rules: $find on vs off, {args.requests} requests each"):
+        find = measure_rules_find(base, day0, args.seed, args.requests)
+    with console.status(f"booking rules: $book on vs off, {args.rules_rounds} rounds"):
+        book = measure_rules_book(base, day0, args.seed, args.rules_bookings, args.clients,
+                                  args.book_seconds, args.conflicts, args.rules_rounds)
+    return rules_report(find, book)
 
 
 if __name__ == "__main__":

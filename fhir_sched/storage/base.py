@@ -150,6 +150,12 @@ class Unit(Protocol):
         then holds the search as written, so units making it never wait on each other."""
         ...
 
+    async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
+        """(id, current body) of each match, as this unit sees them: ``find_ids`` and a
+        deciding ``get`` of each, in one statement where the adapter can (the booking guard
+        reads a patient's whole history this way)."""
+        ...
+
     async def write(
         self, record: Record, entries: list[IndexEntry], expect_version: int | None
     ) -> None:

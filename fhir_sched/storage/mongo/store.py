@@ -884,6 +884,16 @@ class MongoUnit:
             cursor = cursor.limit(limit)
         return [d["id"] for d in await cursor.to_list()]
 
+    async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
+        """The search and then a deciding read of each match, so every body read is held as
+        ``get`` holds it (one round trip each: a transaction has no read-and-touch-many)."""
+        out = []
+        for id_ in await self.find_ids(query, limit):
+            rec = await self.get(query.type, id_)
+            if rec is not None and not rec.deleted and rec.body is not None:
+                out.append((id_, rec.body))
+        return out
+
     async def _lock(self, kind: str, key: object) -> None:
         lock_id = _lock_id(kind, key)
         self.touched.add(lock_id)

@@ -37,6 +37,20 @@ class SqliteUnit:
                 raise
             raise error from exc
 
+    async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
+        def run() -> list[tuple[str, bytes]]:
+            sql, args = select_sql(query, "r.id, r.body", limit=limit, keyset=False)
+            return [(row[0], row[1]) for row in self._conn.execute(sql, args)
+                    if row[1] is not None]
+
+        try:
+            return run()
+        except sqlite3.Error as exc:
+            error = translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
     async def write(
         self, record: Record, entries: list[IndexEntry], expect_version: int | None
     ) -> None:
