@@ -36,7 +36,6 @@ from .booking_rules import (
     history_breaches,
     linked,
     named,
-    on_file,
     referral_problem,
     referral_visits,
     timing_breaches,
@@ -220,21 +219,17 @@ async def _referral(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     patient = patients[0] if patients else None
     services = [(vt.system, vt.code), *[c for t in service.get("type") or []
                                         for c in codings(t)]]
-    candidates = named(appt, "basedOn", "ServiceRequest")
-    if not candidates and fresh and patient is not None:
-        candidates = await unit.find_ids(on_file("ServiceRequest", "subject", patient),
-                                         limit=MAX_ON_FILE)
+    candidates = await _candidates(unit, appt, "basedOn", "ServiceRequest", "subject",
+                                   patient if fresh else None)
     start = parse_instant(appt["start"])
     expires = hold_expiry(appt) if appt.get("status") == "pending" else None
     owner, now = ("Appointment", ev.id), now_instant()
     reasons: list[str] = []
     code = "referral-required"
-    for sid in candidates:
-        rec = await unit.get("ServiceRequest", sid)
-        if rec is None or rec.deleted or rec.body is None:
+    for sid, request in candidates:
+        if request is None:
             reasons.append(f"ServiceRequest/{sid} does not exist")
             continue
-        request = orjson.loads(rec.body)
         problem = referral_problem(request, patient, services, start) if fresh else None
         if problem is None and fresh and vt.rules.prior_auth_required:
             problem = authorization_problem(request, start)
@@ -320,19 +315,15 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     vt = booked[0]
     patients = patient_actors(appt)
     patient = patients[0] if patients else None
-    candidates = named(appt, "supportingInformation", "Coverage")
-    if not candidates and patient is not None:
-        candidates = await unit.find_ids(on_file("Coverage", "beneficiary", patient),
-                                         limit=MAX_ON_FILE)
+    candidates = await _candidates(unit, appt, "supportingInformation", "Coverage",
+                                   "beneficiary", patient)
     start = parse_instant(appt["start"])
     reasons: list[str] = []
     code = "coverage-required"
-    for cid in candidates:
-        rec = await unit.get("Coverage", cid)
-        if rec is None or rec.deleted or rec.body is None:
+    for cid, body in candidates:
+        if body is None:
             reasons.append(f"Coverage/{cid} does not exist")
             continue
-        body = orjson.loads(rec.body)
         problem = coverage_problem(body, patient, vt.rules.accepted_payors, start)
         if problem is None:
             return (f"Coverage/{cid}", body), []
@@ -343,6 +334,29 @@ async def _coverage(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     breach = RuleBreach(code, f"a {vt.display or vt.code} visit needs insurance it accepts: "
                         f"{why}", "Appointment.supportingInformation")
     return None, _settle(ev, appt, [breach])
+
+
+async def _candidates(unit: Unit, appt: dict[str, Any], element: str, type_: str,
+                      patient_param: str, patient: str | None
+                      ) -> list[tuple[str, dict[str, Any] | None]]:
+    """The ``type_`` resources a booking is made under: those named in ``element`` (None for
+    one that does not exist), else, given ``patient``, the patient's active ones on file.
+
+    The patient's are searched by patient alone and their status read from the bodies, in
+    one statement: a status condition costs the search an index probe per resource."""
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for id_ in named(appt, element, type_):
+        rec = await unit.get(type_, id_)
+        out.append((id_, None if rec is None or rec.deleted or rec.body is None
+                    else orjson.loads(rec.body)))
+    if out or patient is None:
+        return out
+    query = Query(type_, (Entry(patient_param, (Cond("val", "=", patient),), unique=True),))
+    for id_, raw in await unit.find_bodies(query, limit=MAX_ON_FILE * 5):
+        body = orjson.loads(raw)
+        if body.get("status") == "active" and len(out) < MAX_ON_FILE:
+            out.append((id_, body))
+    return out
 
 
 async def _eligibility(unit: Unit, ev: WriteEvent, appt: dict[str, Any], vt: VisitType,
