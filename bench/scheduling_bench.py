@@ -736,13 +736,15 @@ def measure_rules_find(base: str, day0: date, seed: int, requests: int
 
 def measure_rules_book(base: str, day0: date, seed: int, n: int, clients: int, seconds: float,
                        conflicts: float, rounds: int) -> dict[str, list[BookResult]]:
-    """$book throughput for each mode, alternating (off, on, off, on...), each round on free
-    days of its own so no round meets another's bookings."""
+    """$book throughput for each mode, in ABBA order (off, on, on, off, ...: a drift of the
+    machine over the run falls on both alike), each run on free days of its own so no run
+    meets another's bookings."""
     span = (HORIZON_DAYS - 7 - BOOKED_DAYS) // (2 * rounds)
     out: dict[str, list[BookResult]] = defaultdict(list)
     k = 0
     for r in range(rounds):
-        for mode, suffix in MODES.items():
+        order = list(MODES.items())
+        for mode, suffix in (order if r % 2 == 0 else order[::-1]):
             lo = BOOKED_DAYS + k * span
             targets = booking_targets(day0, n, seed + 100 + k, conflicts, (lo, lo + span),
                                       suffix)

@@ -276,12 +276,11 @@ async def _history(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     query = Query("Appointment", (
         Entry("patient", (Cond("val", "=", patients[0]),), unique=True),))
     limit = vt.rules.max_visits
-    if vt.rules.patient_status is None and limit is not None:
-        # "at most N visits" cannot be broken by a patient with fewer than N other
-        # appointments on file, whatever they are: counted on the index, no body read.
-        ids = await unit.find_ids(query, limit=limit + 1)
-        if len([i for i in ids if i != ev.id]) < limit:
-            return []
+    # "at most N visits" cannot be broken by a patient with fewer than N appointments on
+    # file, whatever they are (this one included, if stored): counted on the index alone.
+    if (vt.rules.patient_status is None and limit is not None
+            and await unit.count(query) < limit):
+        return []
     found_bodies = await unit.find_bodies(query, limit=MAX_HISTORY)
     here = f"HealthcareService/{service.get('id')}"
     people = {a for a in resource_actors(appt) if not a.startswith("HealthcareService/")}

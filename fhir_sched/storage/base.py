@@ -150,6 +150,11 @@ class Unit(Protocol):
         then holds the search as written, so units making it never wait on each other."""
         ...
 
+    async def count(self, query: Query) -> int:
+        """How many match ``query`` as this unit sees them, decided on as ``find_ids`` is;
+        from the index alone where the adapter can."""
+        ...
+
     async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
         """(id, current body) of each match, as this unit sees them: ``find_ids`` and a
         deciding ``get`` of each, in one statement where the adapter can (the booking guard

@@ -884,6 +884,13 @@ class MongoUnit:
             cursor = cursor.limit(limit)
         return [d["id"] for d in await cursor.to_list()]
 
+    async def count(self, query: Query) -> int:
+        await self._lock("q", (query.type, query.where, query.include_deleted))
+        res = self._store.resources
+        compiler = Compiler(lambda p: _aggregate(res, self._s, p))
+        match = combine(base_filter(query), await compiler.where(query.where, query.type))
+        return int(await res.count_documents(match, session=self._s))
+
     async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
         """The search and then a deciding read of each match, so every body read is held as
         ``get`` holds it (one round trip each: a transaction has no read-and-touch-many)."""

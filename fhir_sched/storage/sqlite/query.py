@@ -403,7 +403,7 @@ def _one_entry_each(query: Query) -> bool:
             and entry.conds[0].field == "val" and entry.conds[0].op == "=")
 
 
-def _count_sql(query: Query, conn: sqlite3.Connection) -> tuple[str, dict[str, Any]]:
+def count_sql(query: Query, conn: sqlite3.Connection) -> tuple[str, dict[str, Any]]:
     """``count(*)`` of every match. A count reads every match, so it always drives from the
     best seek (never an ordered scan), and when the seek answers the whole query it counts
     index entries alone: idx rows exist only for live resources, so no table is touched."""
@@ -431,7 +431,7 @@ def search(c: sqlite3.Connection, query: Query) -> Page:
     try:
         total = None
         if query.total or query.count_only:
-            sql, args = _count_sql(query, c)
+            sql, args = count_sql(query, c)
             total = c.execute(sql, args).fetchone()[0]
         if query.count_only:
             return Page([], None, total)

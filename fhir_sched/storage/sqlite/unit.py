@@ -10,7 +10,7 @@ from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write
 from ..errors import VersionConflict
 from . import audit, changes, inbox, outbox
 from .faults import translate
-from .query import select_sql
+from .query import count_sql, select_sql
 
 
 class SqliteUnit:
@@ -31,6 +31,16 @@ class SqliteUnit:
 
         try:
             return run()
+        except sqlite3.Error as exc:
+            error = translate(exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    async def count(self, query: Query) -> int:
+        try:
+            sql, args = count_sql(query, self._conn)
+            return int(self._conn.execute(sql, args).fetchone()[0])
         except sqlite3.Error as exc:
             error = translate(exc)
             if error is exc:
