@@ -779,6 +779,9 @@ def rules_report(find: dict[str, list[float]], book: dict[str, list[BookResult]]
     table.add_row("$book p95, ms", *(f"{max(b.p95 for b in book[m]):.1f}" for m in MODES),
                   "", "")
     console.print(table)
+    for m in MODES:
+        runs = ", ".join(f"{b.requests / b.seconds:.0f}" for b in book[m])
+        console.print(f"$book requests/s per run, {m}: {runs}")
     return on / off <= 1.15 and rate["rules on"] * 1.15 >= rate["rules off"]
 
 
