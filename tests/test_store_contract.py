@@ -474,6 +474,41 @@ async def test_find_ids_limit_and_order(store: DocumentStore) -> None:
     assert two == ["f0", "f1"] and all_ == ["f0", "f1", "f2", "f3"]
 
 
+async def test_find_bodies_gives_each_live_match_with_its_current_body_in_order(
+        store: DocumentStore) -> None:
+    for n in range(3):
+        await put(store, "Patient", f"b{n}", [name("body")])
+    await delete(store, "Patient", "b1")
+    same = Query("Patient", (Entry("name", (Cond("val", "=", "body"),)),))
+
+    async def run(unit: Unit) -> list[tuple[str, bytes]]:
+        await unit.write(Record("Patient", "b3", 1, stamp(), False, b'{"n": 3}', "POST"),
+                         [name("body")], 0)
+        return await unit.find_bodies(same, limit=10)
+
+    found = await store.atomic(run)
+    assert [id_ for id_, _ in found] == ["b0", "b2", "b3"]  # the unit's own write included
+    assert found[2][1] == b'{"n": 3}'
+    stored = await store.get("Patient", "b0")
+    assert stored is not None and found[0][1] == stored.body
+
+
+async def test_count_counts_live_matches_as_the_unit_sees_them(store: DocumentStore) -> None:
+    for n in range(4):
+        await put(store, "Patient", f"c{n}", [ref("general-practitioner", "Practitioner/x")])
+    await delete(store, "Patient", "c0")
+    by_ref = Query("Patient", (Entry("general-practitioner", (
+        Cond("val", "=", "Practitioner/x"),), unique=True),))
+
+    async def run(unit: Unit) -> tuple[int, int]:
+        before = await unit.count(by_ref)
+        await unit.write(Record("Patient", "c9", 1, stamp(), False, b"{}", "POST"),
+                         [ref("general-practitioner", "Practitioner/x")], 0)
+        return before, await unit.count(by_ref)
+
+    assert await store.atomic(run) == (3, 4)
+
+
 # -- search -------------------------------------------------------------------------------------
 @pytest.fixture
 async def people(store: DocumentStore) -> DocumentStore:
