@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from ...query import IndexEntry, Query
 from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write
@@ -25,36 +26,21 @@ class SqliteUnit:
 
     async def find_ids(self, query: Query, limit: int = 2, *, decides: bool = True
                        ) -> list[str]:
-        def run() -> list[str]:
-            sql, args = select_sql(query, "r.id", limit=limit, keyset=False)
-            return [row[0] for row in self._conn.execute(sql, args)]
-
-        try:
-            return run()
-        except sqlite3.Error as exc:
-            error = translate(exc)
-            if error is exc:
-                raise
-            raise error from exc
+        sql, args = select_sql(query, "r.id", limit=limit, keyset=False)
+        return [row[0] for row in self._rows(sql, args)]
 
     async def count(self, query: Query) -> int:
-        try:
-            sql, args = count_sql(query, self._conn)
-            return int(self._conn.execute(sql, args).fetchone()[0])
-        except sqlite3.Error as exc:
-            error = translate(exc)
-            if error is exc:
-                raise
-            raise error from exc
+        sql, args = count_sql(query, self._conn)
+        return int(self._rows(sql, args)[0][0])
 
     async def find_bodies(self, query: Query, limit: int) -> list[tuple[str, bytes]]:
-        def run() -> list[tuple[str, bytes]]:
-            sql, args = select_sql(query, "r.id, r.body", limit=limit, keyset=False)
-            return [(row[0], row[1]) for row in self._conn.execute(sql, args)
-                    if row[1] is not None]
+        sql, args = select_sql(query, "r.id, r.body", limit=limit, keyset=False)
+        return [(row[0], row[1]) for row in self._rows(sql, args) if row[1] is not None]
 
+    def _rows(self, sql: str, args: dict[str, Any]) -> list[Any]:
+        """A search's rows, its SQLite errors in the store's terms (a full disk, a lock)."""
         try:
-            return run()
+            return self._conn.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             error = translate(exc)
             if error is exc:
