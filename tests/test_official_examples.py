@@ -32,6 +32,10 @@ Key = tuple[str, str]
 # Examples that reference a hosted resource no example provides. Each must be refused with 422
 # naming the first such element (document order). The reason says what is missing.
 REJECTED: dict[Key, tuple[str, str]] = {
+    ("Communication", "fm-attachment"): ("Communication.subject.reference",
+                                         "Patient/1 is in no example"),
+    ("Communication", "fm-solicited"): ("Communication.subject.reference",
+                                        "Patient/1 is in no example"),
     ("Coverage", "7546D"): ("Coverage.subscriber.reference", "Patient/5 is in no example"),
     ("CoverageEligibilityRequest", "52345"): ("CoverageEligibilityRequest.insurance[0]."
                                               "coverage.reference", "Coverage/9876B1 is refused"),

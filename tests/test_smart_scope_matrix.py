@@ -29,7 +29,8 @@ from tests.support.smart import BackendClient, get_token, register, register_bac
 PASSWORD = "matrix password 1"
 # R4 CompartmentDefinition "patient", for the hosted types (checked against the official file
 # below): the parameters that put a resource in a patient's compartment
-COMPARTMENT = {"Appointment", "Coverage", "CoverageEligibilityRequest",
+COMPARTMENT = {"Appointment", "AppointmentResponse", "Communication", "CommunicationRequest",
+               "Coverage", "CoverageEligibilityRequest",
                "CoverageEligibilityResponse", "Patient", "Provenance", "Schedule",
                "ServiceRequest"}
 # Written by the server only (the eligibility checker's answers): every write is refused,
@@ -104,10 +105,16 @@ class World:
         patient = self.alice if own else self.bob
         n = next(self.counter)
         ref = {"reference": patient}
+        if type_ == "AppointmentResponse":  # an answer to an appointment that exists
+            appointment = self.create("Appointment", own)
+            return {"resourceType": type_, "participantStatus": "accepted", "actor": ref,
+                    "appointment": {"reference": f"Appointment/{appointment.id}"}}
         bodies: dict[str, dict[str, Any]] = {
             "Appointment": {"status": "proposed", "participant": [
                 {"actor": ref, "status": "needs-action"}], "requestedPeriod": [
                 {"start": "2032-01-01T09:00:00Z", "end": "2032-01-01T10:00:00Z"}]},
+            "Communication": {"status": "completed", "subject": ref},
+            "CommunicationRequest": {"status": "active", "subject": ref},
             "Coverage": {"status": "active", "beneficiary": ref,
                          "payor": [{"reference": self.org}]},
             "CoverageEligibilityRequest": {"status": "active", "purpose": ["validation"],

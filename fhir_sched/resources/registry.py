@@ -22,6 +22,9 @@ Rules = Callable[[dict[str, Any]], Iterable[Issue]]
 # the atomic unit of every write of that type (Appointment: the booking guard).
 _MODULES = {
     "Appointment": "appointment",
+    "AppointmentResponse": "appointment_response",
+    "Communication": "communication",
+    "CommunicationRequest": "communication_request",
     "Coverage": "coverage",
     "CoverageEligibilityRequest": "coverage_eligibility_request",
     "CoverageEligibilityResponse": "coverage_eligibility_response",

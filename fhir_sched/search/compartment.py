@@ -16,6 +16,9 @@ from .extract import reference_targets
 # R4 CompartmentDefinition "patient": resource type -> search parameters linking it to Patient.
 PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
     "Appointment": ("actor",),
+    "AppointmentResponse": ("actor",),
+    "Communication": ("subject", "sender", "recipient"),
+    "CommunicationRequest": ("subject", "sender", "recipient", "requester"),
     "Coverage": ("policy-holder", "subscriber", "beneficiary", "payor"),
     "CoverageEligibilityRequest": ("patient",),
     "CoverageEligibilityResponse": ("patient",),

@@ -53,7 +53,7 @@ CHUNK = 5000  # items an import holds in memory at once
 ORDER = ("Organization", "Location", "Practitioner", "HealthcareService", "PractitionerRole",
          "Patient", "RelatedPerson", "Device", "Endpoint", "Coverage", "CoverageEligibilityRequest",
          "CoverageEligibilityResponse", "ServiceRequest", "Schedule", "Slot", "Appointment",
-         "AppointmentResponse")
+         "AppointmentResponse", "CommunicationRequest", "Communication")
 
 
 def export_types(only: Iterable[str] | None = None) -> list[str]:

@@ -112,6 +112,9 @@ HOSTED_TYPES: tuple[str, ...] = (
     "ServiceRequest",
     "Endpoint",
     "Provenance",
+    "CommunicationRequest",
+    "Communication",
+    "AppointmentResponse",
 )
 
 
