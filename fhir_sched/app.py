@@ -37,6 +37,7 @@ from .rest.middleware import FrontDoor
 from .rest.observe import Recorder
 from .rest.openapi import docs_page, openapi
 from .rest.operations import operation_routes
+from .rest.respond import respond_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
 from .rest.smart import BearerGate, configuration_endpoint, endpoints, hl7v2_gate
@@ -186,6 +187,8 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if core.auth is not None:
         hl7v2 = hl7v2_gate(hl7v2, core.auth)
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
+    if core.engagement is not None:
+        app.router.routes.extend(respond_routes(core.engagement))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
 
     def api_doc(request: Request) -> dict[str, Any]:

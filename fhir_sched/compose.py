@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .auth.policy import SmartPolicy
 from .auth.server import SmartAuth
+from .engage.setup import Engagement, engagement
 from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
@@ -79,6 +80,8 @@ class Core:
     doors: tuple[Door, ...] = ()
     # The embedded SMART server and token check; None when auth is off.
     auth: SmartAuth | None = None
+    # Reminders and other notices: their channels, and the signed links messages carry.
+    engagement: Engagement | None = None
 
     @property
     def store(self) -> DocumentStore:
@@ -208,8 +211,10 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         await keep_audit_for(store, settings.audit_retention_days)
 
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
+    engage = engagement(resources, settings)
     jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention,
-                                                       audit_retention, audit.run, watch_loop)
+                                                       audit_retention, audit.run, watch_loop,
+                                                       *engage.jobs())
     if auth is not None:
         jobs += (auth.follow_revocations,)
     if settings.metrics_dir:
@@ -219,4 +224,4 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
             await share(directory)
 
         jobs += (share_metrics,)
-    return Core(services, jobs, bridge, doors, auth)
+    return Core(services, jobs, bridge, doors, auth, engage)

@@ -150,6 +150,16 @@ HOLDS_PENDING = Gauge(
 HL7V2_MESSAGES = Counter(
     "fhir_sched_hl7v2_messages", "Inbound HL7 v2 messages answered, by event and ACK code",
     ("door", "event", "ack"), registry=REGISTRY)
+NOTICES = Counter(
+    "fhir_sched_notices",
+    "Notice deliveries finished (reminders, cancellations, offers), by channel (email, sms, "
+    "webhook), kind and outcome (sent; failed: put on hold for staff; skipped: opted out or "
+    "no address)", ("channel", "kind", "outcome"), registry=REGISTRY)
+NOTICE_ATTEMPTS = Counter(
+    "fhir_sched_notice_attempts",
+    "Notice send attempts, by channel and result (ok, retry, failed, in-doubt: an attempt "
+    "repeated because a server stopped between sending and recording it)",
+    ("channel", "result"), registry=REGISTRY)
 HL7V2_OUTBOUND = Counter(
     "fhir_sched_hl7v2_outbound_messages",
     "Outbound SIU deliveries finished, by the subscriber's ACK code (or 'unreachable')",

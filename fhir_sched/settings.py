@@ -141,6 +141,36 @@ class Settings:
     cors_origins: str = ""
     # Sign-in attempts accepted per client address per minute (then 429).
     auth_logins_per_minute: int = 20
+    # Reminders (issue 15): lead times for visit types that name none ("72h,24h"; m h d; empty:
+    # none), and the quiet hours in the patient's zone when none go out (empty: none; a
+    # reminder due then goes out before they begin).
+    reminders: str = "72h,24h"
+    quiet_hours: str = "21:00-08:00"
+    # Email: the SMTP server (empty host: no email channel), its security ("starttls": required,
+    # "tls": implicit TLS, "auto": STARTTLS when offered, "none"), the sender address, and a
+    # login (the password from the environment only).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_security: str = "auto"
+    smtp_from: str = ""
+    smtp_user: str = ""
+    smtp_password: str = ""
+    # A signed webhook (Standard Webhooks: webhook-id, -timestamp, -signature HMAC-SHA256) that
+    # receives every notice as JSON (empty: none); its secret from the environment only.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+    # SMS through an HTTP gateway: each text is POSTed as JSON {to, from, text} with the bearer
+    # token (environment only); empty URL: no SMS channel.
+    sms_url: str = ""
+    sms_token: str = ""
+    sms_from: str = ""
+    # Notices sent at once, and attempts before a failing one is put on hold for staff.
+    delivery_concurrency: int = 8
+    delivery_max_attempts: int = 6
+    delivery_retry_seconds: int = 30
+    # The key that signs the confirm/cancel links in messages (environment only; empty: one is
+    # made at first start and kept in the store, so every process shares it).
+    link_secret: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -165,6 +195,9 @@ class Settings:
         if values.get("eligibility_on_failure", "flag") not in ("flag", "refuse"):
             raise SystemExit("FHIR_SCHED_ELIGIBILITY_ON_FAILURE must be flag or refuse, got "
                              f"{values['eligibility_on_failure']!r}")
+        if values.get("smtp_security", "auto") not in ("auto", "starttls", "tls", "none"):
+            raise SystemExit("FHIR_SCHED_SMTP_SECURITY must be auto, starttls, tls or none, got "
+                             f"{values['smtp_security']!r}")
         return cls(**values)
 
 

@@ -72,3 +72,9 @@ def consent(pending: str, app: str, who: str, scopes: list[str], pick_patient: b
 
 def error(message: str) -> str:
     return _page("Cannot continue", f"<p class=error role=alert>{escape(message)}</p>")
+
+
+def page(title: str, body_html: str) -> str:
+    """A page in the same plain style for other doors' forms (a message's signed link);
+    ``body_html`` must be escaped by the caller."""
+    return _page(title, body_html)

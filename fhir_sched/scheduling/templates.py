@@ -695,3 +695,9 @@ def template_problems(schedule: Mapping[str, object]) -> Iterator[tuple[str, str
                        "the resource, so every template of a Schedule must declare the same")
             elif _overlapping_hours(a, b):
                 yield (pb, f"its hours overlap those of {pa}; give each hour once")
+
+
+def schedule_zone(schedule: Mapping[str, object]) -> ZoneInfo | None:
+    """The zone a Schedule's availability is written in, when it says (reminders and
+    calendar entries show its visits in it when nothing closer to the patient says)."""
+    return _first_zone(schedule)

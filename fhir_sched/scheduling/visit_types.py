@@ -13,6 +13,9 @@ from datetime import timedelta
 
 from .booking_rules import SETTINGS as RULE_SETTINGS
 from .booking_rules import RuleError, Rules, parse_rules
+from .notices import REPEATING as NOTICE_REPEATING
+from .notices import SETTINGS as NOTICE_SETTINGS
+from .notices import NoticeError, Notices, parse_notices
 from .templates import EXTENSION_BASE, group_sub_extensions
 
 RESOURCE_KIND_URL = EXTENSION_BASE + "resource-kind"
@@ -78,6 +81,8 @@ class VisitType:
     longest: timedelta | None = None
     # Who may book it, how far ahead, for whom (booking_rules): none by default.
     rules: Rules = field(default_factory=Rules)
+    # Its reminders, their channels, whether it is virtual (``notices``).
+    notices: Notices = field(default_factory=Notices)
 
     def matches_token(self, token: str) -> bool:
         """Match `$find`'s visit-type with FHIR token rules: code, system|code, |code, system|."""
@@ -142,8 +147,8 @@ def _parse_need(element: Mapping[str, object], path: str) -> Need:
 
 def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
     groups = group_sub_extensions(ext, path, {"code", "minutesDuration", "maxMinutesDuration",
-                                              "need", *RULE_SETTINGS},
-                                  {"need", "acceptedPayor"}, VisitTypeError)
+                                              "need", *RULE_SETTINGS, *NOTICE_SETTINGS},
+                                  {"need", "acceptedPayor", *NOTICE_REPEATING}, VisitTypeError)
     if "code" not in groups:
         raise VisitTypeError(path, "code is required")
     sub_path, sub = groups["code"][0]
@@ -179,7 +184,8 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
     needs = tuple(_parse_need(sub, sub_path) for sub_path, sub in groups.get("need", []))
     try:
         rules = parse_rules(groups)
-    except RuleError as exc:
+        notices = parse_notices(groups)
+    except (RuleError, NoticeError) as exc:
         raise VisitTypeError(exc.path, exc.message) from exc
     return VisitType(
         system=system if isinstance(system, str) else None,
@@ -189,6 +195,7 @@ def _parse_visit_type(ext: Mapping[str, object], path: str) -> VisitType:
         needs=needs,
         longest=longest,
         rules=rules,
+        notices=notices,
     )
 
 

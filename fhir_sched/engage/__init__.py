@@ -1,0 +1,2 @@
+"""The server acting on schedule changes: reminders, waitlist offers, subscriptions,
+calendar feeds."""

@@ -1,0 +1,439 @@
+"""The delivery worker: sends every active CommunicationRequest whose time has come, by its
+channel, exactly once, and records each as a Communication.
+
+Exactly once, with several workers and crashes, in three steps:
+
+1. **Claim** (one unit per batch): a due request is taken with a unique claim that expires
+   (a lease), and its attempt is marked "sending" in the store. Only the claim's holder sends.
+2. **Send**, outside any unit, with the request's id as the message's id (Message-ID,
+   ``webhook-id``).
+3. **Record** (one unit per group of finished sends): the Communication (its id made from the
+   request's id and version, so two records of one send are one resource), the request marked
+   completed, the claim and the mark dropped. A failure worth retrying leaves the request
+   active under a claim that expires at the next attempt's time (backoff doubling, up to
+   ``max_attempts``); after that, or for a failure retrying cannot mend, the request is put
+   on hold for staff with a Communication saying why (``not-done``).
+
+A crash between 2 and 3 leaves the claim to expire with the mark still saying "sending": the
+message may or may not have gone. The next worker sends it again with the same id, and says
+so on the Communication (``in doubt``) and in ``fhir_sched_notice_attempts_total{result=
+"in-doubt"}``: a receiver that keeps message ids (mail systems' duplicate filters, webhook
+consumers per Standard Webhooks) sees it once. We chose a repeat over a loss: a reminder
+that never comes costs a missed visit, one that comes twice costs nothing. The window is the
+time one record unit takes, and records are committed as sends finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from ..context import RequestContext
+from ..ids import unique_id
+from ..metrics import NOTICE_ATTEMPTS, NOTICES
+from ..query import Cond, Entry, Query, SortKey
+from ..service.resources import ResourceService
+from ..storage.base import Record, Unit
+from ..storage.errors import StoreUnavailable
+from ..timeutil import format_instant, parse_instant, to_us
+from . import ics
+from . import reminders as r
+from .channels import Channel, Notice, Sent
+from .links import Signer
+
+log = logging.getLogger("fhir_sched.engage.delivery")
+
+CTX = RequestContext.system("notices")
+CLAIM = "notice/"
+OWNER = "notice"
+RETRY_OWNER = "notice-retry"
+LEASE_SECONDS = 120
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: str
+    body: dict[str, Any]
+    version: int
+    attempt: int
+    in_doubt: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    sent: Sent
+    channel: str
+    kind: str
+    text: str = ""
+    skipped: bool = False  # opted out: nothing to retry and nothing to fix
+
+
+def communication_id(request_id: str, version: int) -> str:
+    return "dlv-" + hashlib.sha256(f"{request_id}|{version}".encode()).hexdigest()[:40]
+
+
+class Delivery:
+    def __init__(self, resources: ResourceService, channels: Mapping[str, Channel], *,
+                 signer: Callable[[], Awaitable[Signer]], link_base: str, uid_domain: str,
+                 organizer: str = "", max_attempts: int = 6, retry_seconds: float = 30.0,
+                 concurrency: int = 8, batch: int = 200, poll_seconds: float = 0.5) -> None:
+        self.resources = resources
+        self.store = resources.store
+        self.channels = dict(channels)
+        self.signer = signer
+        self.link_base = link_base.rstrip("/")
+        self.uid_domain = uid_domain
+        self.organizer = organizer
+        self.max_attempts = max(1, max_attempts)
+        self.retry_seconds = retry_seconds
+        self.slots = asyncio.Semaphore(max(1, concurrency))
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self.worker = unique_id()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    sent = await self.step()
+                except StoreUnavailable:
+                    sent = 0
+                    await asyncio.sleep(1.0)
+                except Exception as exc:  # a bug must not stop delivery for good
+                    log.error("notice delivery failed: %s", type(exc).__name__)
+                    sent = 0
+                    await asyncio.sleep(1.0)
+                if not sent:
+                    await asyncio.sleep(self.poll_seconds)
+        finally:
+            for channel in self.channels.values():
+                try:
+                    await channel.close()
+                except Exception as exc:
+                    log.warning("closing the %s channel: %s", channel.name, type(exc).__name__)
+
+    async def due(self, now: datetime) -> list[str]:
+        page = await self.store.search(Query("CommunicationRequest", (
+            Entry("status", (Cond("val", "=", "active"),)),
+            Entry("occurrence", (Cond("lo", "<=", to_us(now)),))),
+            sort=(SortKey("occurrence", field="lo"),), count=self.batch))
+        return [id_ for id_, _ in page.rows]
+
+    async def step(self) -> int:
+        """Claim what is due, send it, record it; how many were attempted."""
+        now = datetime.now(UTC)
+        ids = await self.due(now)
+        if not ids:
+            return 0
+        claimed = await self.store.atomic(lambda unit: self._claim(unit, ids, now))
+        if not claimed:
+            return 0
+        finished: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
+
+        async def one(item: Claimed) -> None:
+            async with self.slots:
+                try:
+                    outcome = await self._attempt(item)
+                except Exception as exc:  # one broken request must not hold up the rest
+                    log.error("composing notice %s failed: %s", item.id, type(exc).__name__)
+                    outcome = Outcome(Sent(False, retry=True, detail="internal error"),
+                                      r.channel_of(item.body) or "?", r.kind_of(item.body))
+            finished.put_nowait((item, outcome))
+
+        tasks = [asyncio.ensure_future(one(item)) for item in claimed]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                group = [await finished.get()]
+                while not finished.empty():
+                    group.append(finished.get_nowait())
+                remaining -= len(group)
+
+                async def record(unit: Unit, g: list[tuple[Claimed, Outcome]] = group) -> None:
+                    await self._record(unit, g)
+
+                await self.resources.atomic(record)
+        finally:
+            for task in tasks:
+                task.cancel()
+        return len(claimed)
+
+    # -- 1. claim ------------------------------------------------------------------------------
+    async def _claim(self, unit: Unit, ids: list[str], now: datetime) -> list[Claimed]:
+        out = []
+        stamp = format_instant(now)
+        lease = format_instant(now + timedelta(seconds=LEASE_SECONDS))
+        for id_ in ids:
+            rec = await unit.get("CommunicationRequest", id_)
+            body = _body(rec)
+            if rec is None or body is None or body.get("status") != "active" or not _due(
+                    body, now):
+                continue
+            if not await unit.claim(CLAIM + id_, OWNER, self.worker, expires=lease, now=stamp):
+                continue
+            kept = await unit.mark_get(CLAIM + id_)
+            state = orjson.loads(kept) if kept else {}
+            attempt = int(state.get("n", 0)) + 1
+            await unit.mark_put(CLAIM + id_, orjson.dumps(
+                {"n": attempt, "sending": True, "v": rec.version}).decode())
+            out.append(Claimed(id_, body, rec.version, attempt,
+                               bool(state.get("sending")) and state.get("v") == rec.version))
+        return out
+
+    # -- 2. send -------------------------------------------------------------------------------
+    async def _attempt(self, item: Claimed) -> Outcome:
+        body = item.body
+        kind = r.kind_of(body)
+        channel = r.channel_of(body)
+        if channel is None or channel not in self.channels:
+            return Outcome(Sent(False, detail=f"channel {channel or '(none)'} is not set up on "
+                                "this server"), channel or "?", kind)
+        patient_ref = _patient_of(body)
+        patient = await self._read(patient_ref) if patient_ref else None
+        if channel in r.opted_out(patient):
+            return Outcome(Sent(False, detail=f"the patient opted out of {channel}"), channel,
+                           kind, skipped=True)
+        to = r.address(patient, channel)
+        if to is None:
+            return Outcome(Sent(False, detail=f"the patient has no {channel} address"), channel,
+                           kind)
+        notice = await self._compose(item, kind, channel, to, patient_ref, patient)
+        if item.in_doubt:
+            NOTICE_ATTEMPTS.labels(channel, "in-doubt").inc()
+        sent = await self.channels[channel].send(notice)
+        NOTICE_ATTEMPTS.labels(channel, "ok" if sent.ok else "retry" if sent.retry
+                               else "failed").inc()
+        return Outcome(sent, channel, kind, notice.text)
+
+    async def _compose(self, item: Claimed, kind: str, channel: str, to: str,
+                       patient_ref: str | None, patient: dict[str, Any] | None) -> Notice:
+        body = item.body
+        appt_ref = next((b.get("reference") for b in body.get("basedOn") or []
+                         if str(b.get("reference", "")).startswith("Appointment/")), None)
+        appt = await self._read(appt_ref) if appt_ref else None
+        zone = r.zone_of(body, r.patient_zone(patient, ZoneInfo("UTC")))
+        if appt is None or not appt.get("start"):
+            text = _payload_text(body) or "A message from your clinic."
+            return Notice(item.id, channel, to, "A message from your clinic", text,
+                          data=self._data(kind, item, appt_ref, patient_ref, None, ""))
+        names = await self._names(appt)
+        event = ics.appointment_event(appt, uid_domain=self.uid_domain, zone=zone.key,
+                                      names=names)
+        link = ""
+        if patient_ref:
+            signer = await self.signer()
+            end = parse_instant(str(appt.get("end") or appt["start"]))
+            token = signer.token(appt["id"], patient_ref.split("/", 1)[1],
+                                 end + timedelta(hours=1))
+            link = f"{self.link_base}/r/{token}"
+        when = _when(appt, zone)
+        title = event.summary if event else "your appointment"
+        subject, text = _words(kind, title, when, event, link, channel, _payload_text(body))
+        subject = _SUBJECTS.get(kind, "{title}, {when}").format(title=title,
+                                                                when=_short_when(appt, zone))
+        invitation = None
+        method = "CANCEL" if kind == "cancellation" else "REQUEST"
+        if channel == "email" and event is not None:
+            attendee = ics.Person(_display(patient) or "Patient", to)
+            organizer = ics.Person("Clinic", self.organizer) if self.organizer else None
+            event = ics.Event(**{**_fields(event), "attendees": (attendee,),
+                                 "organizer": organizer})
+            if kind == "cancellation":
+                event = ics.cancelled(event, stamp=datetime.now(UTC))
+            invitation = ics.calendar([event], method=method)
+        return Notice(item.id, channel, to, subject, text, invitation, method,
+                      self._data(kind, item, appt_ref, patient_ref, appt, link))
+
+    def _data(self, kind: str, item: Claimed, appt_ref: str | None, patient_ref: str | None,
+              appt: dict[str, Any] | None, link: str) -> dict[str, Any]:
+        return {"kind": kind, "communicationRequest": f"CommunicationRequest/{item.id}",
+                "appointment": appt_ref, "patient": patient_ref,
+                "start": appt.get("start") if appt else None,
+                "end": appt.get("end") if appt else None,
+                "status": appt.get("status") if appt else None, "link": link or None}
+
+    async def _read(self, ref: str) -> dict[str, Any] | None:
+        kind, _, id_ = ref.partition("/")
+        if not id_:
+            return None
+        return _body(await self.store.get(kind, id_))
+
+    async def _names(self, appt: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for p in appt.get("participant") or []:
+            ref = str(((p or {}).get("actor") or {}).get("reference") or "")
+            if ref.startswith(("Practitioner/", "Location/", "HealthcareService/")):
+                body = await self._read(ref)
+                name = _display(body)
+                if name:
+                    out[ref] = name
+        return out
+
+    # -- 3. record -----------------------------------------------------------------------------
+    async def _record(self, unit: Unit, group: list[tuple[Claimed, Outcome]]) -> None:
+        now = datetime.now(UTC)
+        for item, outcome in group:
+            key = CLAIM + item.id
+            comm_id = communication_id(item.id, item.version)
+            if await unit.get("Communication", comm_id) is not None:
+                await self._settle(unit, key)  # recorded already (a repeat of an in-doubt send)
+                continue
+            sent = outcome.sent
+            if not sent.ok and sent.retry and item.attempt < self.max_attempts:
+                backoff = min(self.retry_seconds * 2 ** (item.attempt - 1), MAX_BACKOFF_SECONDS)
+                await unit.mark_put(key, orjson.dumps(
+                    {"n": item.attempt, "sending": False, "v": item.version,
+                     "error": sent.detail[:200]}).decode())
+                await unit.release(OWNER, self.worker, [key])
+                await unit.claim(key, RETRY_OWNER, item.id, expires=format_instant(
+                    now + timedelta(seconds=backoff)), now=format_instant(now))
+                log.info("notice %s: attempt %d failed (%s), next in %.0f s", item.id,
+                         item.attempt, sent.detail, backoff)
+                continue
+            status = "completed" if sent.ok else "not-done"
+            comm = _communication(item, status, sent, outcome, now)
+            await self.resources.put_in_unit(unit, CTX, "Communication", comm_id, comm,
+                                             check_refs=False, authorize=False)
+            current = _body(await unit.get("CommunicationRequest", item.id))
+            if current is not None and current.get("status") == "active":
+                after = ("completed" if sent.ok else "revoked" if outcome.skipped
+                         else "on-hold")
+                await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", item.id,
+                                                 {**current, "status": after},
+                                                 check_refs=False, authorize=False)
+            await self._settle(unit, key)
+            result = "sent" if sent.ok else "skipped" if outcome.skipped else "failed"
+            NOTICES.labels(outcome.channel, outcome.kind, result).inc()
+            if not sent.ok:
+                log.info("notice %s %s: %s", item.id, result, sent.detail)
+
+    async def _settle(self, unit: Unit, key: str) -> None:
+        await unit.release(OWNER, self.worker, [key])
+        await unit.mark_delete(key)
+
+
+def _communication(item: Claimed, status: str, sent: Sent, outcome: Outcome, now: datetime
+                   ) -> dict[str, Any]:
+    body = item.body
+    comm: dict[str, Any] = {
+        "resourceType": "Communication",
+        "basedOn": [{"reference": f"CommunicationRequest/{item.id}"}],
+        "status": status,
+        "category": body.get("category") or [],
+        "medium": body.get("medium") or [],
+        "about": [b for b in body.get("basedOn") or [] if isinstance(b, dict)],
+        "note": [{"text": f"attempt {item.attempt}: {sent.detail}"[:500]}],
+    }
+    for key in ("subject", "recipient"):
+        if body.get(key):
+            comm[key] = body[key]
+    if sent.ok:
+        comm["sent"] = format_instant(now)
+        comm["payload"] = [{"contentString": outcome.text}]
+    else:
+        comm["statusReason"] = {"text": sent.detail[:500]}
+    if item.in_doubt:
+        comm["note"].append({"text": "sent again with the same message id: a server stopped "
+                                     "between an earlier send and its record (in doubt)"})
+    return comm
+
+
+def _body(rec: Record | None) -> dict[str, Any] | None:
+    if rec is None or rec.body is None or rec.deleted:
+        return None
+    body: dict[str, Any] = orjson.loads(rec.body)
+    return body
+
+
+def _due(body: dict[str, Any], now: datetime) -> bool:
+    value = body.get("occurrenceDateTime")
+    try:
+        return isinstance(value, str) and parse_instant(value) <= now
+    except ValueError:
+        return False
+
+
+def _patient_of(body: dict[str, Any]) -> str | None:
+    for ref in [body.get("subject"), *(body.get("recipient") or [])]:
+        value = (ref or {}).get("reference") if isinstance(ref, dict) else None
+        if isinstance(value, str) and value.startswith("Patient/"):
+            return value
+    return None
+
+
+def _payload_text(body: dict[str, Any]) -> str:
+    return "\n".join(str(p.get("contentString")) for p in body.get("payload") or []
+                     if isinstance(p, dict) and p.get("contentString"))
+
+
+def _display(body: dict[str, Any] | None) -> str:
+    if not body:
+        return ""
+    if isinstance(body.get("name"), str):
+        return str(body["name"])
+    for name in body.get("name") or []:
+        if not isinstance(name, dict):
+            continue
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*(name.get("prefix") or []), *(name.get("given") or []), name.get("family")]
+        text = " ".join(str(p) for p in parts if p)
+        if text:
+            return text
+    return ""
+
+
+def _when(appt: dict[str, Any], zone: ZoneInfo) -> str:
+    start = parse_instant(str(appt["start"])).astimezone(zone)
+    text = f"{start:%A} {start.day} {start:%B %Y}, {start:%H:%M}"
+    if appt.get("end"):
+        text += f"-{parse_instant(str(appt['end'])).astimezone(zone):%H:%M}"
+    return f"{text} ({zone.key})"
+
+
+def _short_when(appt: dict[str, Any], zone: ZoneInfo) -> str:
+    start = parse_instant(str(appt["start"])).astimezone(zone)
+    return f"{start:%a} {start.day} {start:%b} {start:%H:%M}"
+
+
+def _fields(event: ics.Event) -> dict[str, Any]:
+    return {name: getattr(event, name) for name in event.__dataclass_fields__}
+
+
+_SUBJECTS = {"reminder": "Reminder: {title}, {when}",
+             "update": "Moved: {title}, now {when}",
+             "cancellation": "Cancelled: {title}, {when}"}
+_LEADS = {"reminder": "This is a reminder of your appointment.",
+          "update": "Your appointment has moved. The new time is below.",
+          "cancellation": "Your appointment below has been cancelled."}
+
+
+def _words(kind: str, title: str, when: str, event: ics.Event | None, link: str, channel: str,
+           extra: str) -> tuple[str, str]:
+    subject = _SUBJECTS.get(kind, "{title}, {when}").format(title=title, when=when)
+    if channel == "sms":  # one short text
+        text = f"{subject}."
+        if link and kind != "cancellation":
+            text += f" Confirm or cancel: {link}"
+        return subject, text
+    lines = [_LEADS.get(kind, extra or "A message about your appointment."), "",
+             f"  {title}", f"  When: {when}"]
+    if event is not None and event.location:
+        lines.append(f"  Where: {event.location}")
+    if event is not None and event.description:
+        lines += [f"  {line}" for line in event.description.splitlines() if line]
+    if extra and kind in _LEADS:
+        lines += ["", extra]
+    if link:
+        lines += ["", ("To confirm, cancel or stop these messages: " if kind != "cancellation"
+                       else "To stop these messages: ") + link]
+    return subject, "\n".join(lines) + "\n"

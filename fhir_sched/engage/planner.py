@@ -1,0 +1,224 @@
+"""The reminder planner: follows the change feed and keeps each booking's reminders (its
+CommunicationRequests) equal to what ``reminders.plan`` says it is owed.
+
+It reads forward from a cursor kept in the store, and writes the reminders of a batch of
+changes and the new cursor in ONE unit, after checking the cursor is still where it read it:
+several server processes may run it, and a crash anywhere repeats at most a batch, which the
+deterministic ids make harmless. The planner reads each appointment as it is now (not as the
+change had it), so a batch holding a booking and its cancellation plans for the cancellation.
+
+Per appointment, against the reminders already stored (found by ``based-on``):
+- owed and not there: created; owed and there at another time (a reschedule): moved;
+- there and no longer owed (cancelled, no-show, moved closer than the lead): revoked;
+- cancelled or moved after an email with a calendar invitation went out: a cancellation or an
+  updated invitation is owed at once, by email, so the patient's calendar follows.
+Every write goes through the one write pipeline as the system, so it is audited and in the
+feed like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from ..context import RequestContext
+from ..query import Cond, Entry, Query
+from ..scheduling.booking_rules import clinic_zone
+from ..scheduling.guard import booked_visit_type, patient_actors, resource_actors
+from ..scheduling.templates import schedule_zone
+from ..service.resources import ResourceService
+from ..storage.base import Record, Unit
+from ..storage.errors import StoreUnavailable
+from ..timeutil import parse_instant
+from . import reminders as r
+
+log = logging.getLogger("fhir_sched.engage.reminders")
+
+CURSOR = "engage/reminder-planner"
+CTX = RequestContext.system("reminders")
+MAX_PER_APPOINTMENT = 100  # reminders read per booking: the rules allow 10 leads x 3 channels
+
+
+class Planner:
+    def __init__(self, resources: ResourceService, *, leads: Sequence[timedelta],
+                 channels: Sequence[str], quiet: Any, batch: int = 100,
+                 poll_seconds: float = 0.2) -> None:
+        self.resources = resources
+        self.store = resources.store
+        self.leads = tuple(leads)
+        self.channels = tuple(channels)  # configured on this server
+        self.quiet = quiet
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._cursor: int | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                moved = await self.step()
+            except StoreUnavailable:
+                moved = 0
+                await asyncio.sleep(1.0)
+            except Exception as exc:  # a bug must not stop reminders for good
+                log.error("reminder planning failed: %s", type(exc).__name__)
+                self._cursor = None
+                moved = 0
+                await asyncio.sleep(1.0)
+            if not moved:
+                await asyncio.sleep(self.poll_seconds)
+
+    async def _read_cursor(self) -> int:
+        async def run(unit: Unit) -> int:
+            value = await unit.mark_get(CURSOR)
+            if value is not None:
+                return int(value)
+            head = await self.store.last_position()  # a new planner starts from now
+            await unit.mark_put(CURSOR, str(head))
+            return head
+
+        return int(await self.store.atomic(run))
+
+    async def step(self) -> int:
+        """Plan for the next batch of changes; how many changes were read."""
+        if self._cursor is None:
+            self._cursor = await self._read_cursor()
+        if await self.store.last_position() <= self._cursor:
+            return 0
+        changes = await self.store.changes_since(self._cursor, self.batch)
+        if not changes:
+            return 0
+        start, end = self._cursor, changes[-1].seq
+        appointments = list(dict.fromkeys(c.id for c in changes if c.type == "Appointment"))
+        now = datetime.now(UTC)
+
+        async def run(unit: Unit) -> bool:
+            current = await unit.mark_get(CURSOR)
+            if current is not None and int(current) != start:
+                return False  # another process planned these: read on from where it got
+            for appointment_id in appointments:
+                await self._reconcile(unit, appointment_id, now)
+            await unit.mark_put(CURSOR, str(end))
+            return True
+
+        if await self.resources.atomic(run):
+            self._cursor = end
+        else:
+            self._cursor = None
+        return len(changes)
+
+    # -- one appointment -------------------------------------------------------------------
+    async def _reconcile(self, unit: Unit, appointment_id: str, now: datetime) -> None:
+        rec = await unit.get("Appointment", appointment_id, decides=False)
+        appt = _body(rec)
+        stored = [orjson.loads(body) for _id, body in await unit.find_bodies(Query(
+            "CommunicationRequest", (Entry("based-on", (Cond(
+                "val", "=", f"Appointment/{appointment_id}"),), unique=True),),
+            count=MAX_PER_APPOINTMENT), MAX_PER_APPOINTMENT)]
+        active = {r.key_of(b): b for b in stored
+                  if b.get("status") == "active" and r.kind_of(b) == "reminder" and r.key_of(b)}
+        owed: list[r.Planned] = []
+        patients = patient_actors(appt) if appt else []
+        if appt is not None and patients and self.channels:
+            owed = await self._owed(unit, appointment_id, appt, patients[0], now)
+        for planned in owed:
+            have = active.pop(planned.key, None)
+            if have is None:
+                assert rec is not None and appt is not None
+                body = r.request_body(planned, appointment_id, patients[0], appt["start"], now,
+                                      zone=planned.zone)
+                rid = r.request_id(planned.key, rec.version)
+                if await unit.get("CommunicationRequest", rid) is None:
+                    await self._put(unit, rid, body)
+            elif parse_instant(str(have.get("occurrenceDateTime"))) != planned.due:
+                assert appt is not None
+                fresh = r.request_body(planned, appointment_id, patients[0], appt["start"], now,
+                                       zone=planned.zone)
+                await self._put(unit, have["id"], {
+                    **have, "occurrenceDateTime": fresh["occurrenceDateTime"],
+                    "extension": fresh["extension"], "note": fresh["note"]})
+        for stale in active.values():
+            if _due_passed(stale, now) and appt is not None and appt.get("status") in r.REMINDED:
+                continue  # due now and still owed: the delivery worker has it in hand
+            await self._put(unit, stale["id"], {**stale, "status": "revoked"})
+        if rec is not None and appt is not None and patients:
+            await self._follow_invitation(unit, appointment_id, rec.version, appt, patients[0],
+                                          stored, now)
+
+    async def _owed(self, unit: Unit, appointment_id: str, appt: dict[str, Any], patient: str,
+                    now: datetime) -> list[r.Planned]:
+        booked = await booked_visit_type(unit, appt)
+        notices = booked[0].notices if booked else None
+        leads = self.leads if notices is None or notices.leads is None else notices.leads
+        if not leads:
+            return []
+        body = _body(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
+        channels = r.reachable(body, self.channels, notices.channels if notices else ())
+        if not channels:
+            return []
+        zone = r.patient_zone(body, await self._clinic_zone(unit, appt, booked))
+        return r.plan(appointment_id, appt, leads, channels, zone, self.quiet, now)
+
+    async def _clinic_zone(self, unit: Unit, appt: dict[str, Any], booked: Any) -> ZoneInfo:
+        if booked is not None:
+            zone = clinic_zone(booked[1])
+            if zone.key != "UTC":
+                return zone
+        for actor in resource_actors(appt)[:4]:
+            for sid in await unit.find_ids(Query("Schedule", (Entry("actor", (Cond(
+                    "val", "=", actor),), unique=True),)), limit=1, decides=False):
+                found = schedule_zone(_body(await unit.get("Schedule", sid, decides=False))
+                                      or {})
+                if found is not None:
+                    return found
+        return ZoneInfo("UTC")
+
+    async def _follow_invitation(self, unit: Unit, appointment_id: str, version: int,
+                                 appt: dict[str, Any], patient: str,
+                                 stored: list[dict[str, Any]], now: datetime) -> None:
+        """A calendar that holds the visit (an email reminder carried the invitation) is
+        told when it is cancelled or moved: one notice per such change, by email."""
+        if "email" not in self.channels:
+            return
+        sent = [b for b in stored if b.get("status") == "completed" and r.channel_of(b) ==
+                "email" and r.kind_of(b) in ("reminder", "update")]
+        if not sent:
+            return
+        last_start = r.visit_start(max(sent, key=lambda b: str(b.get("authoredOn", ""))))
+        if appt.get("status") in ("cancelled", "noshow", "entered-in-error"):
+            kind = "cancellation"
+        elif appt.get("status") in r.REMINDED and last_start and appt.get("start") and (
+                parse_instant(last_start) != parse_instant(str(appt["start"]))):
+            kind = "update"
+        else:
+            return
+        if any(r.kind_of(b) == kind and b.get("status") in ("active", "completed")
+               and r.visit_start(b) == str(appt.get("start")) for b in stored):
+            return
+        zone = str(r.zone_of(sent[-1], ZoneInfo("UTC")).key)
+        planned = r.Planned(f"{appointment_id}/{kind}/email", "email", timedelta(0), now, zone)
+        rid = r.request_id(planned.key, version)
+        if await unit.get("CommunicationRequest", rid) is None:
+            await self._put(unit, rid, r.request_body(planned, appointment_id, patient,
+                                                      str(appt.get("start")), now, kind, zone))
+
+    async def _put(self, unit: Unit, id_: str, body: dict[str, Any]) -> None:
+        await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", id_, body,
+                                         check_refs=False, authorize=False)
+
+
+def _body(rec: Record | None) -> dict[str, Any] | None:
+    if rec is None or rec.body is None or rec.deleted:
+        return None
+    body: dict[str, Any] = orjson.loads(rec.body)
+    return body
+
+
+def _due_passed(request: dict[str, Any], now: datetime) -> bool:
+    value = request.get("occurrenceDateTime")
+    return isinstance(value, str) and parse_instant(value) <= now

@@ -1,0 +1,72 @@
+"""The engagement jobs one process runs, built from the settings: the reminder planner and the
+delivery worker, with the channels that are configured (none configured: no jobs, and no
+reminders are planned, since nothing could send them)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ..service.resources import ResourceService
+from ..settings import Settings
+from .channels import Channel, Email, Sms, Webhook
+from .delivery import Delivery
+from .links import Signer, load_key
+from .notices_config import leads_and_quiet
+from .planner import Planner
+
+
+@dataclass
+class Engagement:
+    """``signer`` is shared by the delivery worker (signing links) and the link pages
+    (checking them): one key, loaded from the store once."""
+
+    resources: ResourceService
+    settings: Settings
+    channels: dict[str, Channel] = field(default_factory=dict)
+    _signer: Signer | None = None
+
+    async def signer(self) -> Signer:
+        if self._signer is None:
+            self._signer = Signer(await load_key(self.resources.store,
+                                                 self.settings.link_secret))
+        return self._signer
+
+    def link_base(self) -> str:
+        s = self.settings
+        if s.public_base:
+            return s.public_base.rstrip("/").removesuffix(s.base_path.rstrip("/"))
+        return f"http://{s.host}:{s.port}"
+
+    def jobs(self) -> tuple[Callable[[], Awaitable[None]], ...]:
+        if not self.channels:
+            return ()
+        s = self.settings
+        leads, quiet = leads_and_quiet(s)
+        planner = Planner(self.resources, leads=leads, channels=tuple(self.channels),
+                          quiet=quiet)
+        base = self.link_base()
+        delivery = Delivery(self.resources, self.channels, signer=self.signer, link_base=base,
+                            uid_domain=urlsplit(base).hostname or "fhir-sched.invalid",
+                            organizer=s.smtp_from, max_attempts=s.delivery_max_attempts,
+                            retry_seconds=float(s.delivery_retry_seconds),
+                            concurrency=s.delivery_concurrency)
+        return (planner.run, delivery.run)
+
+
+def engagement(resources: ResourceService, settings: Settings) -> Engagement:
+    channels: dict[str, Channel] = {}
+    if settings.smtp_host:
+        domain = urlsplit(f"//{settings.smtp_from.rpartition('@')[2]}").hostname
+        channels["email"] = Email(settings.smtp_host, settings.smtp_port,
+                                  settings.smtp_from or "fhir-sched@localhost",
+                                  security=settings.smtp_security, user=settings.smtp_user,
+                                  password=settings.smtp_password,
+                                  connections=max(1, settings.delivery_concurrency),
+                                  domain=domain or "fhir-sched.invalid")
+    if settings.sms_url:
+        channels["sms"] = Sms(settings.sms_url, settings.sms_token, settings.sms_from)
+    if settings.webhook_url:
+        channels["webhook"] = Webhook(settings.webhook_url, settings.webhook_secret)
+    return Engagement(resources, settings, channels)
