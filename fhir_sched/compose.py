@@ -169,7 +169,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                    eligibility_ttl=timedelta(
                                        minutes=settings.eligibility_cache_minutes),
                                    eligibility_refuse=settings.eligibility_on_failure
-                                   == "refuse"))
+                                   == "refuse",
+                                   telehealth_template=settings.telehealth_url_template))
     search = SearchService(store, policy, settings.default_count, settings.max_count,
                            SearchLimits(settings.search_max_params,
                                         settings.search_max_or_values,

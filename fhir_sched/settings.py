@@ -171,6 +171,9 @@ class Settings:
     # The key that signs the confirm/cancel links in messages (environment only; empty: one is
     # made at first start and kept in the store, so every process shares it).
     link_secret: str = ""
+    # Join links of virtual visit types: a URL template whose {room} an unguessable room name
+    # fills (empty: virtual visits get no link).
+    telehealth_url_template: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -198,6 +201,11 @@ class Settings:
         if values.get("smtp_security", "auto") not in ("auto", "starttls", "tls", "none"):
             raise SystemExit("FHIR_SCHED_SMTP_SECURITY must be auto, starttls, tls or none, got "
                              f"{values['smtp_security']!r}")
+        template = values.get("telehealth_url_template", "")
+        if template and ("{room}" not in template
+                         or not template.startswith(("https://", "http://"))):
+            raise SystemExit("FHIR_SCHED_TELEHEALTH_URL_TEMPLATE must be an http(s) URL with "
+                             f"{{room}} in it, got {template!r}")
         return cls(**values)
 
 

@@ -34,6 +34,8 @@ class WriteConfig:
     eligibility_remote: bool = False
     eligibility_ttl: timedelta = timedelta(hours=24)
     eligibility_refuse: bool = False
+    # Virtual visits' join links: the URL template a room name fills (empty: no links).
+    telehealth_template: str = ""
 
 
 @dataclass(slots=True)

@@ -74,14 +74,17 @@ def server(store_kind: str, mongo_uri: str | None, smtp: SmtpSink, hook: HttpSin
             "FHIR_SCHED_WEBHOOK_URL": hook.url, "FHIR_SCHED_WEBHOOK_SECRET": SECRET,
             "FHIR_SCHED_SMS_URL": sms.url, "FHIR_SCHED_SMS_TOKEN": "sms-token",
             "FHIR_SCHED_SMS_FROM": "+15550000000", "FHIR_SCHED_REMINDERS": "60m",
-            "FHIR_SCHED_QUIET_HOURS": "", "FHIR_SCHED_DELIVERY_RETRY_SECONDS": "1"}) as proc:
+            "FHIR_SCHED_QUIET_HOURS": "", "FHIR_SCHED_DELIVERY_RETRY_SECONDS": "1",
+            "FHIR_SCHED_TELEHEALTH_URL_TEMPLATE": "https://meet.example.org/clinic-{room}"}
+            ) as proc:
         for code, extra in (("checkup", [{"url": "reminder", "valueDuration": {
                 "value": 72, "unit": "h", "system": "http://unitsofmeasure.org", "code": "h"}},
                 {"url": "reminder", "valueDuration": {
                     "value": 1, "unit": "d", "system": "http://unitsofmeasure.org", "code": "d"}},
                 {"url": "reminderChannel", "valueCode": "email"},
                 {"url": "reminderChannel", "valueCode": "sms"}]),
-                ("quiet", [{"url": "reminder", "valueBoolean": False}])):
+                ("quiet", [{"url": "reminder", "valueBoolean": False}]),
+                ("video", [{"url": "virtual", "valueBoolean": True}])):
             vt = visit_type(SYSTEM, code, 30)
             service = {"resourceType": "HealthcareService", "id": f"clinic-{code}",
                        "extension": [{**vt, "extension": [*vt["extension"], *extra]}]}
@@ -464,3 +467,64 @@ def test_an_altered_or_made_up_link_opens_nothing(server: ServerProcess,
         assert web.get(bad).status_code == 404
         assert web.post(bad, data={"action": "cancel"}).status_code == 404
     assert web.get(f"{server.base}/Appointment/{appt['id']}").json()["status"] == "booked"
+
+
+# -- telehealth (item 5) -------------------------------------------------------------------
+
+VIRTUAL = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Appointment.virtualService"
+
+
+def _join(appt: dict[str, Any]) -> str | None:
+    for ext in appt.get("extension", []):
+        if ext["url"] == VIRTUAL:
+            return next(s["valueUrl"] for s in ext["extension"] if s["url"] == "address")
+    return None
+
+
+def test_a_virtual_visit_gets_an_unguessable_join_link_when_booked(
+        server: ServerProcess) -> None:
+    patient = _patient(server, "Remote", email="remote@example.org")
+    one = _book(server, patient, datetime(2031, 6, 2, 14, 0, tzinfo=UTC), "video")
+    two = _book(server, patient, datetime(2031, 6, 3, 14, 0, tzinfo=UTC), "video")
+    links = [_join(one), _join(two)]
+    assert all(link and link.startswith("https://meet.example.org/clinic-") for link in links)
+    assert links[0] != links[1]
+    assert all(len(str(link).rsplit("clinic-", 1)[1]) >= 22 for link in links)  # 128 bits
+    plain = _book(server, patient, datetime(2031, 6, 4, 14, 0, tzinfo=UTC), "checkup")
+    assert _join(plain) is None
+
+
+def test_a_virtual_visit_keeps_its_link_when_moved_and_loses_it_when_cancelled(
+        server: ServerProcess) -> None:
+    patient = _patient(server, "Remote2", email="remote2@example.org")
+    appt = _book(server, patient, datetime(2031, 6, 5, 14, 0, tzinfo=UTC), "video")
+    link = _join(appt)
+    moved = {**appt, "start": "2031-06-05T15:00:00Z", "end": "2031-06-05T15:30:00Z"}
+    r = web.put(f"{server.base}/Appointment/{appt['id']}", headers=FHIR_JSON, json=moved)
+    assert r.status_code == 200 and _join(r.json()) == link
+    r = web.put(f"{server.base}/Appointment/{appt['id']}", headers=FHIR_JSON,
+                json={**r.json(), "status": "cancelled"})
+    assert r.status_code == 200 and _join(r.json()) is None
+
+
+def test_the_join_link_travels_in_the_reminder_and_its_invitation(
+        server: ServerProcess, smtp: SmtpSink, sms: HttpSink) -> None:
+    patient = _patient(server, "Remote3", email="remote3@example.org", phone="+15551230009")
+    start = _due_soon()
+    body = _booking(patient, start, "video")
+    body["participant"] = [p for p in body["participant"]
+                           if not p["actor"]["reference"].startswith(("Practitioner", "Location"))]
+    r = web.post(f"{server.base}/Appointment", headers=FHIR_JSON, json=body)
+    assert r.status_code == 201, r.text
+    link = _join(r.json())
+    assert link
+    # the visit type names no reminders of its own: the server default (60 min) applies
+    mail = smtp.wait_for("remote3@example.org")
+    assert mail, "no reminder came"
+    assert link in mail[0].part("text/plain").get_content()
+    event = next(iter(icalendar.Calendar.from_ical(
+        mail[0].part("text/calendar").get_content()).walk("VEVENT")))
+    assert str(event["URL"]) == link and link in str(event["DESCRIPTION"])
+    hits = sms.wait_for(lambda hs: any(b"+15551230009" in h.body for h in hs))
+    text = next(orjson.loads(h.body)["text"] for h in hits if b"+15551230009" in h.body)
+    assert link in text

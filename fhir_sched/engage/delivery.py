@@ -40,6 +40,7 @@ from ..context import RequestContext
 from ..ids import unique_id
 from ..metrics import NOTICE_ATTEMPTS, NOTICES
 from ..query import Cond, Entry, Query, SortKey
+from ..scheduling.telehealth import join_link
 from ..service.resources import ResourceService
 from ..storage.base import Record, Unit
 from ..storage.errors import StoreUnavailable
@@ -57,6 +58,7 @@ OWNER = "notice"
 RETRY_OWNER = "notice-retry"
 LEASE_SECONDS = 120
 MAX_BACKOFF_SECONDS = 3600.0
+MAX_PAGES = 5  # pages of due requests one step looks through for ones it can claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +123,31 @@ class Delivery:
                 except Exception as exc:
                     log.warning("closing the %s channel: %s", channel.name, type(exc).__name__)
 
-    async def due(self, now: datetime) -> list[str]:
-        page = await self.store.search(Query("CommunicationRequest", (
-            Entry("status", (Cond("val", "=", "active"),)),
-            Entry("occurrence", (Cond("lo", "<=", to_us(now)),))),
-            sort=(SortKey("occurrence", field="lo"),), count=self.batch))
-        return [id_ for id_, _ in page.rows]
+    async def claim_due(self, now: datetime) -> list[Claimed]:
+        """Due requests, oldest first, claimed for this worker. Requests another worker holds
+        (sending, or waiting out a retry's backoff) are passed over page by page, so a pile
+        of failing ones never keeps the ones behind them from going out."""
+        claimed: list[Claimed] = []
+        after = None
+        for _ in range(MAX_PAGES):
+            page = await self.store.search(Query("CommunicationRequest", (
+                Entry("status", (Cond("val", "=", "active"),)),
+                Entry("occurrence", (Cond("lo", "<=", to_us(now)),))),
+                sort=(SortKey("occurrence", field="lo"),), count=self.batch, after=after))
+            ids = [id_ for id_, _ in page.rows]
+            if ids:
+                async def take(unit: Unit, ids: list[str] = ids) -> list[Claimed]:
+                    return await self._claim(unit, ids, now)
+
+                claimed += await self.store.atomic(take)
+            if len(claimed) >= self.batch // 2 or page.next_after is None:
+                break
+            after = page.next_after
+        return claimed
 
     async def step(self) -> int:
         """Claim what is due, send it, record it; how many were attempted."""
-        now = datetime.now(UTC)
-        ids = await self.due(now)
-        if not ids:
-            return 0
-        claimed = await self.store.atomic(lambda unit: self._claim(unit, ids, now))
+        claimed = await self.claim_due(datetime.now(UTC))
         if not claimed:
             return 0
         finished: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
@@ -226,8 +239,9 @@ class Delivery:
             return Notice(item.id, channel, to, "A message from your clinic", text,
                           data=self._data(kind, item, appt_ref, patient_ref, None, ""))
         names = await self._names(appt)
+        join = join_link(appt) or ""
         event = ics.appointment_event(appt, uid_domain=self.uid_domain, zone=zone.key,
-                                      names=names)
+                                      names=names, join_url=join)
         link = ""
         if patient_ref:
             signer = await self.signer()
@@ -250,8 +264,12 @@ class Delivery:
             if kind == "cancellation":
                 event = ics.cancelled(event, stamp=datetime.now(UTC))
             invitation = ics.calendar([event], method=method)
-        return Notice(item.id, channel, to, subject, text, invitation, method,
-                      self._data(kind, item, appt_ref, patient_ref, appt, link))
+        data = self._data(kind, item, appt_ref, patient_ref, appt, link)
+        if join and kind != "cancellation":
+            data["join"] = join
+            if channel == "sms":
+                text += f" Join: {join}"
+        return Notice(item.id, channel, to, subject, text, invitation, method, data)
 
     def _data(self, kind: str, item: Claimed, appt_ref: str | None, patient_ref: str | None,
               appt: dict[str, Any] | None, link: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ..query import Cond, Entry, Query
 from ..storage.base import Unit
 from ..timeutil import now_instant, parse_instant
 from ..writes import FollowUp, WriteEvent
-from . import claims, participants
+from . import claims, participants, telehealth
 from .admission import Breach, availability_breach, in_past
 from .booking_rules import (
     MAX_ON_FILE,
@@ -126,8 +126,12 @@ async def guard_appointment(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         breaches += await _claim_all(unit, ev, new, read)
         if ev.ctx.of_record or broken:
             ev.new = flag(new, broken + breaches)
+        if booked is not None and booked[0].notices.virtual:
+            ev.new = telehealth.with_link(ev.new or new, ev.config.telehealth_template)
     elif new is not None and old_status in TAKING and new.get("status") == "cancelled":
         ev.new = await _late(unit, ev.old or {}, new)
+    if ev.new is not None and ev.new.get("status") in telehealth.NO_LINK_STATUSES:
+        ev.new = telehealth.without_link(ev.new)
     return await _follow_slots(unit, ev)
 
 
