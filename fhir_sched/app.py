@@ -28,6 +28,7 @@ from .rest.bulk_export import export_routes, job_routes
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
 from .rest.errors import HANDLERS
+from .rest.feeds import feed_routes
 from .rest.health import health_routes
 from .rest.hosts import HostCheck, allow_list
 from .rest.http import FhirResponse, check_accept, context_for
@@ -189,6 +190,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
     if core.engagement is not None:
         app.router.routes.extend(respond_routes(core.engagement))
+    app.router.routes.extend(feed_routes(core.services))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
 
     def api_doc(request: Request) -> dict[str, Any]:

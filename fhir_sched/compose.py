@@ -32,6 +32,7 @@ from .service.audit import keep_for as keep_audit_for
 from .service.authorization import Authorizer
 from .service.booking import BookingService
 from .service.bundles import BundleProcessor
+from .service.calendar_feeds import CalendarFeeds
 from .service.cds import CdsHooks
 from .service.eligibility import Checker, EligibilityService, HttpChecker, LocalChecker
 from .service.export_jobs import ExportJobs
@@ -198,7 +199,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         booking=booking, sweeper=sweeper, audit=audit,
         exports=ExportJobs(store, export_directory(settings),
                            timedelta(hours=settings.export_ttl_hours)),
-        eligibility=eligibility)
+        eligibility=eligibility, feeds=CalendarFeeds(store, policy, audit))
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
     outbound = Outbound(services, application=settings.hl7v2_application,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import book, find, hold, submit
+from . import book, calendar_link, find, hold, submit
 from .base import Operation
 
 OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION,
-                                          submit.OPERATION)
+                                          submit.OPERATION, *calendar_link.OPERATIONS)

@@ -13,6 +13,7 @@ from ..storage.base import DocumentStore
 from .audit import AuditLog
 from .booking import BookingService
 from .bundles import BundleProcessor
+from .calendar_feeds import CalendarFeeds
 from .eligibility import EligibilityService
 from .export_jobs import ExportJobs
 from .find import FindService
@@ -34,3 +35,4 @@ class Services:
     audit: AuditLog
     exports: ExportJobs
     eligibility: EligibilityService
+    feeds: CalendarFeeds
