@@ -171,7 +171,10 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                        minutes=settings.eligibility_cache_minutes),
                                    eligibility_refuse=settings.eligibility_on_failure
                                    == "refuse",
-                                   telehealth_template=settings.telehealth_url_template))
+                                   telehealth_template=settings.telehealth_url_template,
+                                   subscription_endpoints=("https://", *(
+                                       p.strip() for p in settings.subscription_endpoints
+                                       .split(",") if p.strip()))))
     search = SearchService(store, policy, settings.default_count, settings.max_count,
                            SearchLimits(settings.search_max_params,
                                         settings.search_max_or_values,

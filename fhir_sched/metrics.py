@@ -160,6 +160,10 @@ NOTICE_ATTEMPTS = Counter(
     "Notice send attempts, by channel and result (ok, retry, failed, in-doubt: an attempt "
     "repeated because a server stopped between sending and recording it)",
     ("channel", "result"), registry=REGISTRY)
+SUBSCRIPTION_NOTIFICATIONS = Counter(
+    "fhir_sched_subscription_notifications",
+    "Subscription notifications POSTed, by type (handshake, heartbeat, event-notification) "
+    "and result (ok: a 2xx answer; failed)", ("type", "result"), registry=REGISTRY)
 HL7V2_OUTBOUND = Counter(
     "fhir_sched_hl7v2_outbound_messages",
     "Outbound SIU deliveries finished, by the subscriber's ACK code (or 'unreachable')",

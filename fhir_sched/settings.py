@@ -174,6 +174,13 @@ class Settings:
     # Join links of virtual visit types: a URL template whose {room} an unguessable room name
     # fills (empty: virtual visits get no link).
     telehealth_url_template: str = ""
+    # Where Subscription notifications may go: https:// always, plus these URL prefixes
+    # (comma-separated, e.g. http://10.0.0.5:8080/ for an engine inside the network).
+    subscription_endpoints: str = ""
+    # Attempts at a notification before its Subscription is put in error, the first retry's
+    # delay (doubling), and the heartbeat period of a subscription that names none (0: none).
+    subscription_max_attempts: int = 6
+    subscription_retry_seconds: int = 5
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -36,6 +36,8 @@ class WriteConfig:
     eligibility_refuse: bool = False
     # Virtual visits' join links: the URL template a room name fills (empty: no links).
     telehealth_template: str = ""
+    # The URL prefixes Subscription endpoints may start with (empty: any).
+    subscription_endpoints: tuple[str, ...] = ("https://",)
 
 
 @dataclass(slots=True)

@@ -1065,12 +1065,13 @@ def test_structure_definitions_declare_what_the_parsers_read() -> None:
         "extension:validPeriod",
     }
     from fhir_sched.scheduling.booking_rules import SETTINGS
+    from fhir_sched.scheduling.notices import SETTINGS as NOTICES
 
     assert slices("visit-type") == {
         "extension:code",
         "extension:minutesDuration",
         "extension:maxMinutesDuration",
-        *(f"extension:{setting}" for setting in SETTINGS),
+        *(f"extension:{setting}" for setting in SETTINGS | NOTICES),
         "extension:need",
         "extension:need.extension:actorType",
         "extension:need.extension:specialty",

@@ -69,6 +69,12 @@ REJECTED: dict[Key, tuple[str, str]] = {
 }
 
 
+# Examples the server refuses on purpose, with a 422 naming the element: R4's own Subscription
+# example asks for a query criteria; this server takes Subscriptions Backport topics only.
+NOT_HONOURED: dict[Key, str] = {("Subscription", "example"): "Subscription.criteria",
+                                ("Subscription", "example-error"): "Subscription.criteria"}
+
+
 def all_examples() -> dict[Key, dict[str, Any]]:
     """Every example keyed by (type, id). Ids can repeat across files of one type; the later
     file wins, exactly as two PUTs to one id would, so the comparison uses what was sent last."""
@@ -160,7 +166,7 @@ async def loaded(examples_server: ServerProcess, fhir_schema: SchemaValidator
                  ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[Key, dict[str, Any]]]]:
     """The acceptable examples, loaded once for the module; each PUT must answer 201."""
     examples = all_examples()
-    bad = unresolvable(examples)
+    bad = unresolvable(examples) | set(NOT_HONOURED)
     async with fhir_client(examples_server.base, fhir_schema) as client:
         for group in load_order({k: v for k, v in examples.items() if k not in bad}):
             if len(group) == 1:
@@ -182,6 +188,16 @@ def test_every_hosted_type_has_official_examples() -> None:
     examples = all_examples()
     assert {t for t, _ in examples} == set(HOSTED_TYPES) - set(SERVER_MADE)
     assert all(example_resources(t) for t in SERVER_MADE)
+
+
+async def test_examples_the_server_does_not_honour_are_refused_naming_the_element(
+        loaded: tuple[httpx.AsyncClient, dict[Key, dict[str, Any]]]) -> None:
+    client, _ = loaded
+    examples = all_examples()
+    for (type_, id_), element in NOT_HONOURED.items():
+        r = await client.put(f"/{type_}/{id_}", json=examples[(type_, id_)])
+        assert r.status_code == 422, r.text
+        assert element in r.json()["issue"][0]["expression"], r.text
 
 
 def test_rejection_table_lists_exactly_the_unresolvable_examples() -> None:

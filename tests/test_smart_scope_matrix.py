@@ -115,6 +115,11 @@ class World:
                 {"start": "2032-01-01T09:00:00Z", "end": "2032-01-01T10:00:00Z"}]},
             "Communication": {"status": "completed", "subject": ref},
             "CommunicationRequest": {"status": "active", "subject": ref},
+            "Subscription": {"status": "requested", "reason": "matrix",
+                             "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/"
+                                         "appointment-booked",
+                             "channel": {"type": "rest-hook",
+                                         "endpoint": "https://receiver.invalid/hook"}},
             "Coverage": {"status": "active", "beneficiary": ref,
                          "payor": [{"reference": self.org}]},
             "CoverageEligibilityRequest": {"status": "active", "purpose": ["validation"],

@@ -26,6 +26,7 @@ time one record unit takes, and records are committed as sends finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -117,6 +118,13 @@ class Delivery:
                 if not sent:
                     await asyncio.sleep(self.poll_seconds)
         finally:
+            async def release(unit: Unit) -> None:
+                # Claims of sends cut short: the next process may take them at once (their
+                # marks still say "sending", so they go again as in doubt).
+                await unit.release(OWNER, self.worker)
+
+            with contextlib.suppress(Exception):
+                await self.store.atomic(release)
             for channel in self.channels.values():
                 try:
                     await channel.close()

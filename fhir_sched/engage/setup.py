@@ -15,6 +15,7 @@ from .delivery import Delivery
 from .links import Signer, load_key
 from .notices_config import leads_and_quiet
 from .planner import Planner
+from .subscriptions import Notifier
 
 
 @dataclass
@@ -39,10 +40,18 @@ class Engagement:
             return s.public_base.rstrip("/").removesuffix(s.base_path.rstrip("/"))
         return f"http://{s.host}:{s.port}"
 
-    def jobs(self) -> tuple[Callable[[], Awaitable[None]], ...]:
-        if not self.channels:
-            return ()
+    def fhir_base(self) -> str:
         s = self.settings
+        return s.public_base.rstrip("/") if s.public_base else (
+            f"http://{s.host}:{s.port}{s.base_path}")
+
+    def jobs(self) -> tuple[Callable[[], Awaitable[None]], ...]:
+        s = self.settings
+        notifier = Notifier(self.resources, base=self.fhir_base(),
+                            max_attempts=s.subscription_max_attempts,
+                            retry_seconds=float(s.subscription_retry_seconds))
+        if not self.channels:
+            return (notifier.run,)
         leads, quiet = leads_and_quiet(s)
         planner = Planner(self.resources, leads=leads, channels=tuple(self.channels),
                           quiet=quiet)
@@ -52,7 +61,7 @@ class Engagement:
                             organizer=s.smtp_from, max_attempts=s.delivery_max_attempts,
                             retry_seconds=float(s.delivery_retry_seconds),
                             concurrency=s.delivery_concurrency)
-        return (planner.run, delivery.run)
+        return (planner.run, delivery.run, notifier.run)
 
 
 def engagement(resources: ResourceService, settings: Settings) -> Engagement:

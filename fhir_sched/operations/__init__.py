@@ -6,8 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import book, calendar_link, find, hold, submit
+from . import (
+    book,
+    calendar_link,
+    find,
+    hold,
+    submit,
+    subscription_events,
+    subscription_status,
+)
 from .base import Operation
 
 OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION,
-                                          submit.OPERATION, *calendar_link.OPERATIONS)
+                                          submit.OPERATION, *calendar_link.OPERATIONS,
+                                          subscription_status.OPERATION,
+                                          subscription_events.OPERATION)

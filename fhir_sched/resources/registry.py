@@ -39,6 +39,7 @@ _MODULES = {
     "Schedule": "schedule",
     "ServiceRequest": "service_request",
     "Slot": "slot",
+    "Subscription": "subscription",
 }
 HOSTED_TYPES: tuple[str, ...] = tuple(sorted(_MODULES))
 

@@ -14,6 +14,7 @@ from typing import Any
 from .. import __version__
 from ..conformance_files import load
 from ..resources import HOSTED_TYPES
+from ..scheduling.topics import TOPICS
 from ..search.params import params_for
 from ..service.find import LIMITS as FIND_LIMITS
 from ..timeutil import now_instant
@@ -35,7 +36,14 @@ class RouteSpec:
 # start, end, one requestedPeriod; see scheduling/participants.py).
 SUPPORTED_PROFILES = {
     "Appointment": ["https://profiles.ihe.net/ITI/Scheduling/StructureDefinition/ihe-sched-appt"],
+    "Subscription": ["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                     "backport-subscription"],
 }
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
+TOPIC_CANONICAL = BACKPORT + ("StructureDefinition/"
+                              "capabilitystatement-subscriptiontopic-canonical")
+# The Subscriptions Backport's server CapabilityStatement for R4, which this one follows.
+BACKPORT_SERVER = BACKPORT + "CapabilityStatement/backport-subscription-server-r4"
 
 
 LIMITS_URL = "https://fhir-sched.org/fhir/StructureDefinition/request-limits"
@@ -53,6 +61,7 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
     cs["date"] = now_instant()
     cs["software"] = {**cs.get("software", {}), "version": __version__}
     cs["implementation"] = {**cs.get("implementation", {}), "url": base_url}
+    cs["instantiates"] = [*cs.get("instantiates", []), BACKPORT_SERVER]
     type_interactions: dict[str, set[str]] = defaultdict(set)
     type_ops: dict[str, dict[str, str]] = defaultdict(dict)
     system_interactions: set[str] = set()
@@ -98,6 +107,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
         }
         if t in SUPPORTED_PROFILES:
             entry["supportedProfile"] = SUPPORTED_PROFILES[t]
+        if t == "Subscription":  # the topics one can subscribe to (Subscriptions Backport)
+            entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": topic.url}
+                                  for topic in TOPICS]
         if type_ops[t]:
             entry["operation"] = [{"name": n, "definition": d, **(
                 {"documentation": FIND_LIMITS} if n == "find" else {})}

@@ -115,6 +115,7 @@ HOSTED_TYPES: tuple[str, ...] = (
     "CommunicationRequest",
     "Communication",
     "AppointmentResponse",
+    "Subscription",
 )
 
 
