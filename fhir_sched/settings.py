@@ -168,6 +168,9 @@ class Settings:
     delivery_concurrency: int = 8
     delivery_max_attempts: int = 6
     delivery_retry_seconds: int = 30
+    # How long a claimed message is its worker's alone: after a crash, others wait this long
+    # before sending it again (each send's timeouts are kept to a quarter of it).
+    delivery_lease_seconds: int = 60
     # The key that signs the confirm/cancel links in messages (environment only; empty: one is
     # made at first start and kept in the store, so every process shares it).
     link_secret: str = ""

@@ -1,7 +1,10 @@
 """Exactly one message per reminder (issue 15, item 2), with several workers and a crash:
 1,000 due messages, the server killed with SIGKILL mid-delivery and started again; and two
 server processes delivering from one store at once. A real SMTP server (aiosmtpd) counts what
-arrived, by Message-ID (the notice's id, the same on every attempt)."""
+arrived, by Message-ID (the notice's id, the same on every attempt).
+
+On the MongoDB test server (SecantusDB, a Python server that commits about 30 such records a
+second) the crash test uses 300 messages, to keep the suite's time; SQLite takes the 1,000."""
 
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ def smtp() -> Iterator[SmtpSink]:
 def _env(smtp: SmtpSink) -> dict[str, str]:
     return {"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_SMTP_HOST": "127.0.0.1",
             "FHIR_SCHED_SMTP_PORT": str(smtp.port), "FHIR_SCHED_SMTP_SECURITY": "none",
-            "FHIR_SCHED_SMTP_FROM": "clinic@clinic.example"}
+            "FHIR_SCHED_SMTP_FROM": "clinic@clinic.example",
+            # a dead server's claims pass to the next after 5 s (default 60)
+            "FHIR_SCHED_DELIVERY_LEASE_SECONDS": "5"}
 
 
 def _due_messages(base: str, n: int, patients: int = 50) -> list[str]:
@@ -91,19 +96,20 @@ def _wait_until(check: Any, timeout: float) -> None:
 def test_a_server_killed_mid_delivery_sends_each_reminder_once_as_recorded(
         store_kind: str, mongo_uri: str | None, smtp: SmtpSink) -> None:
     url = store_url(store_kind, mongo_uri, "fhir_sched_crash")
+    total = 1000 if store_kind == "sqlite" else 300
     try:
         quiet = ServerProcess(url, env={"FHIR_SCHED_AUTH": "none"}).start()  # no channel
         try:
-            ids = _due_messages(quiet.base, 1000)
+            ids = _due_messages(quiet.base, total)
         finally:
             quiet.stop()
         sender = ServerProcess(url, env=_env(smtp)).start()
         try:
-            _wait_until(lambda: len(smtp.mails) >= 300, 60)
+            _wait_until(lambda: len(smtp.mails) >= total * 3 // 10, 60)
         finally:
             sender.kill()  # SIGKILL: sends in flight, records not yet committed
         at_kill = len(_message_ids(smtp))
-        assert at_kill < 1000, "everything went out before the kill; nothing was tested"
+        assert at_kill < total, "everything went out before the kill; nothing was tested"
         again = ServerProcess(url, env=_env(smtp)).start()
         try:
             _wait_until(lambda: _count(again.base, "CommunicationRequest?status=active") == 0,
@@ -122,7 +128,7 @@ def test_a_server_killed_mid_delivery_sends_each_reminder_once_as_recorded(
                    if any("in doubt" in note["text"] for note in c.get("note", []))}
         # every message that came twice was one whose first send was in doubt at the kill
         assert repeated <= doubted
-        assert len(doubted) <= 200, "more in doubt than one claim batch"
+        assert len(doubted) <= 32, "more in doubt than one step claims (8 senders x 4)"
     finally:
         if url.startswith("sqlite"):
             cleanup_dir(url.removeprefix("sqlite:///").rsplit("/", 1)[0])

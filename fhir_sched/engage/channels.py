@@ -75,10 +75,11 @@ class Email:
 
     def __init__(self, host: str, port: int, sender: str, *, security: str = "auto",
                  user: str = "", password: str = "", connections: int = 4,
-                 domain: str = "fhir-sched.invalid") -> None:
+                 domain: str = "fhir-sched.invalid", timeout: float = TIMEOUT_SECONDS) -> None:
         self.host, self.port, self.sender = host, port, sender
         self.security, self.user, self.password = security, user, password
         self.domain = domain
+        self.timeout = timeout
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         self._slots = asyncio.Semaphore(max(1, connections))
 
@@ -98,7 +99,7 @@ class Email:
 
     async def _connect(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(
-            hostname=self.host, port=self.port, timeout=TIMEOUT_SECONDS,
+            hostname=self.host, port=self.port, timeout=self.timeout,
             use_tls=self.security == "tls",
             start_tls=None if self.security == "auto" else self.security == "starttls",
             validate_certs=True, tls_context=tls_context() if self.security != "none" else None)
@@ -161,9 +162,9 @@ def webhook_signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> 
 class Webhook:
     name = "webhook"
 
-    def __init__(self, url: str, secret: str) -> None:
+    def __init__(self, url: str, secret: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.url, self.secret = url, secret
-        self._http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
                                        verify=tls_context())
 
     async def send(self, notice: Notice) -> Sent:
@@ -188,9 +189,10 @@ class Webhook:
 class Sms:
     name = "sms"
 
-    def __init__(self, url: str, token: str, sender: str) -> None:
+    def __init__(self, url: str, token: str, sender: str,
+                 timeout: float = TIMEOUT_SECONDS) -> None:
         self.url, self.token, self.sender = url, token, sender
-        self._http = httpx.AsyncClient(timeout=TIMEOUT_SECONDS, follow_redirects=False,
+        self._http = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
                                        verify=tls_context())
 
     async def send(self, notice: Notice) -> Sent:

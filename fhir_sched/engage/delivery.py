@@ -57,7 +57,6 @@ CTX = RequestContext.system("notices")
 CLAIM = "notice/"
 OWNER = "notice"
 RETRY_OWNER = "notice-retry"
-LEASE_SECONDS = 120
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_PAGES = 5  # pages of due requests one step looks through for ones it can claim
 
@@ -78,6 +77,7 @@ class Outcome:
     kind: str
     text: str = ""
     skipped: bool = False  # opted out: nothing to retry and nothing to fix
+    unsent: bool = False  # never attempted (handed back before the lease ran short)
 
 
 def communication_id(request_id: str, version: int) -> str:
@@ -88,7 +88,8 @@ class Delivery:
     def __init__(self, resources: ResourceService, channels: Mapping[str, Channel], *,
                  signer: Callable[[], Awaitable[Signer]], link_base: str, uid_domain: str,
                  organizer: str = "", max_attempts: int = 6, retry_seconds: float = 30.0,
-                 concurrency: int = 8, batch: int = 200, poll_seconds: float = 0.5) -> None:
+                 concurrency: int = 8, lease_seconds: float = 60.0, poll_seconds: float = 0.5
+                 ) -> None:
         self.resources = resources
         self.store = resources.store
         self.channels = dict(channels)
@@ -99,7 +100,10 @@ class Delivery:
         self.max_attempts = max(1, max_attempts)
         self.retry_seconds = retry_seconds
         self.slots = asyncio.Semaphore(max(1, concurrency))
-        self.batch = batch
+        # Claimed per step: a few rounds of sends, so the last of them starts well inside
+        # the lease; one that would not (a slow server) is handed back unsent.
+        self.batch = max(1, concurrency) * 4
+        self.lease = lease_seconds
         self.poll_seconds = poll_seconds
         self.worker = unique_id()
 
@@ -160,8 +164,16 @@ class Delivery:
             return 0
         finished: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
 
+        loop = asyncio.get_running_loop()
+        latest = loop.time() + self.lease / 2  # start no send the lease might not cover
+
         async def one(item: Claimed) -> None:
             async with self.slots:
+                if loop.time() > latest:
+                    finished.put_nowait((item, Outcome(Sent(False, retry=True,
+                                                            detail="not sent"), "?", "?",
+                                                       unsent=True)))
+                    return
                 try:
                     outcome = await self._attempt(item)
                 except Exception as exc:  # one broken request must not hold up the rest
@@ -192,7 +204,7 @@ class Delivery:
     async def _claim(self, unit: Unit, ids: list[str], now: datetime) -> list[Claimed]:
         out = []
         stamp = format_instant(now)
-        lease = format_instant(now + timedelta(seconds=LEASE_SECONDS))
+        lease = format_instant(now + timedelta(seconds=self.lease))
         for id_ in ids:
             rec = await unit.get("CommunicationRequest", id_)
             body = _body(rec)
@@ -314,6 +326,11 @@ class Delivery:
                 await self._settle(unit, key)  # recorded already (a repeat of an in-doubt send)
                 continue
             sent = outcome.sent
+            if outcome.unsent:  # as it was before the claim: not in doubt, no attempt used
+                await unit.mark_put(key, orjson.dumps(
+                    {"n": item.attempt - 1, "sending": False, "v": item.version}).decode())
+                await unit.release(OWNER, self.worker, [key])
+                continue
             if not sent.ok and sent.retry and item.attempt < self.max_attempts:
                 backoff = min(self.retry_seconds * 2 ** (item.attempt - 1), MAX_BACKOFF_SECONDS)
                 await unit.mark_put(key, orjson.dumps(

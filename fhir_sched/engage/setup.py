@@ -60,7 +60,8 @@ class Engagement:
                             uid_domain=urlsplit(base).hostname or "fhir-sched.invalid",
                             organizer=s.smtp_from, max_attempts=s.delivery_max_attempts,
                             retry_seconds=float(s.delivery_retry_seconds),
-                            concurrency=s.delivery_concurrency)
+                            concurrency=s.delivery_concurrency,
+                            lease_seconds=float(s.delivery_lease_seconds))
         return (planner.run, delivery.run, notifier.run)
 
 
@@ -68,14 +69,15 @@ def engagement(resources: ResourceService, settings: Settings) -> Engagement:
     channels: dict[str, Channel] = {}
     if settings.smtp_host:
         domain = urlsplit(f"//{settings.smtp_from.rpartition('@')[2]}").hostname
+        timeout = min(10.0, settings.delivery_lease_seconds / 4)
         channels["email"] = Email(settings.smtp_host, settings.smtp_port,
                                   settings.smtp_from or "fhir-sched@localhost",
                                   security=settings.smtp_security, user=settings.smtp_user,
                                   password=settings.smtp_password,
                                   connections=max(1, settings.delivery_concurrency),
-                                  domain=domain or "fhir-sched.invalid")
+                                  domain=domain or "fhir-sched.invalid", timeout=timeout)
     if settings.sms_url:
-        channels["sms"] = Sms(settings.sms_url, settings.sms_token, settings.sms_from)
+        channels["sms"] = Sms(settings.sms_url, settings.sms_token, settings.sms_from, timeout)
     if settings.webhook_url:
-        channels["webhook"] = Webhook(settings.webhook_url, settings.webhook_secret)
+        channels["webhook"] = Webhook(settings.webhook_url, settings.webhook_secret, timeout)
     return Engagement(resources, settings, channels)
