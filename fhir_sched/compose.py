@@ -216,7 +216,7 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         await keep_audit_for(store, settings.audit_retention_days)
 
     auth = SmartAuth(store, settings) if settings.auth == "smart" else None
-    engage = engagement(resources, settings)
+    engage = engagement(resources, settings, find, booking)
     jobs: tuple[Callable[[], Awaitable[None]], ...] = (sweeper.run, outbound.run, retention,
                                                        audit_retention, audit.run, watch_loop,
                                                        *engage.jobs())

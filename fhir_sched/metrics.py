@@ -22,6 +22,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     Metric,
     gc_collector,
     generate_latest,
@@ -164,6 +165,14 @@ SUBSCRIPTION_NOTIFICATIONS = Counter(
     "fhir_sched_subscription_notifications",
     "Subscription notifications POSTed, by type (handshake, heartbeat, event-notification) "
     "and result (ok: a 2xx answer; failed)", ("type", "result"), registry=REGISTRY)
+WAITLIST_OFFERS = Counter(
+    "fhir_sched_waitlist_offers",
+    "Waitlist offers, by outcome: made (a hold placed for a waiting patient), accepted "
+    "(booked), declined, expired", ("outcome",), registry=REGISTRY)
+WAITLIST_FILL_SECONDS = Histogram(
+    "fhir_sched_waitlist_time_to_fill_seconds",
+    "From time being freed to its waitlist offer being booked",
+    buckets=(10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600), registry=REGISTRY)
 HL7V2_OUTBOUND = Counter(
     "fhir_sched_hl7v2_outbound_messages",
     "Outbound SIU deliveries finished, by the subscriber's ACK code (or 'unreachable')",

@@ -177,6 +177,8 @@ class Settings:
     # Join links of virtual visit types: a URL template whose {room} an unguessable room name
     # fills (empty: virtual visits get no link).
     telehealth_url_template: str = ""
+    # How long a waitlist offer (a hold for the best waiting patient) stays open, in seconds.
+    waitlist_offer_seconds: int = 3600
     # Where Subscription notifications may go: https:// always, plus these URL prefixes
     # (comma-separated, e.g. http://10.0.0.5:8080/ for an engine inside the network).
     subscription_endpoints: str = ""

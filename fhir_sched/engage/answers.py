@@ -17,6 +17,7 @@ import orjson
 
 from ..context import RequestContext
 from ..ids import unique_id
+from ..service.booking import BookingService, BookRequest
 from ..service.resources import ResourceService
 from ..storage.base import Unit
 from ..timeutil import now_instant
@@ -26,7 +27,7 @@ from .reminders import OPT_OUT_URL, patient_zone
 CANCEL_REASON = {"coding": [{
     "system": "http://terminology.hl7.org/CodeSystem/appointment-cancellation-reason",
     "code": "pat", "display": "Patient"}], "text": "cancelled by the patient from a message"}
-ACTIONS = ("confirm", "cancel", "stop-email", "stop-sms", "stop-all")
+ACTIONS = ("confirm", "cancel", "accept", "decline", "stop-email", "stop-sms", "stop-all")
 ANSWERABLE = frozenset({"proposed", "pending", "booked"})
 
 
@@ -56,12 +57,24 @@ async def view(resources: ResourceService, link: Link
     return appt, patient_zone(body, ZoneInfo("UTC"))
 
 
-async def answer(resources: ResourceService, link: Link, action: str) -> Answer:
+async def answer(resources: ResourceService, link: Link, action: str,
+                 booking: BookingService | None = None) -> Answer:
     if action not in ACTIONS:
         return Answer(False, "That is not something this link can do.")
     ctx = context_for(link)
     if action.startswith("stop-"):
         return await _stop(resources, ctx, link, action.removeprefix("stop-"))
+    if action == "accept":  # a waitlist offer: book the held time, through the guard
+        if booking is None:
+            return Answer(False, "Offers cannot be accepted here; please call the clinic.")
+        found = await view(resources, link)
+        if found is None or found[0].get("status") != "pending":
+            return Answer(False, "This offer is no longer open.")
+        await booking.book(ctx, BookRequest(appointment_reference=f"Appointment/"
+                                                                  f"{link.appointment}"))
+        return Answer(True, "Thank you: the appointment is yours.")
+    if action == "decline":
+        action = "cancel"
 
     async def run(unit: Unit) -> Answer:
         rec = await unit.get("Appointment", link.appointment)

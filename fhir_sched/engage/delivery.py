@@ -41,6 +41,7 @@ from ..context import RequestContext
 from ..ids import unique_id
 from ..metrics import NOTICE_ATTEMPTS, NOTICES
 from ..query import Cond, Entry, Query, SortKey
+from ..scheduling.extensions import hold_expiry
 from ..scheduling.telehealth import join_link
 from ..service.resources import ResourceService
 from ..storage.base import Record, Unit
@@ -263,11 +264,13 @@ class Delivery:
         event = ics.appointment_event(appt, uid_domain=self.uid_domain, zone=zone.key,
                                       names=names, join_url=join)
         link = ""
+        held = hold_expiry(appt)
+        held_until = parse_instant(held) if held else None
         if patient_ref:
             signer = await self.signer()
             end = parse_instant(str(appt.get("end") or appt["start"]))
-            token = signer.token(appt["id"], patient_ref.split("/", 1)[1],
-                                 end + timedelta(hours=1))
+            until = held_until if kind == "offer" and held_until else end + timedelta(hours=1)
+            token = signer.token(appt["id"], patient_ref.split("/", 1)[1], until)
             link = f"{self.link_base}/r/{token}"
         when = _when(appt, zone)
         title = event.summary if event else "your appointment"
@@ -276,7 +279,9 @@ class Delivery:
                                                                 when=_short_when(appt, zone))
         invitation = None
         method = "CANCEL" if kind == "cancellation" else "REQUEST"
-        if channel == "email" and event is not None:
+        if kind == "offer" and held_until is not None:
+            text = text.replace("{until}", _when_instant(held_until, zone))
+        if channel == "email" and event is not None and kind != "offer":
             attendee = ics.Person(_display(patient) or "Patient", to)
             organizer = ics.Person("Clinic", self.organizer) if self.organizer else None
             event = ics.Event(**{**_fields(event), "attendees": (attendee,),
@@ -443,6 +448,11 @@ def _when(appt: dict[str, Any], zone: ZoneInfo) -> str:
     return f"{text} ({zone.key})"
 
 
+def _when_instant(when: datetime, zone: ZoneInfo) -> str:
+    local = when.astimezone(zone)
+    return f"{local:%A} {local.day} {local:%B}, {local:%H:%M} ({zone.key})"
+
+
 def _short_when(appt: dict[str, Any], zone: ZoneInfo) -> str:
     start = parse_instant(str(appt["start"])).astimezone(zone)
     return f"{start:%a} {start.day} {start:%b} {start:%H:%M}"
@@ -453,9 +463,11 @@ def _fields(event: ics.Event) -> dict[str, Any]:
 
 
 _SUBJECTS = {"reminder": "Reminder: {title}, {when}",
+             "offer": "A time has opened: {title}, {when}",
              "update": "Moved: {title}, now {when}",
              "cancellation": "Cancelled: {title}, {when}"}
 _LEADS = {"reminder": "This is a reminder of your appointment.",
+          "offer": "A time you asked for has opened. It is held for you until {until}.",
           "update": "Your appointment has moved. The new time is below.",
           "cancellation": "Your appointment below has been cancelled."}
 
@@ -465,7 +477,9 @@ def _words(kind: str, title: str, when: str, event: ics.Event | None, link: str,
     subject = _SUBJECTS.get(kind, "{title}, {when}").format(title=title, when=when)
     if channel == "sms":  # one short text
         text = f"{subject}."
-        if link and kind != "cancellation":
+        if link and kind == "offer":
+            text += f" Held until {{until}}. Accept or decline: {link}"
+        elif link and kind != "cancellation":
             text += f" Confirm or cancel: {link}"
         return subject, text
     lines = [_LEADS.get(kind, extra or "A message about your appointment."), "",
@@ -477,6 +491,7 @@ def _words(kind: str, title: str, when: str, event: ics.Event | None, link: str,
     if extra and kind in _LEADS:
         lines += ["", extra]
     if link:
-        lines += ["", ("To confirm, cancel or stop these messages: " if kind != "cancellation"
-                       else "To stop these messages: ") + link]
+        lines += ["", {"cancellation": "To stop these messages: ",
+                       "offer": "To accept or decline it: "}.get(
+            kind, "To confirm, cancel or stop these messages: ") + link]
     return subject, "\n".join(lines) + "\n"

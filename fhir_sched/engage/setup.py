@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from ..service.booking import BookingService
+from ..service.find import FindService
 from ..service.resources import ResourceService
 from ..settings import Settings
 from .channels import Channel, Email, Sms, Webhook
@@ -16,6 +18,7 @@ from .links import Signer, load_key
 from .notices_config import leads_and_quiet
 from .planner import Planner
 from .subscriptions import Notifier
+from .waitlist import Offerer
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Engagement:
     resources: ResourceService
     settings: Settings
     channels: dict[str, Channel] = field(default_factory=dict)
+    find: FindService | None = None
+    booking: BookingService | None = None
     _signer: Signer | None = None
 
     async def signer(self) -> Signer:
@@ -50,8 +55,12 @@ class Engagement:
         notifier = Notifier(self.resources, base=self.fhir_base(),
                             max_attempts=s.subscription_max_attempts,
                             retry_seconds=float(s.subscription_retry_seconds))
+        jobs: tuple[Callable[[], Awaitable[None]], ...] = (notifier.run,)
+        if self.find is not None:
+            jobs += (Offerer(self.resources, self.find, offer_seconds=s.waitlist_offer_seconds,
+                             channels=tuple(self.channels)).run,)
         if not self.channels:
-            return (notifier.run,)
+            return jobs
         leads, quiet = leads_and_quiet(s)
         planner = Planner(self.resources, leads=leads, channels=tuple(self.channels),
                           quiet=quiet)
@@ -62,10 +71,11 @@ class Engagement:
                             retry_seconds=float(s.delivery_retry_seconds),
                             concurrency=s.delivery_concurrency,
                             lease_seconds=float(s.delivery_lease_seconds))
-        return (planner.run, delivery.run, notifier.run)
+        return (*jobs, planner.run, delivery.run)
 
 
-def engagement(resources: ResourceService, settings: Settings) -> Engagement:
+def engagement(resources: ResourceService, settings: Settings, find: FindService | None = None,
+               booking: BookingService | None = None) -> Engagement:
     channels: dict[str, Channel] = {}
     if settings.smtp_host:
         domain = urlsplit(f"//{settings.smtp_from.rpartition('@')[2]}").hostname
@@ -80,4 +90,4 @@ def engagement(resources: ResourceService, settings: Settings) -> Engagement:
         channels["sms"] = Sms(settings.sms_url, settings.sms_token, settings.sms_from, timeout)
     if settings.webhook_url:
         channels["webhook"] = Webhook(settings.webhook_url, settings.webhook_secret, timeout)
-    return Engagement(resources, settings, channels)
+    return Engagement(resources, settings, channels, find, booking)

@@ -22,6 +22,7 @@ from ..auth.pages import CSP, page
 from ..engage.answers import answer, view
 from ..engage.links import Link
 from ..engage.setup import Engagement
+from ..engage.waitlist import offer_of
 from ..errors import FhirError
 from ..timeutil import parse_instant
 
@@ -30,6 +31,8 @@ _HEADERS = {"content-security-policy": CSP, "cache-control": "no-store",
             "referrer-policy": "no-referrer", "x-robots-tag": "noindex"}
 _CHOICES = (("confirm", "Confirm"), ("cancel", "Cancel the appointment"),
             ("stop-email", "No more emails"), ("stop-sms", "No more text messages"))
+_OFFER_CHOICES = (("accept", "Accept this time"), ("decline", "Decline"),
+                  ("stop-email", "No more emails"), ("stop-sms", "No more text messages"))
 
 
 def _html(title: str, body: str, status: int = 200) -> Response:
@@ -59,8 +62,10 @@ def respond_routes(engagement: Engagement) -> list[Route]:
         if link is None or found is None:
             return _gone()
         appt, zone = found
+        is_offer = offer_of(appt)[0] is not None and appt.get("status") == "pending"
         buttons = "".join(f"<button type=submit name=action value={value}>{escape(label)}"
-                          "</button>" for value, label in _CHOICES)
+                          "</button>" for value, label in (
+                              _OFFER_CHOICES if is_offer else _CHOICES))
         what = escape(str(appt.get("description") or "Your appointment"))
         when = escape(_when(appt, zone)) if appt.get("start") else ""
         status = escape(str(appt.get("status")))
@@ -81,7 +86,7 @@ def respond_routes(engagement: Engagement) -> list[Route]:
                 return _html("Cannot continue", "<p>That request is too large.</p>", 413)
         action = dict(parse_qsl(body.decode("utf-8", "replace"))).get("action", "")
         try:
-            result = await answer(resources, link, action)
+            result = await answer(resources, link, action, engagement.booking)
         except FhirError as exc:
             return _html("Cannot continue", f"<p>{escape(exc.diagnostics[:300])}</p>",
                          409 if exc.status in (409, 412) else 422)
