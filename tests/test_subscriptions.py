@@ -294,5 +294,6 @@ def test_the_capability_statement_declares_every_topic_and_the_backport(
     topics = {e["valueCanonical"] for e in entry["extension"]
               if e["url"].endswith("capabilitystatement-subscriptiontopic-canonical")}
     assert topics == {TOPIC + t for t in ("appointment-booked", "appointment-changed",
-                                          "appointment-cancelled", "slot-freed")}
+                                          "appointment-cancelled", "slot-freed",
+                                          "waitlist-offer")}
     assert {o["name"] for o in entry["operation"]} >= {"status", "events"}

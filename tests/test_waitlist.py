@@ -17,7 +17,7 @@ import pytest
 from tests.support import web
 from tests.support.scheduling import hours, need, schedule, template, uid, visit_type
 from tests.support.server import ServerProcess, cleanup_dir, store_url
-from tests.support.sinks import SmtpSink
+from tests.support.sinks import HttpSink, SmtpSink
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
 SYSTEM = "https://clinic.example/visit-types"
@@ -176,6 +176,35 @@ def test_a_cancellation_is_offered_to_the_first_in_line_who_accepts_and_is_booke
         assert web.get(f"{base}/Appointment/{later['id']}").json()["status"] == "waitlist"
     finally:
         with_server.stop()
+
+
+def test_an_offer_is_told_to_waitlist_offer_subscribers(url: str, smtp: SmtpSink) -> None:
+    with HttpSink() as hook:
+        env = {**_env(smtp, 600), "FHIR_SCHED_SUBSCRIPTION_ENDPOINTS": "http://127.0.0.1"}
+        proc = ServerProcess(url, env=env).start()
+        try:
+            base = proc.base
+            tag = _clinic(base)
+            r = web.post(f"{base}/Subscription", headers=FHIR_JSON, json={
+                "resourceType": "Subscription", "status": "requested", "reason": "desk board",
+                "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/waitlist-offer",
+                "channel": {"type": "rest-hook", "endpoint": hook.url}})
+            assert r.status_code == 201, r.text
+            sub = r.json()["id"]
+            assert _wait(lambda: web.get(f"{base}/Subscription/{sub}").json()[
+                "status"] == "active")
+            start = (datetime.now(UTC) + timedelta(days=6)).replace(hour=8, minute=0,
+                                                                   second=0, microsecond=0)
+            booked = _booking(base, tag, _patient(base, "Holder5"), start)
+            entry = _wait_entry(base, tag, _patient(base, "Watched"))
+            _cancel(base, booked)
+            offers = _wait(lambda: _offers(base, entry))
+            assert offers
+            told = hook.wait_for(lambda hs: any(offers[0]["id"].encode() in h.body
+                                                for h in hs))
+            assert any(offers[0]["id"].encode() in h.body for h in told)
+        finally:
+            proc.stop()
 
 
 def test_an_offer_that_expires_moves_to_the_next_in_line(url: str, smtp: SmtpSink) -> None:

@@ -43,7 +43,7 @@ from ..metrics import WAITLIST_FILL_SECONDS, WAITLIST_OFFERS
 from ..query import Cond, Entry, Query
 from ..scheduling.extensions import HOLD_EXPIRES, set_ext
 from ..scheduling.guard import patient_actors, resource_actors
-from ..scheduling.topics import TAKING
+from ..scheduling.topics import TAKING, WAITLIST_OFFER_URL
 from ..service.find import FindRequest, FindService
 from ..service.resources import ResourceService, new_id
 from ..storage.base import Record, Unit
@@ -56,7 +56,7 @@ log = logging.getLogger("fhir_sched.engage.waitlist")
 CURSOR = "engage/waitlist"
 WINDOWS = "waitlist/freed/"
 BASE = "https://fhir-sched.org/fhir/StructureDefinition/"
-OFFER_URL = BASE + "waitlist-offer"  # on an offer: which entry, when the time was freed
+OFFER_URL = WAITLIST_OFFER_URL  # on an offer: which entry, when the time was freed
 PASSED_URL = BASE + "waitlist-passed"  # on an entry: times it let pass (declined, expired)
 MAX_TRIED = 20  # entries tried per freed window
 MAX_ENTRIES = 1000

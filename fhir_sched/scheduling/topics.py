@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 BASE = "https://fhir-sched.org/fhir/SubscriptionTopic/"
+# On a hold the waitlist made for a waiting patient (``engage/waitlist.py``).
+WAITLIST_OFFER_URL = "https://fhir-sched.org/fhir/StructureDefinition/waitlist-offer"
 Test = Callable[[Mapping[str, Any] | None, Mapping[str, Any] | None], bool]
 TAKING = frozenset({"booked", "arrived", "checked-in", "pending"})
 FILTERS = {"Appointment": ("patient", "practitioner", "location", "service"),
@@ -75,6 +77,13 @@ def _appointment_freed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | N
         new.get("start"), new.get("end"))
 
 
+def _offered(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """A waitlist offer was made: a hold carrying the waitlist-offer extension appeared."""
+    return old is None and _status(new) == "pending" and any(
+        isinstance(e, Mapping) and e.get("url") == WAITLIST_OFFER_URL
+        for e in (new or {}).get("extension") or [])
+
+
 def _slot_freed(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
     return _status(new) == "free" and _status(old) in ("busy", "busy-tentative")
 
@@ -96,6 +105,10 @@ TOPICS: tuple[Topic, ...] = (
           "focus, with the time it held).",
           (Trigger("Slot", "status is now free and was busy", _slot_freed),
            Trigger("Appointment", "a booking gave its time back", _appointment_freed))),
+    Topic("waitlist-offer", "Waitlist offer",
+          "Freed time was offered to a waiting patient: a hold for them (the focus, with the "
+          "waitlist-offer extension naming their waitlist entry) was placed.",
+          (Trigger("Appointment", "a waitlist offer's hold was made", _offered),)),
 )
 BY_URL: Mapping[str, Topic] = {t.url: t for t in TOPICS}
 
