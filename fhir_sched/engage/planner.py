@@ -18,7 +18,6 @@ feed like any other.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -33,10 +32,10 @@ from ..scheduling.booking_rules import clinic_zone
 from ..scheduling.guard import booked_visit_type, patient_actors, resource_actors
 from ..scheduling.templates import schedule_zone
 from ..service.resources import ResourceService
-from ..storage.base import Record, Unit
-from ..storage.errors import StoreUnavailable
+from ..storage.base import Unit
 from ..timeutil import parse_instant
 from . import reminders as r
+from .follow import Cursor, body_of, forever
 
 log = logging.getLogger("fhir_sched.engage.reminders")
 
@@ -56,66 +55,35 @@ class Planner:
         self.quiet = quiet
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._cursor: int | None = None
+        self.cursor = Cursor(self.store, CURSOR)
 
     async def run(self) -> None:
-        while True:
-            try:
-                moved = await self.step()
-            except StoreUnavailable:
-                moved = 0
-                await asyncio.sleep(1.0)
-            except Exception as exc:  # a bug must not stop reminders for good
-                log.error("reminder planning failed: %s", type(exc).__name__)
-                self._cursor = None
-                moved = 0
-                await asyncio.sleep(1.0)
-            if not moved:
-                await asyncio.sleep(self.poll_seconds)
-
-    async def _read_cursor(self) -> int:
-        async def run(unit: Unit) -> int:
-            value = await unit.mark_get(CURSOR)
-            if value is not None:
-                return int(value)
-            head = await self.store.last_position()  # a new planner starts from now
-            await unit.mark_put(CURSOR, str(head))
-            return head
-
-        return int(await self.store.atomic(run))
+        await forever(self.step, "reminder planning", log, self.poll_seconds,
+                      lambda: self.cursor.settle(False, 0))
 
     async def step(self) -> int:
         """Plan for the next batch of changes; how many changes were read."""
-        if self._cursor is None:
-            self._cursor = await self._read_cursor()
-        if await self.store.last_position() <= self._cursor:
-            return 0
-        changes = await self.store.changes_since(self._cursor, self.batch)
+        start, changes = await self.cursor.read(self.batch)
         if not changes:
             return 0
-        start, end = self._cursor, changes[-1].seq
+        end = changes[-1].seq
         appointments = list(dict.fromkeys(c.id for c in changes if c.type == "Appointment"))
         now = datetime.now(UTC)
 
         async def run(unit: Unit) -> bool:
-            current = await unit.mark_get(CURSOR)
-            if current is not None and int(current) != start:
+            if not await self.cursor.advance(unit, start, end):
                 return False  # another process planned these: read on from where it got
             for appointment_id in appointments:
                 await self._reconcile(unit, appointment_id, now)
-            await unit.mark_put(CURSOR, str(end))
             return True
 
-        if await self.resources.atomic(run):
-            self._cursor = end
-        else:
-            self._cursor = None
+        self.cursor.settle(await self.resources.atomic(run), end)
         return len(changes)
 
     # -- one appointment -------------------------------------------------------------------
     async def _reconcile(self, unit: Unit, appointment_id: str, now: datetime) -> None:
         rec = await unit.get("Appointment", appointment_id, decides=False)
-        appt = _body(rec)
+        appt = body_of(rec)
         stored = [orjson.loads(body) for _id, body in await unit.find_bodies(Query(
             "CommunicationRequest", (Entry("based-on", (Cond(
                 "val", "=", f"Appointment/{appointment_id}"),), unique=True),),
@@ -157,7 +125,7 @@ class Planner:
         leads = self.leads if notices is None or notices.leads is None else notices.leads
         if not leads:
             return []
-        body = _body(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
+        body = body_of(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
         channels = r.reachable(body, self.channels, notices.channels if notices else ())
         if not channels:
             return []
@@ -172,7 +140,7 @@ class Planner:
         for actor in resource_actors(appt)[:4]:
             for sid in await unit.find_ids(Query("Schedule", (Entry("actor", (Cond(
                     "val", "=", actor),), unique=True),)), limit=1, decides=False):
-                found = schedule_zone(_body(await unit.get("Schedule", sid, decides=False))
+                found = schedule_zone(body_of(await unit.get("Schedule", sid, decides=False))
                                       or {})
                 if found is not None:
                     return found
@@ -210,13 +178,6 @@ class Planner:
     async def _put(self, unit: Unit, id_: str, body: dict[str, Any]) -> None:
         await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", id_, body,
                                          check_refs=False, authorize=False)
-
-
-def _body(rec: Record | None) -> dict[str, Any] | None:
-    if rec is None or rec.body is None or rec.deleted:
-        return None
-    body: dict[str, Any] = orjson.loads(rec.body)
-    return body
 
 
 def _due_passed(request: dict[str, Any], now: datetime) -> bool:

@@ -39,9 +39,9 @@ from ..resources import subscription as profile
 from ..scheduling.topics import BY_URL, matches, parse_filter
 from ..service import subscription_events as events
 from ..service.resources import ResourceService
-from ..storage.base import Record, Unit
-from ..storage.errors import StoreUnavailable
+from ..storage.base import Unit
 from ..timeutil import format_instant, now_instant
+from .follow import Cursor, before_and_after, body_of, forever
 
 log = logging.getLogger("fhir_sched.engage.subscriptions")
 
@@ -67,29 +67,20 @@ class Notifier:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.worker = unique_id()
-        self._cursor: int | None = None
+        self.cursor = Cursor(self.store, CURSOR)
         self._subs: dict[str, dict[str, Any]] = {}
         self._loaded = 0.0
         self._failures: dict[str, tuple[int, float]] = {}  # id -> (attempts, not before)
         self._last_sent: dict[str, float] = {}
         self._http = httpx.AsyncClient(follow_redirects=False, verify=tls_context())
 
+    async def step(self) -> int:
+        return await self.collect() + await self.deliver()
+
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    read = await self.collect()
-                    sent = await self.deliver()
-                except StoreUnavailable:
-                    read = sent = 0
-                    await asyncio.sleep(1.0)
-                except Exception as exc:  # a bug must not stop notifications for good
-                    log.error("subscription notification failed: %s", type(exc).__name__)
-                    self._cursor = None
-                    read = sent = 0
-                    await asyncio.sleep(1.0)
-                if not read and not sent:
-                    await asyncio.sleep(self.poll_seconds)
+            await forever(self.step, "subscription notification", log, self.poll_seconds,
+                          lambda: self.cursor.settle(False, 0))
         finally:
             await self._http.aclose()
 
@@ -110,26 +101,11 @@ class Notifier:
         return self._subs
 
     # -- events ----------------------------------------------------------------------------
-    async def _read_cursor(self) -> int:
-        async def run(unit: Unit) -> int:
-            value = await unit.mark_get(CURSOR)
-            if value is not None:
-                return int(value)
-            head = await self.store.last_position()
-            await unit.mark_put(CURSOR, str(head))
-            return head
-
-        return int(await self.store.atomic(run))
-
     async def collect(self) -> int:
-        if self._cursor is None:
-            self._cursor = await self._read_cursor()
-        if await self.store.last_position() <= self._cursor:
-            return 0
-        changes = await self.store.changes_since(self._cursor, self.batch)
+        start, changes = await self.cursor.read(self.batch)
         if not changes:
             return 0
-        start, end = self._cursor, changes[-1].seq
+        end = changes[-1].seq
         if any(c.type == "Subscription" for c in changes):
             await self.subscriptions(refresh=True)
         subs = [s for s in (await self.subscriptions()).values() if s.get("status") == "active"]
@@ -137,9 +113,7 @@ class Notifier:
         for rec in changes:
             if rec.type not in FOLLOWED or not subs:
                 continue
-            new = _body(rec)
-            old = _body(await self.store.get_version(rec.type, rec.id, rec.version - 1)) \
-                if rec.version > 1 else None
+            old, new = await before_and_after(self.store, rec)
             focus = new or old
             if focus is None:
                 continue
@@ -151,15 +125,13 @@ class Notifier:
                     found.append((sub["id"], topic.url, f"{rec.type}/{rec.id}", rec.version))
 
         async def run(unit: Unit) -> bool:
-            current = await unit.mark_get(CURSOR)
-            if current is not None and int(current) != start:
+            if not await self.cursor.advance(unit, start, end):
                 return False
             for sub_id, topic, focus, version in found:
                 await events.append(unit, sub_id, topic, focus, version)
-            await unit.mark_put(CURSOR, str(end))
             return True
 
-        self._cursor = end if await self.store.atomic(run) else None
+        self.cursor.settle(await self.store.atomic(run), end)
         return len(changes)
 
     # -- delivery ----------------------------------------------------------------------------
@@ -279,7 +251,7 @@ class Notifier:
     async def _set_status(self, sub_id: str, status: str, error: str | None) -> None:
         async def run(unit: Unit) -> None:
             rec = await unit.get("Subscription", sub_id)
-            body = _body(rec)
+            body = body_of(rec)
             if body is None or body.get("status") == "off":
                 return
             new = {**body, "status": status}
@@ -294,13 +266,6 @@ class Notifier:
 
         await self.resources.atomic(run)
         await self.subscriptions(refresh=True)
-
-
-def _body(rec: Record | None) -> dict[str, Any] | None:
-    if rec is None or rec.body is None or rec.deleted:
-        return None
-    body: dict[str, Any] = orjson.loads(rec.body)
-    return body
 
 
 def _filters(sub: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:

@@ -27,7 +27,6 @@ Two steps, both safe with several server processes on one store:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -46,10 +45,10 @@ from ..scheduling.guard import patient_actors, resource_actors
 from ..scheduling.topics import TAKING, WAITLIST_OFFER_URL
 from ..service.find import FindRequest, FindService
 from ..service.resources import ResourceService, new_id
-from ..storage.base import Record, Unit
-from ..storage.errors import StoreUnavailable
+from ..storage.base import Unit
 from ..timeutil import format_instant, parse_instant
 from . import reminders as r
+from .follow import Cursor, before_and_after, body_of, forever
 
 log = logging.getLogger("fhir_sched.engage.waitlist")
 
@@ -81,13 +80,6 @@ class Window:
     freed_at: str
     passed_by: str | None  # the entry whose offer this time was (it declined or let expire)
     outcome: str  # why the time is free: cancelled, expired, declined, moved, ...
-
-
-def _body(rec: Record | None) -> dict[str, Any] | None:
-    if rec is None or rec.body is None or rec.deleted:
-        return None
-    body: dict[str, Any] = orjson.loads(rec.body)
-    return body
 
 
 def offer_of(appt: dict[str, Any] | None) -> tuple[str | None, str | None]:
@@ -158,53 +150,27 @@ class Offerer:
         self.channels = channels
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._cursor: int | None = None
+        self.cursor = Cursor(self.store, CURSOR)
+
+    async def step(self) -> int:
+        return await self.note_freed() + await self.offer_pending()
 
     async def run(self) -> None:
-        while True:
-            try:
-                moved = await self.note_freed()
-                offered = await self.offer_pending()
-            except StoreUnavailable:
-                moved = offered = 0
-                await asyncio.sleep(1.0)
-            except Exception as exc:  # a bug must not stop the waitlist for good
-                log.error("waitlist step failed: %s", type(exc).__name__)
-                self._cursor = None
-                moved = offered = 0
-                await asyncio.sleep(1.0)
-            if not moved and not offered:
-                await asyncio.sleep(self.poll_seconds)
+        await forever(self.step, "waitlist offering", log, self.poll_seconds,
+                      lambda: self.cursor.settle(False, 0))
 
     # -- 1. freed time ---------------------------------------------------------------------
-    async def _read_cursor(self) -> int:
-        async def run(unit: Unit) -> int:
-            value = await unit.mark_get(CURSOR)
-            if value is not None:
-                return int(value)
-            head = await self.store.last_position()
-            await unit.mark_put(CURSOR, str(head))
-            return head
-
-        return int(await self.store.atomic(run))
-
     async def note_freed(self) -> int:
-        if self._cursor is None:
-            self._cursor = await self._read_cursor()
-        if await self.store.last_position() <= self._cursor:
-            return 0
-        changes = await self.store.changes_since(self._cursor, self.batch)
+        start, changes = await self.cursor.read(self.batch)
         if not changes:
             return 0
-        start, end = self._cursor, changes[-1].seq
+        end = changes[-1].seq
         windows: list[tuple[str, dict[str, Any]]] = []
         closing: list[tuple[str, str, str | None, str]] = []  # (entry, offer, freed, updated)
         for rec in changes:
             if rec.type not in ("Appointment", "Slot"):
                 continue
-            new = _body(rec)
-            old = _body(await self.store.get_version(rec.type, rec.id, rec.version - 1)) \
-                if rec.version > 1 else None
+            old, new = await before_and_after(self.store, rec)
             if rec.type == "Slot":
                 if (new or {}).get("status") == "free" and (old or {}).get("status") in (
                         "busy", "busy-tentative") and new:
@@ -230,8 +196,7 @@ class Offerer:
                     WAITLIST_OFFERS.labels(outcome).inc()
 
         async def run(unit: Unit) -> bool:
-            current = await unit.mark_get(CURSOR)
-            if current is not None and int(current) != start:
+            if not await self.cursor.advance(unit, start, end):
                 return False
             for key, window in windows:
                 await unit.mark_put(key, orjson.dumps(window).decode())
@@ -240,21 +205,19 @@ class Offerer:
                 if freed_at:
                     WAITLIST_FILL_SECONDS.observe(max(0.0, (
                         parse_instant(when) - parse_instant(freed_at)).total_seconds()))
-            await unit.mark_put(CURSOR, str(end))
             return True
 
-        if await self.resources.atomic(run):
-            self._cursor = end
+        moved = await self.resources.atomic(run)
+        self.cursor.settle(moved, end)
+        if moved:
             for _ in closing:
                 WAITLIST_OFFERS.labels("accepted").inc()
-        else:
-            self._cursor = None
         return len(changes)
 
     async def _close(self, unit: Unit, entry_ref: str, offer_id: str) -> None:
         """An entry whose offer was booked is done: cancelled, saying it was booked."""
         rec = await unit.get("Appointment", entry_ref.split("/", 1)[1])
-        entry = _body(rec)
+        entry = body_of(rec)
         if entry is None or entry.get("status") != "waitlist":
             return
         closed = {**entry, "status": "cancelled", "cancelationReason": {
@@ -374,7 +337,7 @@ class Offerer:
         offer_id = new_id()
         prepared = self.resources.prepare("Appointment", {**offer, "id": offer_id}, offer_id)
         await self.resources.put_in_unit(unit, HOLDER, "Appointment", offer_id, prepared)
-        body = _body(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
+        body = body_of(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
         for channel in r.reachable(body, self.channels, ()):
             planned = r.Planned(f"{offer_id}/offer/{channel}", channel, timedelta(0), now,
                                 r.patient_zone(body, ZoneInfo("UTC")).key)
@@ -390,7 +353,7 @@ class Offerer:
         if not window.passed_by:
             return
         rec = await unit.get("Appointment", window.passed_by.split("/", 1)[1])
-        entry = _body(rec)
+        entry = body_of(rec)
         if entry is None or entry.get("status") != "waitlist":
             return
         key = _passed_key(window)
