@@ -65,9 +65,10 @@ def test_only_leads_still_to_come_are_planned() -> None:
     start = datetime(2031, 5, 10, 14, 0, tzinfo=UTC)
     now = start - timedelta(hours=30)
     appt = {"status": "booked", "start": "2031-05-10T14:00:00Z"}
-    planned = plan("a1", appt, (timedelta(hours=72), timedelta(hours=24)), ("email",), NY,
-                   None, now)
-    assert [(p.key, p.due) for p in planned] == [("a1/1440m/email", start - timedelta(hours=24))]
+    planned = plan("a1", appt, (timedelta(hours=72), timedelta(hours=24)), ("email", "sms"),
+                   NY, None, now)
+    assert [(p.key, p.channels, p.due) for p in planned] == [
+        ("a1/1440m", ("email", "sms"), start - timedelta(hours=24))]
 
 
 def test_a_booking_that_is_not_booked_is_owed_nothing() -> None:

@@ -64,11 +64,21 @@ MAX_PAGES = 5  # pages of due requests one step looks through for ones it can cl
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
+    """A request claimed for one attempt: the channels still owed a message (``left``), those
+    a crashed attempt may already have sent (``doubt``), and what earlier attempts did."""
+
     id: str
     body: dict[str, Any]
     version: int
     attempt: int
-    in_doubt: bool
+    left: tuple[str, ...]
+    doubt: frozenset[str]
+    done: tuple[str, ...] = ()
+    ok: tuple[str, ...] = ()
+
+    @property
+    def in_doubt(self) -> bool:
+        return bool(self.doubt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +91,10 @@ class Outcome:
     unsent: bool = False  # never attempted (handed back before the lease ran short)
 
 
-def communication_id(request_id: str, version: int) -> str:
-    return "dlv-" + hashlib.sha256(f"{request_id}|{version}".encode()).hexdigest()[:40]
+def communication_id(request_id: str, version: int, channel: str) -> str:
+    """One Communication per request version and channel: recording one send twice writes
+    one resource."""
+    return "dlv-" + hashlib.sha256(f"{request_id}|{version}|{channel}".encode()).hexdigest()[:40]
 
 
 class Delivery:
@@ -163,25 +175,29 @@ class Delivery:
         claimed = await self.claim_due(datetime.now(UTC))
         if not claimed:
             return 0
-        finished: asyncio.Queue[tuple[Claimed, Outcome]] = asyncio.Queue()
+        finished: asyncio.Queue[tuple[Claimed, list[Outcome]]] = asyncio.Queue()
 
         loop = asyncio.get_running_loop()
         latest = loop.time() + self.lease / 2  # start no send the lease might not cover
 
         async def one(item: Claimed) -> None:
-            async with self.slots:
-                if loop.time() > latest:
-                    finished.put_nowait((item, Outcome(Sent(False, retry=True,
-                                                            detail="not sent"), "?", "?",
-                                                       unsent=True)))
-                    return
-                try:
-                    outcome = await self._attempt(item)
-                except Exception as exc:  # one broken request must not hold up the rest
-                    log.error("composing notice %s failed: %s", item.id, type(exc).__name__)
-                    outcome = Outcome(Sent(False, retry=True, detail="internal error"),
-                                      r.channel_of(item.body) or "?", r.kind_of(item.body))
-            finished.put_nowait((item, outcome))
+            outcomes = []
+            patient = await self._read(_patient_of(item.body) or "")
+            for channel in item.left:
+                async with self.slots:
+                    if loop.time() > latest:
+                        outcome = Outcome(Sent(False, retry=True, detail="not sent"), channel,
+                                          r.kind_of(item.body), unsent=True)
+                    else:
+                        try:
+                            outcome = await self._attempt(item, channel, patient)
+                        except Exception as exc:  # one broken request must not stop the rest
+                            log.error("composing notice %s failed: %s", item.id,
+                                      type(exc).__name__)
+                            outcome = Outcome(Sent(False, retry=True, detail="internal error"),
+                                              channel, r.kind_of(item.body))
+                outcomes.append(outcome)
+            finished.put_nowait((item, outcomes))
 
         tasks = [asyncio.ensure_future(one(item)) for item in claimed]
         remaining = len(tasks)
@@ -192,7 +208,8 @@ class Delivery:
                     group.append(finished.get_nowait())
                 remaining -= len(group)
 
-                async def record(unit: Unit, g: list[tuple[Claimed, Outcome]] = group) -> None:
+                async def record(unit: Unit, g: list[tuple[Claimed, list[Outcome]]] = group
+                                 ) -> None:
                     await self._record(unit, g)
 
                 await self.resources.atomic(record)
@@ -216,23 +233,28 @@ class Delivery:
                 continue
             kept = await unit.mark_get(CLAIM + id_)
             state = orjson.loads(kept) if kept else {}
+            if state.get("v") != rec.version:  # staff changed it (put it back on): afresh
+                state = {}
             attempt = int(state.get("n", 0)) + 1
+            done = tuple(state.get("done") or ())
+            left = tuple(c for c in r.channels_of(body) if c not in done) or ("?",)
             await unit.mark_put(CLAIM + id_, orjson.dumps(
-                {"n": attempt, "sending": True, "v": rec.version}).decode())
-            out.append(Claimed(id_, body, rec.version, attempt,
-                               bool(state.get("sending")) and state.get("v") == rec.version))
+                {**state, "n": attempt, "sending": list(left), "v": rec.version}).decode())
+            out.append(Claimed(id_, body, rec.version, attempt, left,
+                               frozenset(state.get("sending") or ()) & frozenset(left), done,
+                               tuple(state.get("ok") or ())))
         return out
 
     # -- 2. send -------------------------------------------------------------------------------
-    async def _attempt(self, item: Claimed) -> Outcome:
+    async def _attempt(self, item: Claimed, channel: str, patient: dict[str, Any] | None
+                       ) -> Outcome:
         body = item.body
         kind = r.kind_of(body)
-        channel = r.channel_of(body)
-        if channel is None or channel not in self.channels:
-            return Outcome(Sent(False, detail=f"channel {channel or '(none)'} is not set up on "
-                                "this server"), channel or "?", kind)
+        if channel not in self.channels:
+            shown = channel if channel != "?" else "(none)"
+            return Outcome(Sent(False, detail=f"channel {shown} is not set up on this server"),
+                           channel, kind)
         patient_ref = _patient_of(body)
-        patient = await self._read(patient_ref) if patient_ref else None
         if channel in r.opted_out(patient):
             return Outcome(Sent(False, detail=f"the patient opted out of {channel}"), channel,
                            kind, skipped=True)
@@ -241,7 +263,7 @@ class Delivery:
             return Outcome(Sent(False, detail=f"the patient has no {channel} address"), channel,
                            kind)
         notice = await self._compose(item, kind, channel, to, patient_ref, patient)
-        if item.in_doubt:
+        if channel in item.doubt:
             NOTICE_ATTEMPTS.labels(channel, "in-doubt").inc()
         sent = await self.channels[channel].send(notice)
         NOTICE_ATTEMPTS.labels(channel, "ok" if sent.ok else "retry" if sent.retry
@@ -322,62 +344,70 @@ class Delivery:
         return out
 
     # -- 3. record -----------------------------------------------------------------------------
-    async def _record(self, unit: Unit, group: list[tuple[Claimed, Outcome]]) -> None:
+    async def _record(self, unit: Unit, group: list[tuple[Claimed, list[Outcome]]]) -> None:
         now = datetime.now(UTC)
-        for item, outcome in group:
+        for item, outcomes in group:
             key = CLAIM + item.id
-            comm_id = communication_id(item.id, item.version)
-            if await unit.get("Communication", comm_id) is not None:
-                await self._settle(unit, key)  # recorded already (a repeat of an in-doubt send)
+            done, ok = list(item.done), list(item.ok)
+            retry: list[Outcome] = []
+            for outcome in outcomes:
+                sent, channel = outcome.sent, outcome.channel
+                comm_id = communication_id(item.id, item.version, channel)
+                if await unit.get("Communication", comm_id) is not None:
+                    done.append(channel)  # recorded already (a repeat of an in-doubt send)
+                    continue
+                if outcome.unsent or (not sent.ok and sent.retry
+                                      and item.attempt < self.max_attempts):
+                    retry.append(outcome)
+                    continue
+                status = "completed" if sent.ok else "not-done"
+                comm = _communication(item, channel, status, sent, outcome, now)
+                await self.resources.put_in_unit(unit, CTX, "Communication", comm_id, comm,
+                                                 check_refs=False, authorize=False)
+                done.append(channel)
+                if sent.ok:
+                    ok.append(channel)
+                result = "sent" if sent.ok else "skipped" if outcome.skipped else "failed"
+                NOTICES.labels(channel, outcome.kind, result).inc()
+                if not sent.ok:
+                    log.info("notice %s by %s %s: %s", item.id, channel, result, sent.detail)
+            if not retry:
+                current = _body(await unit.get("CommunicationRequest", item.id))
+                if current is not None and current.get("status") == "active":
+                    skipped = all(o.skipped for o in outcomes) and not ok
+                    after = "completed" if ok else "revoked" if skipped else "on-hold"
+                    await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", item.id,
+                                                     {**current, "status": after},
+                                                     check_refs=False, authorize=False)
+                await self._settle(unit, key)
                 continue
-            sent = outcome.sent
-            if outcome.unsent:  # as it was before the claim: not in doubt, no attempt used
-                await unit.mark_put(key, orjson.dumps(
-                    {"n": item.attempt - 1, "sending": False, "v": item.version}).decode())
-                await unit.release(OWNER, self.worker, [key])
-                continue
-            if not sent.ok and sent.retry and item.attempt < self.max_attempts:
+            attempted = any(not o.unsent for o in retry) or len(retry) < len(outcomes)
+            state = {"n": item.attempt if attempted else item.attempt - 1, "sending": [],
+                     "v": item.version, "done": done, "ok": ok,
+                     "error": next((o.sent.detail for o in retry if not o.unsent), "")[:200]}
+            await unit.mark_put(key, orjson.dumps(state).decode())
+            await unit.release(OWNER, self.worker, [key])
+            if attempted:
                 backoff = min(self.retry_seconds * 2 ** (item.attempt - 1), MAX_BACKOFF_SECONDS)
-                await unit.mark_put(key, orjson.dumps(
-                    {"n": item.attempt, "sending": False, "v": item.version,
-                     "error": sent.detail[:200]}).decode())
-                await unit.release(OWNER, self.worker, [key])
                 await unit.claim(key, RETRY_OWNER, item.id, expires=format_instant(
                     now + timedelta(seconds=backoff)), now=format_instant(now))
                 log.info("notice %s: attempt %d failed (%s), next in %.0f s", item.id,
-                         item.attempt, sent.detail, backoff)
-                continue
-            status = "completed" if sent.ok else "not-done"
-            comm = _communication(item, status, sent, outcome, now)
-            await self.resources.put_in_unit(unit, CTX, "Communication", comm_id, comm,
-                                             check_refs=False, authorize=False)
-            current = _body(await unit.get("CommunicationRequest", item.id))
-            if current is not None and current.get("status") == "active":
-                after = ("completed" if sent.ok else "revoked" if outcome.skipped
-                         else "on-hold")
-                await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", item.id,
-                                                 {**current, "status": after},
-                                                 check_refs=False, authorize=False)
-            await self._settle(unit, key)
-            result = "sent" if sent.ok else "skipped" if outcome.skipped else "failed"
-            NOTICES.labels(outcome.channel, outcome.kind, result).inc()
-            if not sent.ok:
-                log.info("notice %s %s: %s", item.id, result, sent.detail)
+                         item.attempt, state["error"], backoff)
 
     async def _settle(self, unit: Unit, key: str) -> None:
         await unit.release(OWNER, self.worker, [key])
         await unit.mark_delete(key)
 
 
-def _communication(item: Claimed, status: str, sent: Sent, outcome: Outcome, now: datetime
-                   ) -> dict[str, Any]:
+def _communication(item: Claimed, channel: str, status: str, sent: Sent, outcome: Outcome,
+                   now: datetime) -> dict[str, Any]:
     body = item.body
     comm: dict[str, Any] = {
         "resourceType": "Communication",
         "basedOn": [{"reference": f"CommunicationRequest/{item.id}"}],
         "status": status,
         "category": body.get("category") or [],
-        "medium": body.get("medium") or [],
+        "medium": [r.medium(channel)] if channel in ("email", "sms", "webhook") else [],
         "about": [b for b in body.get("basedOn") or [] if isinstance(b, dict)],
         "note": [{"text": f"attempt {item.attempt}: {sent.detail}"[:500]}],
     }
@@ -389,7 +419,7 @@ def _communication(item: Claimed, status: str, sent: Sent, outcome: Outcome, now
         comm["payload"] = [{"contentString": outcome.text}]
     else:
         comm["statusReason"] = {"text": sent.detail[:500]}
-    if item.in_doubt:
+    if channel in item.doubt:
         comm["note"].append({"text": "sent again with the same message id: a server stopped "
                                      "between an earlier send and its record (in doubt)"})
     return comm

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ import orjson
 
 from ..storage.base import DocumentStore, Record, Unit
 from ..storage.errors import StoreUnavailable
+
+SAVE_SECONDS = 5.0
 
 
 def body_of(rec: Record | None) -> dict[str, Any] | None:
@@ -40,6 +43,7 @@ class Cursor:
         self.store = store
         self.key = key
         self._at: int | None = None
+        self._saved = time.monotonic()
 
     async def _load(self) -> int:
         async def run(unit: Unit) -> int:
@@ -72,6 +76,15 @@ class Cursor:
     def settle(self, moved: bool, end: int) -> None:
         """After the unit: on to ``end``, or re-read the stored position next time."""
         self._at = end if moved else None
+        if moved:
+            self._saved = time.monotonic()
+
+    def skip(self, end: int) -> bool:
+        """A batch that asked for no writes: move on in memory, and say when the position
+        is worth saving anyway (every ``SAVE_SECONDS``), rather than commit a unit per batch
+        of changes nobody acts on. Acting on such a batch twice writes nothing."""
+        self._at = end
+        return time.monotonic() - self._saved >= SAVE_SECONDS
 
 
 async def forever(step: Callable[[], Awaitable[int]], what: str, log: logging.Logger,

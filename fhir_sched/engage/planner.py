@@ -19,6 +19,7 @@ feed like any other.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +33,7 @@ from ..scheduling.booking_rules import clinic_zone
 from ..scheduling.guard import booked_visit_type, patient_actors, resource_actors
 from ..scheduling.templates import schedule_zone
 from ..service.resources import ResourceService
-from ..storage.base import Unit
+from ..storage.base import Record, Unit
 from ..timeutil import parse_instant
 from . import reminders as r
 from .follow import Cursor, body_of, forever
@@ -41,7 +42,9 @@ log = logging.getLogger("fhir_sched.engage.reminders")
 
 CURSOR = "engage/reminder-planner"
 CTX = RequestContext.system("reminders")
-MAX_PER_APPOINTMENT = 100  # reminders read per booking: the rules allow 10 leads x 3 channels
+MAX_PER_APPOINTMENT = 100  # notices read per booking: the rules allow 10 leads
+QUIET_SECONDS = 0.3  # the feed still for this long: no burst of writes under way
+MAX_LAG_SECONDS = 30.0  # planning never falls further behind the feed than this
 
 
 class Planner:
@@ -56,6 +59,23 @@ class Planner:
         self.batch = batch
         self.poll_seconds = poll_seconds
         self.cursor = Cursor(self.store, CURSOR)
+        self._head = (0, 0.0)  # the newest change seen, and when it was first seen
+
+    def _defer(self, changes: Sequence[Record], head: int, now: datetime) -> bool:
+        """Whether to wait: bookings are coming in (the feed moved within ``QUIET_SECONDS``,
+        and not only by the server's own jobs) and the oldest change not planned for is
+        younger than ``MAX_LAG_SECONDS``. Reminders are due hours ahead, so planning them a
+        moment later costs nothing, while planning them during a burst of bookings would take
+        the store's writer from the bookings. Under load that never pauses, planning still
+        runs once the lag reaches its bound, so it never falls further behind than that."""
+        clock = time.monotonic()
+        if head != self._head[0]:
+            self._head = (head, clock)
+        if clock - self._head[1] >= QUIET_SECONDS:
+            return False
+        if all(c.origin.door == "system" for c in changes):
+            return False
+        return now - parse_instant(changes[0].updated) < timedelta(seconds=MAX_LAG_SECONDS)
 
     async def run(self) -> None:
         await forever(self.step, "reminder planning", log, self.poll_seconds,
@@ -67,8 +87,12 @@ class Planner:
         if not changes:
             return 0
         end = changes[-1].seq
-        appointments = list(dict.fromkeys(c.id for c in changes if c.type == "Appointment"))
         now = datetime.now(UTC)
+        if self._defer(changes, await self.store.last_position(), now):
+            return 0
+        appointments = list(dict.fromkeys(c.id for c in changes if c.type == "Appointment"))
+        if not appointments and not self.cursor.skip(end):
+            return len(changes)
 
         async def run(unit: Unit) -> bool:
             if not await self.cursor.advance(unit, start, end):
@@ -103,13 +127,15 @@ class Planner:
                 rid = r.request_id(planned.key, rec.version)
                 if await unit.get("CommunicationRequest", rid) is None:
                     await self._put(unit, rid, body)
-            elif parse_instant(str(have.get("occurrenceDateTime"))) != planned.due:
+            elif (parse_instant(str(have.get("occurrenceDateTime"))) != planned.due
+                  or r.channels_of(have) != planned.channels):
                 assert appt is not None
                 fresh = r.request_body(planned, appointment_id, patients[0], appt["start"], now,
                                        zone=planned.zone)
                 await self._put(unit, have["id"], {
                     **have, "occurrenceDateTime": fresh["occurrenceDateTime"],
-                    "extension": fresh["extension"], "note": fresh["note"]})
+                    "medium": fresh["medium"], "extension": fresh["extension"],
+                    "note": fresh["note"]})
         for stale in active.values():
             if _due_passed(stale, now) and appt is not None and appt.get("status") in r.REMINDED:
                 continue  # due now and still owed: the delivery worker has it in hand
@@ -153,8 +179,8 @@ class Planner:
         told when it is cancelled or moved: one notice per such change, by email."""
         if "email" not in self.channels:
             return
-        sent = [b for b in stored if b.get("status") == "completed" and r.channel_of(b) ==
-                "email" and r.kind_of(b) in ("reminder", "update")]
+        sent = [b for b in stored if b.get("status") == "completed" and "email" in
+                r.channels_of(b) and r.kind_of(b) in ("reminder", "update")]
         if not sent:
             return
         last_start = r.visit_start(max(sent, key=lambda b: str(b.get("authoredOn", ""))))
@@ -169,7 +195,7 @@ class Planner:
                and r.visit_start(b) == str(appt.get("start")) for b in stored):
             return
         zone = str(r.zone_of(sent[-1], ZoneInfo("UTC")).key)
-        planned = r.Planned(f"{appointment_id}/{kind}/email", "email", timedelta(0), now, zone)
+        planned = r.Planned(f"{appointment_id}/{kind}", ("email",), timedelta(0), now, zone)
         rid = r.request_id(planned.key, version)
         if await unit.get("CommunicationRequest", rid) is None:
             await self._put(unit, rid, r.request_body(planned, appointment_id, patient,

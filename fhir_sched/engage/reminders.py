@@ -1,11 +1,13 @@
 """Which reminders a booking is owed, as CommunicationRequest resources: pure, so the planner
 (``planner.py``) can reconcile what is stored with what should be after every change.
 
-A reminder is one (lead time, channel) of one appointment: "72 h before, by email". Its key
-(the CommunicationRequest's identifier) names the appointment and the pair, so a reschedule
-finds the same reminder and moves it, and a second run of the planner over the same change
-finds nothing to do. Times are the patient's: the due time is moved out of the quiet hours in
-the patient's zone (the core ``timezone`` extension on Patient, else the clinic's).
+A reminder is one lead time of one appointment, by every channel that reaches the patient:
+"72 h before, by email and SMS" is one CommunicationRequest with two ``medium`` entries (and,
+once sent, one Communication per channel). Its key (the identifier) names the appointment and
+the lead, so a reschedule finds the same reminder and moves it, and a second run of the
+planner over the same change finds nothing to do. Times are the patient's: the due time is
+moved out of the quiet hours in the patient's zone (the core ``timezone`` extension on
+Patient, else the clinic's).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ _MODE = {"email": ("EMAILWRIT", "email"), "sms": ("SMSWRIT", "SMS")}
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    key: str  # "<appointment id>/<lead minutes>m/<channel>"
-    channel: str
+    key: str  # "<appointment id>/<lead minutes>m"
+    channels: tuple[str, ...]
     lead: timedelta
     due: datetime
     zone: str = "UTC"  # the patient's
@@ -137,8 +139,8 @@ def plan(appointment_id: str, appointment: Mapping[str, Any], leads: Sequence[ti
         if due <= now:
             continue
         minutes = int(lead.total_seconds() // 60)
-        out += [Planned(f"{appointment_id}/{minutes}m/{c}", c, lead, due, zone.key)
-                for c in channels]
+        out.append(Planned(f"{appointment_id}/{minutes}m", tuple(channels), lead, due,
+                           zone.key))
     return out
 
 
@@ -150,16 +152,20 @@ def medium(channel: str) -> dict[str, Any]:
     return {"coding": codings, "text": channel}
 
 
-def channel_of(request: Mapping[str, Any]) -> str | None:
-    """The channel a CommunicationRequest asks for (its first medium we can send by)."""
+def channels_of(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The channels a CommunicationRequest asks for, in its ``medium`` order (each medium
+    read by our own code, or by its ParticipationMode code for email and SMS)."""
+    out: list[str] = []
     for concept in request.get("medium") or []:
         for coding in (concept or {}).get("coding") or []:
             system, code = coding.get("system"), coding.get("code")
             if system == CHANNEL_SYSTEM and code in ("email", "sms", "webhook"):
-                return str(code)
+                out.append(str(code))
+                break
             if system == PARTICIPATION_MODE and code in ("EMAILWRIT", "SMSWRIT"):
-                return "email" if code == "EMAILWRIT" else "sms"
-    return None
+                out.append("email" if code == "EMAILWRIT" else "sms")
+                break
+    return tuple(dict.fromkeys(out))
 
 
 def kind_of(request: Mapping[str, Any]) -> str:
@@ -198,7 +204,7 @@ def request_body(planned: Planned, appointment_id: str, patient: str, start: str
         "status": "active",
         "category": [{"coding": [{"system": NOTICE_SYSTEM, "code": kind}]}],
         "priority": "routine",
-        "medium": [medium(planned.channel)],
+        "medium": [medium(c) for c in planned.channels],
         "subject": {"reference": patient},
         "recipient": [{"reference": patient}],
         "occurrenceDateTime": format_instant(planned.due),

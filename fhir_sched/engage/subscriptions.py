@@ -124,6 +124,9 @@ class Notifier:
                 if matches(rec.type, focus, _filters(sub)):
                     found.append((sub["id"], topic.url, f"{rec.type}/{rec.id}", rec.version))
 
+        if not found and not self.cursor.skip(end):
+            return len(changes)
+
         async def run(unit: Unit) -> bool:
             if not await self.cursor.advance(unit, start, end):
                 return False

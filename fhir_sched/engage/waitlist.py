@@ -195,6 +195,9 @@ class Offerer:
                 if entry:
                     WAITLIST_OFFERS.labels(outcome).inc()
 
+        if not windows and not closing and not self.cursor.skip(end):
+            return len(changes)
+
         async def run(unit: Unit) -> bool:
             if not await self.cursor.advance(unit, start, end):
                 return False
@@ -338,8 +341,9 @@ class Offerer:
         prepared = self.resources.prepare("Appointment", {**offer, "id": offer_id}, offer_id)
         await self.resources.put_in_unit(unit, HOLDER, "Appointment", offer_id, prepared)
         body = body_of(await unit.get("Patient", patient.split("/", 1)[1], decides=False))
-        for channel in r.reachable(body, self.channels, ()):
-            planned = r.Planned(f"{offer_id}/offer/{channel}", channel, timedelta(0), now,
+        channels = tuple(r.reachable(body, self.channels, ()))
+        if channels:
+            planned = r.Planned(f"{offer_id}/offer", channels, timedelta(0), now,
                                 r.patient_zone(body, ZoneInfo("UTC")).key)
             rid = "off-" + hashlib.sha256(planned.key.encode()).hexdigest()[:40]
             await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", rid,
