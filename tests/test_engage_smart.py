@@ -26,6 +26,8 @@ ADMIN = BackendClient.new("engage-admin")
 
 @dataclass
 class World:
+    url: str
+    keys: Any
     server: ServerProcess
     admin: dict[str, str]
     patient_token: dict[str, str]
@@ -65,7 +67,8 @@ def world(store_kind: str, mongo_uri: str | None,
             code = b.code("engage-app", "launch/patient patient/*.cruds", challenge, "alice",
                           PASSWORD)
             token = b.exchange("engage-app", code, verifier).json()["access_token"]
-            yield World(proc, admin, {"authorization": f"Bearer {token}"}, alice, bob, smtp)
+            yield World(url, keys, proc, admin, {"authorization": f"Bearer {token}"}, alice,
+                        bob, smtp)
         finally:
             proc.stop()
             if url.startswith("sqlite"):
@@ -100,6 +103,21 @@ def test_a_patient_token_cannot_subscribe(world: World) -> None:
         "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/appointment-booked",
         "channel": {"type": "rest-hook", "endpoint": "https://app.example/hook"}})
     assert r.status_code == 403, r.text
+
+
+def test_subscribing_needs_read_access_to_what_the_topic_reports(world: World) -> None:
+    reader = BackendClient.new("engage-subscriber-only")
+    register_backend(world.url, reader, "system/Subscription.cruds", world.keys)
+    token = get_token(world.server.base, reader, "system/Subscription.cruds")
+    body = {"resourceType": "Subscription", "status": "requested", "reason": "board",
+            "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/appointment-booked",
+            "channel": {"type": "rest-hook", "endpoint": "https://desk.example/hook"}}
+    r = web.post(f"{world.server.base}/Subscription", json=body, headers={
+        "authorization": f"Bearer {token}", "content-type": "application/fhir+json"})
+    assert r.status_code == 403 and "read access to every Appointment" in r.text, r.text
+    r = web.post(f"{world.server.base}/Subscription", json=body, headers={
+        **world.admin, "content-type": "application/fhir+json"})
+    assert r.status_code == 201, r.text
 
 
 def test_a_reminders_link_opens_and_acts_without_a_token(world: World) -> None:

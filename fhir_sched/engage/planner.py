@@ -128,14 +128,15 @@ class Planner:
                 if await unit.get("CommunicationRequest", rid) is None:
                     await self._put(unit, rid, body)
             elif (parse_instant(str(have.get("occurrenceDateTime"))) != planned.due
-                  or r.channels_of(have) != planned.channels):
+                  or r.channels_of(have) != planned.channels
+                  or have.get("subject") != {"reference": patients[0]}):
                 assert appt is not None
                 fresh = r.request_body(planned, appointment_id, patients[0], appt["start"], now,
                                        zone=planned.zone)
                 await self._put(unit, have["id"], {
-                    **have, "occurrenceDateTime": fresh["occurrenceDateTime"],
-                    "medium": fresh["medium"], "extension": fresh["extension"],
-                    "note": fresh["note"]})
+                    **have, **{k: fresh[k] for k in ("occurrenceDateTime", "medium",
+                                                     "extension", "note", "subject",
+                                                     "recipient")}})
         for stale in active.values():
             if _due_passed(stale, now) and appt is not None and appt.get("status") in r.REMINDED:
                 continue  # due now and still owed: the delivery worker has it in hand

@@ -118,6 +118,17 @@ async def guard_subscription(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         raise FhirError(403, "forbidden", f"a caller confined to {ev.ctx.patient} may only "
                         f"subscribe with the filter Appointment?patient={ev.ctx.patient}",
                         expression=["Subscription._criteria.extension"])
+    if ev.ctx.grant is not None:
+        # Notifications carry what the topic's resources hold (full-resource: all of it), so
+        # subscribing needs plain read access to them, beyond Subscription's own scopes.
+        topic = BY_URL.get(str(new.get("criteria")))
+        for type_ in sorted({t.resource for t in topic.triggers} if topic else ()):
+            if not any(not s.where and s.level != "patient"
+                       for s in ev.ctx.grant.matching(type_, "r")):
+                raise FhirError(403, "forbidden", f"subscribing to {new.get('criteria')} "
+                                f"needs read access to every {type_} (a user/ or system/ "
+                                f"scope for {type_} reads, without a ?param= restriction)",
+                                expression=["Subscription.criteria"])
     if ev.ctx.door == "system":
         return []  # the notifier's own status changes
     wanted = new.get("status")
