@@ -101,7 +101,7 @@ class Delivery:
     def __init__(self, resources: ResourceService, channels: Mapping[str, Channel], *,
                  signer: Callable[[], Awaitable[Signer]], link_base: str, uid_domain: str,
                  organizer: str = "", max_attempts: int = 6, retry_seconds: float = 30.0,
-                 concurrency: int = 8, lease_seconds: float = 60.0, poll_seconds: float = 0.5
+                 concurrency: int = 8, lease_seconds: float = 60.0, poll_seconds: float = 0.2
                  ) -> None:
         self.resources = resources
         self.store = resources.store
