@@ -35,8 +35,8 @@ def _env(smtp: SmtpSink) -> dict[str, str]:
     return {"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_SMTP_HOST": "127.0.0.1",
             "FHIR_SCHED_SMTP_PORT": str(smtp.port), "FHIR_SCHED_SMTP_SECURITY": "none",
             "FHIR_SCHED_SMTP_FROM": "clinic@clinic.example",
-            # a dead server's claims pass to the next after 5 s (default 60)
-            "FHIR_SCHED_DELIVERY_LEASE_SECONDS": "5"}
+            # a dead server's claims pass to the next after 10 s (default 60)
+            "FHIR_SCHED_DELIVERY_LEASE_SECONDS": "10"}
 
 
 def _due_messages(base: str, n: int, patients: int = 50) -> list[str]:

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from ..context import RequestContext
+from ..errors import FhirError
 from ..ids import unique_id
 from ..metrics import NOTICE_ATTEMPTS, NOTICES
 from ..query import Cond, Entry, Query, SortKey
@@ -45,7 +46,7 @@ from ..scheduling.extensions import hold_expiry
 from ..scheduling.telehealth import join_link
 from ..service.resources import ResourceService
 from ..storage.base import Record, Unit
-from ..storage.errors import StoreUnavailable
+from ..storage.errors import StoreError, StoreUnavailable
 from ..timeutil import format_instant, parse_instant, to_us
 from . import ics
 from . import reminders as r
@@ -60,6 +61,7 @@ OWNER = "notice"
 RETRY_OWNER = "notice-retry"
 MAX_BACKOFF_SECONDS = 3600.0
 MAX_PAGES = 5  # pages of due requests one step looks through for ones it can claim
+RECORD_TRIES = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,11 +214,26 @@ class Delivery:
                                  ) -> None:
                     await self._record(unit, g)
 
-                await self.resources.atomic(record)
+                await self._keep_trying(record)
         finally:
             for task in tasks:
                 task.cancel()
         return len(claimed)
+
+    async def _keep_trying(self, record: Callable[[Unit], Awaitable[None]]) -> None:
+        """Record what was sent, trying again for a while when the store refuses: these
+        messages went out, and a record given up on makes them in doubt, sent again by
+        whoever takes them over once the lease ends."""
+        for attempt in range(RECORD_TRIES):
+            try:
+                await self.resources.atomic(record)
+                return
+            except (StoreError, FhirError) as exc:
+                if attempt == RECORD_TRIES - 1:
+                    raise
+                log.warning("recording sent notices failed (%s); trying again",
+                            type(exc).__name__)
+                await asyncio.sleep(min(0.1 * 2 ** attempt, 2.0))
 
     # -- 1. claim ------------------------------------------------------------------------------
     async def _claim(self, unit: Unit, ids: list[str], now: datetime) -> list[Claimed]:
