@@ -94,9 +94,16 @@ class Notifier:
     async def subscriptions(self, refresh: bool = False) -> dict[str, dict[str, Any]]:
         now = asyncio.get_running_loop().time()
         if refresh or now - self._loaded > REFRESH_SECONDS:
-            page = await self.store.search(Query("Subscription", (Entry("status", (
-                Cond("val", "!=", "off"),)),), count=1000))
-            self._subs = {id_: orjson.loads(body) for id_, body in page.rows}
+            subs: dict[str, dict[str, Any]] = {}
+            after = None
+            while True:  # every one, page by page: none may go untold
+                page = await self.store.search(Query("Subscription", (Entry("status", (
+                    Cond("val", "!=", "off"),)),), count=1000, after=after))
+                subs.update((id_, orjson.loads(body)) for id_, body in page.rows)
+                if page.next_after is None:
+                    break
+                after = page.next_after
+            self._subs = subs
             self._loaded = now
         return self._subs
 
