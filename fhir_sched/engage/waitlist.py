@@ -40,7 +40,7 @@ from ..context import RequestContext
 from ..errors import FhirError
 from ..metrics import WAITLIST_FILL_SECONDS, WAITLIST_OFFERS
 from ..query import Cond, Entry, Query
-from ..scheduling.extensions import HOLD_EXPIRES, set_ext
+from ..scheduling.extensions import HOLD_EXPIRES, hold_expiry, set_ext
 from ..scheduling.guard import patient_actors, resource_actors
 from ..scheduling.topics import TAKING, WAITLIST_OFFER_URL
 from ..service.find import FindRequest, FindService
@@ -159,6 +159,13 @@ class Offerer:
         await forever(self.step, "waitlist offering", log, self.poll_seconds,
                       lambda: self.cursor.settle(False, 0))
 
+    async def _anyone_waiting(self) -> bool:
+        """Whether any waitlist entry exists: one indexed lookup per batch of changes, in
+        place of reading every change's previous version."""
+        page = await self.store.search(Query("Appointment", (
+            Entry("status", (Cond("val", "=", "waitlist"),)),), count=1))
+        return bool(page.rows)
+
     # -- 1. freed time ---------------------------------------------------------------------
     async def note_freed(self) -> int:
         start, changes = await self.cursor.read(self.batch)
@@ -167,7 +174,9 @@ class Offerer:
         end = changes[-1].seq
         windows: list[tuple[str, dict[str, Any]]] = []
         closing: list[tuple[str, str, str | None, str]] = []  # (entry, offer, freed, updated)
-        for rec in changes:
+        # Nobody waiting: no time to offer and no entry to close (an offer's entry waits until
+        # its offer is booked), so the batch's changes need not be read at all.
+        for rec in changes if await self._anyone_waiting() else ():
             if rec.type not in ("Appointment", "Slot"):
                 continue
             old, new = await before_and_after(self.store, rec)
@@ -370,9 +379,6 @@ class Offerer:
 
 
 def _expired(old: dict[str, Any], when: str) -> bool:
-    for ext in old.get("extension") or []:
-        if isinstance(ext, dict) and ext.get("url") == HOLD_EXPIRES:
-            value = ext.get("valueInstant")
-            return isinstance(value, str) and parse_instant(value) <= parse_instant(when)
-    return False
+    expiry = hold_expiry(old)
+    return expiry is not None and parse_instant(expiry) <= parse_instant(when)
 
