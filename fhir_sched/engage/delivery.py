@@ -30,7 +30,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -42,15 +42,17 @@ from ..errors import FhirError
 from ..ids import unique_id
 from ..metrics import NOTICE_ATTEMPTS, NOTICES
 from ..query import Cond, Entry, Query, SortKey
+from ..resources.names import display_name
 from ..scheduling.extensions import hold_expiry
 from ..scheduling.telehealth import join_link
 from ..service.resources import ResourceService
-from ..storage.base import Record, Unit
-from ..storage.errors import StoreError, StoreUnavailable
+from ..storage.base import Unit
+from ..storage.errors import StoreError
 from ..timeutil import format_instant, parse_instant, to_us
 from . import ics
 from . import reminders as r
 from .channels import Channel, Notice, Sent
+from .follow import body_of, forever
 from .links import Signer
 
 log = logging.getLogger("fhir_sched.engage.delivery")
@@ -124,18 +126,7 @@ class Delivery:
 
     async def run(self) -> None:
         try:
-            while True:
-                try:
-                    sent = await self.step()
-                except StoreUnavailable:
-                    sent = 0
-                    await asyncio.sleep(1.0)
-                except Exception as exc:  # a bug must not stop delivery for good
-                    log.error("notice delivery failed: %s", type(exc).__name__)
-                    sent = 0
-                    await asyncio.sleep(1.0)
-                if not sent:
-                    await asyncio.sleep(self.poll_seconds)
+            await forever(self.step, "notice delivery", log, self.poll_seconds)
         finally:
             async def release(unit: Unit) -> None:
                 # Claims of sends cut short: the next process may take them at once (their
@@ -242,7 +233,7 @@ class Delivery:
         lease = format_instant(now + timedelta(seconds=self.lease))
         for id_ in ids:
             rec = await unit.get("CommunicationRequest", id_)
-            body = _body(rec)
+            body = body_of(rec)
             if rec is None or body is None or body.get("status") != "active" or not _due(
                     body, now):
                 continue
@@ -293,7 +284,8 @@ class Delivery:
         appt_ref = next((b.get("reference") for b in body.get("basedOn") or []
                          if str(b.get("reference", "")).startswith("Appointment/")), None)
         appt = await self._read(appt_ref) if appt_ref else None
-        zone = r.zone_of(body, r.patient_zone(patient, ZoneInfo("UTC")))
+        # the zone planned into the request, else the patient's (the same core extension)
+        zone = r.patient_zone(body, r.patient_zone(patient, ZoneInfo("UTC")))
         if appt is None or not appt.get("start"):
             text = _payload_text(body) or "A message from your clinic."
             return Notice(item.id, channel, to, "A message from your clinic", text,
@@ -313,7 +305,7 @@ class Delivery:
             link = f"{self.link_base}/r/{token}"
         when = _when(appt, zone)
         title = event.summary if event else "your appointment"
-        subject, text = _words(kind, title, when, event, link, channel, _payload_text(body))
+        text = _words(kind, title, when, event, link, channel, _payload_text(body))
         subject = _SUBJECTS.get(kind, "{title}, {when}").format(title=title,
                                                                 when=_short_when(appt, zone))
         invitation = None
@@ -321,10 +313,9 @@ class Delivery:
         if kind == "offer" and held_until is not None:
             text = text.replace("{until}", _when_instant(held_until, zone))
         if channel == "email" and event is not None and kind != "offer":
-            attendee = ics.Person(_display(patient) or "Patient", to)
+            attendee = ics.Person(display_name(patient) or "Patient", to)
             organizer = ics.Person("Clinic", self.organizer) if self.organizer else None
-            event = ics.Event(**{**_fields(event), "attendees": (attendee,),
-                                 "organizer": organizer})
+            event = replace(event, attendees=(attendee,), organizer=organizer)
             if kind == "cancellation":
                 event = ics.cancelled(event, stamp=datetime.now(UTC))
             invitation = ics.calendar([event], method=method)
@@ -347,7 +338,7 @@ class Delivery:
         kind, _, id_ = ref.partition("/")
         if not id_:
             return None
-        return _body(await self.store.get(kind, id_))
+        return body_of(await self.store.get(kind, id_))
 
     async def _names(self, appt: dict[str, Any]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -355,7 +346,7 @@ class Delivery:
             ref = str(((p or {}).get("actor") or {}).get("reference") or "")
             if ref.startswith(("Practitioner/", "Location/", "HealthcareService/")):
                 body = await self._read(ref)
-                name = _display(body)
+                name = display_name(body)
                 if name:
                     out[ref] = name
         return out
@@ -389,7 +380,7 @@ class Delivery:
                 if not sent.ok:
                     log.info("notice %s by %s %s: %s", item.id, channel, result, sent.detail)
             if not retry:
-                current = _body(await unit.get("CommunicationRequest", item.id))
+                current = body_of(await unit.get("CommunicationRequest", item.id))
                 if current is not None and current.get("status") == "active":
                     skipped = all(o.skipped for o in outcomes) and not ok
                     after = "completed" if ok else "revoked" if skipped else "on-hold"
@@ -442,13 +433,6 @@ def _communication(item: Claimed, channel: str, status: str, sent: Sent, outcome
     return comm
 
 
-def _body(rec: Record | None) -> dict[str, Any] | None:
-    if rec is None or rec.body is None or rec.deleted:
-        return None
-    body: dict[str, Any] = orjson.loads(rec.body)
-    return body
-
-
 def _due(body: dict[str, Any], now: datetime) -> bool:
     value = body.get("occurrenceDateTime")
     try:
@@ -470,23 +454,6 @@ def _payload_text(body: dict[str, Any]) -> str:
                      if isinstance(p, dict) and p.get("contentString"))
 
 
-def _display(body: dict[str, Any] | None) -> str:
-    if not body:
-        return ""
-    if isinstance(body.get("name"), str):
-        return str(body["name"])
-    for name in body.get("name") or []:
-        if not isinstance(name, dict):
-            continue
-        if name.get("text"):
-            return str(name["text"])
-        parts = [*(name.get("prefix") or []), *(name.get("given") or []), name.get("family")]
-        text = " ".join(str(p) for p in parts if p)
-        if text:
-            return text
-    return ""
-
-
 def _when(appt: dict[str, Any], zone: ZoneInfo) -> str:
     start = parse_instant(str(appt["start"])).astimezone(zone)
     text = f"{start:%A} {start.day} {start:%B %Y}, {start:%H:%M}"
@@ -505,10 +472,6 @@ def _short_when(appt: dict[str, Any], zone: ZoneInfo) -> str:
     return f"{start:%a} {start.day} {start:%b} {start:%H:%M}"
 
 
-def _fields(event: ics.Event) -> dict[str, Any]:
-    return {name: getattr(event, name) for name in event.__dataclass_fields__}
-
-
 _SUBJECTS = {"reminder": "Reminder: {title}, {when}",
              "offer": "A time has opened: {title}, {when}",
              "update": "Moved: {title}, now {when}",
@@ -520,15 +483,15 @@ _LEADS = {"reminder": "This is a reminder of your appointment.",
 
 
 def _words(kind: str, title: str, when: str, event: ics.Event | None, link: str, channel: str,
-           extra: str) -> tuple[str, str]:
-    subject = _SUBJECTS.get(kind, "{title}, {when}").format(title=title, when=when)
+           extra: str) -> str:
+    """The message text (the subject is the caller's: shorter, it names no zone)."""
     if channel == "sms":  # one short text
-        text = f"{subject}."
+        text = _SUBJECTS.get(kind, "{title}, {when}").format(title=title, when=when) + "."
         if link and kind == "offer":
             text += f" Held until {{until}}. Accept or decline: {link}"
         elif link and kind != "cancellation":
             text += f" Confirm or cancel: {link}"
-        return subject, text
+        return text
     lines = [_LEADS.get(kind, extra or "A message about your appointment."), "",
              f"  {title}", f"  When: {when}"]
     if event is not None and event.location:
@@ -541,4 +504,4 @@ def _words(kind: str, title: str, when: str, event: ics.Event | None, link: str,
         lines += ["", {"cancellation": "To stop these messages: ",
                        "offer": "To accept or decline it: "}.get(
             kind, "To confirm, cancel or stop these messages: ") + link]
-    return subject, "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"

@@ -195,7 +195,7 @@ class Planner:
         if any(r.kind_of(b) == kind and b.get("status") in ("active", "completed")
                and r.visit_start(b) == str(appt.get("start")) for b in stored):
             return
-        zone = str(r.zone_of(sent[-1], ZoneInfo("UTC")).key)
+        zone = str(r.patient_zone(sent[-1], ZoneInfo("UTC")).key)  # as the reminder had it
         planned = r.Planned(f"{appointment_id}/{kind}", ("email",), timedelta(0), now, zone)
         rid = r.request_id(planned.key, version)
         if await unit.get("CommunicationRequest", rid) is None:

@@ -214,10 +214,6 @@ def request_body(planned: Planned, appointment_id: str, patient: str, start: str
     }
 
 
-def zone_of(request: Mapping[str, Any], fallback: ZoneInfo) -> ZoneInfo:
-    return patient_zone(request, fallback)  # the same extension, on the request
-
-
 def visit_start(request: Mapping[str, Any]) -> str | None:
     for ext in request.get("extension") or []:
         if isinstance(ext, Mapping) and ext.get("url") == VISIT_START_URL:

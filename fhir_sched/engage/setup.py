@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import time, timedelta
 from urllib.parse import urlsplit
 
+from ..scheduling.notices import parse_leads
 from ..service.booking import BookingService
 from ..service.find import FindService
 from ..service.resources import ResourceService
@@ -15,8 +17,8 @@ from ..settings import Settings
 from .channels import Channel, Email, Sms, Webhook
 from .delivery import Delivery
 from .links import Signer, load_key
-from .notices_config import leads_and_quiet
 from .planner import Planner
+from .reminders import quiet_hours
 from .subscriptions import Notifier
 from .waitlist import Offerer
 
@@ -91,3 +93,18 @@ def engagement(resources: ResourceService, settings: Settings, find: FindService
     if settings.webhook_url:
         channels["webhook"] = Webhook(settings.webhook_url, settings.webhook_secret, timeout)
     return Engagement(resources, settings, channels, find, booking)
+
+
+def leads_and_quiet(settings: Settings) -> tuple[tuple[timedelta, ...], tuple[time, time] | None]:
+    """The server-wide reminder settings, checked at start: a bad ``FHIR_SCHED_REMINDERS`` or
+    ``FHIR_SCHED_QUIET_HOURS`` stops the server with the reason rather than leaving patients
+    unreminded."""
+    try:
+        leads = parse_leads(settings.reminders)
+    except ValueError as exc:
+        raise SystemExit(f"FHIR_SCHED_REMINDERS: {exc}") from None
+    try:
+        quiet = quiet_hours(settings.quiet_hours)
+    except ValueError as exc:
+        raise SystemExit(f"FHIR_SCHED_QUIET_HOURS: {exc}") from None
+    return leads, quiet

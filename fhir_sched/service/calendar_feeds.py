@@ -25,6 +25,7 @@ import orjson
 from ..context import RequestContext
 from ..errors import FhirError
 from ..query import Cond, Entry, Query, SortKey
+from ..resources.names import display_name
 from ..scheduling.booking_rules import TIMEZONE_URL
 from ..scheduling.templates import schedule_zone
 from ..storage.base import DocumentStore, Unit
@@ -149,18 +150,8 @@ class CalendarFeeds:
     async def name_of(self, ref: str) -> str:
         type_, _, id_ = ref.partition("/")
         rec = await self.store.get(type_, id_)
-        body = orjson.loads(rec.body) if rec and rec.body and not rec.deleted else {}
-        if isinstance(body.get("name"), str):
-            return str(body["name"])
-        for name in body.get("name") or []:
-            if isinstance(name, dict):
-                if name.get("text"):
-                    return str(name["text"])
-                parts = [*(name.get("prefix") or []), *(name.get("given") or []),
-                         name.get("family")]
-                if any(parts):
-                    return " ".join(str(p) for p in parts if p)
-        return ""
+        return display_name(orjson.loads(rec.body) if rec and rec.body and not rec.deleted
+                            else None)
 
     async def _zone(self, owner: str) -> ZoneInfo:
         type_, _, id_ = owner.partition("/")
