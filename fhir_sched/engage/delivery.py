@@ -234,7 +234,7 @@ class Delivery:
         for id_ in ids:
             rec = await unit.get("CommunicationRequest", id_)
             body = body_of(rec)
-            if rec is None or body is None or body.get("status") != "active" or not _due(
+            if rec is None or body is None or body.get("status") != "active" or not r.is_due(
                     body, now):
                 continue
             if not await unit.claim(CLAIM + id_, OWNER, self.worker, expires=lease, now=stamp):
@@ -431,14 +431,6 @@ def _communication(item: Claimed, channel: str, status: str, sent: Sent, outcome
         comm["note"].append({"text": "sent again with the same message id: a server stopped "
                                      "between an earlier send and its record (in doubt)"})
     return comm
-
-
-def _due(body: dict[str, Any], now: datetime) -> bool:
-    value = body.get("occurrenceDateTime")
-    try:
-        return isinstance(value, str) and parse_instant(value) <= now
-    except ValueError:
-        return False
 
 
 def _patient_of(body: dict[str, Any]) -> str | None:

@@ -138,7 +138,7 @@ class Planner:
                                                      "extension", "note", "subject",
                                                      "recipient")}})
         for stale in active.values():
-            if _due_passed(stale, now) and appt is not None and appt.get("status") in r.REMINDED:
+            if r.is_due(stale, now) and appt is not None and appt.get("status") in r.REMINDED:
                 continue  # due now and still owed: the delivery worker has it in hand
             await self._put(unit, stale["id"], {**stale, "status": "revoked"})
         if rec is not None and appt is not None and patients:
@@ -205,8 +205,3 @@ class Planner:
     async def _put(self, unit: Unit, id_: str, body: dict[str, Any]) -> None:
         await self.resources.put_in_unit(unit, CTX, "CommunicationRequest", id_, body,
                                          check_refs=False, authorize=False)
-
-
-def _due_passed(request: dict[str, Any], now: datetime) -> bool:
-    value = request.get("occurrenceDateTime")
-    return isinstance(value, str) and parse_instant(value) <= now

@@ -168,6 +168,15 @@ def channels_of(request: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def is_due(request: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a request's time has come (one without a readable time never is)."""
+    value = request.get("occurrenceDateTime")
+    try:
+        return isinstance(value, str) and parse_instant(value) <= now
+    except ValueError:
+        return False
+
+
 def kind_of(request: Mapping[str, Any]) -> str:
     for concept in request.get("category") or []:
         for coding in (concept or {}).get("coding") or []:
