@@ -38,6 +38,7 @@ from .rest.middleware import FrontDoor
 from .rest.observe import Recorder
 from .rest.openapi import docs_page, openapi
 from .rest.operations import operation_routes
+from .rest.publish import publish_file_routes, publish_routes
 from .rest.respond import respond_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
@@ -79,6 +80,7 @@ def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
     r = FhirRoutes(services)
     table: list[tuple[RouteSpec, Handler]] = list(operation_routes(services))
     table += export_routes(services)
+    table += publish_routes(services)
     async def metadata(request: Request) -> Response:
         check_accept(request)
         ctx = context_for(request, settings.public_base, settings.base_path)
@@ -165,6 +167,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     for job_path, job_methods, job_handler in job_routes(core.services):
         router.add(job_path, job_methods, job_handler, listed=False,
                    interaction="$export-job")
+    for file_path, file_methods, file_handler in publish_file_routes(core.services):
+        router.add(file_path, file_methods, file_handler, listed=False,
+                   interaction="$bulk-publish-file")
     fhir: Any = router
     if core.auth is not None:
         # In the trie with the FHIR routes (the gate lets it through without a token), so

@@ -37,6 +37,7 @@ from .service.cds import CdsHooks
 from .service.eligibility import Checker, EligibilityService, HttpChecker, LocalChecker
 from .service.export_jobs import ExportJobs
 from .service.find import FindService
+from .service.publish import Publisher
 from .service.resources import ResourceService
 from .service.search import SearchService
 from .service.series import SeriesBooking
@@ -202,7 +203,8 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
         booking=booking, sweeper=sweeper, audit=audit,
         exports=ExportJobs(store, export_directory(settings),
                            timedelta(hours=settings.export_ttl_hours)),
-        eligibility=eligibility, feeds=CalendarFeeds(store, policy, audit))
+        eligibility=eligibility, feeds=CalendarFeeds(store, policy, audit),
+        publisher=Publisher(store, find, settings))
     bridge = Bridge(services, load_senders(settings))
     doors: tuple[Door, ...] = (MllpDoor(settings, bridge),) if settings.mllp_port else ()
     outbound = Outbound(services, application=settings.hl7v2_application,

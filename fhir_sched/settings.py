@@ -186,6 +186,21 @@ class Settings:
     # delay (doubling), and the heartbeat period of a subscription that names none (0: none).
     subscription_max_attempts: int = 6
     subscription_retry_seconds: int = 5
+    # SMART Scheduling Links ($bulk-publish): which Schedules are published, openly and
+    # without a token: "" (none: the manifest is a 404), "all", or a comma-separated list of
+    # references (Schedule/x, or an actor: Location/x, Practitioner/x, PractitionerRole/x,
+    # HealthcareService/x, Device/x). Schedules of a Patient or RelatedPerson never are.
+    publish: str = ""
+    # Days ahead published (from today), the longest a publication is served before it is
+    # made again (also the Cache-Control max-age), and the most Slots one publication holds.
+    publish_days: int = 28
+    publish_refresh_seconds: int = 60
+    publish_max_slots: int = 250_000
+    # The booking deep link of a published Slot: an http(s) URL template with {schedule},
+    # {start}, {end} and {slot} (URL-encoded); "" publishes no link. And the phone number
+    # published when the Slot's Location (or service) lists none.
+    booking_link: str = ""
+    booking_phone: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -218,6 +233,15 @@ class Settings:
                          or not template.startswith(("https://", "http://"))):
             raise SystemExit("FHIR_SCHED_TELEHEALTH_URL_TEMPLATE must be an http(s) URL with "
                              f"{{room}} in it, got {template!r}")
+        link = values.get("booking_link", "")
+        if link and not link.startswith(("https://", "http://")):
+            raise SystemExit(f"FHIR_SCHED_BOOKING_LINK must be an http(s) URL, got {link!r}")
+        for name, low, high in (("publish_days", 1, 366), ("publish_refresh_seconds", 1, 86400),
+                                ("publish_max_slots", 1, 5_000_000)):
+            value = values.get(name)
+            if value is not None and not low <= value <= high:
+                raise SystemExit(f"FHIR_SCHED_{name.upper()} must be between {low} and "
+                                 f"{high}, got {value}")
         return cls(**values)
 
 

@@ -1,10 +1,10 @@
 """SMART over HTTP: the bearer gate in front of the FHIR base, discovery and the OAuth endpoints.
 
 ``BearerGate`` wraps the FHIR router: every request but the public ones (the
-CapabilityStatement and the SMART configuration) needs a valid bearer token, which becomes the
-request's context (scopes, patient, client) before any handler runs. A missing or bad token is
-a 401 with ``WWW-Authenticate: Bearer`` (RFC 6750); what the scopes do not allow is a 403 from
-the service's policy.
+CapabilityStatement, the SMART configuration and the SMART Scheduling Links publication) needs
+a valid bearer token, which becomes the request's context (scopes, patient, client) before
+any handler runs. A missing or bad token is a 401 with ``WWW-Authenticate: Bearer`` (RFC
+6750); what the scopes do not allow is a 403 from the service's policy.
 
 The OAuth endpoints answer RFC 6749 JSON errors with ``Cache-Control: no-store`` and
 ``Pragma: no-cache`` on every token response, as SMART and Inferno require.
@@ -36,7 +36,9 @@ from ..service.audit import AuditLog
 from ..service.audit import entry as audit_entry
 from .http import read_body, scope_base_url
 
-PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration"})
+PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration", "/$bulk-publish"})
+# SMART Scheduling Links files: open like their manifest (off unless FHIR_SCHED_PUBLISH)
+PUBLIC_PREFIX = "/$bulk-publish/"
 FLOW_COOKIE = "fhir_sched_flow"
 _PAGE_HEADERS = {"content-security-policy": pages.CSP, "x-frame-options": "DENY",
                  "cache-control": "no-store", "referrer-policy": "no-referrer",
@@ -69,7 +71,8 @@ class BearerGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rel = scope["path"][len(self.base_path):]
-        if rel.rstrip("/") in PUBLIC or scope["method"] == "OPTIONS":
+        if (rel.rstrip("/") in PUBLIC or rel.startswith(PUBLIC_PREFIX)
+                or scope["method"] == "OPTIONS"):
             await self.app(scope, receive, send)
             return
         authorization = None

@@ -166,6 +166,20 @@ class _Places:
             p.organizations & self.organizations or p.locations & self.managed)
 
 
+@dataclass(frozen=True, slots=True)
+class Published:
+    """One Schedule's calendar as the Slot publisher needs it (``FindService.calendars_of``)."""
+
+    schedule: dict[str, Any]
+    actor: str
+    calendar: ResourceCalendar
+    zone: ZoneInfo
+    capacity: int
+
+
+_BOOKABLE = ("Practitioner", "PractitionerRole", "Device", "Location")
+
+
 @dataclass(slots=True)
 class _Calendar:
     schedule: dict[str, Any]
@@ -303,6 +317,37 @@ class FindService:
             self.audit.later(audit_entry(ctx.through("operation"), "$find", entity="Appointment",
                                          patient=patient, detail=f"{len(proposals)} offered"))
         return FindResult(proposals, req, total, more, warnings)
+
+    async def calendars_of(self, rows: list[tuple[str, bytes]], lo: datetime, hi: datetime
+                           ) -> list[Published]:
+        """Each usable Schedule of ``rows`` with its resource's calendar over [lo, hi): busy
+        time from the guard's claims, the resource's capacity and buffers by the guard's rule,
+        and the Schedule's stored Slots. What the Slot publisher computes free time from, read
+        exactly as ``$find`` reads it, so both answer alike.
+
+        The calendar is the Schedule's bookable resource's: its Practitioner (or
+        PractitionerRole), else its Device, else its Location; a Schedule of only a
+        HealthcareService has none and is left out.
+        """
+        cals: list[_Calendar] = []
+        for _sid, body in rows:
+            info = self._schedule_info(body)
+            if info is None:
+                continue
+            actor = next((a for t in _BOOKABLE for a in info.actors if a.startswith(t + "/")),
+                         None)
+            if actor is None:
+                continue
+            cal = ResourceCalendar(actor, info.schedule["id"], info.templates, info.horizon,
+                                   [], [])
+            cals.append(_Calendar(info.schedule, actor, info.templates, info.zone, cal))
+        await self._apply_policies(cals)
+        for n in range(0, len(cals), _CHUNK):
+            chunk = cals[n:n + _CHUNK]
+            pad = _pad(chunk)
+            await self._load(chunk, lo - pad, hi + pad, first=True)
+        return [Published(c.schedule, c.actor, c.calendar, c.zone, c.policy.capacity)
+                for c in cals]
 
     async def _search(self, groups: list[list[_Calendar]], start: datetime, end: datetime,
                       duration: timedelta, count: int, avoid: list[tuple[datetime, datetime]],

@@ -17,6 +17,7 @@ from .calendar_feeds import CalendarFeeds
 from .eligibility import EligibilityService
 from .export_jobs import ExportJobs
 from .find import FindService
+from .publish import Publisher
 from .resources import ResourceService
 from .search import SearchService
 from .sweeper import Sweeper
@@ -36,3 +37,4 @@ class Services:
     exports: ExportJobs
     eligibility: EligibilityService
     feeds: CalendarFeeds
+    publisher: Publisher
