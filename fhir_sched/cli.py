@@ -18,6 +18,9 @@ from .settings import Settings
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.demo:
+        # the demo clinic publishes its schedules (SMART Scheduling Links) unless told otherwise
+        os.environ.setdefault("FHIR_SCHED_PUBLISH", "all")
     settings = Settings.from_env(host=args.host, port=args.port, store=args.store,
                                  public_base=args.public_base, mllp_port=args.mllp_port,
                                  allowed_hosts=args.allowed_hosts,

@@ -44,6 +44,12 @@ def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> N
                         headers={"authorization": f"Bearer {token}"})
         assert slots.status_code == 200
         assert len(slots.json()["entry"]) == 5
+        # the demo clinic publishes its slots, openly and with nothing the profiles lack
+        manifest = web.get(f"{base}/$bulk-publish")
+        assert manifest.status_code == 200
+        assert manifest.json()["error"] == []
+        slot_file = next(o["url"] for o in manifest.json()["output"] if o["type"] == "Slot")
+        assert b'"status":"free"' in web.get(slot_file).content
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
