@@ -218,6 +218,48 @@ async def test_tombstones(store: DocumentStore) -> None:
     assert await ids(store, "Patient", Entry("name", (Cond("val", "=", "back"),))) == {"t"}
 
 
+# -- projections for reports ----------------------------------------------------------------------
+def _visit(start: int, status: str, *actors: str) -> list[IndexEntry]:
+    return [IndexEntry("date", lo=start, hi=start + 999_999), IndexEntry("end", lo=start + 1800 *
+            10**6, hi=start + 1800 * 10**6 + 999_999), IndexEntry("status", val=status),
+            IndexEntry("identifier", val="not-asked"),
+            *(IndexEntry("actor", sys=a.split("/")[0], val=a, lo=start, hi=start + 999_999)
+              for a in actors)]
+
+
+async def test_project_gives_the_window_with_only_the_asked_entries(
+        store: DocumentStore) -> None:
+    day = 1_780_000_000 * 10**6
+    await put(store, "Appointment", "in", _visit(day, "booked", "Practitioner/a", "Location/l"),
+              updated="2026-03-01T10:00:00.000Z")
+    await put(store, "Appointment", "edge", _visit(day + 3600 * 10**6, "noshow"))
+    await put(store, "Appointment", "after", _visit(day + 7200 * 10**6, "booked"))
+    await put(store, "Appointment", "before", _visit(day - 1, "booked"))
+    await put(store, "Appointment", "gone", _visit(day, "booked"))
+    await delete(store, "Appointment", "gone")
+    await put(store, "Slot", "other-type", [IndexEntry("date", lo=day, hi=day)])
+    got = {p.id: p for p in await store.project(
+        "Appointment", "date", day, day + 7200 * 10**6, ("status", "actor", "end"), 100)}
+    assert set(got) == {"in", "edge"}
+    first = got["in"]
+    assert (first.lo, first.hi, first.updated) == (day, day + 999_999,
+                                                   "2026-03-01T10:00:00.000Z")
+    assert sorted(first.entries) == [
+        ("actor", "Location", "Location/l", day), ("actor", "Practitioner", "Practitioner/a", day),
+        ("end", None, None, day + 1800 * 10**6), ("status", None, "booked", None)]
+    assert len(await store.project("Appointment", "date", 0, 2**62, ("status",), 2)) == 2
+
+
+async def test_first_versions_tell_when_each_resource_was_first_stored(
+        store: DocumentStore) -> None:
+    await put(store, "Appointment", "v", updated="2026-03-01T01:00:00.000Z")
+    await put(store, "Appointment", "v", updated="2026-03-02T01:00:00.000Z")
+    await put(store, "Appointment", "w", updated="2026-03-03T01:00:00.000Z")
+    assert await store.first_versions("Appointment", ["v", "w", "unknown"]) == {
+        "v": "2026-03-01T01:00:00.000Z", "w": "2026-03-03T01:00:00.000Z"}
+    assert await store.first_versions("Appointment", []) == {}
+
+
 # -- history ------------------------------------------------------------------------------------
 async def test_history_order_filters_and_paging(store: DocumentStore) -> None:
     await put(store, "Patient", "h1", updated=stamp(10))

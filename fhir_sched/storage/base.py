@@ -127,6 +127,22 @@ class OutboundEntry:
     created: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Projected:
+    """One resource as a report reads it: a few of its index entries, not its body.
+
+    ``lo``/``hi`` are the range of the date parameter the projection selected on (microseconds
+    since the epoch, UTC); ``updated`` is the current version's ``meta.lastUpdated``;
+    ``entries`` are ``(param, sys, val, lo)`` of the parameters asked for, in no set order.
+    Aggregates over a year of appointments read these instead of parsing every JSON body."""
+
+    id: str
+    updated: str
+    lo: int
+    hi: int
+    entries: tuple[tuple[str, str | None, str | None, int | float | None], ...]
+
+
 # One write of a unit: the record, its index entries and the version it expects (see ``write``).
 Write = tuple[Record, list[IndexEntry], int | None]
 
@@ -272,6 +288,18 @@ class DocumentStore(Protocol):
         ...
 
     async def search(self, query: Query) -> Page: ...
+
+    async def project(self, type_: str, date_param: str, lo: int, hi: int,
+                      params: Sequence[str], limit: int) -> list[Projected]:
+        """Every live ``type_`` resource whose ``date_param`` entry starts in ``[lo, hi)``
+        (microseconds), at most ``limit`` of them, in no set order, each with its entries of
+        ``params``: the few fields a measure needs, from the index, without reading a body."""
+        ...
+
+    async def first_versions(self, type_: str, ids: Sequence[str]) -> dict[str, str]:
+        """id -> ``updated`` of version 1 (when the server first stored it), from the change
+        log, for those of ``ids`` that have one."""
+        ...
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]: ...
 

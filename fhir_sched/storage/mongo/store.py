@@ -86,7 +86,15 @@ from pymongo.write_concern import WriteConcern
 from ...logsafe import describe
 from ...metrics import STORE_RETRIES, timed_store
 from ...query import IndexEntry, Page, Query
-from ..base import AuditEntry, InboundEntry, OutboundEntry, Record, Write, stored_origin
+from ..base import (
+    AuditEntry,
+    InboundEntry,
+    OutboundEntry,
+    Projected,
+    Record,
+    Write,
+    stored_origin,
+)
 from ..errors import QueryTimedOut, StoreUnavailable, VersionConflict
 from . import inbox, outbox
 from .query import (
@@ -628,6 +636,57 @@ class MongoStore:
                     _search(self.resources, None, query, max(1, int(budget * 1000))), budget)
             except (TimeoutError, ExecutionTimeout) as exc:
                 raise QueryTimedOut(budget) from exc
+
+    @timed_store("mongodb", "project")
+    async def project(self, type_: str, date_param: str, lo: int, hi: int,
+                      params: Sequence[str], limit: int) -> list[Projected]:
+        """One aggregation: the window through the ``idx_lo`` index, and of each document
+        only its id, ``updated`` and the wanted entries (``$filter`` on the server), never
+        the body; within the search budget as ``search`` is."""
+        wanted = [date_param, *params]
+        pipeline: Pipeline = [
+            {"$match": {"type": type_, "deleted": False, "idx": {"$elemMatch": {
+                "p": date_param, "lo": {"$gte": lo, "$lt": hi}}}}},
+            {"$limit": limit},
+            {"$project": {"_id": 0, "id": 1, "updated": 1, "idx": {"$filter": {
+                "input": {"$ifNull": ["$idx", []]}, "as": "e",
+                "cond": {"$in": ["$$e.p", wanted]}}}}},
+        ]
+        budget = self.search_seconds
+
+        async def run() -> list[Doc]:
+            cursor = await self.resources.aggregate(
+                pipeline, maxTimeMS=max(1, int(budget * 1000)), batchSize=10_000)
+            return cast(list[Doc], await cursor.to_list())
+
+        async with _available():
+            try:
+                docs = await asyncio.wait_for(run(), budget)
+            except (TimeoutError, ExecutionTimeout) as exc:
+                raise QueryTimedOut(budget) from exc
+        out: list[Projected] = []
+        for doc in docs:
+            start = end = None
+            entries = []
+            for e in doc.get("idx") or ():
+                if e["p"] == date_param and start is None and e.get("lo") is not None \
+                        and lo <= e["lo"] < hi:
+                    start, end = int(e["lo"]), int(e.get("hi", e["lo"]))
+                if e["p"] in params:
+                    entries.append((e["p"], e.get("s"), e.get("v"), e.get("lo")))
+            if start is not None and end is not None:
+                out.append(Projected(doc["id"], doc["updated"], start, end, tuple(entries)))
+        return out
+
+    async def first_versions(self, type_: str, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        async with _available():
+            for n in range(0, len(ids), 1000):
+                docs = await self.changes.find(
+                    {"type": type_, "id": {"$in": list(ids[n:n + 1000])}, "version": 1},
+                    {"_id": 0, "id": 1, "updated": 1}).to_list()
+                out.update((d["id"], d["updated"]) for d in docs)
+        return out
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]:
         async with _available():

@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 from ...metrics import timed_store
 from ...query import Page, Query
-from ..base import AuditEntry, InboundEntry, OutboundEntry, Record
+from ..base import AuditEntry, InboundEntry, OutboundEntry, Projected, Record
 from ..errors import QueryTimedOut, StoreUnavailable
-from . import audit, changes, inbox, outbox, schema
+from . import audit, changes, inbox, outbox, project, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
 from .checkpoint import Checkpointer
 from .faults import translate
@@ -237,6 +237,31 @@ class SqliteStore:
     async def explain(self, query: Query) -> list[str]:
         """The plan SQLite chooses for ``search(query)``'s page (diagnostics, benchmarks)."""
         return await self._read(lambda c: explain(c, query))
+
+    @timed_store("sqlite", "project")
+    async def project(self, type_: str, date_param: str, lo: int, hi: int,
+                      params: Sequence[str], limit: int) -> list[Projected]:
+        """On a reader thread within the search budget, as ``search`` is."""
+        budget = self.search_seconds
+        deadline = time.monotonic() + budget
+
+        def run(c: sqlite3.Connection) -> list[Projected]:
+            c.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
+            try:
+                return project.project(c, type_, date_param, lo, hi, params, limit)
+            except sqlite3.OperationalError as exc:
+                if str(exc) == "interrupted":
+                    raise QueryTimedOut(budget) from exc
+                raise
+            finally:
+                c.set_progress_handler(None, 0)
+
+        return await self._read(run)
+
+    async def first_versions(self, type_: str, ids: Sequence[str]) -> dict[str, str]:
+        if not ids:
+            return {}
+        return await self._read(lambda c: project.first_versions(c, type_, ids))
 
     async def claim_keys(self, prefix: str) -> list[tuple[str, str, str]]:
         def run(c: sqlite3.Connection) -> list[tuple[str, str, str]]:
