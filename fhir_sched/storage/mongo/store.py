@@ -657,7 +657,7 @@ class MongoStore:
         async def run() -> list[Doc]:
             cursor = await self.resources.aggregate(
                 pipeline, maxTimeMS=max(1, int(budget * 1000)), batchSize=10_000)
-            return cast(list[Doc], await cursor.to_list())
+            return await cursor.to_list()
 
         async with _available():
             try:
