@@ -38,6 +38,7 @@ from .rest.middleware import FrontDoor
 from .rest.observe import Recorder
 from .rest.openapi import docs_page, openapi
 from .rest.operations import operation_routes
+from .rest.public_view import PublicView
 from .rest.publish import publish_file_routes, publish_routes
 from .rest.respond import respond_routes
 from .rest.router import FhirRouter
@@ -67,10 +68,13 @@ def statement_of(core: Core, specs: list[RouteSpec], base_url: str) -> dict[str,
               "max-appointment-hours": settings.max_appointment_hours,
               "max-recorded-appointment-hours": settings.max_recorded_appointment_hours,
               "max-series-occurrences": settings.max_series_occurrences}
+    public = settings.public_view_per_minute if core.auth and settings.public_view else None
+    if public is not None:
+        limits["public-requests-per-minute"] = public
     return capability_statement(
         specs, base_url, {**{t: capability_entry(t) for t in CONFORMANCE_TYPES},
                           "AuditEvent": audit_capability_entry()},
-        core.auth.oauth_uris() if core.auth else None, limits)
+        core.auth.oauth_uris() if core.auth else None, limits, public)
 
 
 def build_routes(core: Core) -> list[tuple[RouteSpec, Handler]]:
@@ -178,7 +182,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
         router.add("/.well-known/smart-configuration", ("GET",),
                    configuration_endpoint(core.auth), listed=False,
                    interaction="smart-configuration")
-        fhir = BearerGate(router, core.auth, settings.base_path, settings.public_base)
+        fhir = BearerGate(router, core.auth, settings.base_path, settings.public_base,
+                          PublicView(settings.public_view_per_minute)
+                          if settings.public_view else None)
     # One Starlette route hands the whole FHIR base to the trie dispatcher; it runs inside the
     # app's exception middleware, so FhirError and friends still render as OperationOutcomes.
     app.router.routes.append(Route(settings.base_path + "{rest:path}", fhir))
@@ -232,7 +238,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
                            "if-none-match", "if-none-exist", "if-modified-since",
                            "x-request-id"],
             expose_headers=["location", "etag", "content-location", "last-modified",
-                            "x-request-id", "www-authenticate"], max_age=600)
+                            "x-request-id", "www-authenticate", "retry-after"], max_age=600)
     known = frozenset(r.path for r in app.router.routes if isinstance(r, Route)
                       and "{" not in r.path)
     # Host checks only without --base-url: with it, every link is built from that URL.

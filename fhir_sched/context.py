@@ -29,6 +29,10 @@ class RequestContext:
     patient: str | None = None
     door: Door = "rest"
     base_url: str = ""
+    # A request without a token let in by the public view (auth on, FHIR_SCHED_PUBLIC_VIEW):
+    # the authorization layer lets it read the clinic directory and ask $find for time, with
+    # no patient, and nothing else (``service.authorization.PUBLIC_TYPES``).
+    public: bool = False
     # Callers allowed to book past capacity (front desk override), recorded on the Appointment.
     may_overbook: bool = False
     # The caller is a calendar of record (the server itself, an EHR feed that owns the
@@ -45,6 +49,15 @@ class RequestContext:
         """The server acting on its own behalf (sweeper, demo loader, import): ``job`` names
         which part, as the subject of what it writes."""
         return cls(subject=f"system/{job}", door="system", may_overbook=True, of_record=True)
+
+    @classmethod
+    def anonymous(cls, *, base_url: str, request_id: str | None = None) -> RequestContext:
+        """The context of a request the public view lets in without a token: no grant, no
+        patient, read-only on the directory (the policy decides from ``public``)."""
+        if request_id:
+            return cls(request_id=request_id, subject="anonymous", base_url=base_url,
+                       public=True)
+        return cls(subject="anonymous", base_url=base_url, public=True)
 
     def through(self, door: Door) -> RequestContext:
         """The same caller, entering by another door (a REST request running an operation)."""

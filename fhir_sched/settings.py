@@ -141,6 +141,12 @@ class Settings:
     cors_origins: str = ""
     # Sign-in attempts accepted per client address per minute (then 429).
     auth_logins_per_minute: int = 20
+    # With auth on, requests without a token may read the clinic directory and ask $find for
+    # free time (no patient): what a booking widget on the clinic's site shows before sign-in
+    # (rest/public_view.py). "off": every request needs a token. Requests per client address
+    # per minute (the socket peer: no proxy header is trusted), then 429.
+    public_view: bool = True
+    public_view_per_minute: int = 120
     # Reminders (issue 15): lead times for visit types that name none ("72h,24h"; m h d; empty:
     # none), and the quiet hours in the patient's zone when none go out (empty: none; a
     # reminder due then goes out before they begin).
@@ -237,7 +243,8 @@ class Settings:
         if link and not link.startswith(("https://", "http://")):
             raise SystemExit(f"FHIR_SCHED_BOOKING_LINK must be an http(s) URL, got {link!r}")
         for name, low, high in (("publish_days", 1, 366), ("publish_refresh_seconds", 1, 86400),
-                                ("publish_max_slots", 1, 5_000_000)):
+                                ("publish_max_slots", 1, 5_000_000),
+                                ("public_view_per_minute", 1, 1_000_000)):
             value = values.get(name)
             if value is not None and not low <= value <= high:
                 raise SystemExit(f"FHIR_SCHED_{name.upper()} must be between {low} and "

@@ -391,7 +391,7 @@ def test_with_auth_on_the_publication_is_open_and_the_rest_is_not(world: Servers
     r = httpx.get(f"{world.secured.base}/$bulk-publish")
     assert r.status_code == 200, r.text
     assert httpx.get(r.json()["output"][0]["url"]).status_code == 200
-    assert httpx.get(f"{world.secured.base}/Schedule").status_code == 401
+    assert httpx.get(f"{world.secured.base}/Slot").status_code == 401  # Schedule: public view
 
 
 def test_only_the_chosen_schedules_are_published(world: Servers) -> None:

@@ -134,7 +134,7 @@ def test_an_unusable_authorization_header_is_401_invalid_token(smart: ServerProc
 
 def test_every_door_is_closed_without_a_token(smart: ServerProcess) -> None:
     for method, path in [("GET", "/Slot/x"), ("POST", "/Patient"), ("POST", "/"),
-                         ("GET", "/_history"), ("POST", "/Appointment/$find"),
+                         ("GET", "/_history"), ("POST", "/Appointment/$book"),
                          ("DELETE", "/Patient/x"), ("GET", "/StructureDefinition")]:
         response = web.request(method, f"{smart.base}{path}", json={})
         assert response.status_code == 401, (method, path, response.status_code)

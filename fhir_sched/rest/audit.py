@@ -50,6 +50,8 @@ _OUTCOME_TEXT = {"0": "Success", "4": "Minor failure", "8": "Serious failure",
 
 def may_read(ctx: RequestContext) -> None:
     grant = ctx.grant
+    if ctx.public:  # no grant, but no staff either: the public view never reads the trail
+        raise FhirError(403, "forbidden", "the audit trail needs a bearer token")
     if grant is None:
         return
     letters_ok = [s for s in grant.resource if s.type == "AuditEvent" and s.level != "patient"

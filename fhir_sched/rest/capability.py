@@ -16,6 +16,7 @@ from ..conformance_files import load
 from ..resources import HOSTED_TYPES
 from ..scheduling.topics import TOPICS
 from ..search.params import params_for
+from ..service.authorization import PUBLIC_TYPES
 from ..service.find import LIMITS as FIND_LIMITS
 from ..timeutil import now_instant
 
@@ -49,14 +50,30 @@ BACKPORT_SERVER = BACKPORT + "CapabilityStatement/backport-subscription-server-r
 LIMITS_URL = "https://fhir-sched.org/fhir/StructureDefinition/request-limits"
 
 
+def public_text(per_minute: int) -> str:
+    """The public view in words, for ``rest.documentation`` and ``rest.security``."""
+    return ("Public view: a request without an Authorization header may read and search "
+            f"{', '.join(sorted(PUBLIC_TYPES))} (never a Schedule of a patient) and ask "
+            "Appointment/$find (GET or POST) for free time without patient-reference, "
+            "insurance-reference or referral-identifier (403 naming the parameter); an include, "
+            "chain or _has reaching another type is refused or left out. At most "
+            f"{per_minute} such requests a minute per client address (public-requests-per-"
+            "minute), then 429 with Retry-After. A request with a token, even an invalid one, "
+            "is judged by its token.")
+
+
 def capability_statement(routes: list[RouteSpec], base_url: str,
                          read_only: dict[str, dict[str, Any]] | None = None,
                          oauth_uris: dict[str, str] | None = None,
-                         limits: dict[str, int] | None = None) -> dict[str, Any]:
+                         limits: dict[str, int] | None = None,
+                         public_view: int | None = None) -> dict[str, Any]:
     """``read_only``: entries for routed types that are not hosted (the conformance
     definitions), by type; their interactions still come from the routes. ``oauth_uris``: the
     SMART endpoints when auth is on, published in ``rest.security`` (the oauth-uris extension is
-    deprecated in SMART 2 but is all that Python fhirclient reads)."""
+    deprecated in SMART 2 but is all that Python fhirclient reads). ``public_view``: the
+    requests per minute the public view allows an address without a token, when it is on
+    (auth on); told in ``rest.documentation`` and ``rest.security``, so a widget's author
+    learns from /metadata what works before sign-in."""
     cs = dict(load("CapabilityStatement-base.json"))
     cs["date"] = now_instant()
     cs["software"] = {**cs.get("software", {}), "version": __version__}
@@ -122,6 +139,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
     if limits:
         documentation += (" Limits per request, refused with a 4xx before any work: " +
                           ", ".join(f"{k} {v}" for k, v in limits.items()) + ".")
+    public = public_text(public_view) if public_view is not None and oauth_uris else ""
+    if public:
+        documentation += " " + public
     rest: dict[str, Any] = {
         "mode": "server",
         "documentation": documentation,
@@ -140,7 +160,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
                 "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                 "code": "SMART-on-FHIR"}], "text": "SMART on FHIR (App Launch 2.2)"}],
             "description": "Every request except the CapabilityStatement and the SMART "
-                           "configuration needs a bearer token from the token endpoint.",
+                           "configuration needs a bearer token from the token endpoint" + (
+                               f", except those of the public view. {public}" if public
+                               else "."),
             "extension": [{
                 "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
                 "extension": [{"url": k, "valueUri": v} for k, v in oauth_uris.items()]}],

@@ -4,7 +4,9 @@
 CapabilityStatement, the SMART configuration and the SMART Scheduling Links publication) needs
 a valid bearer token, which becomes the request's context (scopes, patient, client) before
 any handler runs. A missing or bad token is a 401 with ``WWW-Authenticate: Bearer`` (RFC
-6750); what the scopes do not allow is a 403 from the service's policy.
+6750); what the scopes do not allow is a 403 from the service's policy. With the public view
+on (``public_view.py``), a request with no Authorization header at all that reads the
+directory or asks ``$find`` runs as the anonymous public context instead, rate limited.
 
 The OAuth endpoints answer RFC 6749 JSON errors with ``Cache-Control: no-store`` and
 ``Pragma: no-cache`` on every token response, as SMART and Inferno require.
@@ -35,6 +37,7 @@ from ..ids import unique_id
 from ..service.audit import AuditLog
 from ..service.audit import entry as audit_entry
 from .http import read_body, scope_base_url
+from .public_view import PublicView, admits
 
 PUBLIC = frozenset({"/metadata", "/.well-known/smart-configuration", "/$bulk-publish"})
 # SMART Scheduling Links files: open like their manifest (off unless FHIR_SCHED_PUBLISH)
@@ -63,11 +66,13 @@ def unauthorized(reason: str) -> FhirError:
 class BearerGate:
     """ASGI wrapper: authenticates, then hands the request to ``app`` with its context."""
 
-    def __init__(self, app: ASGIApp, auth: SmartAuth, base_path: str, public_base: str) -> None:
+    def __init__(self, app: ASGIApp, auth: SmartAuth, base_path: str, public_base: str,
+                 public: PublicView | None = None) -> None:
         self.app = app
         self.auth = auth
         self.base_path = base_path
         self.public_base = public_base
+        self.public = public  # the public view, None when off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rel = scope["path"][len(self.base_path):]
@@ -81,10 +86,17 @@ class BearerGate:
                 authorization = value.decode("latin-1")
                 break
         state = scope.setdefault("state", {})
+        base_url = scope_base_url(scope, self.public_base, self.base_path)
+        if authorization is None and self.public is not None and admits(scope["method"], rel):
+            client = scope.get("client")
+            self.public.throttle(client[0] if client else "unknown")
+            state["fhir_ctx"] = RequestContext.anonymous(
+                base_url=base_url, request_id=state.get("request_id"))
+            await self.app(scope, receive, send)
+            return
         try:
             ctx = await self.auth.context(
-                authorization, request_id=state.get("request_id"),
-                base_url=scope_base_url(scope, self.public_base, self.base_path))
+                authorization, request_id=state.get("request_id"), base_url=base_url)
         except InvalidToken as exc:
             raise unauthorized(str(exc)) from None
         state["fhir_ctx"] = ctx

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import FhirError
-from ..query import AnyOf, Cond, Entry, Expr
+from ..query import AnyOf, Cond, Entry, Expr, Not
 from .extract import reference_targets
 
 # R4 CompartmentDefinition "patient": resource type -> search parameters linking it to Patient.
@@ -53,3 +53,23 @@ def in_compartment(type_: str, resource: dict[str, Any], patient_ref: str) -> bo
         return True
     params = PATIENT_COMPARTMENT.get(type_, ())
     return any(patient_ref in reference_targets(type_, p, resource) for p in params)
+
+
+def in_some_compartment(type_: str, resource: dict[str, Any]) -> bool:
+    """Whether ``resource`` is in any patient's compartment (a Schedule of a Patient): what
+    a caller bound to no patient, the public view, must never be shown."""
+    params = PATIENT_COMPARTMENT.get(type_, ())
+    if type_ == "Patient":
+        return True
+    return any(ref.startswith("Patient/") for p in params
+               for ref in reference_targets(type_, p, resource))
+
+
+def outside_compartments(type_: str) -> tuple[Expr, ...]:
+    """The condition "in no patient's compartment" for a search on ``type_`` (none for a type
+    outside the compartment): put in the query itself, so counts and pages are right."""
+    params = PATIENT_COMPARTMENT.get(type_)
+    if not params:
+        return ()
+    entries = tuple(Entry(p, (Cond("sys", "=", "Patient"),)) for p in params)
+    return (Not(entries[0] if len(entries) == 1 else AnyOf(entries)),)

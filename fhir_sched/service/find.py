@@ -229,6 +229,22 @@ def _iso_in(dt: datetime, zone: ZoneInfo) -> str:
 
 
 
+# The $find inputs that name a patient or read their records (their appointments, age,
+# referrals, Coverages): a public context, which proves no one's identity, may give none.
+_PATIENT_INPUTS = (("patient", "patient-reference"), ("insurance", "insurance-reference"),
+                   ("referral", "referral-identifier"))
+
+
+def _no_patient_data(req: FindRequest) -> None:
+    """A 403 naming the first patient input of a request without a token: free time is
+    public, whose time it is (and whether a patient may book it) is not."""
+    for attr, name in _PATIENT_INPUTS:
+        if getattr(req, attr):
+            raise FhirError(403, "forbidden", f"parameter '{name}' reads a patient's records; "
+                            "without a bearer token $find answers only free time, for no "
+                            "patient (sign in as the patient to give it)", expression=[name])
+
+
 class FindService:
     def __init__(self, store: DocumentStore, authorizer: Authorizer) -> None:
         self.store = store
@@ -239,6 +255,8 @@ class FindService:
 
     async def find(self, ctx: RequestContext, req: FindRequest) -> FindResult:
         self.authorizer.check(ctx, Interaction.OPERATION, "Appointment", operation="find")
+        if ctx.public:
+            _no_patient_data(req)
         if ctx.patient is not None:
             # a caller confined to one patient finds time for that patient only
             others = [p for p in req.patient if p.removeprefix("Patient/") != ctx.patient

@@ -20,7 +20,7 @@ from ..context import RequestContext
 from ..errors import FhirError, bad_request
 from ..query import AllOf, AnyOf, Chain, Cond, Entry, Expr, Has, Not, Query
 from ..resources import HOSTED_TYPES, get_type, is_hosted
-from ..search.compartment import PATIENT_COMPARTMENT, compartment_filter
+from ..search.compartment import PATIENT_COMPARTMENT, compartment_filter, outside_compartments
 from ..search.extract import reference_targets
 from ..search.params import params_for
 from ..search.parse import ParsedSearch, SearchLimits, parse_search
@@ -123,6 +123,8 @@ class SearchService:
         auth.check(ctx, Interaction.SEARCH, type_)
         if ctx.patient is not None and type_ in PATIENT_COMPARTMENT:
             where = (*where, *compartment_filter(type_, ctx.patient))
+        elif ctx.public:  # a patient's Schedules: left out of the count, not just the page
+            where = (*where, *outside_compartments(type_))
         parsed = parse_search(type_, pairs, strict=strict, default_count=self.default_count,
                               max_count=self.max_count, base_url=base_url, extra_where=where,
                               limits=self.limits)
