@@ -23,6 +23,7 @@ import pytest
 from fhir_sched.errors import FhirError
 from fhir_sched.rest.public_view import admits
 from fhir_sched.rest.throttle import TokenBuckets
+from fhir_sched.scheduling.booking_rules import RULE_SYSTEM, clinic_phone
 from fhir_sched.service.authorization import Interaction, check_public
 from tests.support import web
 from tests.support.launch import REDIRECT, Browser, add_user, pkce
@@ -301,6 +302,70 @@ def test_the_capability_statement_states_the_public_view(clinic: Clinic) -> None
         assert "Public view" in text and "HealthcareService" in text and "$find" in text
 
 
+# -- a visit type booked by phone ---------------------------------------------------------------
+
+_used: list[datetime] = []
+
+
+def _proposal(c: Clinic, code: str) -> dict[str, Any]:
+    """A free time of ``code`` for alice, not one an earlier test took."""
+    options = _entries(_find(c, code, c.admin, _count="50"), "Appointment")
+    option = next(o for o in options if not any(
+        abs(datetime.fromisoformat(o["start"]) - u) < timedelta(minutes=30) for u in _used))
+    _used.append(datetime.fromisoformat(option["start"]))
+    return {**option, "participant": [*option["participant"], {
+        "actor": {"reference": c.alice}, "status": "accepted"}]}
+
+
+def _rest(c: Clinic, appt: dict[str, Any], who: dict[str, str]) -> httpx.Response:
+    body = {k: v for k, v in appt.items() if k not in ("id", "meta")}
+    return web.post(f"{c.base}/Appointment", json={**body, "status": "booked"}, headers=who)
+
+
+def _hold(c: Clinic, appt: dict[str, Any], who: dict[str, str]) -> httpx.Response:
+    return web.post(f"{c.base}/Appointment/$hold",
+                    json=parameters(("appt-resource", appt)), headers=who)
+
+
+def _book(c: Clinic, appt: dict[str, Any], who: dict[str, str]) -> httpx.Response:
+    return web.post(f"{c.base}/Appointment/$book",
+                    json=parameters(("appt-resource", appt)), headers=who)
+
+
+DOORS = {"rest": _rest, "$hold": _hold, "$book": _book}
+
+
+@pytest.mark.parametrize("door", DOORS)
+def test_a_patient_token_cannot_book_a_phone_only_visit_and_is_told_the_phone(
+        clinic: Clinic, door: str) -> None:
+    r = DOORS[door](clinic, _proposal(clinic, "by-phone"), clinic.patient_token)
+    assert r.status_code == 422, r.text
+    issue = _issue(r)
+    assert issue["details"]["coding"][0] == {"system": RULE_SYSTEM, "code": "staff-only",
+                                             "display": "Staff only"}
+    assert f"booked by phone: {PHONE}" in issue["diagnostics"]
+
+
+def test_a_patient_token_books_an_online_visit_type(clinic: Clinic) -> None:
+    r = _book(clinic, _proposal(clinic, "checkup"), clinic.patient_token)
+    assert r.status_code == 200, r.text
+
+
+def test_a_system_token_books_a_phone_only_visit(clinic: Clinic) -> None:
+    r = _book(clinic, _proposal(clinic, "by-phone"), clinic.admin)
+    assert r.status_code == 200, r.text
+
+
+def test_anonymous_find_offers_no_phone_only_visit_and_explains_the_phone(
+        clinic: Clinic) -> None:
+    assert _entries(_find(clinic, "by-phone", clinic.admin), "Appointment")  # staff: offered
+    r = _find(clinic, "by-phone", _explain="true")
+    assert _entries(r, "Appointment") == []
+    [note] = [i for o in _entries(r, "OperationOutcome") for i in o["issue"]]
+    assert note["details"]["coding"][0]["code"] == "staff-only"
+    assert PHONE in note["details"]["text"] or PHONE in note.get("diagnostics", "")
+
+
 # -- the rate limit and the switch (store-independent: SQLite) ------------------------------------
 
 
@@ -413,3 +478,18 @@ def test_the_public_policy_reads_the_directory_and_nothing_else() -> None:
     with pytest.raises(FhirError):
         check_public(Interaction.READ, "Schedule", "s", resource={
             "resourceType": "Schedule", "actor": [{"reference": "Patient/p"}]})
+
+
+async def test_the_clinic_phone_is_the_services_own_else_its_locations() -> None:
+    places = {"a": {"telecom": [{"system": "email", "value": "x@y"}]},
+              "b": {"telecom": [{"system": "phone", "value": "555"}]}}
+
+    async def location(id_: str) -> dict[str, Any] | None:
+        return places.get(id_)
+
+    service: dict[str, Any] = {"location": [{"reference": "Location/a"},
+                                            {"reference": "Location/b"}]}
+    assert await clinic_phone(service, location) == "555"
+    own = {**service, "telecom": [{"system": "phone", "value": "111"}]}
+    assert await clinic_phone(own, location) == "111"
+    assert await clinic_phone({}, location) is None

@@ -13,7 +13,7 @@ core one, an IANA code), else UTC. "Now" is the write's own clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -47,7 +47,9 @@ RULES: tuple[Rule, ...] = (
          "in the clinic's time zone."),
     Rule("staff-only", "selfBooking", "boolean", "Staff only",
          "When false, a patient (a caller confined to a patient compartment) may not book "
-         "this visit type; staff and systems may."),
+         "this visit type online; staff and systems may. The refusal gives the clinic's "
+         "phone (the HealthcareService's telecom, else its Location's), and $find offers a "
+         "patient or a caller without a token nothing of this visit type."),
     Rule("min-age", "minAgeYears", "unsignedInt", "Minimum age",
          "The patient must be at least this many whole years old on the day of the visit."),
     Rule("max-age", "maxAgeYears", "unsignedInt", "Maximum age",
@@ -294,11 +296,46 @@ def rule_window(rules: Rules, now: datetime, zone: ZoneInfo, lo: datetime, hi: d
     return lo, hi
 
 
-def caller_breaches(rules: Rules, visit: str, patient_caller: bool) -> list[Breach]:
+def caller_breaches(rules: Rules, visit: str, patient_caller: bool,
+                    phone: str | None = None) -> list[Breach]:
+    """``phone``: where the patient books instead (``clinic_phone``), told in the refusal so
+    an app can show it rather than a dead end."""
     if patient_caller and not rules.self_booking:
-        return [Breach("staff-only", f"a {visit} visit is booked by the clinic's staff; "
-                       "please call the clinic", "Appointment.appointmentType")]
+        return [Breach("staff-only", staff_only_message(visit, phone),
+                       "Appointment.appointmentType")]
     return []
+
+
+def staff_only_message(visit: str, phone: str | None) -> str:
+    if phone:
+        return f"a {visit} visit is not booked online: this visit is booked by phone: {phone}"
+    return f"a {visit} visit is booked by the clinic's staff; please call the clinic"
+
+
+def phone_of(resource: Mapping[str, Any] | None) -> str | None:
+    """The first phone in ``telecom`` (a HealthcareService's or a Location's)."""
+    for t in (resource or {}).get("telecom") or []:
+        if isinstance(t, Mapping) and t.get("system") == "phone" and isinstance(
+                t.get("value"), str) and t["value"]:
+            return str(t["value"])
+    return None
+
+
+async def clinic_phone(service: Mapping[str, Any],
+                       location: Callable[[str], Awaitable[Mapping[str, Any] | None]]
+                       ) -> str | None:
+    """Where a visit of ``service`` is booked by phone: its own telecom, else that of the
+    first of its Locations (read through ``location``, by id; at most 5 looked at) that
+    lists one. Asked only when a refusal needs it."""
+    phone = phone_of(service)
+    refs = [loc.get("reference") for loc in service.get("location") or []
+            if isinstance(loc, Mapping)]
+    for ref in refs[:5] if phone is None else ():
+        if isinstance(ref, str) and ref.startswith("Location/"):
+            phone = phone_of(await location(ref.split("/", 1)[1]))
+            if phone:
+                break
+    return phone
 
 
 def age_on(birth: date, day: date) -> int:

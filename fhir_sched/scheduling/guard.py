@@ -31,6 +31,7 @@ from .booking_rules import (
     age_breaches,
     authorization_problem,
     caller_breaches,
+    clinic_phone,
     clinic_zone,
     coverage_problem,
     history_breaches,
@@ -449,7 +450,15 @@ async def _visit_rules(unit: Unit, ev: WriteEvent, appt: dict[str, Any],
     rules, name = vt.rules, vt.display or vt.code
     start, zone = parse_instant(appt["start"]), clinic_zone(service)
     found = timing_breaches(rules, name, start, datetime.now(UTC), zone)
-    found += caller_breaches(rules, name, ev.ctx.patient is not None)
+    patient_caller = ev.ctx.patient is not None
+    phone = None
+    if patient_caller and not rules.self_booking:  # refused: tell where to book instead
+        async def location(id_: str) -> dict[str, Any] | None:
+            rec = await unit.get("Location", id_, decides=False)
+            return orjson.loads(rec.body) if rec and rec.body and not rec.deleted else None
+
+        phone = await clinic_phone(service, location)
+    found += caller_breaches(rules, name, patient_caller, phone)
     if rules.needs_patient:
         patient = None
         for ref in patient_actors(appt)[:1]:

@@ -24,6 +24,7 @@ from ..scheduling.booking_rules import (
     Breach,
     authorization,
     birth_date,
+    clinic_phone,
     clinic_zone,
     coverage_period,
     coverage_problem,
@@ -32,6 +33,7 @@ from ..scheduling.booking_rules import (
     referral_problem,
     referral_visits,
     rule_window,
+    staff_only_message,
 )
 from ..scheduling.visit_types import VisitType, codings
 from ..storage.base import DocumentStore
@@ -89,8 +91,15 @@ async def narrow(store: DocumentStore, ctx: RequestContext, patients: list[str],
     if out.hi < hi:
         out.notes.append(Breach("max-advance", f"a {name} visit is not offered after "
                                 f"{format_instant(out.hi)} (its maximum advance booking)"))
-    if ctx.patient is not None and not rules.self_booking:
-        out.empty(Breach("staff-only", f"a {name} visit is booked by the clinic's staff"))
+    if (ctx.patient is not None or ctx.public) and not rules.self_booking:
+        # a patient may not book it online: offered neither to their token nor to a booking
+        # widget before sign-in, which is told (with _explain) where to call instead
+        async def location(id_: str) -> dict[str, Any] | None:
+            rec = await store.get("Location", id_)
+            return orjson.loads(rec.body) if rec and rec.body and not rec.deleted else None
+
+        phone = await clinic_phone(service, location)
+        out.empty(Breach("staff-only", staff_only_message(name, phone)))
         return out
     patient = f"Patient/{patients[0].removeprefix('Patient/')}" if patients else None
     if (rules.needs_patient or rules.needs_referral) and patient is None:
