@@ -27,6 +27,7 @@ from .rest.audit import capability_entry as audit_capability_entry
 from .rest.bulk_export import export_routes, job_routes
 from .rest.capability import RouteSpec, capability_statement
 from .rest.conformance import CONFORMANCE_TYPES, capability_entry, conformance_routes
+from .rest.console import console_routes
 from .rest.errors import HANDLERS
 from .rest.feeds import feed_routes
 from .rest.health import health_routes
@@ -202,6 +203,7 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     if core.engagement is not None:
         app.router.routes.extend(respond_routes(core.engagement))
     app.router.routes.extend(feed_routes(core.services))
+    app.router.routes.extend(console_routes(settings, core.auth is not None))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))
 
     def api_doc(request: Request) -> dict[str, Any]:

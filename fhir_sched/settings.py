@@ -207,6 +207,9 @@ class Settings:
     # published when the Slot's Location (or service) lists none.
     booking_link: str = ""
     booking_phone: str = ""
+    # The front-desk console's CSP frame-ancestors: "" (not framed), or the EHR origins that
+    # embed it (e.g. "https://ehr.example.org").
+    console_frame_ancestors: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
