@@ -183,6 +183,9 @@ class Settings:
     # Join links of virtual visit types: a URL template whose {room} an unguessable room name
     # fills (empty: virtual visits get no link).
     telehealth_url_template: str = ""
+    # The late-cancellation measure: a cancellation less than this many hours before the
+    # visit's start (or after it) is late.
+    late_cancel_hours: int = 24
     # How long a waitlist offer (a hold for the best waiting patient) stays open, in seconds.
     waitlist_offer_seconds: int = 3600
     # Where Subscription notifications may go: https:// always, plus these URL prefixes

@@ -9,6 +9,7 @@ from typing import Any
 from . import (
     book,
     calendar_link,
+    evaluate_measure,
     find,
     hold,
     submit,
@@ -20,4 +21,5 @@ from .base import Operation
 OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.OPERATION,
                                           submit.OPERATION, *calendar_link.OPERATIONS,
                                           subscription_status.OPERATION,
-                                          subscription_events.OPERATION)
+                                          subscription_events.OPERATION,
+                                          evaluate_measure.OPERATION)

@@ -18,6 +18,7 @@ from ..scheduling.topics import TOPICS
 from ..search.params import params_for
 from ..service.authorization import PUBLIC_TYPES
 from ..service.find import LIMITS as FIND_LIMITS
+from ..service.measures import LIMITS as MEASURE_LIMITS
 from ..timeutil import now_instant
 
 
@@ -60,6 +61,13 @@ def public_text(per_minute: int) -> str:
             f"{per_minute} such requests a minute per client address (public-requests-per-"
             "minute), then 429 with Retry-After. A request with a token, even an invalid one, "
             "is judged by its token.")
+
+
+def _operations(ops: dict[str, str]) -> list[dict[str, Any]]:
+    """A type's operations, each with the limits it applies in its documentation."""
+    limits = {"find": FIND_LIMITS, "evaluate-measure": MEASURE_LIMITS}
+    return [{"name": n, "definition": d, **(
+        {"documentation": limits[n]} if n in limits else {})} for n, d in sorted(ops.items())]
 
 
 def capability_statement(routes: list[RouteSpec], base_url: str,
@@ -128,13 +136,12 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
             entry["extension"] = [{"url": TOPIC_CANONICAL, "valueCanonical": topic.url}
                                   for topic in TOPICS]
         if type_ops[t]:
-            entry["operation"] = [{"name": n, "definition": d, **(
-                {"documentation": FIND_LIMITS} if n == "find" else {})}
-                for n, d in sorted(type_ops[t].items())]
+            entry["operation"] = _operations(type_ops[t])
         resources.append(entry)
     for t, fixed in sorted((read_only or {}).items()):
         resources.append({**fixed, "interaction": [{"code": c}
-                                                   for c in sorted(type_interactions[t])]})
+                                                   for c in sorted(type_interactions[t])],
+                          **({"operation": _operations(type_ops[t])} if type_ops[t] else {})})
     documentation = "FHIR R4 JSON and XML. Dates with a time need an offset."
     if limits:
         documentation += (" Limits per request, refused with a 4xx before any work: " +

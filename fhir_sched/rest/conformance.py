@@ -25,7 +25,10 @@ from .capability import RouteSpec
 from .http import FhirResponse, check_accept, context_for, prefer_strict
 
 Handler = Callable[[Request], Awaitable[Response]]
-CONFORMANCE_TYPES = ("CodeSystem", "OperationDefinition", "SearchParameter", "StructureDefinition")
+# Measure: the scheduling KPIs, definitions of what $evaluate-measure computes (read-only for
+# that reason; see service/measures.py).
+CONFORMANCE_TYPES = ("CodeSystem", "Measure", "OperationDefinition", "SearchParameter",
+                     "StructureDefinition")
 # search parameter -> the element it matches exactly (token/uri semantics)
 SEARCH_PARAMS = {"url": "url", "_id": "id", "name": "name", "version": "version"}
 _RESULT_PARAMS = frozenset({"_format", "_count", "_summary", "_elements"})
