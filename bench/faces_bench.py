@@ -12,6 +12,11 @@ Parts, each on a fresh SQLite store and a real ``fhir-sched serve``:
   lists, made from the store (cold; target <= 5 s for 100,000 slots), against the baseline
   the same requests answered from the made publication (warm), in the same run; then a
   publication remade after one more booking.
+- **console**: ``--practitioners`` (60) with Schedules and four visits each per day of the
+  current week, then the console in headless Chromium (Playwright): the first load to
+  interactive (signed in, calendars drawn; target <= 1 s) in a fresh browser, and the week view
+  of every practitioner, read and drawn (target <= 500 ms), against the baseline the same FHIR
+  searches made by a plain HTTP client in the same run.
 - **measures**: ``bench/faces_measures.py`` (a year of appointments and ``$evaluate-measure``).
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -147,6 +153,101 @@ def publish(args: argparse.Namespace) -> list[Row]:
     ]
 
 
+async def _seed_week(base: str, n: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=base, headers=FHIR, timeout=60) as client:
+        sem = asyncio.Semaphore(16)
+        monday = datetime.now(NY).astimezone(ZoneInfo("UTC")).replace(
+            hour=0, minute=0, second=0, microsecond=0)
+        monday -= timedelta(days=monday.weekday())
+
+        async def one(k: int) -> None:
+            async with sem:
+                pid = f"wk-pr-{k}"
+                for res in ({"resourceType": "Practitioner", "id": pid,
+                             "name": [{"given": ["Doc"], "family": f"Number {k:02d}"}]},
+                            {"resourceType": "Schedule", "id": f"wk-sc-{k}", "active": True,
+                             "actor": [{"reference": f"Practitioner/{pid}"}],
+                             "extension": [template("UTC", hours(
+                                 ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+                                 "07:00:00", "19:00:00"))]}):
+                    r = await client.put(f"/{res['resourceType']}/{res['id']}", json=res)
+                    assert r.status_code in (200, 201), r.text
+                for d in range(7):
+                    for v in range(4):
+                        start = monday + timedelta(days=d, hours=8 + 2 * v)
+                        r = await client.post("/Appointment", json={
+                            "resourceType": "Appointment", "status": "booked",
+                            "start": start.isoformat(),
+                            "end": (start + timedelta(minutes=30)).isoformat(),
+                            "participant": [{"actor": {"reference": f"Practitioner/{pid}"},
+                                             "status": "accepted"}]})
+                        assert r.status_code == 201, r.text
+
+        await asyncio.gather(*(one(k) for k in range(n)))
+        return [f"Practitioner/wk-pr-{k}" for k in range(n)]
+
+
+def _api_reads(base: str, refs: list[str]) -> float:
+    """The console's reads for a week of ``refs``, made by a plain HTTP client: the baseline."""
+    monday = datetime.now(ZoneInfo("UTC")).replace(hour=0, minute=0, second=0, microsecond=0)
+    monday -= timedelta(days=monday.weekday())
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=60) as client:
+        for i in range(0, len(refs), 50):
+            chunk = ",".join(refs[i:i + 50])
+            r = client.get("/Appointment", params=[
+                ("actor", chunk), ("date", f"ge{monday.isoformat()}"),
+                ("date", f"lt{(monday + timedelta(days=7)).isoformat()}"),
+                ("status", "booked,pending,arrived,checked-in,fulfilled,noshow,proposed"),
+                ("_include", "Appointment:patient"), ("_count", "1000")])
+            assert r.status_code == 200
+            client.get("/Schedule", params={"actor": chunk, "_count": 1000})
+    return (time.perf_counter() - t0) * 1000
+
+
+def console(args: argparse.Namespace) -> list[Row]:
+    from playwright.sync_api import sync_playwright
+
+    from tests.support.browser import launch
+
+    # the current week's past days too: bookings up to 8 days back are let in
+    past = {"FHIR_SCHED_PAST_GRACE_SECONDS": str(8 * 86400)}
+    with tempfile.TemporaryDirectory() as tmp, Server(Path(tmp) / "console.db", past) as server:
+        refs = asyncio.run(_seed_week(server.base, args.practitioners))
+        origin = server.base.removesuffix("/fhir")
+        loads, weeks = [], []
+        with sync_playwright() as p:
+            browser = launch(p)
+            for _ in range(args.repeat):
+                context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                              timezone_id="UTC")
+                page = context.new_page()
+                page.goto(f"{origin}/console/")
+                page.wait_for_selector("body[data-ready=true]", timeout=30000)
+                loads.append(page.evaluate("window.fsReadyAt"))
+                everyone = json.dumps(refs)
+                page.evaluate(f"localStorage.setItem('fs-chosen', {everyone!r})")
+                page.reload()
+                page.wait_for_selector("body[data-ready=true]", timeout=30000)
+                page.wait_for_function("(window.fsTimings || []).length > 0")
+                t = page.evaluate("window.fsTimings[window.fsTimings.length - 1]")
+                assert t["resources"] == len(refs) and t["entries"] >= 4 * 7 * len(refs)
+                weeks.append(t)
+                context.close()
+            browser.close()
+        api = [_api_reads(server.base, refs) for _ in range(args.repeat)]
+    total = [w["fetch"] + w["render"] for w in weeks]
+    return [
+        ("console first load to interactive p50", f"{pct(loads, 50):.0f} ms", "<= 1000 ms"),
+        (f"week of {len(refs)} practitioners read + drawn p50",
+         f"{pct(total, 50):.0f} ms ({int(weeks[0]['entries'])} visits)", "<= 500 ms"),
+        ("  of which drawn p50", f"{pct([w['render'] for w in weeks], 50):.0f} ms", ""),
+        ("baseline: the same reads by a plain HTTP client p50", f"{pct(api, 50):.0f} ms",
+         "(baseline)"),
+        ("week view / baseline", f"{pct(total, 50) / pct(api, 50):.1f}x", "(reported)"),
+    ]
+
+
 def measures(args: argparse.Namespace) -> list[Row]:
     try:
         from bench import faces_measures
@@ -156,7 +257,7 @@ def measures(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-PARTS = {"publish": publish, "measures": measures}
+PARTS = {"publish": publish, "console": console, "measures": measures}
 
 
 def main() -> None:
@@ -166,6 +267,7 @@ def main() -> None:
     parser.add_argument("--schedules", type=int, default=130)
     parser.add_argument("--bookings", type=int, default=3000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--practitioners", type=int, default=60)
     args = parser.parse_args()
     rows: list[Row] = []
     for name in args.only or list(PARTS):

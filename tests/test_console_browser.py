@@ -368,3 +368,30 @@ def test_the_console_reads_on_a_tablet(browser: Browser, clinic: Clinic) -> None
         _no_serious_violations(page)
     finally:
         context.close()
+
+
+def test_an_ehr_launch_opens_the_console_on_the_ehrs_patient_and_calendar(
+        browser: Browser, clinic: Clinic) -> None:
+    family = f"Launched{uid()}"
+    patient = clinic.patient(family)
+    created = web.post(f"{clinic.origin}/auth/launch", headers=clinic.headers, json={
+        "patient": patient, "fhirContext": [{"reference": clinic.doctors[1]}]})
+    assert created.status_code == 201, created.text
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="UTC")
+    try:
+        page = context.new_page()
+        page.goto(f"{clinic.origin}/console/launch.html?iss={clinic.server.base}"
+                  f"&launch={created.json()['launch']}")
+        page.fill("input[name=username]", "desk")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.click("button[value=allow]")
+        page.wait_for_selector("body[data-ready=true]", timeout=30000)
+        expect(page.locator("header")).to_contain_text(f"Patient: Pat {family}")
+        grid = page.locator("fs-grid")
+        expect(grid.get_by_role("rowheader", name="Dr. Ben Bryce")).to_be_visible()
+        expect(grid.get_by_role("rowheader", name="Dr. Ada Ames")).to_have_count(0)
+        page.get_by_role("button", name="Find & book").click()
+        expect(page.locator("fs-find")).to_contain_text(f"Patient: Pat {family}")
+    finally:
+        context.close()

@@ -35,6 +35,13 @@ export class Fhir {
     this.smart = smart; // a fhirclient Client, or null when the server has auth off
   }
 
+  /** What an EHR launch handed over: the patient open in the EHR and its fhirContext. */
+  get context() {
+    const t = (this.smart && this.smart.state.tokenResponse) || {};
+    return { patient: t.patient ? `Patient/${t.patient}` : null,
+      resources: (t.fhirContext || []).map((c) => c.reference).filter(Boolean) };
+  }
+
   get user() {
     if (!this.smart) return null;
     try {

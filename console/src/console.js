@@ -29,6 +29,7 @@ export class Console extends LitElement {
     entries: { state: true },
     selected: { state: true },
     visitTypes: { state: true },
+    contextPatient: { state: true },
     reschedule: { state: true },
     notice: { state: true },
     live: { state: true },
@@ -78,6 +79,7 @@ export class Console extends LitElement {
     this.entries = [];
     this.selected = null;
     this.visitTypes = [];
+    this.contextPatient = null;
     this.reschedule = null;
     this.notice = "";
     this.live = "";
@@ -95,9 +97,12 @@ export class Console extends LitElement {
     try {
       this.fhir = await connect();
       await Promise.all([this.loadResources(), this.loadVisitTypes()]);
+      await this.takeLaunchContext();
       await this.reload();
       this.since = new Date().toISOString();
       this.poller = setInterval(() => this.poll(), POLL_MS);
+      await this.updateComplete;
+      window.fsReadyAt = performance.now();
       document.body.dataset.ready = "true";
     } catch (err) {
       this.error = err.message || String(err);
@@ -148,6 +153,23 @@ export class Console extends LitElement {
     }
   }
 
+  /** An EHR launch opens the console on what the EHR has on screen: its calendars (the
+   * practitioners, rooms or Schedules in fhirContext) and its patient, ready to book for. */
+  async takeLaunchContext() {
+    const { patient, resources } = this.fhir.context;
+    const known = new Map(this.resources.map((r) => [r.ref, r]));
+    const bySchedule = new Map(this.resources.map((r) => [`Schedule/${r.schedule}`, r.ref]));
+    const shown = resources.map((r) => (known.has(r) ? r : bySchedule.get(r))).filter(Boolean);
+    if (shown.length) this.chosen = new Set(shown);
+    if (patient) {
+      try {
+        this.contextPatient = { ref: patient, name: name(await this.fhir.get(patient)) };
+      } catch {
+        this.contextPatient = { ref: patient, name: patient };
+      }
+    }
+  }
+
   async loadVisitTypes() {
     const { resources } = await this.fhir.searchAll("HealthcareService", {}, 1000);
     const out = [];
@@ -170,19 +192,27 @@ export class Console extends LitElement {
   async reload() {
     const days = this.days;
     this.loading = true;
+    const t0 = performance.now();
+    let t1 = t0;
     try {
       this.entries = await load(this.fhir, [...this.chosen], days[0],
         addDays(days[days.length - 1], 1));
+      t1 = performance.now();
     } finally {
       this.loading = false;
     }
+    // how long reading and drawing took (bench/faces_bench.py reads these)
+    this.updateComplete.then(async () => {
+      const grid = this.shadowRoot.querySelector("fs-grid");
+      if (grid) await grid.updateComplete;
+      (window.fsTimings = window.fsTimings || []).push({ fetch: t1 - t0,
+        render: performance.now() - t1, entries: this.entries.length,
+        resources: this.chosen.size });
+    });
     if (this.selected) {
       // an entry that left the calendar (cancelled) stays open, with what was done to it
       this.selected = this.entries.find((e) => e.key === this.selected.key) || this.selected;
     }
-    this.shadowRoot && this.updateComplete.then(() => {
-      document.body.dataset.rendered = String(Date.now());
-    });
   }
 
   async poll() {
@@ -331,7 +361,7 @@ export class Console extends LitElement {
       return html`<main class="single"><fs-find .fhir=${this.fhir} .visitTypes=${this.visitTypes}
         .practitioners=${this.resources.filter((r) => r.ref.startsWith("Practitioner/"))}
         .names=${Object.fromEntries(this.resources.map((r) => [r.ref, r.name]))}
-        .reschedule=${this.reschedule} @fs-changed=${() => { this.reschedule = null;
+        .reschedule=${this.reschedule} .patient=${this.contextPatient} @fs-changed=${() => { this.reschedule = null;
           this.reload(); }}></fs-find></main>`;
     }
     if (this.tab === "waitlist") {
@@ -355,6 +385,8 @@ export class Console extends LitElement {
         <nav aria-label="Sections"><ul>${TABS.map(([id, words]) => html`<li><button
           aria-current=${this.tab === id ? "page" : "false"} @click=${() => this.go(id)}
           >${words}</button></li>`)}</ul></nav>
+        ${this.contextPatient ? html`<span>Patient: <strong>${this.contextPatient.name}</strong>
+          </span>` : ""}
         <span class="who">${user ? `Signed in as ${user}` : "Auth off"}</span>
       </header>${this.renderTab()}`;
   }

@@ -7,7 +7,7 @@
 // Open times come from the public view of $find (no login, no patient data); booking happens
 // after a SMART standalone patient login with PKCE (npm fhirclient), back on the same page,
 // with one $book for the signed-in patient. A visit type the clinic books only by phone
-// (visit-type patientBooking false) shows its phone number instead. Shadow DOM keeps the
+// (visit-type selfBooking false) shows its phone number instead. Shadow DOM keeps the
 // clinic's styles out and ours in.
 import FHIR from "fhirclient";
 import { LitElement, css, html } from "lit";
@@ -23,7 +23,7 @@ function sub(ext, url) {
 function visitTypes(service) {
   return (service.extension || []).filter((e) => e.url === EXT + "visit-type").map((vt) => {
     const code = (sub(vt, "code") || {}).valueCoding || {};
-    const online = sub(vt, "patientBooking");
+    const online = sub(vt, "selfBooking");
     return { token: code.system ? `${code.system}|${code.code}` : code.code,
       label: code.display || code.code, online: !online || online.valueBoolean !== false };
   });
