@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -395,3 +396,26 @@ def test_an_ehr_launch_opens_the_console_on_the_ehrs_patient_and_calendar(
         expect(page.locator("fs-find")).to_contain_text(f"Patient: Pat {family}")
     finally:
         context.close()
+
+
+def test_the_kpi_screen_charts_a_measure_by_practitioner_with_a_csv(desk: Page, clinic: Clinic
+                                                                    ) -> None:
+    clinic.booking(clinic.doctors[0], clinic.patient(f"Kpi{uid()}"), _day(8, 9))
+    desk.get_by_role("button", name="KPIs").click()
+    kpis = desk.locator("fs-kpis")
+    kpis.get_by_label("Measure").select_option(label="Fill rate")
+    kpis.get_by_label("By").select_option("practitioner")
+    kpis.get_by_label("From", exact=True).fill(_day(1, 0).date().isoformat())
+    kpis.get_by_label("To", exact=True).fill(_day(13, 0).date().isoformat())
+    kpis.get_by_role("button", name="Show").click()
+    row = kpis.get_by_role("row").filter(has_text="Dr. Ada Ames")
+    expect(row).to_be_visible()
+    assert float(row.get_by_role("cell").nth(1).inner_text()) > 0  # Ada has bookings
+    expect(kpis.get_by_role("img", name="Fill rate by practitioner")).to_be_visible()
+    screenshot(desk, "console-kpis")
+    _no_serious_violations(desk)
+    with desk.expect_download() as download:
+        kpis.get_by_role("link", name="Download CSV").click()
+    text = Path(download.value.path()).read_text()
+    assert text.splitlines()[0] == '"stratum","score","denominator"'
+    assert "Dr. Ada Ames" in text

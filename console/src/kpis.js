@@ -24,6 +24,7 @@ function score(x) {
 export class Kpis extends LitElement {
   static properties = {
     fhir: { attribute: false },
+    resources: { attribute: false }, // the console's calendars, to name strata
     measures: { state: true },
     report: { state: true },
     rows: { state: true },
@@ -44,14 +45,20 @@ export class Kpis extends LitElement {
   constructor() {
     super();
     this.measures = [];
+    this.resources = [];
     this.rows = [];
     this.report = null;
     this.message = null;
     this.busy = false;
   }
 
-  async connectedCallback() {
-    super.connectedCallback();
+  // Loaded once ``fhir`` arrives: this element is defined after it is created (its module
+  // loads on first use), so its properties are only set by its first update.
+  updated(changed) {
+    if (changed.has("fhir") && this.fhir) this.loadMeasures();
+  }
+
+  async loadMeasures() {
     try {
       const { resources } = await this.fhir.searchAll("Measure", {}, 100);
       this.measures = resources;
@@ -90,13 +97,20 @@ export class Kpis extends LitElement {
     const group = (report.group || [])[0] || {};
     const wanted = (s) => JSON.stringify(s.code || []).toLowerCase().includes(by);
     const stratifier = (group.stratifier || []).find(wanted);
-    if (!stratifier) return [{ label: "All", value: score(group.measureScore) }];
-    return (stratifier.stratum || []).map((s) => ({
-      label: (s.value && (s.value.text || ((s.value.coding || [])[0] || {}).display ||
-        ((s.value.coding || [])[0] || {}).code)) || "?",
-      value: score(s.measureScore),
-      count: ((s.population || [])[0] || {}).count,
-    })).sort((a, b) => a.label.localeCompare(b.label));
+    const names = Object.fromEntries((this.resources || []).map((r) => [r.ref, r.name]));
+    const denominator = (pops) => {
+      const d = (pops || []).find((p) => JSON.stringify(p.code || {}).includes("denominator"));
+      return (d || (pops || [])[0] || {}).count;
+    };
+    if (!stratifier) {
+      return [{ label: "All", value: score(group.measureScore),
+        count: denominator(group.population) }];
+    }
+    return (stratifier.stratum || []).map((s) => {
+      const key = (s.value && (s.value.text || ((s.value.coding || [])[0] || {}).code)) || "?";
+      return { label: names[key] || key, value: score(s.measureScore),
+        count: denominator(s.population) };
+    }).sort((a, b) => a.label.localeCompare(b.label));
   }
 
   draw() {
@@ -120,7 +134,7 @@ export class Kpis extends LitElement {
   }
 
   csv() {
-    const lines = [["stratum", "score", "count"], ...this.rows.map((r) =>
+    const lines = [["stratum", "score", "denominator"], ...this.rows.map((r) =>
       [r.label, r.value ?? "", r.count ?? ""])];
     const text = lines.map((l) => l.map((v) => `"${String(v).replace(/"/g, '""')}"`).join(","))
       .join("\r\n");
@@ -144,7 +158,7 @@ export class Kpis extends LitElement {
       ${this.rows.length ? html`<div class="chart"><canvas role="img"
           aria-label=${`${this.title()} by ${this.by}`}></canvas></div>
         <table><caption>${this.title()}</caption><thead><tr><th scope="col">${this.by}</th>
-          <th scope="col">Score</th><th scope="col">Count</th></tr></thead><tbody>
+          <th scope="col">Score</th><th scope="col">Denominator</th></tr></thead><tbody>
           ${this.rows.map((r) => html`<tr><td>${r.label}</td><td>${r.value ?? "—"}</td>
             <td>${r.count ?? ""}</td></tr>`)}</tbody></table>
         <p><a href=${this.csv()} download="kpi.csv">Download CSV</a></p>` : ""}`;

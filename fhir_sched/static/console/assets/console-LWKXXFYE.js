@@ -226,7 +226,7 @@ import{a as y,b as L,d as $,e as B,f as w}from"./chunk-46G6MOPN.js";import{a as 
         .practitioners=${this.resources.filter(e=>e.ref.startsWith("Practitioner/"))}
         .names=${Object.fromEntries(this.resources.map(e=>[e.ref,e.name]))}
         .reschedule=${this.reschedule} .patient=${this.contextPatient} @fs-changed=${()=>{this.reschedule=null,this.reload()}}></fs-find></main>`:this.tab==="waitlist"?n`<main class="single"><fs-waitlist .fhir=${this.fhir}
-        @fs-changed=${()=>this.reload()}></fs-waitlist></main>`:this.tab==="kpis"?(import("./chunk-KRKDXIXT.js"),n`<main class="single"><fs-kpis .fhir=${this.fhir}
+        @fs-changed=${()=>this.reload()}></fs-waitlist></main>`:this.tab==="kpis"?(import("./chunk-O33GQJLN.js"),n`<main class="single"><fs-kpis .fhir=${this.fhir}
         .resources=${this.resources}></fs-kpis></main>`):this.renderCalendar()}render(){if(this.error)return n`<p class="error" role="alert">${this.error}</p>`;if(!this.fhir)return n`<p aria-live="polite">Signing in…</p>`;let e=this.fhir.user;return n`<header>
         <h1>fhir-sched front desk</h1>
         <nav aria-label="Sections"><ul>${z.map(([t,i])=>n`<li><button
