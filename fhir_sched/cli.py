@@ -61,6 +61,10 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("fhir_sched").info("demo data: %d resources created", created)
         if settings.auth == "smart":
             _print_demo_token(settings)
+            _print_demo_console(settings)
+        else:
+            print(f"front-desk console: http://{settings.host}:{settings.port}/console/",
+                  file=sys.stderr, flush=True)
     print(f"fhir-sched serving FHIR R4 at http://{settings.host}:{settings.port}"
           f"{settings.base_path} (store {settings.store}"
           f"{f', {settings.workers} workers' if settings.workers > 1 else ''})",
@@ -113,6 +117,28 @@ def _print_demo_token(settings: Settings) -> None:
     print(f"demo access token ({DEMO_SCOPE}, {DEMO_HOURS} hours), also in ./{DEMO_TOKEN_FILE}:"
           f"\n  {token}\ntry:\n  curl -H \"Authorization: Bearer $(cat {DEMO_TOKEN_FILE})\" "
           f"'{base}/Appointment?_count=5'", file=sys.stderr, flush=True)
+
+
+DEMO_CONSOLE_FILE = "fhir-sched-demo.console"
+
+
+def _print_demo_console(settings: Settings) -> None:
+    """The console, signed into in one step too: its client registered for this address and a
+    ``frontdesk`` user (Dr. Lee) with a fresh password, printed and kept in
+    ./fhir-sched-demo.console."""
+    from .auth.admin import demo_console
+    from .rest.console import CONSOLE_CLIENT_ID, CONSOLE_SCOPE
+
+    hosts = {settings.host, "127.0.0.1", "localhost"} - {"0.0.0.0", "::"}
+    pages = sorted(f"http://{h}:{settings.port}/console/" for h in hosts)
+    password = asyncio.run(demo_console(settings, CONSOLE_CLIENT_ID, CONSOLE_SCOPE, pages,
+                                        "Practitioner/demo-dr-lee"))
+    fd = os.open(DEMO_CONSOLE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"frontdesk {password}\n")
+    print(f"front-desk console: http://{settings.host}:{settings.port}/console/ - sign in as "
+          f"frontdesk with password {password} (also in ./{DEMO_CONSOLE_FILE})",
+          file=sys.stderr, flush=True)
 
 
 def _client(args: argparse.Namespace) -> int:

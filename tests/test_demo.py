@@ -1,5 +1,6 @@
 """The README's one step: ``fhir-sched serve --demo`` serves the demo clinic with auth on and
-hands the newcomer a token that works, printed and kept in ./fhir-sched-demo.token."""
+hands the newcomer a token that works, printed and kept in ./fhir-sched-demo.token, and a
+front-desk sign-in for the console that works in a real browser."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+from playwright.sync_api import expect, sync_playwright
 
 from tests.support import web
+from tests.support.browser import launch
 from tests.support.server import free_port
 
 
@@ -50,6 +53,21 @@ def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> N
         assert manifest.json()["error"] == []
         slot_file = next(o["url"] for o in manifest.json()["output"] if o["type"] == "Slot")
         assert b'"status":"free"' in web.get(slot_file).content
+        # and the console, signed into with the credentials the demo printed
+        user, password = (tmp_path / "fhir-sched-demo.console").read_text().split()
+        assert password in log.read_text()
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/console/")
+            page.fill("input[name=username]", user)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.click("button[value=allow]")
+            page.wait_for_selector("body[data-ready=true]", timeout=30000)
+            expect(page.locator("fs-grid").get_by_role("rowheader", name="Dr. Grace Lee")
+                   ).to_be_visible()
+            browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -86,6 +87,21 @@ async def demo_token(settings: Settings) -> str:
         token, _ = auth.tokens.issue(subject="demo", client_id="demo", scope=DEMO_SCOPE,
                                      lifetime=DEMO_HOURS * 3600, max_lifetime=DEMO_HOURS * 3600)
         return token
+
+
+async def demo_console(settings: Settings, client_id: str, scope: str, pages: list[str],
+                       fhir_user: str) -> str:
+    """The demo's console sign-in: its public client registered for ``pages`` (replacing an
+    earlier registration, made for another port) and a front-desk user, ``frontdesk``, with a
+    fresh password, which is returned."""
+    password = secrets.token_urlsafe(12)
+    async with _opened(settings) as auth:
+        await auth.registry.remove_client(client_id)
+        await auth.registry.add_client(Client(client_id, scope, "public",
+                                              redirect_uris=tuple(pages)))
+        await auth.users.remove("frontdesk")
+        await auth.users.add("frontdesk", password, fhir_user)
+    return password
 
 
 def client_from_args(client_id: str, scope: str, *, jwks_file: str | None,
