@@ -419,3 +419,13 @@ def test_the_kpi_screen_charts_a_measure_by_practitioner_with_a_csv(desk: Page, 
     text = Path(download.value.path()).read_text()
     assert text.splitlines()[0] == '"stratum","score","denominator"'
     assert "Dr. Ada Ames" in text
+
+
+def test_a_hold_from_the_find_screen_says_until_when(desk: Page, clinic: Clinic) -> None:
+    desk.get_by_role("button", name="Find & book").click()
+    desk.get_by_label("Visit type").select_option(label=f"checkup-{clinic.tag} (General clinic)")
+    desk.get_by_role("button", name="Find", exact=True).click()
+    desk.get_by_role("button", name=re.compile(r"^Hold \d")).first.click()
+    expect(desk.locator("fs-find").get_by_role("status")).to_contain_text("Held until")
+    held = clinic.get("Appointment", status="pending")
+    assert any(e["resource"]["status"] == "pending" for e in held.get("entry", []))

@@ -2,7 +2,7 @@
 // preferences; hold or book what was found. In reschedule mode the booking carries
 // cancelled-appt-id: the old visit is cancelled in the same $book, never in a separate step.
 import { LitElement, css, html } from "lit";
-import { name } from "./api.js";
+import { EXT, name } from "./api.js";
 import { addDays, fromDateInput, hhmm, instant, isoDate, longDay } from "./time.js";
 
 const TIMING = {
@@ -119,8 +119,11 @@ export class Find extends LitElement {
         { resourceType: "Parameters", parameter });
       const appt = (bundle.entry || []).map((e) => e.resource)
         .find((r) => r && r.resourceType === "Appointment");
+      const expires = ((appt && appt.extension) || []).find((e) => e.url === EXT +
+        "hold-expires");
       this.message = { ok: true, text: operation === "hold"
-        ? `Held until ${appt && appt.extension ? "its hold expires" : "the hold expires"}.`
+        ? `Held${expires ? ` until ${hhmm(new Date(expires.valueInstant))}` : ""}: book it from ` +
+          "the calendar before then."
         : this.reschedule ? "Rescheduled." : "Booked." };
       this.options = [];
       this.dispatchEvent(new CustomEvent("fs-changed", { bubbles: true, composed: true,
