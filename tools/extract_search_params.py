@@ -167,30 +167,8 @@ def custom_search_parameters() -> list[dict[str, Any]]:
     and "slots ending before X" is a core scheduling query; staff find the bookings a calendar
     of record made against the rules by ``booking-flag``; the guard finds which service
     offers a visit type by ``visit-type``, and a recent eligibility answer by ``coverage``;
-    a recurring series is found by ``originating-appointment``; the KPIs (``Measure``) read
-    when a visit was booked from ``created`` without parsing a year of bodies."""
+    a recurring series is found by ``originating-appointment``."""
     return [*_end_parameters(), {
-        "resourceType": "SearchParameter",
-        "id": "Appointment-created",
-        "url": f"{CUSTOM_URL}Appointment-created",
-        "name": "AppointmentCreated",
-        "status": "active",
-        "experimental": False,
-        "publisher": "fhir-sched",
-        "description": (
-            "When the appointment was first made (Appointment.created, which R4 defines as "
-            "possibly before it reached this server and unchanged over its lifespan): the "
-            "booking instant of the lead-time and waitlist measures, and a way to find the "
-            "bookings made in a period."
-        ),
-        "code": "created",
-        "base": ["Appointment"],
-        "type": "date",
-        "expression": "Appointment.created",
-        "xpath": "f:Appointment/f:created",
-        "xpathUsage": "normal",
-        "comparator": list(DATE_COMPARATORS),
-    }, {
         "resourceType": "SearchParameter",
         "id": "Appointment-actor",
         "url": f"{CUSTOM_URL}Appointment-actor",
