@@ -90,7 +90,6 @@ from ..base import (
     AuditEntry,
     InboundEntry,
     OutboundEntry,
-    Projected,
     Record,
     Write,
     stored_origin,
@@ -637,26 +636,19 @@ class MongoStore:
             except (TimeoutError, ExecutionTimeout) as exc:
                 raise QueryTimedOut(budget) from exc
 
-    @timed_store("mongodb", "project")
-    async def project(self, type_: str, date_param: str, lo: int, hi: int,
-                      params: Sequence[str], limit: int) -> list[Projected]:
-        """One aggregation: the window through the ``idx_lo`` index, and of each document
-        only its id, ``updated`` and the wanted entries (``$filter`` on the server), never
-        the body; within the search budget as ``search`` is."""
-        wanted = [date_param, *params]
-        pipeline: Pipeline = [
-            {"$match": {"type": type_, "deleted": False, "idx": {"$elemMatch": {
-                "p": date_param, "lo": {"$gte": lo, "$lt": hi}}}}},
-            {"$limit": limit},
-            {"$project": {"_id": 0, "id": 1, "updated": 1, "idx": {"$filter": {
-                "input": {"$ifNull": ["$idx", []]}, "as": "e",
-                "cond": {"$in": ["$$e.p", wanted]}}}}},
-        ]
+    @timed_store("mongodb", "in_window")
+    async def in_window(self, type_: str, date_param: str, lo: int, hi: int, limit: int
+                        ) -> list[tuple[str, int, bytes]]:
+        """One find through the ``idx_lo`` index, each document's id, body and index entries
+        of ``date_param`` only (``$elemMatch`` projection), within the search budget."""
+        window = {"p": date_param, "lo": {"$gte": lo, "$lt": hi}}
         budget = self.search_seconds
 
         async def run() -> list[Doc]:
-            cursor = await self.resources.aggregate(
-                pipeline, maxTimeMS=max(1, int(budget * 1000)), batchSize=10_000)
+            cursor = self.resources.find(
+                {"type": type_, "deleted": False, "idx": {"$elemMatch": window}},
+                {"_id": 0, "id": 1, "body": 1, "idx": {"$elemMatch": window}},
+                limit=limit, batch_size=10_000, max_time_ms=max(1, int(budget * 1000)))
             return await cursor.to_list()
 
         async with _available():
@@ -664,19 +656,8 @@ class MongoStore:
                 docs = await asyncio.wait_for(run(), budget)
             except (TimeoutError, ExecutionTimeout) as exc:
                 raise QueryTimedOut(budget) from exc
-        out: list[Projected] = []
-        for doc in docs:
-            start = end = None
-            entries = []
-            for e in doc.get("idx") or ():
-                if e["p"] == date_param and start is None and e.get("lo") is not None \
-                        and lo <= e["lo"] < hi:
-                    start, end = int(e["lo"]), int(e.get("hi", e["lo"]))
-                if e["p"] in params:
-                    entries.append((e["p"], e.get("s"), e.get("v"), e.get("lo")))
-            if start is not None and end is not None:
-                out.append(Projected(doc["id"], doc["updated"], start, end, tuple(entries)))
-        return out
+        return [(d["id"], int(d["idx"][0]["lo"]), bytes(d["body"])) for d in docs
+                if d.get("body") is not None and d.get("idx")]
 
     async def first_versions(self, type_: str, ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}

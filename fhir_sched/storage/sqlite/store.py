@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from ...metrics import timed_store
 from ...query import Page, Query
-from ..base import AuditEntry, InboundEntry, OutboundEntry, Projected, Record
+from ..base import AuditEntry, InboundEntry, OutboundEntry, Record
 from ..errors import QueryTimedOut, StoreUnavailable
 from . import audit, changes, inbox, outbox, project, schema
 from .batching import GetBatcher, UnitBatcher, UnitFn
@@ -238,17 +238,17 @@ class SqliteStore:
         """The plan SQLite chooses for ``search(query)``'s page (diagnostics, benchmarks)."""
         return await self._read(lambda c: explain(c, query))
 
-    @timed_store("sqlite", "project")
-    async def project(self, type_: str, date_param: str, lo: int, hi: int,
-                      params: Sequence[str], limit: int) -> list[Projected]:
+    @timed_store("sqlite", "in_window")
+    async def in_window(self, type_: str, date_param: str, lo: int, hi: int, limit: int
+                        ) -> list[tuple[str, int, bytes]]:
         """On a reader thread within the search budget, as ``search`` is."""
         budget = self.search_seconds
         deadline = time.monotonic() + budget
 
-        def run(c: sqlite3.Connection) -> list[Projected]:
+        def run(c: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
             c.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
             try:
-                return project.project(c, type_, date_param, lo, hi, params, limit)
+                return project.in_window(c, type_, date_param, lo, hi, limit)
             except sqlite3.OperationalError as exc:
                 if str(exc) == "interrupted":
                     raise QueryTimedOut(budget) from exc
