@@ -455,6 +455,32 @@ def test_type_level_post_with_parameters_gives_the_same_report(clinic: Clinic) -
         "initial-population": 19, "denominator": 10, "numerator": 3}
 
 
+def test_a_change_after_an_evaluation_is_in_the_next_one(clinic: Clinic) -> None:
+    """Facts are kept per period and brought up to date from the change feed: a later period
+    with one visit of its own, cancelled, then moved out of it."""
+    base = clinic.server.base
+    start = datetime.combine(clinic.today + timedelta(days=25), time(9), UTC)
+    period = {"periodStart": (clinic.today + timedelta(days=20)).isoformat(),
+              "periodEnd": (clinic.today + timedelta(days=30)).isoformat()}
+    patient = _make(base, {"resourceType": "Patient"})
+    appt = _make(base, {"resourceType": "Appointment", "status": "booked",
+                        "start": _iso(start), "end": _iso(start + timedelta(minutes=30)),
+                        "participant": [{"actor": {"reference": ref}, "status": "accepted"}
+                                        for ref in (clinic.a, f"Patient/{patient['id']}")]})
+
+    def counts() -> dict[str, int]:
+        r = web.get(f"{base}/Measure/cancellation-rate/$evaluate-measure", params=period)
+        assert r.status_code == 200, r.text
+        return _counts(r.json()["group"][0]["population"])
+
+    assert counts() == {"initial-population": 1, "denominator": 1, "numerator": 0}
+    _cancel(base, appt["id"])
+    assert counts() == {"initial-population": 1, "denominator": 1, "numerator": 1}
+    r = web.delete(f"{base}/Appointment/{appt['id']}")
+    assert r.status_code in (200, 204), r.text
+    assert counts() == {"initial-population": 0, "denominator": 0, "numerator": 0}
+
+
 # -- refusals --------------------------------------------------------------------------------
 @pytest.mark.parametrize(("params", "status", "named"), [
     ({"periodStart": None}, 400, "periodStart"),
