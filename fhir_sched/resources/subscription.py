@@ -3,11 +3,16 @@ is a topic's canonical URL (``scheduling/topics.py``), filters travel in
 ``_criteria.extension`` (``backport-filter-criteria``), the payload content in
 ``_payload.extension``, heartbeat, timeout and batch size in ``channel.extension``.
 
+Two channels: ``rest-hook`` (the server POSTs to ``channel.endpoint``) and ``websocket`` (no
+endpoint: the client connects to the server, with a token from ``$get-ws-binding-token``).
+
 Checked on every write (``rules``: a precise 422 for what the server cannot honour), and the
-write rule keeps ``status`` the server's to decide: a new or changed subscription is
-``requested`` until its handshake succeeds (``engage/subscriptions.py``); a client may only
-turn it ``off`` (or back on, which asks for a new handshake). A caller confined to a patient
-compartment may only subscribe to that patient's appointments.
+write rule keeps ``status`` the server's to decide: a new or changed rest-hook subscription is
+``requested`` until its handshake succeeds (``engage/subscriptions.py``); a websocket one is
+``active`` at once, as the IG's websocket workflow has it (there is no endpoint to handshake
+with: each socket that binds gets its own handshake). A client may only turn it ``off`` (or
+back on). A caller confined to a patient compartment may only subscribe to that patient's
+appointments.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ TIMEOUT_URL = BACKPORT + "backport-timeout"
 MAX_COUNT_URL = BACKPORT + "backport-max-count"
 PROFILE = BACKPORT + "backport-subscription"
 CONTENTS = ("empty", "id-only", "full-resource")
+CHANNELS = ("rest-hook", "websocket")
 MAX_FILTERS = 10
 MAX_TIMEOUT_SECONDS = 60
 MAX_COUNT = 100
@@ -56,6 +62,17 @@ def content(res: dict[str, Any]) -> str:
     return str(found[0]) if found else "id-only"
 
 
+def channel_type(res: dict[str, Any]) -> str:
+    return str((res.get("channel") or {}).get("type"))
+
+
+def confined_to(res: dict[str, Any], patient: str) -> bool:
+    """Whether every notification of ``res`` is about ``patient``'s appointments: it carries
+    the filter ``Appointment?patient=`` that patient (what a caller confined to that patient's
+    compartment may subscribe to, and bind a websocket to)."""
+    return any(("patient", patient) in parse_filter(f)[1] for f in filters(res))
+
+
 def channel_setting(res: dict[str, Any], url: str) -> int | None:
     found = _ext_values(res.get("channel"), url)
     return found[0] if found and isinstance(found[0], int) else None
@@ -67,12 +84,17 @@ def rules(res: dict[str, Any]) -> Iterator[tuple[str, str]]:
         yield ("Subscription.criteria", f"must be one of this server's topics: "
                f"{', '.join(sorted(BY_URL))} (got {criteria!r})")
     channel = res.get("channel") or {}
-    if channel.get("type") != "rest-hook":
-        yield ("Subscription.channel.type", "only rest-hook is supported here "
-               f"(got {channel.get('type')!r})")
+    kind = channel.get("type")
+    if kind not in CHANNELS:
+        yield ("Subscription.channel.type", f"the channels supported here are "
+               f"{' and '.join(CHANNELS)} (got {kind!r})")
     endpoint = channel.get("endpoint")
-    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+    if kind == "rest-hook" and (not isinstance(endpoint, str)
+                                or not endpoint.startswith(("https://", "http://"))):
         yield ("Subscription.channel.endpoint", "a rest-hook needs an http(s) endpoint")
+    if kind == "websocket" and endpoint is not None:
+        yield ("Subscription.channel.endpoint", "a websocket channel has no endpoint: the "
+               "client connects to the websocket-url that $get-ws-binding-token gives")
     if channel.get("payload") not in (None, "application/fhir+json", "application/json"):
         yield ("Subscription.channel.payload",
                "notifications are sent as application/fhir+json")
@@ -107,14 +129,14 @@ async def guard_subscription(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
         return []
     endpoint = str((new.get("channel") or {}).get("endpoint") or "")
     allowed = ev.config.subscription_endpoints
-    if allowed and not endpoint.startswith(allowed):
+    websocket = channel_type(new) == "websocket"
+    if allowed and not websocket and not endpoint.startswith(allowed):
         raise FhirError(422, "business-rule", "Subscription.channel.endpoint: this server "
                         "sends notifications to https:// endpoints"
                         + (" and to " + ", ".join(p for p in allowed if p != "https://")
                            if len(allowed) > 1 else ""),
                         expression=["Subscription.channel.endpoint"])
-    if ev.ctx.patient is not None and not any(
-            ("patient", ev.ctx.patient) in parse_filter(f)[1] for f in filters(new)):
+    if ev.ctx.patient is not None and not confined_to(new, ev.ctx.patient):
         raise FhirError(403, "forbidden", f"a caller confined to {ev.ctx.patient} may only "
                         f"subscribe with the filter Appointment?patient={ev.ctx.patient}",
                         expression=["Subscription._criteria.extension"])
@@ -134,7 +156,9 @@ async def guard_subscription(unit: Unit, ev: WriteEvent) -> list[FollowUp]:
     wanted = new.get("status")
     if wanted == "off":
         return []
-    if old is None or old.get("status") in ("off", "error") or any(
+    if websocket:
+        status = "active"  # each socket that binds gets the handshake
+    elif old is None or old.get("status") in ("off", "error") or any(
             old.get(k) != new.get(k) for k in _DELIVERY):
         status = "requested"  # a new handshake, then active
     else:
