@@ -15,6 +15,7 @@ from . import (
     submit,
     subscription_events,
     subscription_status,
+    subscription_ws_token,
 )
 from .base import Operation
 
@@ -22,4 +23,5 @@ OPERATIONS: tuple[Operation[Any], ...] = (find.OPERATION, hold.OPERATION, book.O
                                           submit.OPERATION, *calendar_link.OPERATIONS,
                                           subscription_status.OPERATION,
                                           subscription_events.OPERATION,
+                                          subscription_ws_token.OPERATION,
                                           evaluate_measure.OPERATION)
