@@ -45,6 +45,7 @@ from .rest.respond import respond_routes
 from .rest.router import FhirRouter
 from .rest.routes import FhirRoutes
 from .rest.smart import BearerGate, configuration_endpoint, endpoints, hl7v2_gate
+from .rest.subscription_socket import socket_route
 from .search.compartment import PATIENT_COMPARTMENT
 from .service.authorization import Authorizer
 from .service.search import MAX_INCLUDED
@@ -202,6 +203,9 @@ def create_app(settings: Settings | None = None, authorizer: Authorizer | None =
     app.router.routes.append(Route("/hl7v2", hl7v2, methods=["POST"]))
     if core.engagement is not None:
         app.router.routes.extend(respond_routes(core.engagement))
+        # websocket Subscriptions: outside the bearer gate, the binding token is the key
+        app.router.routes.append(socket_route(core.engagement.hub, core.store,
+                                              settings.base_path))
     app.router.routes.extend(feed_routes(core.services))
     app.router.routes.extend(console_routes(settings, core.auth is not None))
     app.router.routes.extend(health_routes(core.store.ping, core.doors, lambda: serving["ready"]))

@@ -195,6 +195,12 @@ class Settings:
     # delay (doubling), and the heartbeat period of a subscription that names none (0: none).
     subscription_max_attempts: int = 6
     subscription_retry_seconds: int = 5
+    # Websocket Subscriptions, per process: sockets open at once, and subscriptions bound on
+    # one socket (a browser opens few sockets, so one carries several); how long a binding
+    # token from $get-ws-binding-token is good for (it binds once).
+    websocket_max: int = 1000
+    websocket_max_bindings: int = 20
+    websocket_token_seconds: int = 60
     # SMART Scheduling Links ($bulk-publish): which Schedules are published, openly and
     # without a token: "" (none: the manifest is a 404), "all", or a comma-separated list of
     # references (Schedule/x, or an actor: Location/x, Practitioner/x, PractitionerRole/x,

@@ -19,6 +19,7 @@ from .delivery import Delivery
 from .links import Signer, load_key
 from .planner import Planner
 from .reminders import quiet_hours
+from .socket_hub import Hub
 from .subscriptions import Notifier
 from .waitlist import Offerer
 
@@ -26,7 +27,8 @@ from .waitlist import Offerer
 @dataclass
 class Engagement:
     """``signer`` is shared by the delivery worker (signing links) and the link pages
-    (checking them): one key, loaded from the store once."""
+    (checking them): one key, loaded from the store once. ``hub`` holds the websocket
+    Subscriptions bound in this process: the door adds sockets, the job delivers to them."""
 
     resources: ResourceService
     settings: Settings
@@ -34,6 +36,12 @@ class Engagement:
     find: FindService | None = None
     booking: BookingService | None = None
     _signer: Signer | None = None
+    hub: Hub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hub = Hub(self.resources.store, base=self.fhir_base(),
+                       max_sockets=self.settings.websocket_max,
+                       max_bindings=self.settings.websocket_max_bindings)
 
     async def signer(self) -> Signer:
         if self._signer is None:
@@ -56,8 +64,9 @@ class Engagement:
         s = self.settings
         notifier = Notifier(self.resources, base=self.fhir_base(),
                             max_attempts=s.subscription_max_attempts,
-                            retry_seconds=float(s.subscription_retry_seconds))
-        jobs: tuple[Callable[[], Awaitable[None]], ...] = (notifier.run,)
+                            retry_seconds=float(s.subscription_retry_seconds),
+                            on_progress=self.hub.wake)
+        jobs: tuple[Callable[[], Awaitable[None]], ...] = (notifier.run, self.hub.run)
         if self.find is not None:
             jobs += (Offerer(self.resources, self.find, offer_seconds=s.waitlist_offer_seconds,
                              channels=tuple(self.channels)).run,)

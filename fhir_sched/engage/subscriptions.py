@@ -17,6 +17,9 @@ feed into numbered events per Subscription and delivers them, in order, to each 
   at once.
 - **Heartbeat.** A subscription with a heartbeat period that has had nothing sent for that
   long gets a ``heartbeat`` notification.
+- **Websocket channels** are numbered here like any other, but delivered by each process's
+  socket hub (``engage/socket_hub.py``) to the sockets bound there: this notifier only tells
+  its hub (``on_progress``) when it has moved past a batch of changes.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,8 +61,8 @@ REFRESH_SECONDS = 5.0
 
 class Notifier:
     def __init__(self, resources: ResourceService, *, base: str, max_attempts: int = 6,
-                 retry_seconds: float = 5.0, batch: int = 200, poll_seconds: float = 0.05
-                 ) -> None:
+                 retry_seconds: float = 5.0, batch: int = 200, poll_seconds: float = 0.05,
+                 on_progress: Callable[[], None] | None = None) -> None:
         self.resources = resources
         self.store = resources.store
         self.base = base.rstrip("/")
@@ -66,6 +70,9 @@ class Notifier:
         self.retry_seconds = retry_seconds
         self.batch = batch
         self.poll_seconds = poll_seconds
+        # Called once a batch of changes is behind the cursor, numbered by this process or
+        # (when it lost the race) by the one that won it: its events are committed by then.
+        self.on_progress = on_progress
         self.worker = unique_id()
         self.cursor = Cursor(self.store, CURSOR)
         self._subs: dict[str, dict[str, Any]] = {}
@@ -75,7 +82,10 @@ class Notifier:
         self._http = httpx.AsyncClient(follow_redirects=False, verify=tls_context())
 
     async def step(self) -> int:
-        return await self.collect() + await self.deliver()
+        collected = await self.collect()
+        if collected and self.on_progress is not None:
+            self.on_progress()
+        return collected + await self.deliver()
 
     async def run(self) -> None:
         try:
@@ -151,8 +161,9 @@ class Notifier:
         work = []
         for sub in subs.values():
             _attempts, not_before = self._failures.get(sub["id"], (0, 0.0))
-            if loop.time() < not_before or sub.get("status") not in ("requested", "active"):
-                continue
+            if loop.time() < not_before or sub.get("status") not in ("requested", "active") or (
+                    profile.channel_type(sub) != "rest-hook"):
+                continue  # websocket channels: each process's socket hub
             work.append(self._serve(sub))
         if not work:
             return 0
