@@ -7,6 +7,7 @@ client."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from fhir_sched.engage.socket_hub import Socket
 from tests.support import web
 from tests.support.launch import REDIRECT, Browser, add_user, pkce
-from tests.support.server import ServerProcess, cleanup_dir, servers, store_url
+from tests.support.server import ServerProcess, cleanup_dir, served, servers, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
 
 FHIR_JSON = {"content-type": "application/fhir+json"}
@@ -28,6 +30,7 @@ TOPIC = "https://fhir-sched.org/fhir/SubscriptionTopic/"
 TOKEN_SECONDS = 3
 ENV = {"FHIR_SCHED_AUTH": "none", "FHIR_SCHED_WEBSOCKET_TOKEN_SECONDS": str(TOKEN_SECONDS)}
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +168,15 @@ def test_the_binding_token_names_the_subscription_and_the_socket_url(
     assert binding["expiration"].endswith("Z")
 
 
+def test_the_capability_statement_names_the_websocket_url(server: ServerProcess) -> None:
+    rest = web.get(f"{server.base}/metadata").json()["rest"][0]
+    [url] = [e["valueUri"] for e in rest["extension"] if e["url"] ==
+             "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"]
+    assert url == f"ws://127.0.0.1:{server.port}/fhir/$subscription-ws"
+    entry = next(r for r in rest["resource"] if r["type"] == "Subscription")
+    assert "get-ws-binding-token" in {o["name"] for o in entry["operation"]}
+
+
 def test_a_rest_hook_subscription_gets_no_binding_token(server: ServerProcess) -> None:
     body = {**_subscription("appointment-booked"), "channel": {
         "type": "rest-hook", "endpoint": "https://app.example/hook"}}
@@ -290,6 +302,44 @@ def test_a_message_other_than_bind_with_token_is_refused(server: ServerProcess) 
         ws.send("subscribe me to everything")
         frame, code = _refused(ws)
     assert "bind-with-token" in frame["issue"][0]["diagnostics"] and code == POLICY_VIOLATION
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited(store_kind: str, mongo_uri: str | None) -> Iterator[ServerProcess]:
+    with served(store_kind, mongo_uri, "fhir_sched_sub_ws_limits", {
+            "FHIR_SCHED_AUTH": "none", "FHIR_SCHED_WEBSOCKET_MAX": "1",
+            "FHIR_SCHED_WEBSOCKET_MAX_BINDINGS": "1"}) as proc:
+        yield proc
+
+
+def test_past_the_socket_limit_a_new_socket_is_closed_with_try_again_later(
+        limited: ServerProcess) -> None:
+    url = f"ws://127.0.0.1:{limited.port}/fhir/$subscription-ws"
+    with connect(url), connect(url) as second, pytest.raises(ConnectionClosed) as closed:
+        second.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == TRY_AGAIN_LATER
+
+
+def test_past_the_binding_limit_a_bind_is_refused(limited: ServerProcess) -> None:
+    first, second = _subscribe(limited.base), _subscribe(limited.base)
+    with _bound(limited.base, first["id"]) as (ws, _):
+        ws.send(f"bind-with-token {_binding(limited.base, second['id'])['token']}")
+        frame, code = _refused(ws)
+    assert "at most 1" in frame["issue"][0]["diagnostics"] and code == POLICY_VIOLATION
+
+
+def test_a_socket_whose_queue_is_full_is_dropped_not_waited_for() -> None:
+    async def offer_past_the_queue() -> Socket:
+        sock = Socket(asyncio.Queue(2))
+        assert sock.offer({"n": 1}) and sock.offer({"n": 2})
+        assert not sock.offer({"n": 3})  # returns at once: the hub never waits on a socket
+        return sock
+
+    sock = asyncio.run(offer_past_the_queue())
+    assert sock.ended.is_set() and sock.code == TRY_AGAIN_LATER
 
 
 # -- several processes -------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..conformance_files import load
+from ..operations.subscription_ws_token import websocket_url
 from ..resources import HOSTED_TYPES
 from ..scheduling.topics import TOPICS
 from ..search.params import params_for
@@ -44,6 +45,9 @@ SUPPORTED_PROFILES = {
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/"
 TOPIC_CANONICAL = BACKPORT + ("StructureDefinition/"
                               "capabilitystatement-subscriptiontopic-canonical")
+# Where websocket Subscriptions connect: R4's core extension on rest, which the IG's websocket
+# workflow has a client look up.
+WEBSOCKET_URL = "http://hl7.org/fhir/StructureDefinition/capabilitystatement-websocket"
 # The Subscriptions Backport's server CapabilityStatement for R4, which this one follows.
 BACKPORT_SERVER = BACKPORT + "CapabilityStatement/backport-subscription-server-r4"
 
@@ -158,6 +162,9 @@ def capability_statement(routes: list[RouteSpec], base_url: str,
     if limits:
         rest["extension"] = [{"url": LIMITS_URL, "extension": [
             {"url": k, "valueInteger": v} for k, v in limits.items()]}]
+    if "get-ws-binding-token" in type_ops["Subscription"]:
+        rest.setdefault("extension", []).append(
+            {"url": WEBSOCKET_URL, "valueUri": websocket_url(base_url)})
     if system_ops:
         rest["operation"] = [{"name": n, "definition": d} for n, d in sorted(system_ops.items())]
     if oauth_uris:
