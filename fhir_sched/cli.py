@@ -77,7 +77,10 @@ def _serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = dict(
         host=settings.host, port=settings.port, log_level=settings.log_level, log_config=None,
         access_log=False, timeout_keep_alive=settings.http_keepalive_seconds,
-        limit_concurrency=settings.http_max_connections)
+        limit_concurrency=settings.http_max_connections,
+        # websocket Subscriptions: clients only send 'bind-with-token <token>' (uvicorn would
+        # buffer 16 MiB messages); pings every 20 s find dead peers (uvicorn's default)
+        ws_max_size=64 * 1024)
     if settings.workers > 1:
         # Each worker is a fresh process (uvicorn spawns them): it reads these settings back
         # from the environment and is handed the app and the protocol by import path.

@@ -304,6 +304,14 @@ def test_a_message_other_than_bind_with_token_is_refused(server: ServerProcess) 
     assert "bind-with-token" in frame["issue"][0]["diagnostics"] and code == POLICY_VIOLATION
 
 
+def test_an_oversized_message_closes_the_socket(server: ServerProcess) -> None:
+    with connect(f"ws://127.0.0.1:{server.port}/fhir/$subscription-ws") as ws:
+        ws.send("bind-with-token " + "x" * 100_000)
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # too big
+
+
 # -- limits ------------------------------------------------------------------------------------
 
 
