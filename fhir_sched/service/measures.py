@@ -431,6 +431,8 @@ def _visits(rows: Sequence[tuple[str, int, bytes]], subject: str | None,
     append = out.append
     loads = orjson.loads
     weeks: dict[int, str] = {}
+    ends: dict[str, int | None] = {}
+    strata_of: dict[tuple[Any, int], kpis.Strata] = {}
     want_end, want_created, want_updated = ("end" in needs, "created" in needs,
                                             "updated" in needs)
     shapes: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[tuple[str, ...], kpis.Strata]] = {}
@@ -458,15 +460,28 @@ def _visits(rows: Sequence[tuple[str, int, bytes]], subject: str | None,
             if subject is not None and subject not in resources:
                 continue
             day = start // kpis.DAY_US
-            week = weeks.get(day)
-            if week is None:
-                week = weeks[day] = kpis.iso_week(start)
-            updated = _us((appt.get("meta") or {}).get("lastUpdated")) if want_updated \
-                else None
-            append(Visit(id_, start, _us(appt.get("end")) if want_end else None,
-                         str(appt.get("status") or ""), start if updated is None else updated,
-                         _us(appt.get("created")) if want_created else None, resources,
-                         (pr, lo, sv, week)))
+            strata = strata_of.get((key, day))
+            if strata is None:
+                week = weeks.get(day)
+                if week is None:
+                    week = weeks[day] = kpis.iso_week(start)
+                strata = strata_of[key, day] = (pr, lo, sv, week)
+            # Only what some measure reads: the end and the booking of kept visits (the end
+            # memoised: visits at one time share it), the time of a cancelled one's last change
+            status = str(appt.get("status") or "")
+            kept = status in kpis.KEPT
+            end = created = None
+            if kept and want_end:
+                raw = appt.get("end")
+                end = ends.get(raw, _UNSET) if isinstance(raw, str) else None
+                if end is _UNSET:
+                    end = ends[raw] = _us(raw)
+            if kept and want_created:
+                created = _us(appt.get("created"))
+            updated = _us((appt.get("meta") or {}).get("lastUpdated")) if (
+                want_updated and status == "cancelled") else None
+            append(Visit(id_, start, end, status, start if updated is None else updated,
+                         created, resources, strata))
     return out
 
 
@@ -481,6 +496,7 @@ def _shape(refs: tuple[str, ...], tokens: tuple[str, ...]
                        tuple(r for r in resources if r.startswith("Location/")), services, "")
 
 
+_UNSET: Any = object()
 _GC_HOLD = threading.Lock()
 _gc_holders = 0
 
