@@ -177,10 +177,11 @@ class MeasureService:
         periods[key] = facts
         while len(periods) > _KEEP:
             periods.pop(next(iter(periods)))
-        if req.subject is None:
-            return list(facts.visits.values())
-        subject = req.subject
-        return [v for v in facts.visits.values() if subject in v.resources]
+        kept, subject = facts.visits, req.subject
+        if subject is None:
+            return list(kept.values())
+        return await asyncio.to_thread(
+            lambda: [v for v in kept.values() if subject in v.resources])
 
     async def _read_visits(self, req: EvaluateRequest, needs: frozenset[str]) -> list[Visit]:
         """The period's visits: one statement on a reader thread, then one parse in a worker
