@@ -105,6 +105,27 @@ def test_a_patient_token_cannot_subscribe(world: World) -> None:
     assert r.status_code == 403, r.text
 
 
+def test_a_patient_token_cannot_read_someone_elses_subscription(world: World) -> None:
+    r = web.post(f"{world.server.base}/Subscription", headers={
+        **world.admin, "content-type": "application/fhir+json"}, json={
+        "resourceType": "Subscription", "status": "requested", "reason": "bob's visits",
+        "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/appointment-booked",
+        "_criteria": {"extension": [{
+            "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                   "backport-filter-criteria",
+            "valueString": f"Appointment?patient={world.bob}"}]},
+        "channel": {"type": "rest-hook", "endpoint": "https://desk.example/bob"}})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    base, who = world.server.base, world.patient_token
+    assert web.get(f"{base}/Subscription/{sid}", headers=who).status_code == 403
+    assert web.get(f"{base}/Subscription/{sid}/$status", headers=who).status_code == 403
+    found = web.get(f"{base}/Subscription", headers=who)
+    assert found.status_code == 200
+    assert sid not in {e["resource"]["id"] for e in found.json().get("entry", [])}
+    assert web.get(f"{base}/Subscription/{sid}", headers=world.admin).status_code == 200
+
+
 def test_subscribing_needs_read_access_to_what_the_topic_reports(world: World) -> None:
     reader = BackendClient.new("engage-subscriber-only")
     register_backend(world.url, reader, "system/Subscription.cruds", world.keys)

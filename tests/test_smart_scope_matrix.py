@@ -30,6 +30,9 @@ from tests.support.smart import BackendClient, get_token, register, register_bac
 PASSWORD = "matrix password 1"
 # R4 CompartmentDefinition "patient", for the hosted types (checked against the official file
 # below): the parameters that put a resource in a patient's compartment
+# Outside the compartment, but read by a patient's scope only when about that patient: a
+# Subscription filtered Appointment?patient= them.
+CONFINED = {"Subscription"}
 COMPARTMENT = {"Appointment", "AppointmentResponse", "Communication", "CommunicationRequest",
                "Coverage", "CoverageEligibilityRequest",
                "CoverageEligibilityResponse", "Patient", "Provenance", "Schedule",
@@ -84,6 +87,9 @@ def oracle(scopes: list[Scope], type_: str, interaction: str, target: Target | N
         if type_ in COMPARTMENT:
             if target is None or target.own:
                 return True
+        elif type_ in CONFINED:
+            if letter in "rs" and (target is None or target.own):
+                return True
         elif letter in "rs":
             return True
     return False
@@ -119,6 +125,10 @@ class World:
             "Subscription": {"status": "requested", "reason": "matrix",
                              "criteria": "https://fhir-sched.org/fhir/SubscriptionTopic/"
                                          "appointment-booked",
+                             "_criteria": {"extension": [{
+                                 "url": "http://hl7.org/fhir/uv/subscriptions-backport/"
+                                        "StructureDefinition/backport-filter-criteria",
+                                 "valueString": f"Appointment?patient={patient}"}]},
                              "channel": {"type": "rest-hook",
                                          "endpoint": "https://receiver.invalid/hook"}},
             "Coverage": {"status": "active", "beneficiary": ref,
@@ -166,7 +176,7 @@ class World:
         body = self.body(type_, own)
         r = web.post(f"{self.server.base}/{type_}", json=body, headers=self.admin)
         assert r.status_code == 201, (type_, r.text)
-        return Target(str(r.json()["id"]), own or type_ not in COMPARTMENT,
+        return Target(str(r.json()["id"]), own or type_ not in COMPARTMENT | CONFINED,
                       r.json().get("status"))
 
 

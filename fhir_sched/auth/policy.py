@@ -7,7 +7,9 @@ Then the content must fit at least one of those scopes:
 - a ``user/`` or ``system/`` scope without restrictions admits anything of its type;
 - a ``patient/`` scope admits what is in the token patient's compartment. For a type outside
   the compartment (Practitioner, Location, Schedule, Slot...) it admits reads and searches but
-  never writes;
+  never writes; a Subscription, outside the compartment but about appointments, is read only
+  when it is confined to the token's patient (filtered ``Appointment?patient=`` them), since
+  its filter, endpoint, status and events tell whose visits it reports;
 - a ``?param=value`` restriction admits what the search parameter would match.
 
 Results are filtered the same way (``visible``), so a search, an include or a history entry
@@ -20,6 +22,7 @@ from typing import Any
 
 from ..context import RequestContext
 from ..query import IndexEntry
+from ..resources.subscription import confined_to
 from ..scopes import Grant, ResourceScope
 from ..search.compartment import PATIENT_COMPARTMENT, in_compartment
 from ..search.extract import extract
@@ -109,6 +112,9 @@ class SmartPolicy:
             if type_ in PATIENT_COMPARTMENT:
                 if grant.patient is None or not in_compartment(type_, resource, grant.patient):
                     return False
+            elif type_ == "Subscription" and letter in _READS:
+                if grant.patient is None or not confined_to(resource, grant.patient):
+                    return False
             elif letter not in _READS:
                 return False
         return not scope.where or _matches(type_, resource, scope.where)
@@ -117,7 +123,8 @@ class SmartPolicy:
         grant = ctx.grant
         if grant is None:
             return self._open.needs_content(ctx, type_)
-        return any((s.level == "patient" and type_ in PATIENT_COMPARTMENT) or s.where
+        return any((s.level == "patient" and (type_ in PATIENT_COMPARTMENT
+                                              or type_ == "Subscription")) or s.where
                    for s in grant.resource if s.type in ("*", type_))
 
     def visible(self, ctx: RequestContext, type_: str, resource: Json) -> bool:
