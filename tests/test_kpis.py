@@ -149,3 +149,18 @@ def test_every_shipped_measure_declares_the_populations_the_server_reports() -> 
             assert [g["code"]["text"] for g in measure["group"]] == ["median", "mean"], mid
         assert measure["relatedArtifact"], mid
         assert measure["improvementNotation"]["coding"][0]["code"] in ("increase", "decrease")
+
+
+def test_instants_read_from_bodies_are_exact_to_the_microsecond() -> None:
+    import random
+
+    from fhir_sched.service.measures import _us
+
+    rng = random.Random(16)
+    base = datetime(1990, 1, 1, tzinfo=UTC)
+    for _ in range(20_000):
+        instant = base + timedelta(microseconds=rng.randrange(0, 200 * 365 * 86_400 * 10**6))
+        zone = ZoneInfo(rng.choice(["UTC", "America/New_York", "Asia/Kolkata"]))
+        assert _us(instant.astimezone(zone).isoformat()) == to_us(instant)
+    assert _us("2026-03-02") == to_us(datetime(2026, 3, 2, tzinfo=UTC))
+    assert _us("not a date") is None and _us(None) is None

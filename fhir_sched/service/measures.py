@@ -408,8 +408,9 @@ def _advanced(facts: _Facts, changes: Sequence[Record], lo: int, hi: int) -> _Fa
 def _us(value: Any) -> int | None:
     """A FHIR instant or dateTime as microseconds (a date or a time without offset read in
     UTC), None when absent or unreadable: facts read from stored bodies are not re-validated.
-    Whole seconds from ``timestamp()`` plus the microseconds: exact, and a third of
-    ``to_us``'s timedelta arithmetic on the hot path."""
+    ``round(timestamp() * 1e6)``: exact to the microsecond from 1970 to past 2200 (checked
+    against ``to_us`` on random instants), at a third of the cost of ``to_us``'s timedelta
+    arithmetic on the hot path."""
     if not isinstance(value, str):
         return None
     try:
@@ -418,7 +419,7 @@ def _us(value: Any) -> int | None:
         return None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.replace(microsecond=0).timestamp()) * 1_000_000 + dt.microsecond
+    return round(dt.timestamp() * 1_000_000)
 
 
 def _visits(rows: Sequence[tuple[str, int, bytes]], subject: str | None,
