@@ -408,18 +408,20 @@ def _advanced(facts: _Facts, changes: Sequence[Record], lo: int, hi: int) -> _Fa
 def _us(value: Any) -> int | None:
     """A FHIR instant or dateTime as microseconds (a date or a time without offset read in
     UTC), None when absent or unreadable: facts read from stored bodies are not re-validated.
-    ``round(timestamp() * 1e6)``: exact to the microsecond from 1970 to past 2200 (checked
-    against ``to_us`` on random instants), at a third of the cost of ``to_us``'s timedelta
-    arithmetic on the hot path."""
+    Integer arithmetic on the fields (a float timestamp drifts a microsecond by 2100), cheaper
+    than ``to_us``'s timedelta arithmetic on the hot path."""
     if not isinstance(value, str):
         return None
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1_000_000)
+    seconds = (dt.toordinal() - _EPOCH_DAY) * 86_400 + dt.hour * 3600 + dt.minute * 60 \
+        + dt.second
+    offset = dt.utcoffset()
+    if offset:
+        seconds -= offset.days * 86_400 + offset.seconds
+    return seconds * 1_000_000 + dt.microsecond
 
 
 def _visits(rows: Sequence[tuple[str, int, bytes]], subject: str | None,
@@ -499,6 +501,7 @@ def _shape(refs: tuple[str, ...], tokens: tuple[str, ...]
 
 
 _UNSET: Any = object()
+_EPOCH_DAY = datetime(1970, 1, 1).toordinal()
 _GC_HOLD = threading.Lock()
 _gc_holders = 0
 
