@@ -8,6 +8,7 @@ critical accessibility violation on any screen; a screenshot of each is kept
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -338,11 +339,38 @@ def test_a_second_desk_sees_a_change_live(desk: Page, browser: Browser, clinic: 
     try:
         second = sign_in(other, clinic)
         _show_day(second, 7)
+        second.wait_for_selector("body[data-live=live]", timeout=15000)
         family = f"Live{uid()}"
         clinic.booking(clinic.doctors[1], clinic.patient(family), _day(7, 8))
         expect(_entry(second, f"Pat {family}")).to_be_visible(timeout=15000)
+        # it came by the websocket Subscription, not by reading the history
+        assert second.evaluate("window.fsNotifications || 0") >= 1
     finally:
         other.close()
+
+
+def test_the_console_deletes_its_live_subscriptions_when_it_closes(browser: Browser,
+                                                                   clinic: Clinic) -> None:
+    before = {e["resource"]["id"] for e in clinic.get("Subscription", _count=1000).get(
+        "entry", [])}
+    context = browser.new_context()
+    page = sign_in(context, clinic)
+    page.wait_for_selector("body[data-live=live]", timeout=15000)
+    during = {e["resource"]["id"] for e in clinic.get("Subscription", _count=1000).get(
+        "entry", [])}
+    mine = during - before
+    assert len(mine) == 5
+    assert all(clinic.get(f"Subscription/{i}")["channel"]["type"] == "websocket" for i in mine)
+    page.close(run_before_unload=True)
+    context.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = {e["resource"]["id"] for e in clinic.get("Subscription", _count=1000).get(
+            "entry", [])} & mine
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left
 
 
 def test_the_calendar_works_from_the_keyboard(desk: Page, clinic: Clinic) -> None:

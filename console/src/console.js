@@ -6,6 +6,7 @@
 import { LitElement, css, html } from "lit";
 import { EXT, connect, extension, name } from "./api.js";
 import { load } from "./calendar.js";
+import { Live } from "./live.js";
 import "./details.js";
 import "./find.js";
 import { weekDays } from "./grid.js";
@@ -13,7 +14,8 @@ import { addDays, fromDateInput, instant, isoDate, longDay, startOfDay, startOfW
   "./time.js";
 import "./waitlist.js";
 
-const POLL_MS = 3000;
+const POLL_MS = 3000; // while the live socket is down
+const SLOW_POLL_MS = 30000; // while it is up: for what no topic reports
 const TABS = [["calendar", "Calendar"], ["find", "Find & book"], ["waitlist", "Waitlist"],
   ["kpis", "KPIs"]];
 
@@ -100,7 +102,9 @@ export class Console extends LitElement {
       await this.takeLaunchContext();
       await this.reload();
       this.since = new Date().toISOString();
-      this.poller = setInterval(() => this.poll(), POLL_MS);
+      this.live = "";
+      this.startLive();
+      this.schedulePoll();
       await this.updateComplete;
       window.fsReadyAt = performance.now();
       document.body.dataset.ready = "true";
@@ -120,7 +124,8 @@ export class Console extends LitElement {
 
   disconnectedCallback() {
     super.disconnectedCallback();
-    clearInterval(this.poller);
+    clearTimeout(this.poller);
+    if (this.feed) this.feed.stop();
   }
 
   async loadResources() {
@@ -215,6 +220,46 @@ export class Console extends LitElement {
     }
   }
 
+  startLive() {
+    this.socketUp = false;
+    this.feed = new Live(this.fhir, () => {
+      window.fsNotifications = (window.fsNotifications || 0) + 1;
+      this.changedElsewhere();
+    }, (state) => {
+      this.socketUp = state === "live";
+      document.body.dataset.live = state;
+    });
+    this.feed.start().catch(() => { this.socketUp = false; });
+  }
+
+  schedulePoll() {
+    clearTimeout(this.poller);
+    this.poller = setTimeout(async () => {
+      await this.poll();
+      this.schedulePoll();
+    }, this.socketUp ? SLOW_POLL_MS : POLL_MS);
+  }
+
+  /** A notification came: read the calendar (and the waitlist) again, at most one at a time. */
+  async changedElsewhere() {
+    if (this.refreshing) {
+      this.again = true;
+      return;
+    }
+    this.refreshing = true;
+    try {
+      do {
+        this.again = false;
+        await this.reload();
+        const board = this.shadowRoot.querySelector("fs-waitlist");
+        if (board) await board.refresh();
+        this.live = `Updated ${new Date().toLocaleTimeString()}`;
+      } while (this.again);
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
   async poll() {
     if (!this.fhir || document.hidden) return;
     const since = this.since;
@@ -222,12 +267,7 @@ export class Console extends LitElement {
     try {
       const changed = await Promise.all(["Appointment", "Slot"].map((t) =>
         this.fhir.get(`${t}/_history`, { _since: since, _count: 1 })));
-      if (changed.some((b) => (b.entry || []).length)) {
-        await this.reload();
-        this.live = `Updated ${new Date().toLocaleTimeString()}`;
-        const board = this.shadowRoot.querySelector("fs-waitlist");
-        if (board) await board.refresh();
-      }
+      if (changed.some((b) => (b.entry || []).length)) await this.changedElsewhere();
     } catch {
       this.since = since;
     }
