@@ -378,7 +378,8 @@ class _Facts:
     visits: dict[str, Visit]
 
 
-# store -> (period start, end) -> facts, oldest first. About 0.4 KB a visit.
+# store -> (period start, end) -> facts, oldest first. About 240 bytes a visit (measured:
+# 59 MB for a year of 250,000), so at most two periods are kept.
 _FACTS: WeakKeyDictionary[Any, dict[tuple[int, int], _Facts]] = WeakKeyDictionary()
 _KEEP = 2
 _DELTA = 20_000
