@@ -20,6 +20,7 @@ from typing import Protocol
 from .auth.policy import SmartPolicy
 from .auth.server import SmartAuth
 from .engage.setup import Engagement, engagement
+from .errors import FhirError
 from .hl7v2.bridge import Bridge
 from .hl7v2.door import MllpDoor, load_senders
 from .hl7v2.inbox import keep_raw_for
@@ -37,6 +38,7 @@ from .service.cds import CdsHooks
 from .service.eligibility import Checker, EligibilityService, HttpChecker, LocalChecker
 from .service.export_jobs import ExportJobs
 from .service.find import FindService
+from .service.measures import warm as warm_measures
 from .service.publish import Publisher
 from .service.resources import ResourceService
 from .service.search import SearchService
@@ -224,6 +226,15 @@ def build(settings: Settings, authorizer: Authorizer | None = None,
                                                        *engage.jobs())
     if auth is not None:
         jobs += (auth.follow_revocations,)
+    if settings.kpi_warm_days > 0:
+
+        async def warm_kpis() -> None:
+            try:
+                await warm_measures(store, settings.kpi_warm_days)
+            except FhirError as exc:  # too many visits: reports then read their own periods
+                log.warning("KPI warm-up skipped: %s", exc.diagnostics)
+
+        jobs += (warm_kpis,)
     if settings.metrics_dir:
         directory = Path(settings.metrics_dir)
 

@@ -186,6 +186,9 @@ class Settings:
     # The late-cancellation measure: a cancellation less than this many hours before the
     # visit's start (or after it) is late.
     late_cancel_hours: int = 24
+    # KPIs: the days back (and 90 ahead) read into memory soon after start, so the first report
+    # of any period in them is fast (about 240 bytes a visit; 0: nothing read ahead of asking).
+    kpi_warm_days: int = 400
     # How long a waitlist offer (a hold for the best waiting patient) stays open, in seconds.
     waitlist_offer_seconds: int = 3600
     # Where Subscription notifications may go: https:// always, plus these URL prefixes
