@@ -215,24 +215,7 @@ class SqliteStore:
 
     @timed_store("sqlite", "search")
     async def search(self, query: Query) -> Page:
-        """Within the time budget: SQLite's progress handler, called every few thousand
-        virtual-machine steps, interrupts the statement once the deadline has passed, which
-        frees the reader thread (a statement cannot otherwise be stopped from outside)."""
-        budget = self.search_seconds
-        deadline = time.monotonic() + budget
-
-        def run(c: sqlite3.Connection) -> Page:
-            c.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
-            try:
-                return search(c, query)
-            except sqlite3.OperationalError as exc:
-                if str(exc) == "interrupted":
-                    raise QueryTimedOut(budget) from exc
-                raise
-            finally:
-                c.set_progress_handler(None, 0)
-
-        return await self._read(run)
+        return await self._budgeted(lambda c: search(c, query))
 
     async def explain(self, query: Query) -> list[str]:
         """The plan SQLite chooses for ``search(query)``'s page (diagnostics, benchmarks)."""
@@ -241,14 +224,21 @@ class SqliteStore:
     @timed_store("sqlite", "in_window")
     async def in_window(self, type_: str, date_param: str, lo: int, hi: int, limit: int
                         ) -> list[tuple[str, int, bytes]]:
-        """On a reader thread within the search budget, as ``search`` is."""
+        return await self._budgeted(
+            lambda c: project.in_window(c, type_, date_param, lo, hi, limit))
+
+    async def _budgeted(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` on a reader thread within the search time budget: SQLite's progress handler,
+        called every few thousand virtual-machine steps, interrupts the statement once the
+        deadline has passed, which frees the reader thread (a statement cannot otherwise be
+        stopped from outside)."""
         budget = self.search_seconds
         deadline = time.monotonic() + budget
 
-        def run(c: sqlite3.Connection) -> list[tuple[str, int, bytes]]:
+        def run(c: sqlite3.Connection) -> T:
             c.set_progress_handler(lambda: time.monotonic() > deadline, _PROGRESS_STEPS)
             try:
-                return project.in_window(c, type_, date_param, lo, hi, limit)
+                return fn(c)
             except sqlite3.OperationalError as exc:
                 if str(exc) == "interrupted":
                     raise QueryTimedOut(budget) from exc
