@@ -48,6 +48,8 @@ MAX_SCHEDULES = 10_000
 _PRIVATE = ("Patient/", "RelatedPerson/")
 _CHUNK = 200
 _SINCE_CHANGES = 10_000  # changes read to answer _since; more, and _since is ignored
+_SINCE_DELETES = 500  # deleted resources looked up to place them; more, the same
+_SINCE_KEPT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,9 @@ class Publication:
     slots: dict[str, list[bytes]] = field(default_factory=dict)  # schedule id -> lines
     state_of: dict[str, str] = field(default_factory=dict)  # schedule id -> state ("" unknown)
     actors_of: dict[str, tuple[str, ...]] = field(default_factory=dict)  # schedule id -> refs
+    # _since answers already made from this publication, by instant (None: serve it all):
+    # anonymous pollers asking the same _since cost one history read, not one per file
+    cuts: dict[str, dict[str, File] | None] = field(default_factory=dict)
 
 
 class Publisher:
@@ -128,12 +133,12 @@ class Publisher:
         touched = changed_schedules(pub, seen)
         if touched is None:
             return None
-        cut = Publication(pub.made, pub.made_at, pub.position, pub.day, pub.next_start, {},
+        part = Publication(pub.made, pub.made_at, pub.position, pub.day, pub.next_start, {},
                           [x for x in pub.locations if x[1] >= since],
                           [x for x in pub.schedules if x[1] >= since or x[0] in touched],
                           {sid: lines for sid, lines in pub.slots.items() if sid in touched},
                           pub.state_of, pub.actors_of)
-        return _files(cut, [])
+        return _files(part, [])
 
     # ------------------------------------------------------------------ making one
 
