@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, expect, 
 
 from fhir_sched.rest.console import CONSOLE_CLIENT_ID, CONSOLE_SCOPE
 from tests.support import web
-from tests.support.browser import launch, screenshot, serious_violations
+from tests.support.browser import fill_login, launch, screenshot, serious_violations
 from tests.support.launch import add_user
 from tests.support.scheduling import hours, need, template, uid, visit_type
 from tests.support.server import ServerProcess, cleanup_dir, store_url
@@ -138,10 +138,7 @@ def sign_in(context: BrowserContext, clinic: Clinic) -> Page:
     page.on("console", lambda m: page.csp_errors.append(m.text)  # type: ignore[attr-defined]
             if "Content Security Policy" in m.text else None)
     page.goto(f"{clinic.origin}/console/")
-    page.fill("input[name=username]", "desk")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.click("button[value=allow]")
+    fill_login(page, "desk", PASSWORD)
     page.wait_for_selector("body[data-ready=true]", timeout=30000)
     return page
 
@@ -411,10 +408,7 @@ def test_an_ehr_launch_opens_the_console_on_the_ehrs_patient_and_calendar(
         page = context.new_page()
         page.goto(f"{clinic.origin}/console/launch.html?iss={clinic.server.base}"
                   f"&launch={created.json()['launch']}")
-        page.fill("input[name=username]", "desk")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.click("button[value=allow]")
+        fill_login(page, "desk", PASSWORD)
         page.wait_for_selector("body[data-ready=true]", timeout=30000)
         expect(page.locator("header")).to_contain_text(f"Patient: Pat {family}")
         grid = page.locator("fs-grid")

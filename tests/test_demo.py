@@ -15,7 +15,7 @@ import httpx
 from playwright.sync_api import expect, sync_playwright
 
 from tests.support import web
-from tests.support.browser import launch
+from tests.support.browser import fill_login, launch
 from tests.support.server import free_port
 
 
@@ -60,10 +60,7 @@ def test_the_demo_prints_a_token_that_reads_the_demo_clinic(tmp_path: Path) -> N
             browser = launch(p)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/console/")
-            page.fill("input[name=username]", user)
-            page.fill("input[name=password]", password)
-            page.click("button[type=submit]")
-            page.click("button[value=allow]")
+            fill_login(page, user, password)
             page.wait_for_selector("body[data-ready=true]", timeout=30000)
             expect(page.locator("fs-grid").get_by_role("rowheader", name="Dr. Grace Lee")
                    ).to_be_visible()

@@ -22,23 +22,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import web
+from tests.support.browser import CHROMIUM, install_chromium
 from tests.support.launch import add_user
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
 from tests.support.smart import BackendClient, get_token, register, register_backend
 
 PEER = Path(__file__).parent / "peers" / "smart-browser"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 PASSWORD = "browser password 1"
 
 
 def _installed() -> Path:
-    if not CHROMIUM.exists():
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y",
-                                            "--no-install-recommends", "chromium"]):
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                                  env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
-    assert CHROMIUM.exists(), f"{CHROMIUM} is needed for the browser test"
+    install_chromium()
     if not (PEER / "node_modules" / "fhirclient").exists():
         npm = shutil.which("npm")
         assert npm, "npm is needed to install the browser peer"

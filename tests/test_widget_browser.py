@@ -17,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.support import web
-from tests.support.browser import launch, screenshot, serious_violations
+from tests.support.browser import fill_login, launch, screenshot, serious_violations
 from tests.support.launch import add_user
 from tests.support.scheduling import hours, need, template, visit_type
 from tests.support.server import ServerProcess, cleanup_dir, free_port, store_url
@@ -137,10 +137,7 @@ def test_a_signed_in_patient_books_from_another_origin(browser: Browser, site: S
         expect(times.first).to_be_visible()
         times.nth(2).click()
         widget.get_by_role("button", name="Sign in to book").click()
-        page.fill("input[name=username]", "pat")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.click("button[value=allow]")
+        fill_login(page, "pat", PASSWORD)
         done = widget.get_by_role("status")
         expect(done).to_contain_text("Booked for", timeout=30000)
         assert page.url.startswith(f"{site.origin}/book.html")

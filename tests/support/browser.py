@@ -26,7 +26,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def install() -> None:
+def install_chromium() -> None:
+    """Debian's Chromium, from apt when it is missing (a failed install fails the test)."""
     if not CHROMIUM.exists():
         for cmd in (["apt-get", "update"], ["apt-get", "install", "-y",
                                             "--no-install-recommends", "chromium"]):
@@ -34,6 +35,10 @@ def install() -> None:
                                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
             assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}"
     assert CHROMIUM.exists(), f"{CHROMIUM} is needed for the browser tests"
+
+
+def install() -> None:
+    install_chromium()
     if not (AXE / "node_modules" / "axe-core" / "axe.min.js").exists():
         npm = shutil.which("npm")
         assert npm, "npm is needed to install axe-core"
@@ -45,6 +50,14 @@ def launch(playwright: Any) -> Browser:
     install()
     browser: Browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
     return browser
+
+
+def fill_login(page: Page, username: str, password: str) -> None:
+    """The embedded authorization server's login and consent pages, as a user fills them."""
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.click("button[value=allow]")
 
 
 def serious_violations(page: Page) -> list[dict[str, Any]]:
