@@ -2,6 +2,7 @@
 // cancel with a reason, reschedule (through <fs-find>), remove blocked time. Each action is
 // one FHIR write; a refusal is shown in the server's words.
 import { LitElement, css, html } from "lit";
+import { notice, noticeStyles } from "./notice.js";
 import { EXT, extension } from "./api.js";
 import { KIND_WORDS } from "./calendar.js";
 import { hhmm, longDay } from "./time.js";
@@ -21,17 +22,15 @@ export class Details extends LitElement {
     busy: { state: true },
   };
 
-  static styles = css`
+  static styles = [noticeStyles, css`
     :host { display: block; }
     dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 0.75rem; }
     dt { font-weight: 600; }
     .actions { display: flex; flex-wrap: wrap; gap: 0.4rem; margin: 0.5rem 0; }
     button, select, input { font: inherit; padding: 4px 8px; cursor: pointer; }
     fieldset { border: 1px solid #c8ccd0; border-radius: 4px; }
-    .message { padding: 6px; border-radius: 4px; background: #fff4dc; color: #3d2b00; }
-    .message.ok { background: #e7f5ea; color: #123d1c; }
     .flag { color: #8b1c1c; }
-  `;
+  `];
 
   constructor() {
     super();
@@ -143,8 +142,7 @@ export class Details extends LitElement {
       ${e.appointment ? this.renderAppointment(e.appointment) : html`
         <p>${longDay(e.start)}, ${hhmm(e.start)}–${hhmm(e.end)}: ${e.label}</p>
         <button ?disabled=${this.busy} @click=${this.unblock}>Remove blocked time</button>`}
-      <div aria-live="polite">${this.message ? html`<p class="message ${this.message.ok ? "ok"
-        : ""}" role=${this.message.ok ? "status" : "alert"}>${this.message.text}</p>` : ""}</div>`;
+      ${notice(this.message)}`;
   }
 }
 

@@ -2,6 +2,7 @@
 // preferences; hold or book what was found. In reschedule mode the booking carries
 // cancelled-appt-id: the old visit is cancelled in the same $book, never in a separate step.
 import { LitElement, css, html } from "lit";
+import { notice, noticeStyles } from "./notice.js";
 import { EXT, name } from "./api.js";
 import { addDays, fromDateInput, hhmm, instant, isoDate, longDay } from "./time.js";
 
@@ -25,7 +26,7 @@ export class Find extends LitElement {
     busy: { state: true },
   };
 
-  static styles = css`
+  static styles = [noticeStyles, css`
     form { display: grid; gap: 0.5rem; }
     label { display: grid; gap: 2px; font-weight: 600; }
     input, select, button { font: inherit; padding: 4px 6px; }
@@ -34,12 +35,10 @@ export class Find extends LitElement {
     li { display: flex; gap: 0.5rem; align-items: center; padding: 4px 0;
       border-bottom: 1px solid #ddd; flex-wrap: wrap; }
     li span { flex: 1 1 12rem; }
-    .message { padding: 6px; border-radius: 4px; background: #fff4dc; color: #3d2b00; }
-    .message.ok { background: #e7f5ea; color: #123d1c; }
     button.primary { background: #1e3a8a; color: #fff; border: 1px solid #1e3a8a;
       border-radius: 4px; }
     button { cursor: pointer; }
-  `;
+  `];
 
   constructor() {
     super();
@@ -179,8 +178,7 @@ export class Find extends LitElement {
         </div>
         <button class="primary" type="submit" ?disabled=${this.busy}>Find</button>
       </form>
-      <div aria-live="polite">${this.message ? html`<p class="message ${this.message.ok ? "ok"
-        : ""}" role=${this.message.ok ? "status" : "alert"}>${this.message.text}</p>` : ""}</div>
+      ${notice(this.message)}
       <ul aria-label="Free times">${this.options.map((o) => html`<li>
         <span>${longDay(new Date(o.start))}, ${hhmm(new Date(o.start))}–${hhmm(new Date(o.end))}
           · ${this.actors(o)}</span>

@@ -2,6 +2,7 @@
 // them (holds carrying the waitlist-offer extension), and the desk's actions: book an offer
 // for the patient, or take an entry off the list.
 import { LitElement, css, html } from "lit";
+import { notice, noticeStyles } from "./notice.js";
 import { EXT, extension, name } from "./api.js";
 import { hhmm, longDay } from "./time.js";
 
@@ -13,13 +14,11 @@ export class Waitlist extends LitElement {
     message: { state: true },
   };
 
-  static styles = css`
+  static styles = [noticeStyles, css`
     table { border-collapse: collapse; width: 100%; }
     th, td { border-bottom: 1px solid #ddd; padding: 4px; text-align: left; vertical-align: top; }
     button { font: inherit; padding: 3px 8px; cursor: pointer; }
-    .message { padding: 6px; border-radius: 4px; background: #fff4dc; color: #3d2b00; }
-    .message.ok { background: #e7f5ea; color: #123d1c; }
-  `;
+  `];
 
   constructor() {
     super();
@@ -81,8 +80,7 @@ export class Waitlist extends LitElement {
 
   render() {
     return html`<h2>Waitlist</h2>
-      <div aria-live="polite">${this.message ? html`<p class="message ${this.message.ok ? "ok"
-        : ""}" role=${this.message.ok ? "status" : "alert"}>${this.message.text}</p>` : ""}</div>
+      ${notice(this.message)}
       <h3>Live offers</h3>
       ${this.offers.length ? html`<table><thead><tr><th scope="col">Patient</th>
         <th scope="col">Offered time</th><th scope="col">Action</th></tr></thead><tbody>
