@@ -43,6 +43,13 @@ NY = ZoneInfo("America/New_York")
 Row = tuple[str, str, str]
 
 
+def _booked(practitioner: str, start: datetime, minutes: int) -> dict[str, object]:
+    """A booked Appointment taking ``practitioner``'s time (the guard claims it)."""
+    return {"resourceType": "Appointment", "status": "booked", "start": start.isoformat(),
+            "end": (start + timedelta(minutes=minutes)).isoformat(),
+            "participant": [{"actor": {"reference": practitioner}, "status": "accepted"}]}
+
+
 async def _seed(base: str, schedules: int, bookings: int) -> None:
     async with httpx.AsyncClient(base_url=base, headers=FHIR, timeout=60) as client:
         r = await client.put("/Location/bench-loc", json={
@@ -77,12 +84,8 @@ async def _seed(base: str, schedules: int, bookings: int) -> None:
 
         async def book(n: int, start: datetime) -> None:
             async with sem:
-                r = await client.post("/Appointment", json={
-                    "resourceType": "Appointment", "status": "booked",
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(minutes=15)).isoformat(),
-                    "participant": [{"actor": {"reference": f"Practitioner/bench-pr-{n}"},
-                                     "status": "accepted"}]})
+                r = await client.post("/Appointment",
+                                      json=_booked(f"Practitioner/bench-pr-{n}", start, 15))
                 assert r.status_code == 201, r.text
 
         await asyncio.gather(*(book(n, s) for n, s in starts))
@@ -133,12 +136,8 @@ def publish(args: argparse.Namespace) -> list[Row]:
             remade = []
             for k in range(args.repeat):
                 n, start = _weekday_starts(args.bookings + 1 + k, args.schedules)[-1]
-                r = httpx.post(f"{server.base}/Appointment", headers=FHIR, json={
-                    "resourceType": "Appointment", "status": "booked",
-                    "start": start.isoformat(),
-                    "end": (start + timedelta(minutes=15)).isoformat(),
-                    "participant": [{"actor": {"reference": f"Practitioner/bench-pr-{n}"},
-                                     "status": "accepted"}]})
+                r = httpx.post(f"{server.base}/Appointment", headers=FHIR,
+                               json=_booked(f"Practitioner/bench-pr-{n}", start, 15))
                 assert r.status_code == 201, r.text
                 time.sleep(1.1)  # past the refresh time: the next manifest is made anew
                 remade.append(_fetch_all(server.base)[0])
@@ -175,12 +174,8 @@ async def _seed_week(base: str, n: int) -> list[str]:
                 for d in range(7):
                     for v in range(4):
                         start = monday + timedelta(days=d, hours=8 + 2 * v)
-                        r = await client.post("/Appointment", json={
-                            "resourceType": "Appointment", "status": "booked",
-                            "start": start.isoformat(),
-                            "end": (start + timedelta(minutes=30)).isoformat(),
-                            "participant": [{"actor": {"reference": f"Practitioner/{pid}"},
-                                             "status": "accepted"}]})
+                        r = await client.post("/Appointment",
+                                              json=_booked(f"Practitioner/{pid}", start, 30))
                         assert r.status_code == 201, r.text
 
         await asyncio.gather(*(one(k) for k in range(n)))
