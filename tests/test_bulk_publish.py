@@ -121,13 +121,18 @@ def _manifest(server: ServerProcess, **params: str) -> dict[str, Any]:
 
 def _fresh(server: ServerProcess, after: datetime) -> dict[str, Any]:
     """The first manifest made after ``after`` (the test server remakes one each second)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 30
     while True:
         manifest = _manifest(server)
         made = datetime.fromisoformat(manifest["transactionTime"].replace("Z", "+00:00"))
         if made > after:
             return manifest
-        assert time.monotonic() < deadline, "no new publication within 20 s"
+        if time.monotonic() > deadline:
+            newest = web.get(f"{server.base}/_history", params={"_count": "1"}).json()
+            pytest.fail(f"no publication made after {after.isoformat()} within 30 s: still "
+                        f"{manifest['transactionTime']}; newest change "
+                        f"{[e.get('resource', {}).get('meta') for e in newest.get('entry', [])]}"
+                        f"; server log:\n{server.log()[-3000:]}")
         time.sleep(0.3)
 
 
